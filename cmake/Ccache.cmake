@@ -1,0 +1,8 @@
+# Use ccache for C, C++ and CUDA when it is installed.
+find_program(EPSERVE_CCACHE ccache)
+if(EPSERVE_CCACHE)
+  message(STATUS "ccache: ${EPSERVE_CCACHE}")
+  set(CMAKE_C_COMPILER_LAUNCHER ${EPSERVE_CCACHE})
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${EPSERVE_CCACHE})
+  set(CMAKE_CUDA_COMPILER_LAUNCHER ${EPSERVE_CCACHE})
+endif()

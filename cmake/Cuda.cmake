@@ -1,0 +1,34 @@
+# The CUDA backend is built when EPSERVE_CUDA is ON and nvcc is found (PATH,
+# CUDACXX, or the default toolkit location). Everything else builds without it.
+set(EPSERVE_WITH_CUDA OFF)
+if(EPSERVE_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+    find_program(EPSERVE_NVCC nvcc HINTS /usr/local/cuda/bin)
+    if(EPSERVE_NVCC)
+      set(CMAKE_CUDA_COMPILER ${EPSERVE_NVCC})
+    endif()
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # H100 / H200. Override with -DCMAKE_CUDA_ARCHITECTURES=... for others.
+      set(CMAKE_CUDA_ARCHITECTURES 90a)
+    endif()
+    enable_language(CUDA)
+    # CMake 3.25 knows no CUDA20 flag for nvcc; device code is C++17.
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    find_package(CUDAToolkit REQUIRED)
+    # NCCL ships with the toolkit on the build machine and in /usr on the GPU
+    # machine; it is optional until the multi-GPU communicator lands.
+    find_path(EPSERVE_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
+    find_library(EPSERVE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
+    set(EPSERVE_WITH_CUDA ON)
+    message(STATUS "CUDA backend: ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, arch ${CMAKE_CUDA_ARCHITECTURES})")
+  else()
+    message(STATUS "CUDA backend: OFF (nvcc not found)")
+  endif()
+else()
+  message(STATUS "CUDA backend: OFF (EPSERVE_CUDA=OFF)")
+endif()

@@ -1,0 +1,23 @@
+# Every dependency comes from Debian packages (tools/setup.sh installs them).
+find_package(Threads REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(Gloo CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+set(BLA_VENDOR OpenBLAS)
+find_package(BLAS REQUIRED)
+
+find_program(EPSERVE_PROTOC protoc REQUIRED)
+find_program(EPSERVE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+
+if(EPSERVE_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+endif()
+if(EPSERVE_BUILD_BENCHMARKS)
+  find_package(benchmark CONFIG REQUIRED)
+endif()

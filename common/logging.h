@@ -1,0 +1,24 @@
+// Logging through spdlog (Debian's Abseil has no absl/log).
+//   LOG_INFO("worker {} registered as rank {}", id, rank);
+// Levels: trace, debug, info, warn, error. Output goes to stderr, one line per
+// message, prefixed with time, level and the process role.
+#pragma once
+
+#include "absl/strings/string_view.h"
+
+#include "spdlog/spdlog.h"
+
+#define LOG_TRACE(...) SPDLOG_TRACE(__VA_ARGS__)
+#define LOG_DEBUG(...) SPDLOG_DEBUG(__VA_ARGS__)
+#define LOG_INFO(...) SPDLOG_INFO(__VA_ARGS__)
+#define LOG_WARN(...) SPDLOG_WARN(__VA_ARGS__)
+#define LOG_ERROR(...) SPDLOG_ERROR(__VA_ARGS__)
+
+namespace epserve {
+
+// Configures the default logger: `role` appears in every line ("router",
+// "worker-1"); `level` is one of trace|debug|info|warn|error. Returns false
+// for an unknown level (the level is then left at info).
+bool InitLogging(absl::string_view role, absl::string_view level);
+
+}  // namespace epserve

@@ -1,0 +1,44 @@
+#include "kernels/device.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_device.h"
+
+#if EPSERVE_WITH_CUDA
+#include "kernels/cuda/cuda_device.h"
+#endif
+
+namespace epserve::kernels {
+
+std::string DeviceSpec::ToString() const {
+  return type == DeviceType::kCpu ? "cpu" : absl::StrCat("cuda:", ordinal);
+}
+
+absl::StatusOr<DeviceSpec> ParseDevice(absl::string_view text) {
+  if (text == "cpu") return DeviceSpec{DeviceType::kCpu, 0};
+  if (text == "cuda") return DeviceSpec{DeviceType::kCuda, 0};
+  if (text.substr(0, 5) == "cuda:") {
+    int ordinal = -1;
+    if (absl::SimpleAtoi(text.substr(5), &ordinal) && ordinal >= 0 && ordinal < 1024) {
+      return DeviceSpec{DeviceType::kCuda, ordinal};
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad device '", text, "': expected cpu, cuda or cuda:K"));
+}
+
+bool CudaBackendBuilt() { return EPSERVE_WITH_CUDA != 0; }
+
+absl::StatusOr<DeviceProperties> QueryDevice(const DeviceSpec& spec) {
+  if (spec.type == DeviceType::kCpu) return cpu::QueryCpuDevice();
+#if EPSERVE_WITH_CUDA
+  return cuda::QueryCudaDevice(spec.ordinal);
+#else
+  return absl::FailedPreconditionError(absl::StrCat(
+      "device ", spec.ToString(),
+      " requested but this build has no CUDA backend (configure with nvcc available and "
+      "-DEPSERVE_CUDA=ON)"));
+#endif
+}
+
+}  // namespace epserve::kernels
