@@ -18,4 +18,8 @@ bool InitLogging(absl::string_view role, absl::string_view level) {
   return known;
 }
 
+void SetLogRole(absl::string_view role) {
+  spdlog::set_default_logger(spdlog::default_logger()->clone(std::string(role)));
+}
+
 }  // namespace epserve

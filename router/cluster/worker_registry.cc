@@ -1,0 +1,327 @@
+#include "router/cluster/worker_registry.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace epserve::router {
+namespace {
+
+using control::v1::RegisterRequest;
+using control::v1::RegisterResponse;
+using control::v1::RouterMessage;
+
+int64_t MillisSince(Clock::time_point then, Clock::time_point now) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now - then).count();
+}
+
+}  // namespace
+
+WorkerRegistry::WorkerRegistry(RegistryOptions options, RendezvousStore* store)
+    : options_(std::move(options)), store_(store) {
+  state_reason_ = absl::StrCat("waiting for ", options_.world_size, " worker(s) to register");
+}
+
+void WorkerRegistry::SetServingListener(ServingListener listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  listener_ = std::move(listener);
+}
+
+void WorkerRegistry::Notify(bool was_serving) {
+  ServingListener listener;
+  bool now_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    now_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    listener = listener_;
+  }
+  if (now_serving != was_serving && listener) listener(now_serving);
+}
+
+absl::StatusOr<RegisterResponse> WorkerRegistry::Register(const RegisterRequest& req,
+                                                          Clock::time_point now) {
+  if (req.protocol_version() != options_.protocol_version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "protocol version mismatch: worker speaks control protocol version ",
+        req.protocol_version(), ", this router speaks version ", options_.protocol_version,
+        "; run the same epserve release on router and workers"));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  uint32_t rank = 0;
+  if (req.requested_rank() >= 0) {
+    if (static_cast<uint32_t>(req.requested_rank()) >= options_.world_size) {
+      return absl::InvalidArgumentError(absl::StrCat("requested rank ", req.requested_rank(),
+                                                     " outside the cluster's world size ",
+                                                     options_.world_size));
+    }
+    rank = static_cast<uint32_t>(req.requested_rank());
+    auto it = workers_.find(rank);
+    if (it != workers_.end()) {
+      return absl::UnavailableError(absl::StrCat(
+          "rank ", rank, " is held by worker ", it->second.id, " on ",
+          it->second.registration.hostname(), " (last seen ",
+          MillisSince(it->second.last_seen, now), " ms ago); retry once it is gone"));
+    }
+  } else {
+    while (rank < options_.world_size && workers_.count(rank)) ++rank;
+    if (rank == options_.world_size) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "all ", options_.world_size, " ranks are held by live workers; this worker is not needed"));
+    }
+  }
+  Worker& w = workers_[rank];
+  w.id = absl::StrCat("w", ++next_worker_serial_, "-r", rank);
+  w.rank = rank;
+  w.registration = req;
+  w.state = v1::WORKER_STATE_REGISTERED;
+  w.last_seen = now;
+  LOG_INFO("worker {} registered as rank {}/{} from {} pid {} on {}", w.id, rank,
+           options_.world_size, req.hostname(), req.pid(), req.device().device());
+
+  RegisterResponse resp;
+  resp.set_worker_id(w.id);
+  resp.set_rank(rank);
+  resp.set_world_size(options_.world_size);
+  *resp.mutable_plan() = options_.plan;
+  resp.set_collective_backend(options_.collective_backend);
+  resp.set_heartbeat_interval_ms(static_cast<uint32_t>(options_.heartbeat_interval.count()));
+  resp.set_collective_timeout_ms(static_cast<uint32_t>(options_.collective_timeout.count()));
+  return resp;
+}
+
+absl::Status WorkerRegistry::Attach(const std::string& worker_id, WorkerChannel* channel,
+                                    Clock::time_point now) {
+  bool was_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    Worker* found = nullptr;
+    for (auto& [rank, w] : workers_) {
+      if (w.id == worker_id) found = &w;
+    }
+    if (found == nullptr) {
+      return absl::NotFoundError(absl::StrCat("unknown worker id '", worker_id,
+                                              "' (never registered, or dropped after a "
+                                              "timeout); register again"));
+    }
+    if (found->channel != nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker ", worker_id, " already has an open stream"));
+    }
+    found->channel = channel;
+    found->state = v1::WORKER_STATE_CONNECTED;
+    found->last_seen = now;
+    LOG_INFO("worker {} (rank {}) connected", worker_id, found->rank);
+    MaybeFormGroupLocked(now);
+  }
+  Notify(was_serving);
+  return absl::OkStatus();
+}
+
+void WorkerRegistry::Touch(const std::string& worker_id, Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [rank, w] : workers_) {
+    if (w.id == worker_id) w.last_seen = now;
+  }
+}
+
+void WorkerRegistry::OnGroupReady(const std::string& worker_id,
+                                  const control::v1::GroupReady& ready, Clock::time_point now) {
+  bool was_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    Worker* found = nullptr;
+    for (auto& [rank, w] : workers_) {
+      if (w.id == worker_id) found = &w;
+    }
+    if (found == nullptr) return;
+    found->last_seen = now;
+    if (ready.epoch() != epoch_ || !group_pending_) {
+      LOG_INFO("ignoring GroupReady for stale epoch {} from {} (current {})", ready.epoch(),
+               worker_id, epoch_);
+      return;
+    }
+    if (!ready.ok()) {
+      LOG_ERROR("worker {} (rank {}) failed to join group epoch {}: {}", worker_id, found->rank,
+                epoch_, ready.error());
+      group_pending_ = false;
+      for (auto& [rank, w] : workers_) {
+        if (w.state == v1::WORKER_STATE_READY) w.state = v1::WORKER_STATE_CONNECTED;
+      }
+      reform_after_ = now + options_.reform_backoff;
+      SetStateLocked(v1::CLUSTER_STATE_FORMING,
+                     absl::StrCat("worker ", worker_id, " (rank ", found->rank,
+                                  ") failed the collective warm-up: ", ready.error()));
+    } else {
+      found->state = v1::WORKER_STATE_READY;
+      found->warmup_alltoall_bytes = ready.alltoall_bytes();
+      bool all_ready = workers_.size() == options_.world_size;
+      for (auto& [rank, w] : workers_) all_ready = all_ready && w.state == v1::WORKER_STATE_READY;
+      if (all_ready) {
+        group_pending_ = false;
+        ++groups_formed_total_;
+        LOG_INFO("collective group epoch {} formed with {} worker(s); SERVING", epoch_,
+                 workers_.size());
+        SetStateLocked(v1::CLUSTER_STATE_SERVING, "");
+      }
+    }
+  }
+  Notify(was_serving);
+}
+
+void WorkerRegistry::Detach(const std::string& worker_id, const std::string& reason) {
+  bool was_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    for (auto& [rank, w] : workers_) {
+      if (w.id == worker_id) {
+        w.channel = nullptr;  // the stream is gone: never Close() it
+        RemoveLocked(rank, reason);
+        break;
+      }
+    }
+  }
+  Notify(was_serving);
+}
+
+void WorkerRegistry::Sweep(Clock::time_point now) {
+  bool was_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    std::vector<std::pair<uint32_t, std::string>> lost;
+    for (auto& [rank, w] : workers_) {
+      int64_t silent = MillisSince(w.last_seen, now);
+      if (silent > options_.worker_timeout.count()) {
+        lost.emplace_back(rank, w.channel == nullptr
+                                    ? absl::StrCat("registered but never opened its stream within ",
+                                                   options_.worker_timeout.count(), " ms")
+                                    : absl::StrCat("silent for ", silent, " ms (limit ",
+                                                   options_.worker_timeout.count(), " ms)"));
+      }
+    }
+    for (const auto& [rank, reason] : lost) RemoveLocked(rank, reason);
+    if (reform_after_ && now >= *reform_after_) {
+      reform_after_.reset();
+      MaybeFormGroupLocked(now);
+    }
+  }
+  Notify(was_serving);
+}
+
+void WorkerRegistry::ShutdownAll(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RouterMessage msg;
+  msg.mutable_shutdown()->set_reason(reason);
+  for (auto& [rank, w] : workers_) {
+    if (w.channel != nullptr) w.channel->Send(msg);
+  }
+  SetStateLocked(v1::CLUSTER_STATE_DRAINING, reason);
+}
+
+bool WorkerRegistry::serving() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_ == v1::CLUSTER_STATE_SERVING;
+}
+
+uint64_t WorkerRegistry::epoch() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return epoch_;
+}
+
+uint64_t WorkerRegistry::workers_lost_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return workers_lost_total_;
+}
+
+uint64_t WorkerRegistry::groups_formed_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return groups_formed_total_;
+}
+
+void WorkerRegistry::FillServerInfo(v1::GetServerInfoResponse* info, Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  info->set_state(state_);
+  info->set_state_reason(state_reason_);
+  info->set_world_size(options_.world_size);
+  info->set_group_epoch(epoch_);
+  for (const auto& [rank, w] : workers_) {
+    v1::WorkerInfo* wi = info->add_workers();
+    wi->set_worker_id(w.id);
+    wi->set_rank(rank);
+    wi->set_hostname(w.registration.hostname());
+    wi->set_pid(w.registration.pid());
+    wi->set_metrics_address(w.registration.metrics_address());
+    *wi->mutable_device() = w.registration.device();
+    wi->set_state(w.state);
+    wi->set_last_seen_ms_ago(static_cast<uint64_t>(std::max<int64_t>(0, MillisSince(w.last_seen, now))));
+    wi->set_warmup_alltoall_bytes(w.warmup_alltoall_bytes);
+    wi->set_collective_backend(options_.collective_backend);
+  }
+}
+
+void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
+  auto it = workers_.find(rank);
+  if (it == workers_.end()) return;
+  Worker& w = it->second;
+  if (state_ == v1::CLUSTER_STATE_DRAINING) {
+    LOG_INFO("worker {} (rank {}) left: {}", w.id, rank, reason);
+  } else {
+    LOG_WARN("worker {} (rank {}, {} pid {}) lost: {}", w.id, rank, w.registration.hostname(),
+             w.registration.pid(), reason);
+  }
+  if (w.channel != nullptr) {
+    w.channel->Close(absl::UnavailableError(absl::StrCat("worker declared lost: ", reason)));
+  }
+  std::string who = absl::StrCat("worker ", w.id, " (rank ", rank, " on ",
+                                 w.registration.hostname(), ")");
+  workers_.erase(it);
+  ++workers_lost_total_;
+  // The group that included this worker is gone; survivors go back to
+  // CONNECTED and join a new group once the rank is filled again.
+  ++epoch_;
+  group_pending_ = false;
+  reform_after_.reset();
+  for (auto& [r, other] : workers_) {
+    if (other.state == v1::WORKER_STATE_READY) other.state = v1::WORKER_STATE_CONNECTED;
+  }
+  if (state_ != v1::CLUSTER_STATE_DRAINING) {
+    SetStateLocked(v1::CLUSTER_STATE_DEGRADED,
+                   absl::StrCat(who, " lost: ", reason, "; waiting for a replacement"));
+  }
+}
+
+void WorkerRegistry::MaybeFormGroupLocked(Clock::time_point now) {
+  (void)now;
+  if (state_ == v1::CLUSTER_STATE_DRAINING) return;
+  if (workers_.size() != options_.world_size) return;
+  for (auto& [rank, w] : workers_) {
+    if (w.channel == nullptr) return;
+  }
+  ++epoch_;
+  group_pending_ = true;
+  store_->RetainOnly(RendezvousStore::EpochPrefix(epoch_));
+  LOG_INFO("all {} worker(s) connected; forming collective group epoch {}", workers_.size(),
+           epoch_);
+  for (auto& [rank, w] : workers_) {
+    w.state = v1::WORKER_STATE_CONNECTED;
+    w.warmup_alltoall_bytes = 0;
+    RouterMessage msg;
+    msg.mutable_join_group()->set_epoch(epoch_);
+    msg.mutable_join_group()->set_rank(rank);
+    msg.mutable_join_group()->set_world_size(options_.world_size);
+    w.channel->Send(msg);
+  }
+  if (state_ != v1::CLUSTER_STATE_SERVING) {
+    SetStateLocked(v1::CLUSTER_STATE_FORMING,
+                   absl::StrCat("forming collective group epoch ", epoch_));
+  }
+}
+
+void WorkerRegistry::SetStateLocked(v1::ClusterState state, std::string reason) {
+  state_ = state;
+  state_reason_ = std::move(reason);
+}
+
+}  // namespace epserve::router

@@ -1,0 +1,139 @@
+// The router's view of its workers: registration, rank assignment, liveness,
+// and formation of the collective group. A plain object with no gRPC in it:
+// the control service feeds it events, and it talks back to workers through
+// the WorkerChannel interface, so it is tested with fake channels.
+//
+//   Register ──► REGISTERED ──Attach──► CONNECTED ──(all N connected)──►
+//   JoinGroup(epoch) to every worker ──GroupReady(epoch, ok) from all──►
+//   READY × N ──► cluster SERVING
+//
+// Losing any worker (stream closed, or silent for `worker_timeout`) makes the
+// cluster DEGRADED and invalidates the group (epoch+1); when the rank is
+// filled again, every worker joins a fresh group.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "epserve/control/v1/control.pb.h"
+#include "epserve/v1/epserve.pb.h"
+#include "router/cluster/rendezvous_store.h"
+
+namespace epserve::router {
+
+using Clock = std::chrono::steady_clock;
+
+// The router's end of one worker's step stream.
+class WorkerChannel {
+ public:
+  virtual ~WorkerChannel() = default;
+  // Queues a message; never blocks on the network.
+  virtual void Send(const control::v1::RouterMessage& message) = 0;
+  // Ends the stream with `status` (e.g. after a liveness timeout).
+  virtual void Close(const absl::Status& status) = 0;
+};
+
+struct RegistryOptions {
+  uint32_t world_size = 1;
+  unsigned protocol_version = 0;
+  // A worker silent for this long (no heartbeat or message) is declared lost.
+  std::chrono::milliseconds worker_timeout{3000};
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds collective_timeout{10000};
+  // After a failed group formation, wait this long before trying again.
+  std::chrono::milliseconds reform_backoff{1000};
+  std::string collective_backend = "gloo";
+  control::v1::ModelPlan plan;  // the same for every worker
+};
+
+class WorkerRegistry {
+ public:
+  // Called (outside the registry lock) whenever SERVING starts or stops.
+  using ServingListener = std::function<void(bool serving)>;
+
+  WorkerRegistry(RegistryOptions options, RendezvousStore* store);
+
+  void SetServingListener(ServingListener listener);
+
+  // Assigns a rank and returns the worker's plan. Errors:
+  //   FAILED_PRECONDITION  protocol version mismatch (names both versions)
+  //   RESOURCE_EXHAUSTED   every rank is held by a live worker
+  //   UNAVAILABLE          the requested rank is held by a live worker
+  //   INVALID_ARGUMENT     requested rank outside [0, world_size)
+  absl::StatusOr<control::v1::RegisterResponse> Register(const control::v1::RegisterRequest& req,
+                                                         Clock::time_point now);
+
+  // The worker opened its stream (first message `hello`). NOT_FOUND for an
+  // unknown or expired worker id; FAILED_PRECONDITION if already attached.
+  absl::Status Attach(const std::string& worker_id, WorkerChannel* channel,
+                      Clock::time_point now);
+
+  // Any message from the worker (heartbeats included) proves it is alive.
+  void Touch(const std::string& worker_id, Clock::time_point now);
+
+  void OnGroupReady(const std::string& worker_id, const control::v1::GroupReady& ready,
+                    Clock::time_point now);
+
+  // The worker's stream ended. The channel must not be used afterwards:
+  // Detach returns only when no Send to it is in progress.
+  void Detach(const std::string& worker_id, const std::string& reason);
+
+  // Declares silent workers lost, drops workers that registered but never
+  // attached, and retries a failed group formation. Call periodically.
+  void Sweep(Clock::time_point now);
+
+  // Sends Shutdown to every attached worker.
+  void ShutdownAll(const std::string& reason);
+
+  bool serving() const;
+  uint64_t epoch() const;
+  // Monotonic counts for metrics.
+  uint64_t workers_lost_total() const;
+  uint64_t groups_formed_total() const;
+  // Fills state, reason, world size, epoch and workers.
+  void FillServerInfo(v1::GetServerInfoResponse* info, Clock::time_point now) const;
+
+ private:
+  struct Worker {
+    std::string id;
+    uint32_t rank = 0;
+    control::v1::RegisterRequest registration;
+    v1::WorkerState state = v1::WORKER_STATE_REGISTERED;
+    WorkerChannel* channel = nullptr;
+    Clock::time_point last_seen;
+    uint64_t warmup_alltoall_bytes = 0;
+  };
+
+  // All private helpers expect mu_ held. They return whether the serving
+  // state changed, so the listener can be told after unlocking.
+  void RemoveLocked(uint32_t rank, const std::string& reason);
+  void MaybeFormGroupLocked(Clock::time_point now);
+  void SetStateLocked(v1::ClusterState state, std::string reason);
+  void Notify(bool was_serving);
+
+  const RegistryOptions options_;
+  RendezvousStore* const store_;
+  ServingListener listener_;
+
+  mutable std::mutex mu_;
+  std::map<uint32_t, Worker> workers_;  // by rank
+  uint64_t next_worker_serial_ = 0;
+  uint64_t epoch_ = 0;
+  uint64_t workers_lost_total_ = 0;
+  uint64_t groups_formed_total_ = 0;
+  // True while JoinGroup(epoch_) is out and not all GroupReady are in.
+  bool group_pending_ = false;
+  std::optional<Clock::time_point> reform_after_;
+  v1::ClusterState state_ = v1::CLUSTER_STATE_FORMING;
+  std::string state_reason_;
+};
+
+}  // namespace epserve::router

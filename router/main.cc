@@ -1,0 +1,129 @@
+// epserve-router: the client-facing process of an epserve cluster.
+#include <cstdio>
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/flags/flags_util.h"
+#include "common/logging.h"
+#include "common/shutdown.h"
+#include "router/router_server.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, weights, tokenizer)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "HOST:PORT for clients and workers (gRPC). Port 0 picks a free port");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9400",
+          "HOST:PORT of the Prometheus /metrics endpoint; empty disables it");
+ABSL_FLAG(int, local_workers, 0,
+          "Spawn this many epserve-worker processes on this host (quick start / single node)");
+ABSL_FLAG(int, workers, 0,
+          "Wait for this many epserve-worker processes started elsewhere (--router=HOST:PORT)");
+ABSL_FLAG(std::string, device, "cpu", "Device of local workers: cpu, or cuda (worker K on cuda:K)");
+ABSL_FLAG(std::string, expert_placement, "linear", "Expert placement: linear or round-robin");
+ABSL_FLAG(int, worker_timeout_ms, 3000,
+          "A worker silent for this long is declared lost and the cluster stops serving");
+ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers send heartbeats");
+ABSL_FLAG(int, collective_timeout_ms, 10000,
+          "Limit for forming the collective group and for every collective operation");
+ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, how long in-flight work may take before exit");
+ABSL_FLAG(std::string, ports_file, "",
+          "Write the bound addresses here as JSON once listening (for scripts and tests)");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error (router and local workers)");
+
+namespace {
+
+constexpr char kUsage[] =
+    "epserve-router: the router of an epserve cluster.\n\n"
+    "  epserve-router --model DIR --local-workers N   # router + N workers on this host\n"
+    "  epserve-router --model DIR --workers N         # wait for N epserve-worker processes\n\n"
+    "Clients speak epserve.v1.Epserve (gRPC) on --listen; grpc.health.v1 and server\n"
+    "reflection are served there too.";
+
+std::optional<epserve::HostPort> ParseAddressFlag(const char* flag, const std::string& value,
+                                                  bool optional) {
+  if (optional && value.empty()) return std::nullopt;
+  auto parsed = epserve::ParseHostPort(value, /*allow_port_zero=*/true);
+  if (!parsed.ok()) epserve::Die(absl::StrCat("--", flag, ": ", parsed.status().message()), 2);
+  return *parsed;
+}
+
+int PositiveFlag(const char* flag, int value) {
+  if (value <= 0) epserve::Die(absl::StrCat("--", flag, " must be positive, got ", value), 2);
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> rest = epserve::ParseFlags(argc, argv, kUsage);
+  if (rest.size() > 1) epserve::Die(absl::StrCat("unexpected argument '", rest[1], "'"), 2);
+  if (!epserve::InitLogging("router", absl::GetFlag(FLAGS_log_level))) {
+    epserve::Die(absl::StrCat("--log-level: unknown level '", absl::GetFlag(FLAGS_log_level),
+                              "' (trace, debug, info, warn, error)"), 2);
+  }
+
+  epserve::router::RouterOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  if (options.model_dir.empty()) epserve::Die("--model is required", 2);
+  options.listen = *ParseAddressFlag("listen", absl::GetFlag(FLAGS_listen), false);
+  options.metrics_listen =
+      ParseAddressFlag("metrics-listen", absl::GetFlag(FLAGS_metrics_listen), true);
+  int local = absl::GetFlag(FLAGS_local_workers);
+  int remote = absl::GetFlag(FLAGS_workers);
+  if ((local > 0) == (remote > 0) || local < 0 || remote < 0) {
+    epserve::Die("give exactly one of --local-workers N or --workers N (N >= 1)", 2);
+  }
+  options.world_size = static_cast<uint32_t>(local > 0 ? local : remote);
+  options.local_workers = local > 0;
+  options.worker_device = absl::GetFlag(FLAGS_device);
+  if (options.worker_device != "cpu" && options.worker_device != "cuda") {
+    epserve::Die(absl::StrCat("--device: expected cpu or cuda, got '", options.worker_device, "'"),
+                 2);
+  }
+  auto placement = epserve::ParsePlacementStrategy(absl::GetFlag(FLAGS_expert_placement));
+  if (!placement.ok()) epserve::Die(absl::StrCat("--expert-placement: ", placement.status().message()), 2);
+  options.placement = *placement;
+  options.worker_timeout =
+      std::chrono::milliseconds(PositiveFlag("worker-timeout-ms", absl::GetFlag(FLAGS_worker_timeout_ms)));
+  options.heartbeat_interval = std::chrono::milliseconds(
+      PositiveFlag("heartbeat-interval-ms", absl::GetFlag(FLAGS_heartbeat_interval_ms)));
+  if (options.heartbeat_interval * 2 > options.worker_timeout) {
+    epserve::Die("--heartbeat-interval-ms must be at most half of --worker-timeout-ms", 2);
+  }
+  options.collective_timeout = std::chrono::milliseconds(
+      PositiveFlag("collective-timeout-ms", absl::GetFlag(FLAGS_collective_timeout_ms)));
+  options.drain_timeout =
+      std::chrono::seconds(PositiveFlag("drain-timeout-s", absl::GetFlag(FLAGS_drain_timeout_s)));
+  options.ports_file = absl::GetFlag(FLAGS_ports_file);
+  options.worker_log_level = absl::GetFlag(FLAGS_log_level);
+
+  std::shared_ptr<epserve::router::RouterServer> server;
+  std::mutex server_mu;
+  epserve::InstallShutdownHandler([&](int sig) {
+    static int count = 0;
+    if (++count > 1) {
+      std::fprintf(stderr, "epserve-router: second signal %d, exiting now\n", sig);
+      std::_Exit(130);
+    }
+    std::shared_ptr<epserve::router::RouterServer> s;
+    {
+      std::lock_guard<std::mutex> lock(server_mu);
+      s = server;
+    }
+    if (s) {
+      s->Shutdown(absl::StrCat("received signal ", sig));
+    } else {
+      std::_Exit(130);  // still starting: nothing to drain
+    }
+  });
+
+  auto started = epserve::router::RouterServer::Start(options);
+  if (!started.ok()) epserve::Die(started.status().message());
+  {
+    std::lock_guard<std::mutex> lock(server_mu);
+    server = std::move(*started);
+  }
+  server->Wait();
+  LOG_INFO("router stopped");
+  return 0;
+}

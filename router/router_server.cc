@@ -1,0 +1,222 @@
+#include "router/router_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "common/version.h"
+#include "router/cluster/rendezvous_store.h"
+#include "router/cluster/worker_registry.h"
+#include "router/router_metrics.h"
+#include "router/service/client_service.h"
+#include "router/service/control_service.h"
+#include "router/service/model_info.h"
+
+namespace epserve::router {
+namespace {
+
+constexpr char kClientServiceName[] = "epserve.v1.Epserve";
+
+absl::StatusOr<v1::ExpertPlacement> MakePlacement(const v1::GetModelInfoResponse& model,
+                                                 const RouterOptions& options) {
+  v1::ExpertPlacement placement;
+  placement.set_strategy(PlacementStrategyName(options.placement));
+  if (model.num_experts() == 0) return placement;  // dense: nothing to place
+  ASSIGN_OR_RETURN(std::vector<uint32_t> owners,
+                   PlaceExperts(model.num_experts(), options.world_size, options.placement));
+  for (uint32_t r : owners) placement.add_expert_to_rank(r);
+  return placement;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOptions& options) {
+  std::unique_ptr<RouterServer> self(new RouterServer());
+  self->options_ = options;
+  if (options.world_size == 0) {
+    return absl::InvalidArgumentError("--workers / --local-workers must be at least 1");
+  }
+  ASSIGN_OR_RETURN(v1::GetModelInfoResponse model, ReadModelInfo(options.model_dir));
+  absl::StatusOr<v1::ExpertPlacement> placement = MakePlacement(model, options);
+  if (!placement.ok()) return Annotate(placement.status(), "--model");
+
+  RegistryOptions reg;
+  reg.world_size = options.world_size;
+  reg.protocol_version = kProtocolVersion;
+  reg.worker_timeout = options.worker_timeout;
+  reg.heartbeat_interval = options.heartbeat_interval;
+  reg.collective_timeout = options.collective_timeout;
+  reg.plan.set_model_path(model.model_path());
+  reg.plan.set_dtype(model.dtype());
+  reg.plan.set_load_format("auto");
+  *reg.plan.mutable_expert_placement() = *placement;
+  self->store_ = std::make_unique<RendezvousStore>();
+  self->registry_ = std::make_unique<WorkerRegistry>(reg, self->store_.get());
+
+  ClientServiceOptions client_options;
+  client_options.model_info = model;
+  client_options.expert_placement = *placement;
+  self->client_service_ = std::make_unique<ClientService>(client_options, self->registry_.get());
+  self->control_service_ =
+      std::make_unique<ControlService>(self->registry_.get(), self->store_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // gRPC enables SO_REUSEPORT by default, which would let a second router
+  // bind the same port silently; a port in use must be an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  int bound_port = 0;
+  builder.AddListeningPort(options.listen.ToString(), grpc::InsecureServerCredentials(),
+                           &bound_port);
+  builder.RegisterService(self->client_service_.get());
+  builder.RegisterService(self->control_service_.get());
+  self->server_ = builder.BuildAndStart();
+  if (self->server_ == nullptr || bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat("--listen ", options.listen.ToString(),
+                                               ": cannot listen (port in use, or the address "
+                                               "is not local)"));
+  }
+  self->grpc_address_ = options.listen;
+  self->grpc_address_.port = static_cast<uint16_t>(bound_port);
+
+  grpc::HealthCheckServiceInterface* health = self->server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kClientServiceName, false);
+  self->registry_->SetServingListener([health](bool serving) {
+    health->SetServingStatus(serving);
+    health->SetServingStatus(kClientServiceName, serving);
+  });
+
+  self->metrics_registry_ = std::make_shared<prometheus::Registry>();
+  self->metrics_ = std::make_unique<RouterMetrics>(*self->metrics_registry_);
+  if (options.metrics_listen) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
+        MetricsServer::Start(*options.metrics_listen, self->metrics_registry_);
+    if (!metrics.ok()) return Annotate(metrics.status(), "--metrics-listen");
+    self->metrics_server_ = std::move(*metrics);
+  }
+  LOG_INFO("epserve-router {} serving {} ({}) on {}; metrics on {}; expecting {} worker(s)",
+           kVersion, model.architecture(), model.model_path(), self->grpc_address_.ToString(),
+           self->metrics_server_ ? self->metrics_server_->address().ToString() : "(off)",
+           options.world_size);
+  RETURN_IF_ERROR(self->WritePortsFile());
+  self->sweeper_ = std::thread([raw = self.get()] { raw->SweepLoop(); });
+  if (options.local_workers) RETURN_IF_ERROR(self->SpawnLocalWorkers());
+  return self;
+}
+
+RouterServer::~RouterServer() {
+  Shutdown("router destroyed");
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+absl::Status RouterServer::WritePortsFile() const {
+  if (options_.ports_file.empty()) return absl::OkStatus();
+  std::string tmp = options_.ports_file + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << "{\"grpc\": \"" << grpc_address_.ToString() << "\", \"metrics\": \""
+        << (metrics_server_ ? metrics_server_->address().ToString() : "") << "\"}\n";
+    if (!out) return absl::InternalError(absl::StrCat("--ports-file: cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, options_.ports_file, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("--ports-file: cannot rename to ", options_.ports_file, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RouterServer::SpawnLocalWorkers() {
+  std::string worker_bin = ExecutableDir() + "/epserve-worker";
+  if (!std::filesystem::exists(worker_bin)) {
+    return absl::NotFoundError(
+        absl::StrCat("--local-workers: worker binary not found at ", worker_bin));
+  }
+  std::string router = absl::StrCat("127.0.0.1:", grpc_address_.port);
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    std::string device = options_.worker_device == "cuda" ? absl::StrCat("cuda:", rank) : "cpu";
+    std::vector<std::string> argv = {worker_bin,
+                                     "--router=" + router,
+                                     absl::StrCat("--rank=", rank),
+                                     "--device=" + device,
+                                     "--collective-host=127.0.0.1",
+                                     "--metrics-listen=127.0.0.1:0",
+                                     "--log-level=" + options_.worker_log_level};
+    ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, SubprocessOptions{}));
+    LOG_INFO("spawned local worker {} (pid {}) on {}", rank, child.pid(), device);
+    local_workers_.push_back(std::move(child));
+  }
+  return absl::OkStatus();
+}
+
+void RouterServer::SweepLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!shutdown_started_) {
+    lock.unlock();
+    auto now = Clock::now();
+    registry_->Sweep(now);
+    v1::GetServerInfoResponse info;
+    registry_->FillServerInfo(&info, now);
+    metrics_->Update(info, registry_->workers_lost_total(), registry_->groups_formed_total());
+    for (size_t i = 0; i < local_workers_.size(); ++i) {
+      if (local_workers_[i].running()) {
+        if (auto code = local_workers_[i].Wait(std::chrono::milliseconds(0))) {
+          LOG_WARN("local worker {} (pid {}) exited with code {}", i, local_workers_[i].pid(),
+                   *code);
+        }
+      }
+    }
+    lock.lock();
+    cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return shutdown_started_; });
+  }
+}
+
+void RouterServer::Shutdown(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_started_) return;
+    shutdown_started_ = true;
+  }
+  cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+  LOG_INFO("shutting down: {}", reason);
+  if (server_) {
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    server_->GetHealthCheckService()->SetServingStatus(kClientServiceName, false);
+  }
+  registry_->ShutdownAll(reason);
+  auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+  // Local workers exit on the Shutdown message; SIGTERM (then SIGKILL) only
+  // those that have not within the drain timeout.
+  for (Subprocess& child : local_workers_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    std::optional<int> code = child.Wait(std::max(left, std::chrono::milliseconds(0)));
+    if (!code) code = child.Terminate(std::chrono::seconds(2));
+    LOG_INFO("local worker pid {} exited with code {}", child.pid(), *code);
+  }
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutdown_done_ = true;
+  }
+  cv_.notify_all();
+}
+
+void RouterServer::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return shutdown_done_; });
+}
+
+}  // namespace epserve::router

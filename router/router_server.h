@@ -1,0 +1,92 @@
+// The epserve-router process: gRPC server (client API, control plane,
+// health, reflection), worker registry, metrics, and (--local-workers) the
+// worker processes it spawns on this host.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/metrics/metrics_server.h"
+#include "common/net.h"
+#include "common/placement.h"
+#include "common/subprocess.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace epserve::router {
+
+class WorkerRegistry;
+class RendezvousStore;
+class ClientService;
+class ControlService;
+class RouterMetrics;
+
+struct RouterOptions {
+  std::string model_dir;
+  HostPort listen{"0.0.0.0", 50051};
+  std::optional<HostPort> metrics_listen;  // nullopt: no metrics endpoint
+  uint32_t world_size = 1;
+  // Spawn `world_size` workers on this host instead of waiting for them.
+  bool local_workers = false;
+  std::string worker_device = "cpu";  // for local workers: cpu | cuda
+  std::string worker_log_level = "info";
+  std::chrono::milliseconds worker_timeout{3000};
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds collective_timeout{10000};
+  std::chrono::seconds drain_timeout{30};
+  PlacementStrategy placement = PlacementStrategy::kLinear;
+  // If set, the bound addresses are written here as JSON once listening.
+  std::string ports_file;
+};
+
+class RouterServer {
+ public:
+  // Validates the model directory, binds the ports, starts the services and
+  // spawns local workers. Errors name the flag or address at fault.
+  static absl::StatusOr<std::unique_ptr<RouterServer>> Start(const RouterOptions& options);
+  ~RouterServer();
+
+  // Blocks until Shutdown() has completed.
+  void Wait();
+  // Drains: health NOT_SERVING, Shutdown to every worker, waits for local
+  // workers (up to drain_timeout), stops the server. Idempotent; any thread.
+  void Shutdown(const std::string& reason);
+
+  const HostPort& grpc_address() const { return grpc_address_; }
+
+ private:
+  RouterServer() = default;
+  absl::Status SpawnLocalWorkers();
+  absl::Status WritePortsFile() const;
+  void SweepLoop();
+
+  RouterOptions options_;
+  std::unique_ptr<RendezvousStore> store_;
+  std::unique_ptr<WorkerRegistry> registry_;
+  std::unique_ptr<ClientService> client_service_;
+  std::unique_ptr<ControlService> control_service_;
+  std::unique_ptr<grpc::Server> server_;
+  HostPort grpc_address_;
+  std::shared_ptr<prometheus::Registry> metrics_registry_;
+  std::unique_ptr<RouterMetrics> metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::vector<Subprocess> local_workers_;
+
+  std::thread sweeper_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool shutdown_started_ = false;
+  bool shutdown_done_ = false;
+};
+
+}  // namespace epserve::router

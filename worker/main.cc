@@ -1,0 +1,86 @@
+// epserve-worker: one per device; joins the router's cluster.
+#include <atomic>
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/flags/flags_util.h"
+#include "common/logging.h"
+#include "common/shutdown.h"
+#include "common/version.h"
+#include "worker/worker.h"
+
+ABSL_FLAG(std::string, router, "", "HOST:PORT of the epserve-router to join (required)");
+ABSL_FLAG(std::string, device, "cpu", "Device to run on: cpu, cuda or cuda:K");
+ABSL_FLAG(int, rank, -1,
+          "Rank to ask for (e.g. a StatefulSet ordinal); -1 lets the router choose");
+ABSL_FLAG(std::string, collective_host, "",
+          "Address other workers reach this one on for collectives (default: host name)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9401",
+          "HOST:PORT of this worker's Prometheus /metrics endpoint; empty disables it");
+ABSL_FLAG(int, connect_timeout_s, 30,
+          "Keep trying to reach and register with the router for this long, then exit");
+ABSL_FLAG(int, protocol_version, static_cast<int>(epserve::kProtocolVersion),
+          "Control protocol version to announce (for compatibility testing)");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error");
+
+namespace {
+
+constexpr char kUsage[] =
+    "epserve-worker: a worker of an epserve cluster.\n\n"
+    "  epserve-worker --router HOST:PORT [--device cuda:0]\n\n"
+    "Registers with the router, receives its rank and plan, joins the collective group\n"
+    "and executes steps. Exits when the router asks it to, or when the router is gone.";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> rest = epserve::ParseFlags(argc, argv, kUsage);
+  if (rest.size() > 1) epserve::Die(absl::StrCat("unexpected argument '", rest[1], "'"), 2);
+  if (!epserve::InitLogging("worker", absl::GetFlag(FLAGS_log_level))) {
+    epserve::Die(absl::StrCat("--log-level: unknown level '", absl::GetFlag(FLAGS_log_level), "'"),
+                 2);
+  }
+  epserve::worker::WorkerOptions options;
+  std::string router = absl::GetFlag(FLAGS_router);
+  if (router.empty()) epserve::Die("--router HOST:PORT is required", 2);
+  auto router_addr = epserve::ParseHostPort(router, /*allow_port_zero=*/false);
+  if (!router_addr.ok()) epserve::Die(absl::StrCat("--router: ", router_addr.status().message()), 2);
+  options.router_address = router_addr->ToString();
+  auto device = epserve::kernels::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) epserve::Die(absl::StrCat("--device: ", device.status().message()), 2);
+  options.device = *device;
+  options.requested_rank = absl::GetFlag(FLAGS_rank);
+  if (options.requested_rank < -1) epserve::Die("--rank must be -1 or a rank >= 0", 2);
+  options.collective_host = absl::GetFlag(FLAGS_collective_host);
+  if (options.collective_host.empty()) options.collective_host = epserve::LocalHostName();
+  std::string metrics = absl::GetFlag(FLAGS_metrics_listen);
+  if (!metrics.empty()) {
+    auto addr = epserve::ParseHostPort(metrics, /*allow_port_zero=*/true);
+    if (!addr.ok()) epserve::Die(absl::StrCat("--metrics-listen: ", addr.status().message()), 2);
+    options.metrics_listen = *addr;
+  }
+  int connect_timeout = absl::GetFlag(FLAGS_connect_timeout_s);
+  if (connect_timeout <= 0) epserve::Die("--connect-timeout-s must be positive", 2);
+  options.register_retry = std::chrono::seconds(connect_timeout);
+  int protocol = absl::GetFlag(FLAGS_protocol_version);
+  if (protocol < 0) epserve::Die("--protocol-version must be >= 0", 2);
+  options.protocol_version = static_cast<unsigned>(protocol);
+
+  // Signals are handled before any thread exists (the metrics server starts
+  // threads), so that every thread inherits the blocked mask.
+  static std::atomic<epserve::worker::Worker*> running{nullptr};
+  epserve::InstallShutdownHandler([](int sig) {
+    static int count = 0;
+    epserve::worker::Worker* w = running.load();
+    if (++count > 1 || w == nullptr) std::_Exit(128 + sig);
+    w->Stop(absl::StrCat("received signal ", sig));
+  });
+  auto worker = epserve::worker::Worker::Create(options);
+  if (!worker.ok()) epserve::Die(worker.status().message());
+  running.store(worker->get());
+  absl::Status status = (*worker)->Run();
+  running.store(nullptr);
+  if (!status.ok()) epserve::Die(status.message());
+  return 0;
+}

@@ -1,0 +1,261 @@
+#include "worker/worker.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/rpc/grpc_status.h"
+#include "common/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "worker/comm/alltoall_check.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/comm/local_communicator.h"
+
+namespace epserve::worker {
+
+using control::v1::RouterMessage;
+using control::v1::WorkerMessage;
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(prometheus::Registry& registry)
+      : joins_(prometheus::BuildCounter()
+                   .Name("epserve_worker_group_joins_total")
+                   .Help("Attempts to join a collective group, by result")
+                   .Register(registry)),
+        joins_ok_(joins_.Add({{"result", "ok"}})),
+        joins_error_(joins_.Add({{"result", "error"}})),
+        warmup_bytes_(prometheus::BuildGauge()
+                          .Name("epserve_worker_warmup_alltoall_bytes")
+                          .Help("Bytes sent + received by the last warm-up all-to-all-v check")
+                          .Register(registry)
+                          .Add({})),
+        rank_(prometheus::BuildGauge()
+                  .Name("epserve_worker_rank")
+                  .Help("This worker's rank in the cluster (-1 before registration)")
+                  .Register(registry)
+                  .Add({})) {
+    rank_.Set(-1);
+  }
+
+  prometheus::Family<prometheus::Counter>& joins_;
+  prometheus::Counter& joins_ok_;
+  prometheus::Counter& joins_error_;
+  prometheus::Gauge& warmup_bytes_;
+  prometheus::Gauge& rank_;
+};
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)) {}
+
+Worker::~Worker() { Stop("worker destroyed"); }
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const WorkerOptions& options) {
+  std::unique_ptr<Worker> self(new Worker(options));
+  absl::StatusOr<kernels::DeviceProperties> device = kernels::QueryDevice(options.device);
+  if (!device.ok()) return Annotate(device.status(), "--device");
+  self->device_ = *device;
+  self->metrics_registry_ = std::make_shared<prometheus::Registry>();
+  self->metrics_ = std::make_unique<WorkerMetrics>(*self->metrics_registry_);
+  if (options.metrics_listen) {
+    auto server = MetricsServer::Start(*options.metrics_listen, self->metrics_registry_);
+    if (!server.ok()) return Annotate(server.status(), "--metrics-listen");
+    self->metrics_server_ = std::move(*server);
+  }
+  self->control_ = std::make_unique<ControlClient>(options.router_address);
+  return self;
+}
+
+void Worker::Stop(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    stop_reason_ = reason;
+  }
+  cv_.notify_all();
+  std::lock_guard<std::mutex> lock(stream_mu_);
+  if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
+}
+
+void Worker::Send(const WorkerMessage& message) {
+  std::lock_guard<std::mutex> lock(stream_mu_);
+  if (stream_ != nullptr) stream_->Write(message);
+}
+
+absl::Status Worker::Run() {
+  control::v1::RegisterRequest req;
+  req.set_protocol_version(options_.protocol_version);
+  req.set_hostname(LocalHostName());
+  req.set_pid(static_cast<uint32_t>(getpid()));
+  v1::DeviceInfo* dev = req.mutable_device();
+  dev->set_device(device_.spec.ToString());
+  dev->set_name(device_.name);
+  dev->set_total_memory_bytes(device_.total_memory_bytes);
+  dev->set_free_memory_bytes(device_.free_memory_bytes);
+  dev->set_compute_units(device_.compute_units);
+  dev->set_compute_capability(device_.compute_capability);
+  req.mutable_capabilities()->add_collective_backends("gloo");
+  req.mutable_capabilities()->add_dtypes("float32");
+  if (metrics_server_) req.set_metrics_address(metrics_server_->address().ToString());
+  req.set_requested_rank(options_.requested_rank);
+
+  ASSIGN_OR_RETURN(registration_, control_->Register(req, options_.register_retry));
+  SetLogRole(absl::StrCat("worker-", registration_.rank()));
+  metrics_->rank_.Set(registration_.rank());
+  LOG_INFO("registered with router {} as {} (rank {} of {}, device {}, collectives {})",
+           control_->router_address(), registration_.worker_id(), registration_.rank(),
+           registration_.world_size(), device_.spec.ToString(),
+           registration_.collective_backend());
+
+  grpc::ClientContext ctx;
+  auto stream = control_->stub().Connect(&ctx);
+  {
+    std::lock_guard<std::mutex> lock(stream_mu_);
+    stream_ctx_ = &ctx;
+    stream_ = stream.get();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) ctx.TryCancel();
+  }
+  WorkerMessage hello;
+  hello.mutable_hello()->set_worker_id(registration_.worker_id());
+  Send(hello);
+
+  std::thread heartbeat([this] {
+    HeartbeatLoop(std::chrono::milliseconds(registration_.heartbeat_interval_ms()));
+  });
+  std::thread executor([this] { ExecutorLoop(); });
+
+  std::string shutdown_reason;
+  RouterMessage msg;
+  while (stream->Read(&msg)) {
+    if (msg.has_shutdown()) {
+      shutdown_reason = msg.shutdown().reason();
+      break;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox_.push_back(std::move(msg));
+    cv_.notify_all();
+  }
+  bool stop_requested;
+  std::string stop_reason;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_requested = stopping_;
+    stop_reason = stop_reason_;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  heartbeat.join();
+  executor.join();
+  {
+    std::lock_guard<std::mutex> lock(stream_mu_);
+    stream_ = nullptr;
+    stream_ctx_ = nullptr;
+  }
+  ctx.TryCancel();
+  absl::Status end = rpc::FromGrpc(stream->Finish());
+  comm_.reset();
+  if (!shutdown_reason.empty()) {
+    LOG_INFO("router asked this worker to shut down: {}", shutdown_reason);
+    return absl::OkStatus();
+  }
+  if (stop_requested) {
+    LOG_INFO("stopping: {}", stop_reason);
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat("lost the step stream to router ",
+                                             control_->router_address(), ": ",
+                                             end.ok() ? "closed by router" : end.message()));
+}
+
+void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
+  WorkerMessage beat;
+  beat.mutable_heartbeat();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!cv_.wait_for(lock, interval, [this] { return stopping_; })) {
+    lock.unlock();
+    Send(beat);
+    lock.lock();
+  }
+}
+
+void Worker::ExecutorLoop() {
+  while (true) {
+    RouterMessage msg;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !inbox_.empty(); });
+      if (stopping_) return;
+      msg = std::move(inbox_.front());
+      inbox_.pop_front();
+      // Only the newest JoinGroup matters: older groups are already gone.
+      if (msg.has_join_group()) {
+        for (const RouterMessage& later : inbox_) {
+          if (later.has_join_group()) msg.Clear();
+        }
+      }
+    }
+    if (msg.has_join_group()) JoinGroup(msg.join_group());
+    if (msg.has_step_plan()) ExecuteStep(msg.step_plan());
+  }
+}
+
+void Worker::JoinGroup(const control::v1::JoinGroup& join) {
+  comm_.reset();  // leave the previous group first
+  auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<comm::Communicator>> comm;
+  if (join.world_size() == 1) {
+    comm = std::unique_ptr<comm::Communicator>(new comm::LocalCommunicator());
+  } else {
+    comm::GlooOptions gloo;
+    gloo.rank = static_cast<int>(join.rank());
+    gloo.world_size = static_cast<int>(join.world_size());
+    gloo.hostname = options_.collective_host;
+    gloo.key_prefix = absl::StrCat("epoch/", join.epoch(), "/");
+    gloo.timeout = std::chrono::milliseconds(registration_.collective_timeout_ms());
+    GrpcRendezvous rendezvous(&control_->stub());
+    comm = comm::GlooCommunicator::Create(gloo, rendezvous);
+  }
+  WorkerMessage reply;
+  control::v1::GroupReady* ready = reply.mutable_group_ready();
+  ready->set_epoch(join.epoch());
+  absl::StatusOr<comm::AllToAllCheckResult> check =
+      comm.ok() ? comm::RunAllToAllCheck(**comm) : comm.status();
+  if (check.ok()) {
+    comm_ = std::move(*comm);
+    ready->set_ok(true);
+    ready->set_alltoall_bytes(check->bytes_sent + check->bytes_received);
+    metrics_->joins_ok_.Increment();
+    metrics_->warmup_bytes_.Set(static_cast<double>(ready->alltoall_bytes()));
+    LOG_INFO("joined collective group epoch {} as rank {}/{} ({}) in {} ms; warm-up "
+             "all-to-all-v moved {} bytes",
+             join.epoch(), join.rank(), join.world_size(), comm_->backend(),
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - start)
+                 .count(),
+             ready->alltoall_bytes());
+  } else {
+    ready->set_ok(false);
+    ready->set_error(std::string(check.status().message()));
+    metrics_->joins_error_.Increment();
+    LOG_ERROR("joining collective group epoch {} failed: {}", join.epoch(),
+              check.status().ToString());
+  }
+  Send(reply);
+}
+
+void Worker::ExecuteStep(const control::v1::StepPlan& plan) {
+  WorkerMessage reply;
+  reply.mutable_step_result()->set_step_id(plan.step_id());
+  reply.mutable_step_result()->set_error(
+      "this worker has no forward pass yet; it cannot execute steps");
+  Send(reply);
+}
+
+}  // namespace epserve::worker

@@ -1,0 +1,81 @@
+// The epserve-worker process: registers with the router, keeps a step
+// stream open, joins the collective group whenever the router asks, and
+// executes steps.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/metrics/metrics_server.h"
+#include "common/net.h"
+#include "epserve/control/v1/control.grpc.pb.h"
+#include "kernels/device.h"
+#include "worker/comm/communicator.h"
+#include "worker/control_client.h"
+
+namespace epserve::worker {
+
+struct WorkerOptions {
+  std::string router_address;  // HOST:PORT
+  kernels::DeviceSpec device;
+  // Address other workers reach this one on for collectives.
+  std::string collective_host;
+  std::optional<HostPort> metrics_listen;
+  int requested_rank = -1;
+  unsigned protocol_version = 0;
+  // How long to keep trying to register before giving up.
+  std::chrono::milliseconds register_retry{30000};
+};
+
+class WorkerMetrics;
+
+class Worker {
+ public:
+  // Queries the device and starts the metrics endpoint.
+  static absl::StatusOr<std::unique_ptr<Worker>> Create(const WorkerOptions& options);
+  ~Worker();
+
+  // Serves until the router sends Shutdown or Stop() is called (OK), or the
+  // router is lost or refuses this worker (error naming the router).
+  absl::Status Run();
+  // Ends Run() soon; callable from any thread.
+  void Stop(const std::string& reason);
+
+ private:
+  explicit Worker(WorkerOptions options);
+  void Send(const control::v1::WorkerMessage& message);
+  void HeartbeatLoop(std::chrono::milliseconds interval);
+  void ExecutorLoop();
+  void JoinGroup(const control::v1::JoinGroup& join);
+  void ExecuteStep(const control::v1::StepPlan& plan);
+
+  const WorkerOptions options_;
+  kernels::DeviceProperties device_;
+  std::shared_ptr<prometheus::Registry> metrics_registry_;
+  std::unique_ptr<WorkerMetrics> metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::unique_ptr<ControlClient> control_;
+  control::v1::RegisterResponse registration_;
+  std::unique_ptr<comm::Communicator> comm_;
+
+  // The step stream.
+  std::mutex stream_mu_;
+  grpc::ClientContext* stream_ctx_ = nullptr;
+  grpc::ClientReaderWriter<control::v1::WorkerMessage, control::v1::RouterMessage>* stream_ =
+      nullptr;
+
+  // Messages for the executor thread, and the stop flag.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<control::v1::RouterMessage> inbox_;
+  bool stopping_ = false;
+  std::string stop_reason_;
+};
+
+}  // namespace epserve::worker
