@@ -112,7 +112,7 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& j) {
                        "expected a string or a pair of strings");
     }
     const std::string merged = a + (b.size() >= prefix_len ? b.substr(prefix_len) : b);
-    for (const std::string* t : {&a, &b, &merged}) {
+    for (const std::string* t : std::initializer_list<const std::string*>{&a, &b, &merged}) {
       if (!m->vocab_.contains(*t)) {
         return JsonError(absl::StrCat("model.merges[", i, "]"),
                          absl::StrCat("token '", *t, "' is not in the vocab"));
