@@ -27,6 +27,8 @@ class Subprocess {
   static absl::StatusOr<Subprocess> Spawn(const std::vector<std::string>& argv,
                                           const SubprocessOptions& options);
 
+  // An empty handle (no process).
+  Subprocess() = default;
   Subprocess(Subprocess&& other) noexcept;
   Subprocess& operator=(Subprocess&& other) noexcept;
   Subprocess(const Subprocess&) = delete;

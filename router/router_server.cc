@@ -190,12 +190,13 @@ void RouterServer::Shutdown(const std::string& reason) {
   }
   cv_.notify_all();
   if (sweeper_.joinable()) sweeper_.join();
-  LOG_INFO("shutting down: {}", reason);
   if (server_) {
+    LOG_INFO("shutting down: {}", reason);
     server_->GetHealthCheckService()->SetServingStatus(false);
     server_->GetHealthCheckService()->SetServingStatus(kClientServiceName, false);
   }
-  registry_->ShutdownAll(reason);
+  // Start() may have failed half-way: everything below is optional.
+  if (registry_) registry_->ShutdownAll(reason);
   auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
   // Local workers exit on the Shutdown message; SIGTERM (then SIGKILL) only
   // those that have not within the drain timeout.

@@ -1,0 +1,103 @@
+// Bad flags, bad addresses, ports in use, a router that is not there: a
+// one-line error naming the flag or address, a non-zero exit, no hang.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "tests/integration/cluster_harness.h"
+
+namespace epserve::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using std::chrono::seconds;
+
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+
+size_t Lines(const std::string& text) {
+  size_t n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) n += !line.empty();
+  return n;
+}
+
+struct BadCase {
+  const char* binary;
+  std::vector<std::string> args;
+  const char* expected;  // substring of the one-line error
+};
+
+TEST(BadInput, FlagsAndAddresses) {
+  std::string model = std::string("--model=") + kModel;
+  const BadCase cases[] = {
+      {"epserve-router", {model, "--workers=1", "--no-such-flag=1"}, "no_such_flag"},
+      {"epserve-router", {model, "--workers=1", "--listen=nonsense"}, "--listen: bad address 'nonsense'"},
+      {"epserve-router", {model, "--workers=1", "--listen=127.0.0.1:99999"}, "out of range"},
+      {"epserve-router", {model, "--workers=1", "--metrics-listen=x"}, "--metrics-listen"},
+      {"epserve-router", {model}, "exactly one of --local-workers N or --workers N"},
+      {"epserve-router", {model, "--workers=1", "--local-workers=1"}, "exactly one of"},
+      {"epserve-router", {"--workers=1"}, "--model is required"},
+      {"epserve-router", {"--model=/nonexistent/model", "--workers=1"}, "does not exist"},
+      {"epserve-router", {model, "--workers=1", "--expert-placement=random"}, "--expert-placement"},
+      {"epserve-router", {model, "--workers=9"}, "8 experts cannot be spread over 9 ranks"},
+      {"epserve-router", {model, "--workers=1", "--device=tpu"}, "--device"},
+      {"epserve-router", {model, "--workers=1", "--log-level=loud"}, "--log-level"},
+      {"epserve-worker", {}, "--router HOST:PORT is required"},
+      {"epserve-worker", {"--router=localhost"}, "--router: bad address 'localhost'"},
+      {"epserve-worker", {"--router=127.0.0.1:5", "--device=gpu:0"}, "--device: bad device 'gpu:0'"},
+      {"epserve-worker", {"--router=127.0.0.1:5", "--rank=-3"}, "--rank"},
+      {"epserve", {}, "expected one command"},
+      {"epserve", {"frobnicate"}, "unknown command 'frobnicate'"},
+      {"epserve", {"info", "--router=nowhere"}, "--router: bad address"},
+  };
+  for (const BadCase& c : cases) {
+    std::string cmd = absl::StrCat(c.binary, " ", absl::StrJoin(c.args, " "));
+    SCOPED_TRACE(cmd);
+    RunResult r = RunToExit(Binary(c.binary), c.args, seconds(20));
+    EXPECT_GT(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr(c.expected));
+    EXPECT_EQ(Lines(r.output), 1u) << r.output;
+  }
+}
+
+TEST(BadInput, PortInUse) {
+  auto first = RouterHandle::Start({std::string("--model=") + kModel, "--workers=1"});
+  ASSERT_NE(first, nullptr);
+  RunResult grpc_taken = RunToExit(
+      Binary("epserve-router"),
+      {std::string("--model=") + kModel, "--workers=1", "--listen=" + first->grpc_address(),
+       "--metrics-listen="},
+      seconds(20));
+  EXPECT_EQ(grpc_taken.exit_code, 1) << grpc_taken.output;
+  EXPECT_THAT(grpc_taken.output, HasSubstr("--listen " + first->grpc_address()));
+  EXPECT_THAT(grpc_taken.output, HasSubstr("cannot listen"));
+
+  RunResult metrics_taken = RunToExit(
+      Binary("epserve-router"),
+      {std::string("--model=") + kModel, "--workers=1", "--listen=127.0.0.1:0",
+       "--metrics-listen=" + first->metrics_address()},
+      seconds(20));
+  EXPECT_EQ(metrics_taken.exit_code, 1) << metrics_taken.output;
+  EXPECT_THAT(metrics_taken.output, HasSubstr("--metrics-listen"));
+  EXPECT_THAT(metrics_taken.output, HasSubstr(first->metrics_address()));
+  EXPECT_TRUE(first->Info().state() == v1::CLUSTER_STATE_FORMING);  // the first is unharmed
+}
+
+TEST(BadInput, NoRouterThereGivesUpWithinTheBound) {
+  auto start = std::chrono::steady_clock::now();
+  RunResult r = RunToExit(Binary("epserve-worker"),
+                          {"--router=127.0.0.1:1", "--connect-timeout-s=2", "--metrics-listen="},
+                          seconds(20));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("could not register with router 127.0.0.1:1"));
+
+  RunResult health = RunToExit(Binary("epserve"), {"health", "--router=127.0.0.1:1", "--timeout-s=2"},
+                               seconds(20));
+  EXPECT_NE(health.exit_code, 0);
+  EXPECT_THAT(health.output, HasSubstr("health check at 127.0.0.1:1 failed"));
+}
+
+}  // namespace
+}  // namespace epserve::testing

@@ -1,0 +1,140 @@
+#include "tests/integration/cluster_harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/net.h"
+#include "nlohmann/json.hpp"
+
+namespace epserve::testing {
+
+std::string Binary(const std::string& name) { return std::string(EPSERVE_BIN_DIR) + "/" + name; }
+
+std::string ScratchDir() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
+                              absl::StrCat("epserve_", info->test_suite_name(), "_", info->name());
+  // Cleared once per test, on first use.
+  static std::string cleared;
+  if (cleared != dir.string()) {
+    std::filesystem::remove_all(dir);
+    cleared = dir.string();
+  }
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+Process Start(const std::string& binary, std::vector<std::string> args, const std::string& log) {
+  args.insert(args.begin(), binary);
+  auto proc = Subprocess::Spawn(args, SubprocessOptions{true, log});
+  EXPECT_TRUE(proc.ok()) << proc.status();
+  return Process{std::move(*proc), log};
+}
+
+RunResult RunToExit(const std::string& binary, std::vector<std::string> args,
+                    std::chrono::milliseconds timeout) {
+  static int counter = 0;
+  std::string log = absl::StrCat(ScratchDir(), "/run_", ++counter, ".log");
+  Process p = Start(binary, std::move(args), log);
+  std::optional<int> code = p.proc.Wait(timeout);
+  if (!code) p.proc.Terminate(std::chrono::seconds(1));
+  return RunResult{code.value_or(-1), p.output()};
+}
+
+std::unique_ptr<RouterHandle> RouterHandle::Start(std::vector<std::string> args) {
+  auto handle = std::make_unique<RouterHandle>();
+  std::string dir = ScratchDir();
+  std::string ports = dir + "/router_ports.json";
+  args.push_back("--listen=127.0.0.1:0");
+  args.push_back("--metrics-listen=127.0.0.1:0");
+  args.push_back("--ports-file=" + ports);
+  handle->process_ = testing::Start(Binary("epserve-router"), args, dir + "/router.log");
+  bool up = WaitFor(
+      [&] {
+        return std::filesystem::exists(ports) ||
+               handle->process_.proc.Wait(std::chrono::milliseconds(0)).has_value();
+      },
+      std::chrono::seconds(20));
+  if (!up || !std::filesystem::exists(ports)) {
+    ADD_FAILURE() << "router did not start; output:\n" << handle->process_.output();
+    return nullptr;
+  }
+  auto json = nlohmann::json::parse(ReadFile(ports));
+  handle->grpc_ = json["grpc"].get<std::string>();
+  handle->metrics_ = json["metrics"].get<std::string>();
+  auto channel = grpc::CreateChannel(handle->grpc_, grpc::InsecureChannelCredentials());
+  handle->client_ = v1::Epserve::NewStub(channel);
+  handle->health_ = grpc::health::v1::Health::NewStub(channel);
+  return handle;
+}
+
+std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> RouterHandle::Health() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::health::v1::HealthCheckResponse resp;
+  if (!health_->Check(&ctx, {}, &resp).ok()) return std::nullopt;
+  return resp.status();
+}
+
+v1::GetServerInfoResponse RouterHandle::Info() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::GetServerInfoResponse resp;
+  grpc::Status s = client_->GetServerInfo(&ctx, {}, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return resp;
+}
+
+std::string ScrapeMetrics(const std::string& address) {
+  auto hp = ParseHostPort(address, false);
+  if (!hp.ok()) return "";
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(hp->port);
+  inet_pton(AF_INET, hp->host.c_str(), &addr.sin_addr);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    std::string req = absl::StrCat("GET /metrics HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  return response;
+}
+
+}  // namespace epserve::testing

@@ -1,0 +1,47 @@
+#include "common/subprocess.h"
+
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+namespace epserve {
+namespace {
+
+TEST(Subprocess, ExitCodeAndOutput) {
+  std::string out = ::testing::TempDir() + "/subprocess_out.txt";
+  std::remove(out.c_str());
+  auto child = Subprocess::Spawn({"/bin/sh", "-c", "echo hello; exit 3"},
+                                 SubprocessOptions{true, out});
+  ASSERT_TRUE(child.ok()) << child.status();
+  EXPECT_EQ(child->Wait(std::chrono::seconds(10)), 3);
+  EXPECT_FALSE(child->running());
+  std::ifstream in(out);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), "hello\n");
+}
+
+TEST(Subprocess, TerminateRunningChild) {
+  auto child = Subprocess::Spawn({"/bin/sleep", "30"}, SubprocessOptions{});
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ(child->Wait(std::chrono::milliseconds(50)), std::nullopt);
+  EXPECT_TRUE(child->running());
+  EXPECT_EQ(child->Terminate(std::chrono::seconds(5)), 128 + SIGTERM);
+}
+
+TEST(Subprocess, MissingBinaryExits127) {
+  auto child = Subprocess::Spawn({"/nonexistent/binary"}, SubprocessOptions{});
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ(child->Wait(std::chrono::seconds(10)), 127);
+}
+
+TEST(Subprocess, EmptyArgvIsAnError) {
+  EXPECT_EQ(Subprocess::Spawn({}, SubprocessOptions{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace epserve

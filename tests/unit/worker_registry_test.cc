@@ -1,0 +1,246 @@
+#include "router/cluster/worker_registry.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace epserve::router {
+namespace {
+
+using ::testing::HasSubstr;
+using std::chrono::milliseconds;
+
+class FakeChannel : public WorkerChannel {
+ public:
+  void Send(const control::v1::RouterMessage& m) override { sent.push_back(m); }
+  void Close(const absl::Status& s) override { closed = s; }
+  // The newest JoinGroup epoch sent, 0 if none.
+  uint64_t last_join_epoch() const {
+    for (auto it = sent.rbegin(); it != sent.rend(); ++it) {
+      if (it->has_join_group()) return it->join_group().epoch();
+    }
+    return 0;
+  }
+  std::vector<control::v1::RouterMessage> sent;
+  std::optional<absl::Status> closed;
+};
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void Init(uint32_t world) {
+    RegistryOptions o;
+    o.world_size = world;
+    o.protocol_version = 7;
+    o.worker_timeout = milliseconds(1000);
+    o.reform_backoff = milliseconds(100);
+    registry_ = std::make_unique<WorkerRegistry>(o, &store_);
+    registry_->SetServingListener([this](bool s) { transitions_.push_back(s); });
+    channels_.resize(world);
+  }
+
+  control::v1::RegisterRequest Req(int rank = -1, unsigned version = 7) {
+    control::v1::RegisterRequest r;
+    r.set_protocol_version(version);
+    r.set_hostname("host");
+    r.set_requested_rank(rank);
+    return r;
+  }
+
+  // Registers and attaches a worker for `rank`, returns its id.
+  std::string Join(uint32_t rank) {
+    auto resp = registry_->Register(Req(static_cast<int>(rank)), now_);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    channels_[rank] = std::make_unique<FakeChannel>();
+    EXPECT_TRUE(registry_->Attach(resp->worker_id(), channels_[rank].get(), now_).ok());
+    return resp->worker_id();
+  }
+
+  void Ready(const std::string& id, uint64_t epoch, bool ok = true) {
+    control::v1::GroupReady r;
+    r.set_epoch(epoch);
+    r.set_ok(ok);
+    r.set_alltoall_bytes(128);
+    if (!ok) r.set_error("boom");
+    registry_->OnGroupReady(id, r, now_);
+  }
+
+  v1::GetServerInfoResponse Info() {
+    v1::GetServerInfoResponse info;
+    registry_->FillServerInfo(&info, now_);
+    return info;
+  }
+
+  RendezvousStore store_;
+  std::unique_ptr<WorkerRegistry> registry_;
+  std::vector<std::unique_ptr<FakeChannel>> channels_;
+  std::vector<bool> transitions_;
+  Clock::time_point now_ = Clock::time_point() + std::chrono::hours(1);
+};
+
+TEST_F(RegistryTest, ProtocolMismatchIsRefusedNamingBothVersions) {
+  Init(2);
+  auto resp = registry_->Register(Req(-1, 3), now_);
+  ASSERT_EQ(resp.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(resp.status().message()), HasSubstr("protocol version"));
+  EXPECT_THAT(std::string(resp.status().message()), HasSubstr("version 3"));
+  EXPECT_THAT(std::string(resp.status().message()), HasSubstr("version 7"));
+  EXPECT_EQ(Info().workers_size(), 0);
+}
+
+TEST_F(RegistryTest, RankAssignmentTable) {
+  Init(3);
+  struct Case {
+    int requested;
+    absl::StatusCode code;
+    int expected_rank;
+  };
+  const Case cases[] = {
+      {-1, absl::StatusCode::kOk, 0},          {2, absl::StatusCode::kOk, 2},
+      {2, absl::StatusCode::kUnavailable, -1}, {5, absl::StatusCode::kInvalidArgument, -1},
+      {-1, absl::StatusCode::kOk, 1},          {-1, absl::StatusCode::kResourceExhausted, -1},
+  };
+  for (const Case& c : cases) {
+    auto resp = registry_->Register(Req(c.requested), now_);
+    ASSERT_EQ(resp.status().code(), c.code) << "requested " << c.requested << ": "
+                                            << resp.status();
+    if (resp.ok()) {
+      EXPECT_EQ(static_cast<int>(resp->rank()), c.expected_rank);
+      EXPECT_EQ(resp->world_size(), 3u);
+    }
+  }
+}
+
+TEST_F(RegistryTest, ServingOnlyAfterEveryWorkerPassedWarmUp) {
+  Init(2);
+  std::string a = Join(0);
+  EXPECT_EQ(channels_[0]->last_join_epoch(), 0u);  // not everyone is here yet
+  std::string b = Join(1);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  ASSERT_GT(epoch, 0u);
+  EXPECT_EQ(channels_[1]->last_join_epoch(), epoch);
+  EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_FORMING);
+  Ready(a, epoch);
+  EXPECT_FALSE(registry_->serving());
+  Ready(b, epoch - 1);  // stale epoch: ignored
+  EXPECT_FALSE(registry_->serving());
+  Ready(b, epoch);
+  EXPECT_TRUE(registry_->serving());
+  EXPECT_EQ(transitions_, std::vector<bool>{true});
+  EXPECT_EQ(registry_->groups_formed_total(), 1u);
+  auto info = Info();
+  ASSERT_EQ(info.workers_size(), 2);
+  EXPECT_EQ(info.workers(0).state(), v1::WORKER_STATE_READY);
+  EXPECT_EQ(info.workers(1).warmup_alltoall_bytes(), 128u);
+}
+
+TEST_F(RegistryTest, FailedWarmUpRetriesWithANewEpochAfterBackoff) {
+  Init(2);
+  std::string a = Join(0), b = Join(1);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  Ready(a, epoch);
+  Ready(b, epoch, /*ok=*/false);
+  EXPECT_FALSE(registry_->serving());
+  EXPECT_THAT(Info().state_reason(), HasSubstr("boom"));
+  registry_->Sweep(now_ + milliseconds(50));  // still backing off
+  EXPECT_EQ(channels_[0]->last_join_epoch(), epoch);
+  now_ += milliseconds(150);
+  registry_->Sweep(now_);
+  uint64_t retry = channels_[0]->last_join_epoch();
+  EXPECT_GT(retry, epoch);
+  Ready(a, retry);
+  Ready(b, retry);
+  EXPECT_TRUE(registry_->serving());
+}
+
+TEST_F(RegistryTest, LostWorkerStopsServingAndReplacementReformsGroup) {
+  Init(2);
+  std::string a = Join(0), b = Join(1);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  Ready(a, epoch);
+  Ready(b, epoch);
+  ASSERT_TRUE(registry_->serving());
+  store_.Set(RendezvousStore::EpochPrefix(epoch) + "rank_0", "addr").IgnoreError();
+
+  registry_->Detach(b, "stream closed");
+  EXPECT_FALSE(registry_->serving());
+  auto info = Info();
+  EXPECT_EQ(info.state(), v1::CLUSTER_STATE_DEGRADED);
+  EXPECT_THAT(info.state_reason(), HasSubstr(b));
+  EXPECT_THAT(info.state_reason(), HasSubstr("stream closed"));
+  ASSERT_EQ(info.workers_size(), 1);
+  EXPECT_EQ(info.workers(0).state(), v1::WORKER_STATE_CONNECTED);
+  EXPECT_EQ(registry_->workers_lost_total(), 1u);
+  EXPECT_FALSE(channels_[1]->closed.has_value());  // a detached stream is never closed again
+
+  std::string c = Join(1);  // replacement takes the free rank
+  uint64_t next = channels_[0]->last_join_epoch();
+  EXPECT_GT(next, epoch);
+  EXPECT_EQ(channels_[1]->last_join_epoch(), next);
+  EXPECT_EQ(store_.Get(RendezvousStore::EpochPrefix(epoch) + "rank_0"), std::nullopt);
+  Ready(a, next);
+  Ready(c, next);
+  EXPECT_TRUE(registry_->serving());
+  EXPECT_EQ(transitions_, (std::vector<bool>{true, false, true}));
+}
+
+TEST_F(RegistryTest, SilentWorkerIsDeclaredLostAndItsStreamClosed) {
+  Init(2);
+  std::string a = Join(0), b = Join(1);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  Ready(a, epoch);
+  Ready(b, epoch);
+  now_ += milliseconds(800);
+  registry_->Touch(a, now_);
+  now_ += milliseconds(400);  // b silent for 1200 ms > 1000 ms
+  registry_->Sweep(now_);
+  EXPECT_FALSE(registry_->serving());
+  ASSERT_TRUE(channels_[1]->closed.has_value());
+  EXPECT_EQ(channels_[1]->closed->code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(Info().state_reason(), HasSubstr("silent for 1200 ms"));
+  EXPECT_FALSE(channels_[0]->closed.has_value());
+}
+
+TEST_F(RegistryTest, RegisteredButNeverAttachedIsDropped) {
+  Init(1);
+  auto resp = registry_->Register(Req(), now_);
+  ASSERT_TRUE(resp.ok());
+  registry_->Sweep(now_ + milliseconds(1500));
+  EXPECT_EQ(Info().workers_size(), 0);
+  FakeChannel late;
+  auto s = registry_->Attach(resp->worker_id(), &late, now_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("register again"));
+}
+
+TEST_F(RegistryTest, AttachTwiceOrUnknownIsRefused) {
+  Init(2);
+  std::string a = Join(0);
+  FakeChannel other;
+  EXPECT_EQ(registry_->Attach(a, &other, now_).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(registry_->Attach("nobody", &other, now_).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RegistryTest, ShutdownTellsEveryWorkerAndDrains) {
+  Init(2);
+  std::string a = Join(0), b = Join(1);
+  registry_->ShutdownAll("maintenance");
+  for (auto& ch : channels_) {
+    ASSERT_FALSE(ch->sent.empty());
+    ASSERT_TRUE(ch->sent.back().has_shutdown());
+    EXPECT_EQ(ch->sent.back().shutdown().reason(), "maintenance");
+  }
+  EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_DRAINING);
+  registry_->Detach(a, "exited");
+  EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_DRAINING);  // no re-forming while draining
+}
+
+TEST_F(RegistryTest, WorldOfOne) {
+  Init(1);
+  std::string a = Join(0);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  ASSERT_GT(epoch, 0u);
+  Ready(a, epoch);
+  EXPECT_TRUE(registry_->serving());
+}
+
+}  // namespace
+}  // namespace epserve::router
