@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Quick start: set up, build, start a local cluster (router + 2 CPU workers)
+# on the bundled tiny model, show that it formed and serves, then shut it
+# down cleanly. `tools/quickstart.sh --keep-running` leaves it up until Ctrl-C.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${EPSERVE_BUILD_DIR:-$root/build}"
+keep=0
+[ "${1:-}" = "--keep-running" ] && keep=1
+
+bash "$root/tools/build.sh"
+bin="$build/bin"
+port="${EPSERVE_PORT:-50051}"
+model="$root/models/tiny-qwen3-moe"
+
+echo
+echo "== starting epserve-router --model $model --local-workers 2 (port $port)"
+"$bin/epserve-router" --model "$model" --local-workers 2 \
+  --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 &
+router=$!
+trap 'kill -TERM $router 2>/dev/null || true; wait $router 2>/dev/null || true' EXIT
+
+echo "== epserve health (waits until every worker joined the collective group)"
+"$bin/epserve" health --router "127.0.0.1:$port" --wait-serving-s 60
+echo "== epserve info"
+"$bin/epserve" info --router "127.0.0.1:$port"
+
+if [ "$keep" = 1 ]; then
+  echo "== cluster is up on 127.0.0.1:$port; Ctrl-C stops it"
+  wait $router
+else
+  echo "== stopping (SIGTERM: the router drains and its workers exit)"
+  kill -TERM $router
+  wait $router
+  trap - EXIT
+  echo "== done"
+fi
