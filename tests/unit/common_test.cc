@@ -57,9 +57,11 @@ TEST(HostPort, ToStringBracketsIpv6) {
 }
 
 TEST(DataType, NamesRoundTripAndUnknownListsAccepted) {
-  for (DataType t : {DataType::kFloat32, DataType::kBFloat16, DataType::kFloat16,
-                     DataType::kInt64, DataType::kInt32, DataType::kInt16, DataType::kInt8,
-                     DataType::kUInt8}) {
+  for (DataType t :
+       {DataType::kFloat64, DataType::kFloat32, DataType::kBFloat16, DataType::kFloat16,
+        DataType::kFloat8E4M3, DataType::kFloat8E5M2, DataType::kInt64, DataType::kInt32,
+        DataType::kInt16, DataType::kInt8, DataType::kUInt64, DataType::kUInt32,
+        DataType::kUInt16, DataType::kUInt8, DataType::kBool}) {
     auto parsed = ParseDataType(DataTypeName(t));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, t);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Packs what a GPU run needs into .device/ (git-ignored): the binaries and
+# test binaries of a CUDA-enabled build, stripped, and the non-system shared
+# libraries they link (gRPC, protobuf, Abseil, prometheus-cpp, Gloo, ...).
+# CUDA and NCCL come from the GPU machine itself.
+#
+#   tools/device_bundle.sh            # uses build/
+#   then, through the device tool, with carry [".device"]:
+#   tools/device_run.sh .device/bin/device_test
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${EPSERVE_BUILD_DIR:-$root/build}"
+out="$root/.device"
+if ! grep -q "EPSERVE_WITH_CUDA=1" "$build/build.ninja" 2>/dev/null; then
+  echo "device_bundle: $build is not a CUDA build (nvcc not found at configure time?)" >&2
+  exit 1
+fi
+ninja -C "$build"
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+for f in "$build"/bin/*; do
+  [ -x "$f" ] && [ -f "$f" ] || continue
+  strip --strip-debug -o "$out/bin/$(basename "$f")" "$f"
+done
+for f in "$out"/bin/*; do
+  ldd "$f" | awk '$3 ~ /^\// {print $3}'
+done | sort -u |
+  grep -v -E 'libcuda|libcudart|libcublas|libnccl|/libc\.so|/libm\.so|libpthread|/libdl\.so|/librt\.so|ld-linux|libgcc_s|libstdc\+\+' |
+  while read -r lib; do cp -L "$lib" "$out/lib/"; done
+du -sh "$out" | awk '{print "device_bundle: " $1 " in .device/"}'
