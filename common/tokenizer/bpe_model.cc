@@ -86,6 +86,13 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& j) {
     }
   }
 
+  m->char_ids_.assign(kCharTableSize, -1);
+  for (const auto& [token, id] : m->vocab_) {
+    size_t pos = 0;
+    const char32_t cp = DecodeUtf8(token, pos);
+    if (pos == token.size() && cp < kCharTableSize) m->char_ids_[cp] = id;
+  }
+
   auto merges_it = j.find("merges");
   if (merges_it == j.end() || !merges_it->is_array()) {
     return JsonError(where, "missing array 'merges'");
@@ -180,8 +187,19 @@ void BpeModel::MergeWord(absl::string_view word, std::vector<int32_t>& out) cons
     absl::string_view ch = word.substr(begin, pos - begin);
     const bool is_first = begin == 0, is_last = pos == word.size();
     absl::string_view key = ch;
-    if ((!is_first && !continuing_subword_prefix_.empty()) ||
-        (is_last && !end_of_word_suffix_.empty())) {
+    const bool decorated = (!is_first && !continuing_subword_prefix_.empty()) ||
+                           (is_last && !end_of_word_suffix_.empty());
+    if (!decorated) {
+      size_t p = 0;
+      const char32_t cp = DecodeUtf8(ch, p);
+      if (cp < kCharTableSize && char_ids_[cp] >= 0) {
+        if (unk_pending) add(*unk_id_);
+        unk_pending = false;
+        add(char_ids_[cp]);
+        continue;
+      }
+    }
+    if (decorated) {
       piece.clear();
       if (!is_first) piece += continuing_subword_prefix_;
       piece.append(ch.data(), ch.size());

@@ -57,6 +57,10 @@ class BpeModel {
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
   std::vector<int32_t> byte_token_ids_;  // <0xNN> ids when byte_fallback, else empty
+  // Id of the single-character token for code points < kCharTableSize, -1 if
+  // none: skips the hash lookup for the initial symbols of a word.
+  static constexpr char32_t kCharTableSize = 0x3400;
+  std::vector<int32_t> char_ids_;
 
   mutable absl::Mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
