@@ -13,6 +13,10 @@ text), and `Tokenizer.decode` of those ids with skip_special_tokens False / True
 input (see big_text) is recorded as an id count and an FNV-1a hash only, plus the encode
 speed of `tokenizers` on it. `decode_probes` are pseudo-random id sequences with their
 decodes (exercise invalid UTF-8 and byte-fallback runs in the decoders).
+
+With --bench it writes no fixtures and only times `tokenizers` (OUTDIR/hf_bench.json):
+encode of the ~1 MB text (best of 5) and of every corpus line separately, for
+comparison with tools/bench_tokenizer on the same machine.
 """
 import argparse
 import json
@@ -128,16 +132,48 @@ def run_one(name, folder, cases, out_dir):
           f"hf {big_bytes / 1e6 / best:.2f} MB/s", flush=True)
 
 
+def bench(folder_root, names, cases, out_dir):
+    from tokenizers import Tokenizer
+    import tokenizers
+
+    big = big_text([c["text"] for c in cases])
+    big_bytes = len(big.encode("utf-8"))
+    line_bytes = sum(len(c["text"].encode("utf-8")) for c in cases)
+    result = {"tokenizers_version": tokenizers.__version__, "big_bytes": big_bytes,
+              "rayon_num_threads": os.environ.get("RAYON_NUM_THREADS", "")}
+    for name in names:
+        tok = Tokenizer.from_file(os.path.join(folder_root, name, "tokenizer.json"))
+        tok.encode(big, add_special_tokens=False)  # warm the word cache
+        best = min(_timed(lambda: tok.encode(big, add_special_tokens=False)) for _ in range(5))
+        lines = min(_timed(lambda: [tok.encode(c["text"]) for c in cases] * 1)
+                    for _ in range(200))
+        result[name] = {"big_mb_per_s": big_bytes / 1e6 / best,
+                        "lines_mb_per_s": line_bytes / 1e6 / lines}
+        print(name, result[name], flush=True)
+    with open(os.path.join(out_dir, "hf_bench.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizers", default=".cache/tokenizers")
     ap.add_argument("--corpus", default="tests/tokenizer/fixtures/corpus.jsonl")
     ap.add_argument("--out", required=True)
     ap.add_argument("--names", default="qwen3,llama2,deepseek_v3")
+    ap.add_argument("--bench", action="store_true", help="only time tokenizers")
     args = ap.parse_args()
     with open(args.corpus, encoding="utf-8") as f:
         cases = [json.loads(line) for line in f if line.strip()]
     os.makedirs(args.out, exist_ok=True)
+    if args.bench:
+        bench(args.tokenizers, args.names.split(","), cases, args.out)
+        return 0
     for name in args.names.split(","):
         run_one(name, os.path.join(args.tokenizers, name), cases, args.out)
     return 0

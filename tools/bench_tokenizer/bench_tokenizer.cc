@@ -1,7 +1,8 @@
 // Tokenizer benchmarks.
 //   bench_tokenizer [--benchmark_filter=Encode] [google-benchmark flags]
 // Vocabularies from $EPSERVE_TOKENIZER_DIR or .cache/tokenizers
-// (tools/fetch_tokenizers.sh). The text is the ~1 MB mixed-language input of
+// (tools/fetch_tokenizers.sh); corpus from $EPSERVE_TOKENIZER_CORPUS or
+// tests/tokenizer/fixtures/corpus.jsonl. The text is the ~1 MB mixed-language input of
 // the reference tests: corpus.jsonl lines, each + '\n', cycled to >= 1 MiB
 // (the same string tools/tokenizer_reference.py times Hugging Face on).
 #include <cstdlib>
@@ -22,7 +23,12 @@ namespace {
 using epserve::tokenizer::Tokenizer;
 
 std::vector<std::string> CorpusTexts() {
-  std::ifstream in(EPSERVE_TOKENIZER_CORPUS);
+  const char* env = std::getenv("EPSERVE_TOKENIZER_CORPUS");
+  std::ifstream in((env != nullptr && *env) ? env : EPSERVE_TOKENIZER_CORPUS);
+  if (!in) {
+    std::cerr << "cannot read the corpus (set EPSERVE_TOKENIZER_CORPUS)\n";
+    std::exit(1);
+  }
   std::vector<std::string> out;
   std::string line;
   while (std::getline(in, line)) {
