@@ -1,0 +1,47 @@
+// Qwen2MoeForCausalLM (transformers models/qwen2_moe): q/k/v biases
+// (`qkv_bias`, default true), routed experts of width `moe_intermediate_size`
+// on the layers the Qwen MoE rule picks, dense MLP of `intermediate_size` on
+// the others, and on every MoE layer a shared expert of width
+// `shared_expert_intermediate_size` scaled by sigmoid(shared_expert_gate(x)).
+#include "common/model_config/architecture.h"
+#include "common/model_config/common_keys.h"
+#include "common/status.h"
+
+namespace epserve::model_config {
+namespace {
+
+absl::StatusOr<ModelDescription> ParseQwen2Moe(const ConfigReader& r) {
+  ModelDescription d;
+  CommonDefaults defaults;
+  defaults.rms_norm_eps = 1e-6;
+  defaults.rope_theta = 10000.0;
+  defaults.max_position_embeddings = 32768;
+  defaults.tie_word_embeddings = false;
+  RETURN_IF_ERROR(ReadCommonKeys(r, defaults, &d));
+  RETURN_IF_ERROR(RejectQwenSlidingWindow(r));
+  ASSIGN_OR_RETURN(d.attention_bias, r.Bool("qkv_bias", true));
+  d.attention_out_bias = false;
+  RETURN_IF_ERROR(ReadRoutedExperts(r, "num_experts", &d.moe));
+  ASSIGN_OR_RETURN(d.moe.moe_intermediate_size, RequiredPositive(r, "moe_intermediate_size"));
+  ASSIGN_OR_RETURN(d.moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
+  ASSIGN_OR_RETURN(d.moe.shared_expert_intermediate_size,
+                   r.RequiredInt("shared_expert_intermediate_size"));
+  if (d.moe.shared_expert_intermediate_size < 0) {
+    return r.Invalid("shared_expert_intermediate_size", "must be >= 0");
+  }
+  d.moe.shared_expert_gate = d.moe.shared_expert_intermediate_size > 0;
+  ASSIGN_OR_RETURN(d.layer_kinds, ReadQwenMoeLayerKinds(r, d.num_layers, d.moe.num_experts));
+  if (d.num_moe_layers() < d.num_layers) {  // dense layers need their width
+    ASSIGN_OR_RETURN(d.intermediate_size, RequiredPositive(r, "intermediate_size"));
+  }
+  return d;
+}
+
+}  // namespace
+
+const ArchitectureDef& Qwen2MoeArchitecture() {
+  static const ArchitectureDef def{"Qwen2MoeForCausalLM", "qwen2_moe", &ParseQwen2Moe, {}};
+  return def;
+}
+
+}  // namespace epserve::model_config

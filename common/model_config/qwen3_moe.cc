@@ -1,0 +1,41 @@
+// Qwen3MoeForCausalLM (transformers models/qwen3_moe): per-head q/k RMSNorm,
+// optional `attention_bias`, routed experts of width `moe_intermediate_size` on
+// the layers the Qwen MoE rule picks, dense MLP of `intermediate_size` on the
+// others, no shared expert.
+#include "common/model_config/architecture.h"
+#include "common/model_config/common_keys.h"
+#include "common/status.h"
+
+namespace epserve::model_config {
+namespace {
+
+absl::StatusOr<ModelDescription> ParseQwen3Moe(const ConfigReader& r) {
+  ModelDescription d;
+  CommonDefaults defaults;
+  defaults.rms_norm_eps = 1e-6;
+  defaults.rope_theta = 10000.0;
+  defaults.max_position_embeddings = 32768;
+  defaults.tie_word_embeddings = false;
+  RETURN_IF_ERROR(ReadCommonKeys(r, defaults, &d));
+  RETURN_IF_ERROR(RejectQwenSlidingWindow(r));
+  ASSIGN_OR_RETURN(d.attention_bias, r.Bool("attention_bias", false));
+  d.attention_out_bias = d.attention_bias;
+  d.qk_norm = QkNormKind::kPerHead;
+  RETURN_IF_ERROR(ReadRoutedExperts(r, "num_experts", &d.moe));
+  ASSIGN_OR_RETURN(d.moe.moe_intermediate_size, RequiredPositive(r, "moe_intermediate_size"));
+  ASSIGN_OR_RETURN(d.moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
+  ASSIGN_OR_RETURN(d.layer_kinds, ReadQwenMoeLayerKinds(r, d.num_layers, d.moe.num_experts));
+  if (d.num_moe_layers() < d.num_layers) {  // dense layers need their width
+    ASSIGN_OR_RETURN(d.intermediate_size, RequiredPositive(r, "intermediate_size"));
+  }
+  return d;
+}
+
+}  // namespace
+
+const ArchitectureDef& Qwen3MoeArchitecture() {
+  static const ArchitectureDef def{"Qwen3MoeForCausalLM", "qwen3_moe", &ParseQwen3Moe, {}};
+  return def;
+}
+
+}  // namespace epserve::model_config
