@@ -4,7 +4,7 @@
 # libraries they link (gRPC, protobuf, Abseil, prometheus-cpp, Gloo, ...).
 # CUDA and NCCL come from the GPU machine itself.
 #
-#   tools/device_bundle.sh            # uses build/
+#   tools/device_bundle.sh [BINARY...]   # from build/; default: every binary
 #   then, through the device tool, with carry [".device"]:
 #   tools/device_run.sh .device/bin/device_test
 set -euo pipefail
@@ -18,8 +18,14 @@ fi
 ninja -C "$build"
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-for f in "$build"/bin/*; do
-  [ -x "$f" ] && [ -f "$f" ] || continue
+if [ $# -gt 0 ]; then
+  bins=()
+  for b in "$@"; do bins+=("$build/bin/$b"); done
+else
+  bins=("$build"/bin/*)
+fi
+for f in "${bins[@]}"; do
+  [ -x "$f" ] && [ -f "$f" ] || { echo "device_bundle: no binary $f" >&2; exit 1; }
   strip --strip-debug -o "$out/bin/$(basename "$f")" "$f"
 done
 for f in "$out"/bin/*; do

@@ -1,0 +1,191 @@
+#include "worker/weights/weight_loader.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/dtype_convert.h"
+#include "common/logging.h"
+#include "common/safetensors/checkpoint.h"
+#include "common/status.h"
+#include "worker/weights/checkpoint_binding.h"
+#include "worker/weights/dtype_policy.h"
+
+namespace epserve::weights {
+namespace {
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+uint64_t SplitMix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+bool IsNorm(TensorRole role) {
+  return role == TensorRole::kFinalNorm || role == TensorRole::kInputNorm ||
+         role == TensorRole::kPostAttnNorm || role == TensorRole::kQNorm ||
+         role == TensorRole::kKNorm;
+}
+
+// Seeded values, independent of rank and placement: norms 1, everything else
+// uniform with standard deviation 0.02 (as HF initialises linear layers).
+absl::Status FillDummy(const TensorSpec& spec, uint64_t seed, kernels::Tensor* t) {
+  constexpr int64_t kChunk = 1 << 16;
+  std::vector<float> chunk(static_cast<size_t>(std::min<int64_t>(kChunk, t->numel())));
+  uint64_t state = seed ^ Fnv1a(spec.name);
+  const float half_width = 0.02f * std::sqrt(3.0f);
+  char* out = static_cast<char*>(t->mutable_data());
+  size_t elem = DataTypeSize(t->dtype);
+  for (int64_t start = 0; start < t->numel(); start += kChunk) {
+    int64_t n = std::min(kChunk, t->numel() - start);
+    for (int64_t i = 0; i < n; ++i) {
+      if (IsNorm(spec.role)) {
+        chunk[i] = 1.0f;
+      } else {
+        float u = static_cast<float>(SplitMix64(state) >> 40) / static_cast<float>(1 << 24);
+        chunk[i] = (2.0f * u - 1.0f) * half_width;
+      }
+    }
+    RETURN_IF_ERROR(ConvertElements(chunk.data(), DataType::kFloat32, out + start * elem, t->dtype, n));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name) {
+  if (name == "auto" || name == "safetensors") return LoadFormat::kSafetensors;
+  if (name == "dummy") return LoadFormat::kDummy;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--load-format: unknown format '", name, "' (accepted: auto, dummy)"));
+}
+
+bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert) {
+  return expert_to_rank.empty() || expert_to_rank[static_cast<size_t>(expert)] == rank;
+}
+
+absl::Status CheckQuantizationSupported(const ModelDescription& desc, const std::string& backend) {
+  const QuantizationParams& q = desc.quantization;
+  if (q.method == QuantMethod::kNone) return absl::OkStatus();
+  std::string detail;
+  if (q.method == QuantMethod::kFp8 && !q.weight_block_size.empty()) {
+    detail = absl::StrCat(", block ", absl::StrJoin(q.weight_block_size, "x"));
+  }
+  if (q.bits > 0) detail = absl::StrCat(", ", q.bits, "-bit, group size ", q.group_size);
+  return absl::FailedPreconditionError(absl::StrCat(
+      desc.config_file, ": ", desc.architecture, " checkpoint quantized with '", q.method_name,
+      "'", detail, "; ", QuantMethodName(q.method),
+      " weights are not yet supported on the ", backend,
+      " backend (supported: unquantized float32, bfloat16, float16)"));
+}
+
+const kernels::Tensor* ModelWeights::Find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<const kernels::Tensor*> ModelWeights::Get(const std::string& name) const {
+  if (const kernels::Tensor* t = Find(name)) return t;
+  return absl::NotFoundError(absl::StrCat("no weight '", name, "' on this worker"));
+}
+
+absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std::string& model_dir,
+                                         const LoadOptions& options) {
+  RETURN_IF_ERROR(CheckQuantizationSupported(desc, options.backend));
+  if (!options.expert_to_rank.empty() &&
+      options.expert_to_rank.size() != static_cast<size_t>(desc.moe.num_experts)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert placement covers ", options.expert_to_rank.size(), " experts but ",
+        desc.architecture, " has ", desc.moe.num_experts));
+  }
+  const std::vector<TensorSpec> specs = ExpectedTensors(desc);
+  ModelWeights w;
+  w.desc_ = desc;
+  LoadReport& report = w.report_;
+  for (int e = 0; e < desc.moe.num_experts; ++e) {
+    if (IsLocalExpert(options.expert_to_rank, options.rank, e)) report.local_experts.push_back(e);
+  }
+
+  CheckpointBinding binding;
+  if (options.format == LoadFormat::kSafetensors) {
+    ASSIGN_OR_RETURN(std::unique_ptr<safetensors::SafetensorsCheckpoint> opened,
+                     safetensors::SafetensorsCheckpoint::Open(model_dir));
+    w.checkpoint_ = std::move(opened);
+    binding = BindCheckpoint(desc, specs, *w.checkpoint_);
+    RETURN_IF_ERROR(binding.ToStatus(desc, model_dir));
+    report.unexpected = binding.unexpected;
+    report.packed_layers = binding.packed_layers;
+    if (!binding.unexpected.empty()) {
+      size_t shown = std::min<size_t>(binding.unexpected.size(), 10);
+      LOG_WARN("{}: {} checkpoint tensor(s) not used by {}: {}{}", model_dir,
+               binding.unexpected.size(), desc.architecture,
+               absl::StrJoin(binding.unexpected.begin(), binding.unexpected.begin() + shown, ", "),
+               shown < binding.unexpected.size() ? ", ..." : "");
+    }
+  }
+  ASSIGN_OR_RETURN(report.weight_dtype,
+                   ResolveWeightDtype(options.dtype, desc, binding.bytes_by_dtype));
+  if (options.backend == "cpu" && report.weight_dtype != DataType::kFloat32) {
+    LOG_INFO("cpu backend keeps {} weights and computes in float32", DataTypeName(report.weight_dtype));
+  }
+
+  std::map<std::pair<DataType, DataType>, int64_t> casts;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const TensorSpec& spec = specs[i];
+    if (spec.expert >= 0 && !IsLocalExpert(options.expert_to_rank, options.rank, spec.expert)) {
+      continue;
+    }
+    DataType target = StorageDtype(spec.role, report.weight_dtype);
+    kernels::Tensor t;
+    if (options.format == LoadFormat::kDummy) {
+      ASSIGN_OR_RETURN(t, kernels::EmptyHostTensor(target, spec.shape));
+      RETURN_IF_ERROR(FillDummy(spec, options.seed, &t));
+    } else {
+      const TensorSource& src = binding.sources[i];
+      ASSIGN_OR_RETURN(absl::Span<const uint8_t> bytes, w.checkpoint_->Data(src.checkpoint_name));
+      int64_t numel = 1;
+      for (int64_t d : spec.shape) numel *= d;
+      size_t src_elem = DataTypeSize(src.dtype);
+      const uint8_t* begin = bytes.data() + src.element_offset * static_cast<int64_t>(src_elem);
+      size_t src_bytes = static_cast<size_t>(numel) * src_elem;
+      if (begin + src_bytes > bytes.data() + bytes.size()) {
+        return absl::DataLossError(absl::StrCat(spec.name, ": slice of ", src.checkpoint_name,
+                                                " runs past its end"));
+      }
+      report.bytes_read += src_bytes;
+      if (src.dtype == target) {
+        // Zero copy: a read-only view into the mapped file.
+        t.dtype = target;
+        t.shape = spec.shape;
+        t.storage = kernels::ExternalHostStorage(begin, src_bytes, w.checkpoint_);
+      } else {
+        if (!CanConvert(src.dtype, target)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              src.checkpoint_name, ": ", DataTypeName(src.dtype), " cannot be converted to ",
+              DataTypeName(target)));
+        }
+        ASSIGN_OR_RETURN(t, kernels::EmptyHostTensor(target, spec.shape));
+        RETURN_IF_ERROR(ConvertElements(begin, src.dtype, t.mutable_data(), target, numel));
+        ++casts[{src.dtype, target}];
+      }
+    }
+    report.bytes_held += t.nbytes();
+    ++report.num_tensors;
+    w.tensors_.emplace(spec.name, std::move(t));
+  }
+  for (const auto& [pair, count] : casts) {
+    std::string line = absl::StrCat("casting ", DataTypeName(pair.first), " checkpoint to ",
+                                    DataTypeName(pair.second), " (", count, " tensors)");
+    LOG_INFO("{}", line);
+    report.casts.push_back(std::move(line));
+  }
+  return w;
+}
+
+}  // namespace epserve::weights

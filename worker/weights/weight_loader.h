@@ -1,0 +1,87 @@
+// Loads the weights a worker needs: the replicated dense parts and its own
+// experts, from a safetensors checkpoint or as seeded random dummies.
+//
+//   desc ──ExpectedTensors──► specs ──BindCheckpoint──► sources (headers only)
+//        ──per local tensor──► zero-copy view (dtype matches) or one cast
+//
+// Nothing is read for tensors of experts other ranks own.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config/model_description.h"
+#include "common/model_config/tensor_spec.h"
+#include "kernels/tensor.h"
+
+namespace epserve::safetensors {
+class SafetensorsCheckpoint;
+}
+
+namespace epserve::weights {
+
+enum class LoadFormat {
+  kSafetensors,  // "auto": read the checkpoint
+  kDummy,        // random values at the real shapes, from config.json alone
+};
+
+absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name);  // "auto" | "dummy"
+
+struct LoadOptions {
+  std::string dtype = "auto";  // auto | bfloat16 | float16 | float32
+  LoadFormat format = LoadFormat::kSafetensors;
+  // expert_to_rank[e]: the rank holding expert e. Empty: every expert local.
+  std::vector<uint32_t> expert_to_rank;
+  uint32_t rank = 0;
+  uint64_t seed = 0;  // dummy weights
+  std::string backend = "cpu";  // for messages
+};
+
+struct LoadReport {
+  DataType weight_dtype = DataType::kFloat32;
+  // One line per (from, to) pair: "casting bfloat16 checkpoint to float16 (N tensors)".
+  std::vector<std::string> casts;
+  std::vector<std::string> unexpected;  // checkpoint tensors nothing uses
+  std::vector<int> packed_layers;       // layers read from the packed expert layout
+  std::vector<int> local_experts;       // routed experts this rank holds
+  int64_t num_tensors = 0;              // tensors held
+  uint64_t bytes_held = 0;              // bytes of the tensors held (owned or mapped)
+  uint64_t bytes_read = 0;              // checkpoint bytes read or mapped
+};
+
+class ModelWeights {
+ public:
+  const ModelDescription& desc() const { return desc_; }
+  const LoadReport& report() const { return report_; }
+  const std::map<std::string, kernels::Tensor>& tensors() const { return tensors_; }
+  // nullptr when absent (e.g. another rank's expert).
+  const kernels::Tensor* Find(const std::string& name) const;
+  absl::StatusOr<const kernels::Tensor*> Get(const std::string& name) const;
+
+ private:
+  friend absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription&, const std::string&,
+                                                  const LoadOptions&);
+  ModelDescription desc_;
+  LoadReport report_;
+  std::map<std::string, kernels::Tensor> tensors_;
+  std::shared_ptr<safetensors::SafetensorsCheckpoint> checkpoint_;  // owns mapped views
+};
+
+// Errors: unsupported quantization (FAILED_PRECONDITION naming the method and
+// backend), bad dtype (INVALID_ARGUMENT listing the accepted ones), a
+// placement that does not match the model, every missing and mis-shaped
+// tensor at once (NOT_FOUND), unreadable files.
+absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std::string& model_dir,
+                                         const LoadOptions& options);
+
+// FAILED_PRECONDITION when `desc` is quantized (not yet supported).
+absl::Status CheckQuantizationSupported(const ModelDescription& desc, const std::string& backend);
+
+// Whether routed expert `expert` is held by `rank` under `expert_to_rank`.
+bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert);
+
+}  // namespace epserve::weights
