@@ -212,6 +212,12 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_
         absl::StrCat(where, "header is not valid UTF-8 (bad byte 0x",
                      absl::Hex(json[bad], absl::kZeroPad2), " at header offset ", bad, ")"));
   }
+  // nlohmann's lexer stops at a NUL byte as if the input ended there, which
+  // would let anything after it through; JSON has no raw NUL anywhere.
+  if (const auto nul = std::find(json.begin(), json.end(), 0); nul != json.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, "header is not valid JSON (NUL byte at header offset ", nul - json.begin(), ")"));
+  }
   if (json[0] != '{') {
     return absl::InvalidArgumentError(absl::StrCat(
         where, "header is not a JSON object (expected '{' as its first byte, found ",

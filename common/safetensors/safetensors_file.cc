@@ -143,6 +143,11 @@ absl::Status SafetensorsFile::ReleaseResidentPages() const {
       return Errno(errno, "madvise(MADV_DONTNEED) failed on", path_);
     }
   }
+  // Only clean pages can be dropped: write back a freshly written file first
+  // (a no-op for files without dirty pages; allowed on a read-only fd).
+  if (::fdatasync(fd_) != 0 && errno != EINVAL && errno != EROFS) {
+    return Errno(errno, "fdatasync failed on", path_);
+  }
   if (const int rc = ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
     return Errno(rc, "posix_fadvise(DONTNEED) failed on", path_);
   }

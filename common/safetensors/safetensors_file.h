@@ -60,7 +60,8 @@ class SafetensorsFile {
 
   // Drops the mapping's pages from this process (madvise MADV_DONTNEED) and
   // asks the kernel to drop the file's clean pages from the page cache
-  // (posix_fadvise DONTNEED). Views returned by Data() stay valid: reading
+  // (fdatasync, then posix_fadvise DONTNEED; files on tmpfs keep their pages).
+  // Views returned by Data() stay valid: reading
   // them faults the pages back in. For loaders after they copied weights to a
   // device, and for tests that measure which bytes a reader touches.
   absl::Status ReleaseResidentPages() const;
