@@ -143,8 +143,9 @@ class Replace final : public Decoder {
   std::string content_;
 };
 
-// Replacement characters become spaces; the first token of the sequence
-// loses its leading one (unless prepend_scheme is "never").
+// Replacement characters become spaces, except in the first token of the
+// sequence, where the reference drops every one of them (unless
+// prepend_scheme is "never").
 class Metaspace final : public Decoder {
  public:
   Metaspace(std::string replacement, bool strip_first)
@@ -153,10 +154,8 @@ class Metaspace final : public Decoder {
                            bool&) const override {
     const Pattern rep = Pattern::Literal(replacement_);
     for (size_t i = 0; i < tokens.size(); ++i) {
-      RETURN_IF_ERROR(rep.ReplaceAll(tokens[i], " "));
-      if (i == 0 && ctx.at_start && strip_first_ && !tokens[i].empty() && tokens[i][0] == ' ') {
-        tokens[i].erase(0, 1);
-      }
+      const bool drop = i == 0 && ctx.at_start && strip_first_;
+      RETURN_IF_ERROR(rep.ReplaceAll(tokens[i], drop ? "" : " "));
     }
     return absl::OkStatus();
   }

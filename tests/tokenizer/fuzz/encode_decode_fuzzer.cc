@@ -99,6 +99,35 @@ std::unique_ptr<Tokenizer> MetaspaceTokenizer() {
   return std::move(Tokenizer::FromJson(j.dump(), "").value());
 }
 
+// Mistral style: Metaspace pre-tokenizer (prepend "first", split) and
+// Metaspace decoder, byte fallback, no normalizer.
+std::unique_ptr<Tokenizer> MetaspacePreTokenizerTokenizer() {
+  Json j;
+  const std::string m = "\xE2\x96\x81";
+  Json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) vocab[absl::StrFormat("<0x%02X>", b)] = 3 + b;
+  int next = 259;
+  for (const std::string& t : {m, std::string("a"), std::string("b"), m + "a", m + "b"}) {
+    vocab[t] = next++;
+  }
+  j = {{"added_tokens",
+        {{{"id", 1}, {"content", "<s>"}, {"special", true}, {"normalized", false}}}},
+       {"normalizer", nullptr},
+       {"pre_tokenizer",
+        {{"type", "Metaspace"}, {"replacement", m}, {"prepend_scheme", "first"}, {"split", true}}},
+       {"post_processor", nullptr},
+       {"decoder",
+        {{"type", "Sequence"},
+         {"decoders",
+          {{{"type", "ByteFallback"}},
+           {{"type", "Metaspace"}, {"replacement", m}, {"prepend_scheme", "first"}},
+           {{"type", "Fuse"}}}}}},
+       {"model",
+        {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"vocab", vocab},
+         {"merges", {m + " a", m + " b"}}}}};
+  return std::move(Tokenizer::FromJson(j.dump(), "").value());
+}
+
 std::string CheckIds(const Tokenizer& tok, const std::vector<int32_t>& ids, const char* name) {
   for (bool skip : {false, true}) {
     auto full = tok.Decode(ids, {.skip_special_tokens = skip});
@@ -129,11 +158,14 @@ std::string CheckIds(const Tokenizer& tok, const std::vector<int32_t>& ids, cons
 std::string EncodeDecodeFuzzOne(const uint8_t* data, size_t size) {
   static const Tokenizer* byte_level = ByteLevelTokenizer().release();
   static const Tokenizer* metaspace = MetaspaceTokenizer().release();
+  static const Tokenizer* metaspace_pre = MetaspacePreTokenizerTokenizer().release();
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
   const bool valid = ValidateUtf8(text).ok();
 
-  for (const Tokenizer* tok : {byte_level, metaspace}) {
-    const char* name = tok == byte_level ? "byte_level" : "metaspace";
+  for (const Tokenizer* tok : {byte_level, metaspace, metaspace_pre}) {
+    const char* name = tok == byte_level ? "byte_level"
+                       : tok == metaspace ? "metaspace"
+                                          : "metaspace_pre";
     for (bool parse_special : {false, true}) {
       auto ids = tok->Encode(text, {.add_special_tokens = true,
                                     .parse_special_tokens = parse_special});
@@ -155,14 +187,16 @@ std::string EncodeDecodeFuzzOne(const uint8_t* data, size_t size) {
     if (tok == byte_level) {
       if (!Normalize(NormalForm::kNfc, want).ok()) return "NFC failed";
     } else if (want.find("\xE2\x96\x81") != std::string::npos) {
-      continue;
+      continue;  // a literal U+2581 decodes as a space
+    } else if (tok == metaspace_pre && !want.empty() && want[0] == ' ') {
+      continue;  // the first token loses its U+2581, so a leading space is lost
     }
     if (*back != want) return absl::StrCat(name, ": round trip '", *back, "' != '", want, "'");
   }
   // The bytes as ids (pairs of bytes, some deliberately out of range).
   std::vector<int32_t> ids;
   for (size_t i = 0; i + 1 < size; i += 2) ids.push_back((data[i] << 8 | data[i + 1]) % 320 - 4);
-  for (const Tokenizer* tok : {byte_level, metaspace}) {
+  for (const Tokenizer* tok : {byte_level, metaspace, metaspace_pre}) {
     if (std::string e = CheckIds(*tok, ids, "ids"); !e.empty()) return e;
   }
   return "";
