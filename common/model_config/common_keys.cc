@@ -159,10 +159,10 @@ absl::Status ReadCommonKeys(const ConfigReader& r, const CommonDefaults& d,
     desc->head_dim = d.head_dim;
   } else {
     if (desc->hidden_size % desc->num_heads != 0) {
-      return r.Invalid("hidden_size",
-                       absl::StrCat("(", desc->hidden_size,
-                                    ") is not divisible by num_attention_heads (", desc->num_heads,
-                                    ") and no 'head_dim' is given"));
+      return r.Invalid(
+          "hidden_size",
+          absl::StrCat("(", desc->hidden_size, ") is not divisible by num_attention_heads (",
+                       desc->num_heads, ") and no 'head_dim' is given"));
     }
     desc->head_dim = desc->hidden_size / desc->num_heads;
   }
@@ -173,11 +173,11 @@ absl::Status ReadCommonKeys(const ConfigReader& r, const CommonDefaults& d,
   ASSIGN_OR_RETURN(desc->rms_norm_eps, r.Double("rms_norm_eps", d.rms_norm_eps));
   ASSIGN_OR_RETURN(desc->max_position_embeddings,
                    r.Int("max_position_embeddings", d.max_position_embeddings));
-  ASSIGN_OR_RETURN(desc->tie_word_embeddings,
-                   r.Bool("tie_word_embeddings", d.tie_word_embeddings));
+  ASSIGN_OR_RETURN(desc->tie_word_embeddings, r.Bool("tie_word_embeddings", d.tie_word_embeddings));
   ASSIGN_OR_RETURN(std::string act, r.String("hidden_act", "silu"));
   if (act != "silu" && act != "swish") {
-    return r.Unsupported("hidden_act", absl::StrCat("'", act, "' is not supported (supported: silu)"));
+    return r.Unsupported("hidden_act",
+                         absl::StrCat("'", act, "' is not supported (supported: silu)"));
   }
   RETURN_IF_ERROR(ReadRope(r, d.rope_theta, desc->max_position_embeddings, &desc->rope));
   // v5 writes `dtype`; v4 `torch_dtype`. Both present: v5 wins.
@@ -192,8 +192,8 @@ absl::Status ReadCommonKeys(const ConfigReader& r, const CommonDefaults& d,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeLayerKinds(const ConfigReader& r,
-                                                             int num_layers, int num_experts) {
+absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeLayerKinds(const ConfigReader& r, int num_layers,
+                                                             int num_experts) {
   ASSIGN_OR_RETURN(int64_t step, r.Int("decoder_sparse_step", 1));
   if (step < 1) {
     return r.Invalid("decoder_sparse_step", absl::StrCat("must be >= 1 (found ", step, ")"));
@@ -213,13 +213,12 @@ absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeLayerKinds(const ConfigReader&
   return kinds;
 }
 
-absl::Status ReadRoutedExperts(const ConfigReader& r, const char* num_experts_key,
-                               MoeParams* moe) {
+absl::Status ReadRoutedExperts(const ConfigReader& r, const char* num_experts_key, MoeParams* moe) {
   ASSIGN_OR_RETURN(int64_t e, r.RequiredInt(num_experts_key));
   if (e <= 0) {
-    return r.Invalid(num_experts_key,
-                     absl::StrCat("must be > 0 for a mixture-of-experts architecture (found ", e,
-                                  ")"));
+    return r.Invalid(
+        num_experts_key,
+        absl::StrCat("must be > 0 for a mixture-of-experts architecture (found ", e, ")"));
   }
   if (e > kMaxInt32) return r.Invalid(num_experts_key, "is too large");
   ASSIGN_OR_RETURN(int64_t k, r.RequiredInt("num_experts_per_tok"));

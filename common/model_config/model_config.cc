@@ -39,10 +39,9 @@ const ArchitectureDef* FindByModelType(absl::string_view model_type) {
 
 absl::Status UnsupportedArchitecture(const std::string& file, absl::string_view what,
                                      absl::string_view name) {
-  return absl::UnimplementedError(absl::StrCat(file, ": unsupported ", what, " '", name,
-                                               "' (supported: ",
-                                               absl::StrJoin(SupportedArchitectures(), ", "),
-                                               ")"));
+  return absl::UnimplementedError(
+      absl::StrCat(file, ": unsupported ", what, " '", name,
+                   "' (supported: ", absl::StrJoin(SupportedArchitectures(), ", "), ")"));
 }
 
 }  // namespace
@@ -61,8 +60,8 @@ absl::StatusOr<ModelDescription> ParseModelConfig(const nlohmann::json& config,
   using model_config::ArchitectureDef;
   using model_config::ConfigReader;
   if (!config.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ": expected a JSON object (found ",
-                                                   config.type_name(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_name, ": expected a JSON object (found ", config.type_name(), ")"));
   }
   // Before an architecture is known, errors name the config as a whole.
   ConfigReader top(config, file_name, "config");

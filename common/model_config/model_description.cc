@@ -6,38 +6,52 @@ namespace epserve {
 
 const char* LayerKindName(LayerKind kind) {
   switch (kind) {
-    case LayerKind::kDense: return "dense";
-    case LayerKind::kMoe: return "moe";
+    case LayerKind::kDense:
+      return "dense";
+    case LayerKind::kMoe:
+      return "moe";
   }
   return "?";
 }
 
 const char* QkNormKindName(QkNormKind kind) {
   switch (kind) {
-    case QkNormKind::kNone: return "none";
-    case QkNormKind::kPerHead: return "per_head";
-    case QkNormKind::kFull: return "full";
+    case QkNormKind::kNone:
+      return "none";
+    case QkNormKind::kPerHead:
+      return "per_head";
+    case QkNormKind::kFull:
+      return "full";
   }
   return "?";
 }
 
 const char* RopeTypeName(RopeType type) {
   switch (type) {
-    case RopeType::kDefault: return "default";
-    case RopeType::kLinear: return "linear";
-    case RopeType::kLlama3: return "llama3";
-    case RopeType::kYarn: return "yarn";
+    case RopeType::kDefault:
+      return "default";
+    case RopeType::kLinear:
+      return "linear";
+    case RopeType::kLlama3:
+      return "llama3";
+    case RopeType::kYarn:
+      return "yarn";
   }
   return "?";
 }
 
 const char* QuantMethodName(QuantMethod m) {
   switch (m) {
-    case QuantMethod::kNone: return "none";
-    case QuantMethod::kFp8: return "fp8";
-    case QuantMethod::kAwq: return "awq";
-    case QuantMethod::kGptq: return "gptq";
-    case QuantMethod::kOther: return "other";
+    case QuantMethod::kNone:
+      return "none";
+    case QuantMethod::kFp8:
+      return "fp8";
+    case QuantMethod::kAwq:
+      return "awq";
+    case QuantMethod::kGptq:
+      return "gptq";
+    case QuantMethod::kOther:
+      return "other";
   }
   return "?";
 }

@@ -73,7 +73,7 @@ struct MoeParams {
   bool norm_topk_prob = false;
   RoutingKind routing = RoutingKind::kSoftmaxTopK;
   int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
-  bool shared_expert_gate = false;  // sigmoid(x . w) scales the shared expert's output
+  bool shared_expert_gate = false;              // sigmoid(x . w) scales the shared expert's output
 };
 
 // quantization_config as found; recognised here, accepted or refused by the
@@ -114,8 +114,8 @@ struct ModelDescription {
   bool attention_bias = false;      // q/k/v projections carry a bias
   bool attention_out_bias = false;  // o_proj carries a bias
   QkNormKind qk_norm = QkNormKind::kNone;
-  std::optional<double> clip_qkv;          // OLMoE: clamp q/k/v to [-c, c]
-  std::optional<int64_t> sliding_window;   // Mixtral: attention window, if any
+  std::optional<double> clip_qkv;         // OLMoE: clamp q/k/v to [-c, c]
+  std::optional<int64_t> sliding_window;  // Mixtral: attention window, if any
 
   std::vector<LayerKind> layer_kinds;  // size num_layers
   MoeParams moe;                       // meaningful iff is_moe()

@@ -86,32 +86,58 @@ void AddMoe(const ModelDescription& d, int i, const std::string& p, const Expert
 
 const char* TensorRoleName(TensorRole role) {
   switch (role) {
-    case TensorRole::kEmbedding: return "embedding";
-    case TensorRole::kLmHead: return "lm_head";
-    case TensorRole::kFinalNorm: return "final_norm";
-    case TensorRole::kInputNorm: return "input_norm";
-    case TensorRole::kPostAttnNorm: return "post_attn_norm";
-    case TensorRole::kAttnQWeight: return "attn_q_weight";
-    case TensorRole::kAttnKWeight: return "attn_k_weight";
-    case TensorRole::kAttnVWeight: return "attn_v_weight";
-    case TensorRole::kAttnOWeight: return "attn_o_weight";
-    case TensorRole::kAttnQBias: return "attn_q_bias";
-    case TensorRole::kAttnKBias: return "attn_k_bias";
-    case TensorRole::kAttnVBias: return "attn_v_bias";
-    case TensorRole::kAttnOBias: return "attn_o_bias";
-    case TensorRole::kQNorm: return "q_norm";
-    case TensorRole::kKNorm: return "k_norm";
-    case TensorRole::kMlpGate: return "mlp_gate";
-    case TensorRole::kMlpUp: return "mlp_up";
-    case TensorRole::kMlpDown: return "mlp_down";
-    case TensorRole::kRouter: return "router";
-    case TensorRole::kExpertGate: return "expert_gate";
-    case TensorRole::kExpertUp: return "expert_up";
-    case TensorRole::kExpertDown: return "expert_down";
-    case TensorRole::kSharedExpertGateProj: return "shared_expert_gate_proj";
-    case TensorRole::kSharedExpertUpProj: return "shared_expert_up_proj";
-    case TensorRole::kSharedExpertDownProj: return "shared_expert_down_proj";
-    case TensorRole::kSharedExpertGate: return "shared_expert_gate";
+    case TensorRole::kEmbedding:
+      return "embedding";
+    case TensorRole::kLmHead:
+      return "lm_head";
+    case TensorRole::kFinalNorm:
+      return "final_norm";
+    case TensorRole::kInputNorm:
+      return "input_norm";
+    case TensorRole::kPostAttnNorm:
+      return "post_attn_norm";
+    case TensorRole::kAttnQWeight:
+      return "attn_q_weight";
+    case TensorRole::kAttnKWeight:
+      return "attn_k_weight";
+    case TensorRole::kAttnVWeight:
+      return "attn_v_weight";
+    case TensorRole::kAttnOWeight:
+      return "attn_o_weight";
+    case TensorRole::kAttnQBias:
+      return "attn_q_bias";
+    case TensorRole::kAttnKBias:
+      return "attn_k_bias";
+    case TensorRole::kAttnVBias:
+      return "attn_v_bias";
+    case TensorRole::kAttnOBias:
+      return "attn_o_bias";
+    case TensorRole::kQNorm:
+      return "q_norm";
+    case TensorRole::kKNorm:
+      return "k_norm";
+    case TensorRole::kMlpGate:
+      return "mlp_gate";
+    case TensorRole::kMlpUp:
+      return "mlp_up";
+    case TensorRole::kMlpDown:
+      return "mlp_down";
+    case TensorRole::kRouter:
+      return "router";
+    case TensorRole::kExpertGate:
+      return "expert_gate";
+    case TensorRole::kExpertUp:
+      return "expert_up";
+    case TensorRole::kExpertDown:
+      return "expert_down";
+    case TensorRole::kSharedExpertGateProj:
+      return "shared_expert_gate_proj";
+    case TensorRole::kSharedExpertUpProj:
+      return "shared_expert_up_proj";
+    case TensorRole::kSharedExpertDownProj:
+      return "shared_expert_down_proj";
+    case TensorRole::kSharedExpertGate:
+      return "shared_expert_gate";
   }
   return "?";
 }
@@ -132,8 +158,8 @@ std::vector<TensorSpec> ExpectedTensors(const ModelDescription& d) {
     b.Add(p + "input_layernorm.weight", {h}, TensorRole::kInputNorm, i);
     AddAttention(d, i, p, b);
     b.Add(p + "post_attention_layernorm.weight", {h}, TensorRole::kPostAttnNorm, i);
-    const bool moe = i < static_cast<int>(d.layer_kinds.size()) &&
-                     d.layer_kinds[i] == LayerKind::kMoe;
+    const bool moe =
+        i < static_cast<int>(d.layer_kinds.size()) && d.layer_kinds[i] == LayerKind::kMoe;
     if (moe) {
       AddMoe(d, i, p, naming, b);
     } else {
@@ -156,8 +182,8 @@ int64_t PackedSlice::num_elements() const {
 
 absl::StatusOr<PackedSlice> PackedExpertSpec::SliceFor(TensorRole role, int expert) const {
   if (expert < 0 || expert >= num_experts) {
-    return absl::OutOfRangeError(absl::StrCat("layer ", layer, ": expert ", expert,
-                                              " outside [0, ", num_experts, ")"));
+    return absl::OutOfRangeError(
+        absl::StrCat("layer ", layer, ": expert ", expert, " outside [0, ", num_experts, ")"));
   }
   const int64_t h = hidden_size;
   const int64_t m = intermediate_size;
@@ -170,8 +196,8 @@ absl::StatusOr<PackedSlice> PackedExpertSpec::SliceFor(TensorRole role, int expe
     case TensorRole::kExpertDown:
       return PackedSlice{down_name, e * h * m, {h, m}};
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "role ", TensorRoleName(role), " is not a routed expert tensor"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("role ", TensorRoleName(role), " is not a routed expert tensor"));
   }
 }
 

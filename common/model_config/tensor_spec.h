@@ -17,10 +17,10 @@
 namespace epserve {
 
 enum class TensorRole {
-  kEmbedding,   // model.embed_tokens.weight [vocab, hidden]
-  kLmHead,      // lm_head.weight [vocab, hidden]; absent when tied
-  kFinalNorm,   // model.norm.weight [hidden]
-  kInputNorm,   // input_layernorm [hidden]
+  kEmbedding,  // model.embed_tokens.weight [vocab, hidden]
+  kLmHead,     // lm_head.weight [vocab, hidden]; absent when tied
+  kFinalNorm,  // model.norm.weight [hidden]
+  kInputNorm,  // input_layernorm [hidden]
   kPostAttnNorm,
   kAttnQWeight,
   kAttnKWeight,
@@ -35,10 +35,10 @@ enum class TensorRole {
   kMlpGate,  // dense MLP gate_proj / up_proj / down_proj
   kMlpUp,
   kMlpDown,
-  kRouter,       // [num_experts, hidden]
-  kExpertGate,   // routed expert gate_proj (Mixtral w1) [moe_inter, hidden]
-  kExpertUp,     // routed expert up_proj   (Mixtral w3) [moe_inter, hidden]
-  kExpertDown,   // routed expert down_proj (Mixtral w2) [hidden, moe_inter]
+  kRouter,                // [num_experts, hidden]
+  kExpertGate,            // routed expert gate_proj (Mixtral w1) [moe_inter, hidden]
+  kExpertUp,              // routed expert up_proj   (Mixtral w3) [moe_inter, hidden]
+  kExpertDown,            // routed expert down_proj (Mixtral w2) [hidden, moe_inter]
   kSharedExpertGateProj,  // shared expert gate_proj [shared_inter, hidden]
   kSharedExpertUpProj,
   kSharedExpertDownProj,
@@ -89,8 +89,8 @@ struct PackedExpertSpec {
   std::string gate_up_name;
   std::vector<int64_t> gate_up_shape;  // [E, 2I, H]
   std::string down_name;
-  std::vector<int64_t> down_shape;  // [E, H, I]
-  std::string router_name;          // the router's name next to packed experts
+  std::vector<int64_t> down_shape;     // [E, H, I]
+  std::string router_name;             // the router's name next to packed experts
   std::string per_expert_router_name;  // its name in the per-expert layout
 
   // Where expert `expert`'s tensor of `role` (kExpertGate/Up/Down) lives.
