@@ -1,0 +1,174 @@
+#include "cli/run/inspect_command.h"
+
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "cli/run/args.h"
+#include "common/model_config/model_config.h"
+#include "common/model_config/tensor_spec.h"
+#include "common/placement.h"
+#include "common/safetensors/checkpoint.h"
+#include "nlohmann/json.hpp"
+#include "worker/weights/checkpoint_binding.h"
+#include "worker/weights/dtype_policy.h"
+#include "worker/weights/weight_loader.h"
+
+namespace epserve::cli {
+namespace {
+
+using json = nlohmann::json;
+
+json Describe(const ModelDescription& d) {
+  json layers = json::array();
+  for (LayerKind k : d.layer_kinds) layers.push_back(LayerKindName(k));
+  json rope = {{"theta", d.rope.theta},
+               {"type", RopeTypeName(d.rope.type)},
+               {"factor", d.rope.factor},
+               {"neox_layout", d.rope.neox_layout}};
+  if (d.rope.original_max_position_embeddings > 0) {
+    rope["original_max_position_embeddings"] = d.rope.original_max_position_embeddings;
+  }
+  json out = {{"architecture", d.architecture},
+              {"model_type", d.model_type},
+              {"config_file", d.config_file},
+              {"num_layers", d.num_layers},
+              {"layer_kinds", layers},
+              {"hidden_size", d.hidden_size},
+              {"num_heads", d.num_heads},
+              {"num_kv_heads", d.num_kv_heads},
+              {"head_dim", d.head_dim},
+              {"intermediate_size", d.intermediate_size},
+              {"vocab_size", d.vocab_size},
+              {"max_position_embeddings", d.max_position_embeddings},
+              {"tie_word_embeddings", d.tie_word_embeddings},
+              {"attention_bias", d.attention_bias},
+              {"qk_norm", QkNormKindName(d.qk_norm)},
+              {"rms_norm_eps", d.rms_norm_eps},
+              {"rope", rope},
+              {"config_dtype", d.dtype ? json(DataTypeName(*d.dtype)) : json(nullptr)},
+              {"quantization", QuantMethodName(d.quantization.method)}};
+  if (d.is_moe()) {
+    out["moe"] = {{"num_experts", d.moe.num_experts},
+                  {"top_k", d.moe.top_k},
+                  {"num_moe_layers", d.num_moe_layers()},
+                  {"moe_intermediate_size", d.moe.moe_intermediate_size},
+                  {"norm_topk_prob", d.moe.norm_topk_prob},
+                  {"shared_expert_intermediate_size", d.moe.shared_expert_intermediate_size},
+                  {"shared_expert_gate", d.moe.shared_expert_gate}};
+  }
+  out["parameters"] = {{"total", d.total_params()},
+                       {"active_per_token", d.active_params_per_token()}};
+  return out;
+}
+
+}  // namespace
+
+int RunInspectCommand(int argc, char** argv) { return RunInspectCommand(argc, argv, std::cout, std::cerr); }
+
+int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  Args args;
+  if (auto e = ParseArgs(argc, argv, {"model", "load-format", "dtype", "expert-parallel", "placement"},
+                         {}, args)) {
+    return UsageError(err, "inspect", *e);
+  }
+  if (!args.has("model")) return UsageError(err, "inspect", "--model DIR is required");
+  auto format = weights::ParseLoadFormat(args.get("load-format", "auto"));
+  if (!format.ok()) return UsageError(err, "inspect", std::string(format.status().message()));
+  int world = 1;
+  if (args.has("expert-parallel") &&
+      (!absl::SimpleAtoi(args.get("expert-parallel"), &world) || world < 1)) {
+    return UsageError(err, "inspect", "--expert-parallel must be a positive integer");
+  }
+  auto strategy = ParsePlacementStrategy(args.get("placement", "linear"));
+  if (!strategy.ok()) return UsageError(err, "inspect", std::string(strategy.status().message()));
+
+  const std::string dir = args.get("model");
+  auto desc = LoadModelConfig(dir);
+  if (!desc.ok()) {
+    err << "epserve-run inspect: error: " << desc.status().message() << "\n";
+    return 1;
+  }
+  json report = Describe(*desc);
+  report["model_dir"] = dir;
+  report["load_format"] = *format == weights::LoadFormat::kDummy ? "dummy" : "safetensors";
+  bool loadable = true;
+  std::vector<std::string> problems;
+  if (absl::Status q = weights::CheckQuantizationSupported(*desc, "cpu"); !q.ok()) {
+    loadable = false;
+    problems.emplace_back(q.message());
+  }
+
+  const std::vector<TensorSpec> specs = ExpectedTensors(*desc);
+  std::map<DataType, uint64_t> checkpoint_bytes;
+  if (*format == weights::LoadFormat::kSafetensors) {
+    auto checkpoint = safetensors::SafetensorsCheckpoint::Open(dir);
+    if (!checkpoint.ok()) {
+      loadable = false;
+      problems.emplace_back(checkpoint.status().message());
+    } else {
+      weights::CheckpointBinding b = weights::BindCheckpoint(*desc, specs, **checkpoint);
+      checkpoint_bytes = b.bytes_by_dtype;
+      if (!b.ok()) {
+        loadable = false;
+        problems.emplace_back(b.ToStatus(*desc, dir).message());
+      }
+      report["checkpoint"] = {{"files", (*checkpoint)->Files()},
+                              {"num_tensors", (*checkpoint)->TensorNames().size()},
+                              {"missing", b.missing},
+                              {"shape_mismatches", b.shape_mismatches},
+                              {"unexpected", b.unexpected},
+                              {"packed_expert_layers", b.packed_layers}};
+      json by_dtype = json::object();
+      for (const auto& [type, bytes] : b.bytes_by_dtype) by_dtype[DataTypeName(type)] = bytes;
+      report["checkpoint"]["bytes_by_dtype"] = by_dtype;
+    }
+  }
+  auto weight_dtype = weights::ResolveWeightDtype(args.get("dtype", "auto"), *desc, checkpoint_bytes);
+  if (!weight_dtype.ok()) return UsageError(err, "inspect", std::string(weight_dtype.status().message()));
+  report["weight_dtype"] = DataTypeName(*weight_dtype);
+
+  // Bytes the loaded model occupies, by storage dtype, and per rank.
+  std::vector<uint32_t> placement;
+  if (desc->is_moe()) {
+    auto placed = PlaceExperts(static_cast<uint32_t>(desc->moe.num_experts),
+                               static_cast<uint32_t>(world), *strategy);
+    if (!placed.ok()) return UsageError(err, "inspect", std::string(placed.status().message()));
+    placement = *placed;
+  } else if (world > 1) {
+    return UsageError(err, "inspect", "--expert-parallel needs a MoE model");
+  }
+  std::map<std::string, uint64_t> loaded_bytes;
+  std::vector<uint64_t> rank_bytes(static_cast<size_t>(world), 0);
+  for (const TensorSpec& s : specs) {
+    DataType t = weights::StorageDtype(s.role, *weight_dtype);
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    uint64_t bytes = static_cast<uint64_t>(n) * DataTypeSize(t);
+    loaded_bytes[DataTypeName(t)] += bytes;
+    for (int r = 0; r < world; ++r) {
+      if (s.expert < 0 || weights::IsLocalExpert(placement, static_cast<uint32_t>(r), s.expert)) {
+        rank_bytes[static_cast<size_t>(r)] += bytes;
+      }
+    }
+  }
+  report["loaded_bytes_by_dtype"] = loaded_bytes;
+  if (desc->is_moe()) {
+    json ranks = json::array();
+    for (int r = 0; r < world; ++r) {
+      std::vector<int> experts;
+      for (size_t e = 0; e < placement.size(); ++e) {
+        if (placement[e] == static_cast<uint32_t>(r)) experts.push_back(static_cast<int>(e));
+      }
+      ranks.push_back({{"rank", r}, {"experts", experts}, {"bytes", rank_bytes[static_cast<size_t>(r)]}});
+    }
+    report["expert_parallel"] = {{"world_size", world},
+                                 {"placement", PlacementStrategyName(*strategy)},
+                                 {"ranks", ranks}};
+  }
+  report["loadable"] = loadable;
+  report["problems"] = problems;
+  out << report.dump(2) << "\n";
+  return loadable ? 0 : 1;
+}
+
+}  // namespace epserve::cli

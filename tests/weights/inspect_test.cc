@@ -1,0 +1,96 @@
+// `epserve-run inspect` on the shipped real-shape configs (dummy format: no
+// weight files) and on a broken checkpoint.
+#include "cli/run/inspect_command.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/model_config/model_config.h"
+#include "nlohmann/json.hpp"
+
+namespace epserve::cli {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result Inspect(std::vector<std::string> args) {
+  args.insert(args.begin(), "inspect");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  std::ostringstream out, err;
+  int code = RunInspectCommand(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+TEST(Inspect, EveryShippedRealShapeConfigWithDummyWeights) {
+  int seen = 0;
+  for (const auto& entry : fs::directory_iterator(EPSERVE_SOURCE_DIR "/tools/configs")) {
+    if (!fs::exists(entry.path() / "config.json")) continue;
+    ++seen;
+    SCOPED_TRACE(entry.path().string());
+    auto desc = LoadModelConfig(entry.path().string());
+    ASSERT_TRUE(desc.ok()) << desc.status();
+    std::vector<std::string> args = {"--model", entry.path().string(), "--load-format=dummy"};
+    if (desc->is_moe()) args.push_back("--expert-parallel=4");
+    Result r = Inspect(args);
+    ASSERT_EQ(r.code, 0) << r.err << r.out;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["architecture"], desc->architecture);
+    EXPECT_EQ(j["parameters"]["total"].get<int64_t>(), desc->total_params());
+    EXPECT_EQ(j["parameters"]["active_per_token"].get<int64_t>(), desc->active_params_per_token());
+    EXPECT_TRUE(j["loadable"].get<bool>());
+    uint64_t loaded = 0;
+    for (auto& [dtype, bytes] : j["loaded_bytes_by_dtype"].items()) loaded += bytes.get<uint64_t>();
+    EXPECT_GE(loaded, static_cast<uint64_t>(desc->total_params()) * 2);  // >= bf16 size
+    if (desc->is_moe()) {
+      // Each rank holds the dense part and a quarter of the experts.
+      uint64_t sum = 0;
+      for (auto& rank : j["expert_parallel"]["ranks"]) {
+        EXPECT_EQ(rank["experts"].size(), static_cast<size_t>(desc->moe.num_experts / 4));
+        sum += rank["bytes"].get<uint64_t>();
+      }
+      EXPECT_GT(sum, loaded);       // dense parts are replicated
+      EXPECT_LT(sum, 4 * loaded);   // experts are not
+    }
+  }
+  EXPECT_EQ(seen, 5);
+}
+
+TEST(Inspect, ReportsMissingWeightsAndFailsWithoutCrashing) {
+  fs::path dir = fs::path(::testing::TempDir()) / "inspect_missing";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(EPSERVE_SOURCE_DIR "/tools/configs/qwen3-8b/config.json", dir / "config.json");
+  Result r = Inspect({"--model", dir.string()});
+  EXPECT_EQ(r.code, 1);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_FALSE(j["loadable"].get<bool>());
+  EXPECT_THAT(j["problems"][0].get<std::string>(), HasSubstr("no safetensors weights"));
+}
+
+TEST(Inspect, BadArguments) {
+  EXPECT_EQ(Inspect({}).code, 2);
+  EXPECT_THAT(Inspect({}).err, HasSubstr("--model DIR is required"));
+  EXPECT_THAT(Inspect({"--model", "x", "--load-format", "pt"}).err, HasSubstr("auto, dummy"));
+  EXPECT_THAT(Inspect({"--model", "x", "--bogus"}).err, HasSubstr("unknown option --bogus"));
+  Result dense = Inspect({"--model", EPSERVE_SOURCE_DIR "/tools/configs/qwen3-8b",
+                          "--load-format=dummy", "--expert-parallel=2"});
+  EXPECT_EQ(dense.code, 2);
+  EXPECT_THAT(dense.err, HasSubstr("needs a MoE model"));
+  Result missing = Inspect({"--model", "/nonexistent"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent"));
+}
+
+}  // namespace
+}  // namespace epserve::cli
