@@ -1,10 +1,13 @@
 // Helpers shared by the safetensors tests.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "common/safetensors/writer.h"
@@ -12,12 +15,26 @@
 
 namespace epserve::safetensors::testing {
 
-// A fresh, empty directory under the gtest temp dir, unique per test.
+// Root of this process's test directories; removed when the tests end.
+inline std::filesystem::path ProcessTempRoot() {
+  return std::filesystem::path(::testing::TempDir()) /
+         ("epserve_safetensors_test_" + std::to_string(::getpid()));
+}
+class TempRootCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(ProcessTempRoot(), ec);
+  }
+};
+inline const bool kTempRootCleanupRegistered =
+    (::testing::AddGlobalTestEnvironment(new TempRootCleanup), true);
+
+// A fresh, empty directory for the current test.
 inline std::string TempDir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
-                              (std::string("safetensors_") + info->test_suite_name() + "_" +
-                               info->name() + "_" + std::to_string(::getpid()));
+  const std::filesystem::path dir =
+      ProcessTempRoot() / (std::string(info->test_suite_name()) + "_" + info->name());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
