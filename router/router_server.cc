@@ -63,6 +63,15 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   ClientServiceOptions client_options;
   client_options.model_info = model;
   client_options.expert_placement = *placement;
+  if (std::filesystem::exists(std::filesystem::path(options.model_dir) / "tokenizer.json")) {
+    absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
+        tokenizer::Tokenizer::FromPath(options.model_dir);
+    if (!tok.ok()) return Annotate(tok.status(), "--model tokenizer");
+    client_options.tokenizer = std::move(*tok);
+  } else {
+    LOG_WARN("{} has no tokenizer.json: Tokenize/Detokenize and text prompts are unavailable",
+             options.model_dir);
+  }
   self->client_service_ = std::make_unique<ClientService>(client_options, self->registry_.get());
   self->control_service_ =
       std::make_unique<ControlService>(self->registry_.get(), self->store_.get());

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/grpc_status.h"
+#include "common/status.h"
 #include "common/version.h"
 
 namespace epserve::router {
@@ -48,16 +49,44 @@ grpc::ServerUnaryReactor* ClientService::Abort(grpc::CallbackServerContext* ctx,
                        absl::StrCat("request_id: no running request '", req->request_id(), "'")));
 }
 
+absl::Status ClientService::NeedTokenizer() const {
+  if (options_.tokenizer) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "model directory ", options_.model_info.model_path(), " has no tokenizer.json"));
+}
+
 grpc::ServerUnaryReactor* ClientService::Tokenize(grpc::CallbackServerContext* ctx,
-                                                  const v1::TokenizeRequest* /*req*/,
-                                                  v1::TokenizeResponse* /*resp*/) {
-  return Done(ctx, absl::UnimplementedError("Tokenize: this build has no tokenizer"));
+                                                  const v1::TokenizeRequest* req,
+                                                  v1::TokenizeResponse* resp) {
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return Done(ctx, s);
+  tokenizer::EncodeOptions options;
+  options.add_special_tokens = !req->has_add_special_tokens() || req->add_special_tokens();
+  absl::StatusOr<std::vector<int32_t>> ids = options_.tokenizer->Encode(req->text(), options);
+  if (!ids.ok()) return Done(ctx, Annotate(ids.status(), "text"));
+  for (int32_t id : *ids) resp->add_token_ids(static_cast<uint32_t>(id));
+  return Done(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ClientService::Detokenize(grpc::CallbackServerContext* ctx,
-                                                    const v1::DetokenizeRequest* /*req*/,
-                                                    v1::DetokenizeResponse* /*resp*/) {
-  return Done(ctx, absl::UnimplementedError("Detokenize: this build has no tokenizer"));
+                                                    const v1::DetokenizeRequest* req,
+                                                    v1::DetokenizeResponse* resp) {
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return Done(ctx, s);
+  std::vector<int32_t> ids;
+  ids.reserve(static_cast<size_t>(req->token_ids_size()));
+  for (int i = 0; i < req->token_ids_size(); ++i) {
+    uint32_t id = req->token_ids(i);
+    if (id > static_cast<uint32_t>(INT32_MAX)) {
+      return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                           "token_ids[", i, "]: id ", id, " is outside the vocabulary")));
+    }
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  tokenizer::DecodeOptions options;
+  options.skip_special_tokens = !req->has_skip_special_tokens() || req->skip_special_tokens();
+  absl::StatusOr<std::string> text = options_.tokenizer->Decode(ids, options);
+  if (!text.ok()) return Done(ctx, Annotate(text.status(), "token_ids"));
+  resp->set_text(std::move(*text));
+  return Done(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ClientService::GetModelInfo(grpc::CallbackServerContext* ctx,

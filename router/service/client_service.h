@@ -3,6 +3,9 @@
 
 #include <chrono>
 
+#include <memory>
+
+#include "common/tokenizer/tokenizer.h"
 #include "epserve/v1/epserve.grpc.pb.h"
 #include "router/cluster/worker_registry.h"
 
@@ -11,6 +14,8 @@ namespace epserve::router {
 struct ClientServiceOptions {
   v1::GetModelInfoResponse model_info;
   v1::ExpertPlacement expert_placement;
+  // The model's tokenizer; null when the model directory has none.
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
 };
 
 class ClientService final : public v1::Epserve::CallbackService {
@@ -35,6 +40,8 @@ class ClientService final : public v1::Epserve::CallbackService {
                                           v1::GetServerInfoResponse* resp) override;
 
  private:
+  absl::Status NeedTokenizer() const;
+
   const ClientServiceOptions options_;
   WorkerRegistry* registry_;
   const Clock::time_point start_;
