@@ -8,6 +8,7 @@
 #include "common/logging.h"
 #include "common/shutdown.h"
 #include "router/router_server.h"
+#include "worker/weights/weight_loader.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, weights, tokenizer)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -20,6 +21,13 @@ ABSL_FLAG(int, workers, 0,
           "Wait for this many epserve-worker processes started elsewhere (--router=HOST:PORT)");
 ABSL_FLAG(std::string, device, "cpu", "Device of local workers: cpu, or cuda (worker K on cuda:K)");
 ABSL_FLAG(std::string, expert_placement, "linear", "Expert placement: linear or round-robin");
+ABSL_FLAG(std::string, dtype, "auto",
+          "Weight dtype: auto (config.json torch_dtype/dtype, else the checkpoint's), bfloat16, "
+          "float16 or float32");
+ABSL_FLAG(std::string, load_format, "auto",
+          "auto: read the safetensors checkpoint; dummy: seeded random weights at the real "
+          "shapes from config.json alone (benchmarks without downloading weights)");
+ABSL_FLAG(uint64_t, seed, 0, "Seed of --load-format dummy weights");
 ABSL_FLAG(int, worker_timeout_ms, 3000,
           "A worker silent for this long is declared lost and the cluster stops serving");
 ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers send heartbeats");
@@ -95,6 +103,12 @@ int main(int argc, char** argv) {
   options.drain_timeout =
       std::chrono::seconds(PositiveFlag("drain-timeout-s", absl::GetFlag(FLAGS_drain_timeout_s)));
   options.ports_file = absl::GetFlag(FLAGS_ports_file);
+  options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.load_format = absl::GetFlag(FLAGS_load_format);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  if (auto format = epserve::weights::ParseLoadFormat(options.load_format); !format.ok()) {
+    epserve::Die(format.status().message(), 2);
+  }
   options.worker_log_level = absl::GetFlag(FLAGS_log_level);
 
   std::shared_ptr<epserve::router::RouterServer> server;

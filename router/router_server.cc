@@ -18,6 +18,11 @@
 #include "router/service/client_service.h"
 #include "router/service/control_service.h"
 #include "router/service/model_info.h"
+#include "common/model_config/model_config.h"
+#include "common/safetensors/checkpoint.h"
+#include "worker/weights/checkpoint_binding.h"
+#include "worker/weights/dtype_policy.h"
+#include "worker/weights/weight_loader.h"
 
 namespace epserve::router {
 namespace {
@@ -35,6 +40,41 @@ absl::StatusOr<v1::ExpertPlacement> MakePlacement(const v1::GetModelInfoResponse
   return placement;
 }
 
+// Everything about the model that can be checked without the workers:
+// config.json through the registry, quantization support, and (when the
+// weights are visible here) every tensor the architecture expects, by
+// header. Returns the dtype the workers will run in.
+absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(options.model_dir, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("--model: model directory '", options.model_dir, "' does not exist"));
+  }
+  absl::StatusOr<ModelDescription> desc = LoadModelConfig(options.model_dir);
+  if (!desc.ok()) return Annotate(desc.status(), "--model");
+  std::string backend = options.local_workers ? options.worker_device : "cpu";
+  RETURN_IF_ERROR(Annotate(weights::CheckQuantizationSupported(*desc, backend), "--model"));
+  ASSIGN_OR_RETURN(weights::LoadFormat format, weights::ParseLoadFormat(options.load_format));
+  std::map<DataType, uint64_t> checkpoint_bytes;
+  if (format == weights::LoadFormat::kSafetensors) {
+    auto checkpoint = safetensors::SafetensorsCheckpoint::Open(options.model_dir);
+    if (checkpoint.ok()) {
+      weights::CheckpointBinding binding =
+          weights::BindCheckpoint(*desc, ExpectedTensors(*desc), **checkpoint);
+      RETURN_IF_ERROR(Annotate(binding.ToStatus(*desc, options.model_dir), "--model"));
+      checkpoint_bytes = binding.bytes_by_dtype;
+    } else if (absl::IsNotFound(checkpoint.status())) {
+      LOG_WARN("{}; the workers will look for the weights themselves (--load-format dummy "
+               "runs without weight files)",
+               checkpoint.status().message());
+    } else {
+      return Annotate(checkpoint.status(), "--model");
+    }
+  }
+  ASSIGN_OR_RETURN(DataType dtype, weights::ResolveWeightDtype(options.dtype, *desc, checkpoint_bytes));
+  return std::string(DataTypeName(dtype));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOptions& options) {
@@ -43,7 +83,10 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   if (options.world_size == 0) {
     return absl::InvalidArgumentError("--workers / --local-workers must be at least 1");
   }
-  ASSIGN_OR_RETURN(v1::GetModelInfoResponse model, ReadModelInfo(options.model_dir));
+  ASSIGN_OR_RETURN(std::string weight_dtype, CheckModel(options));
+  absl::StatusOr<v1::GetModelInfoResponse> read = ReadModelInfo(options.model_dir, weight_dtype);
+  if (!read.ok()) return Annotate(read.status(), "--model");
+  const v1::GetModelInfoResponse& model = *read;
   absl::StatusOr<v1::ExpertPlacement> placement = MakePlacement(model, options);
   if (!placement.ok()) return Annotate(placement.status(), "--model");
 
@@ -54,8 +97,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   reg.heartbeat_interval = options.heartbeat_interval;
   reg.collective_timeout = options.collective_timeout;
   reg.plan.set_model_path(model.model_path());
-  reg.plan.set_dtype(model.dtype());
-  reg.plan.set_load_format("auto");
+  reg.plan.set_dtype(weight_dtype);
+  reg.plan.set_load_format(options.load_format);
+  reg.plan.set_seed(options.seed);
   *reg.plan.mutable_expert_placement() = *placement;
   self->store_ = std::make_unique<RendezvousStore>();
   self->registry_ = std::make_unique<WorkerRegistry>(reg, self->store_.get());

@@ -45,6 +45,10 @@ struct RouterOptions {
   std::chrono::milliseconds collective_timeout{10000};
   std::chrono::seconds drain_timeout{30};
   PlacementStrategy placement = PlacementStrategy::kLinear;
+  // Weights: --dtype policy, --load-format (auto | dummy), dummy seed.
+  std::string dtype = "auto";
+  std::string load_format = "auto";
+  uint64_t seed = 0;
   // If set, the bound addresses are written here as JSON once listening.
   std::string ports_file;
 };

@@ -14,8 +14,9 @@ port="${EPSERVE_PORT:-50051}"
 model="$root/models/tiny-qwen3-moe"
 
 echo
-echo "== starting epserve-router --model $model --local-workers 2 (port $port)"
-"$bin/epserve-router" --model "$model" --local-workers 2 \
+echo "== starting epserve-router --model $model --local-workers 2 --load-format dummy (port $port)"
+# The bundled tiny model ships a config only: its weights are seeded dummies.
+"$bin/epserve-router" --model "$model" --local-workers 2 --load-format dummy \
   --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 &
 router=$!
 trap 'kill -TERM $router 2>/dev/null || true; wait $router 2>/dev/null || true' EXIT

@@ -14,6 +14,7 @@
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
+#include "common/model_config/model_config.h"
 
 namespace epserve::worker {
 
@@ -38,7 +39,12 @@ class WorkerMetrics {
                   .Name("epserve_worker_rank")
                   .Help("This worker's rank in the cluster (-1 before registration)")
                   .Register(registry)
-                  .Add({})) {
+                  .Add({})),
+        weight_bytes_(prometheus::BuildGauge()
+                          .Name("epserve_worker_weight_bytes")
+                          .Help("Bytes of weights this worker holds (dense parts + its experts)")
+                          .Register(registry)
+                          .Add({})) {
     rank_.Set(-1);
   }
 
@@ -47,6 +53,7 @@ class WorkerMetrics {
   prometheus::Counter& joins_error_;
   prometheus::Gauge& warmup_bytes_;
   prometheus::Gauge& rank_;
+  prometheus::Gauge& weight_bytes_;
 };
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)) {}
@@ -165,6 +172,10 @@ absl::Status Worker::Run() {
     LOG_INFO("router asked this worker to shut down: {}", shutdown_reason);
     return absl::OkStatus();
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fatal_error_.empty()) return absl::FailedPreconditionError(fatal_error_);
+  }
   if (stop_requested) {
     LOG_INFO("stopping: {}", stop_reason);
     return absl::OkStatus();
@@ -185,7 +196,53 @@ void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
   }
 }
 
+absl::Status Worker::LoadModel() {
+  const control::v1::ModelPlan& plan = registration_.plan();
+  auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(plan.model_path()));
+  weights::LoadOptions options;
+  options.dtype = plan.dtype().empty() ? "auto" : plan.dtype();
+  ASSIGN_OR_RETURN(options.format, weights::ParseLoadFormat(
+                                       plan.load_format().empty() ? "auto" : plan.load_format()));
+  options.expert_to_rank.assign(plan.expert_placement().expert_to_rank().begin(),
+                                plan.expert_placement().expert_to_rank().end());
+  options.rank = registration_.rank();
+  options.seed = plan.seed();
+  options.backend = options_.device.type == kernels::DeviceType::kCpu ? "cpu" : "cuda";
+  ASSIGN_OR_RETURN(weights::ModelWeights loaded, weights::LoadWeights(desc, plan.model_path(), options));
+  weights_ = std::make_unique<weights::ModelWeights>(std::move(loaded));
+  const weights::LoadReport& report = weights_->report();
+  WorkerMessage msg;
+  control::v1::ModelLoaded* m = msg.mutable_model_loaded();
+  m->set_weight_dtype(DataTypeName(report.weight_dtype));
+  m->set_weight_bytes(report.bytes_held);
+  m->set_bytes_read(report.bytes_read);
+  for (int e : report.local_experts) m->add_local_experts(static_cast<uint32_t>(e));
+  m->set_load_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  metrics_->weight_bytes_.Set(static_cast<double>(report.bytes_held));
+  LOG_INFO("loaded {} ({} tensors, {} bytes {}, {} local experts) in {:.2f} s", desc.architecture,
+           report.num_tensors, report.bytes_held, DataTypeName(report.weight_dtype),
+           report.local_experts.size(), m->load_seconds());
+  Send(msg);
+  return absl::OkStatus();
+}
+
 void Worker::ExecutorLoop() {
+  if (absl::Status loaded = LoadModel(); !loaded.ok()) {
+    LOG_ERROR("cannot load the model: {}", loaded);
+    WorkerMessage fatal;
+    fatal.mutable_fatal()->set_error(std::string(loaded.message()));
+    Send(fatal);
+    // The router drops this worker and closes the stream; stop anyway if it
+    // does not within a few seconds.
+    std::unique_lock<std::mutex> lock(mu_);
+    fatal_error_ = std::string(loaded.message());
+    if (!cv_.wait_for(lock, std::chrono::seconds(5), [this] { return stopping_; })) {
+      lock.unlock();
+      Stop("model failed to load");
+    }
+    return;
+  }
   while (true) {
     RouterMessage msg;
     {

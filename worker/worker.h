@@ -18,6 +18,7 @@
 #include "kernels/device.h"
 #include "worker/comm/communicator.h"
 #include "worker/control_client.h"
+#include "worker/weights/weight_loader.h"
 
 namespace epserve::worker {
 
@@ -52,6 +53,8 @@ class Worker {
   void Send(const control::v1::WorkerMessage& message);
   void HeartbeatLoop(std::chrono::milliseconds interval);
   void ExecutorLoop();
+  // Loads this rank's weights as the plan says; answers ModelLoaded.
+  absl::Status LoadModel();
   void JoinGroup(const control::v1::JoinGroup& join);
   void ExecuteStep(const control::v1::StepPlan& plan);
 
@@ -63,6 +66,7 @@ class Worker {
   std::unique_ptr<ControlClient> control_;
   control::v1::RegisterResponse registration_;
   std::unique_ptr<comm::Communicator> comm_;
+  std::unique_ptr<weights::ModelWeights> weights_;
 
   // The step stream.
   std::mutex stream_mu_;
@@ -76,6 +80,8 @@ class Worker {
   std::deque<control::v1::RouterMessage> inbox_;
   bool stopping_ = false;
   std::string stop_reason_;
+  // Set when the worker cannot go on (Run() then fails with it).
+  std::string fatal_error_;
 };
 
 }  // namespace epserve::worker

@@ -94,10 +94,7 @@ absl::Status WorkerRegistry::Attach(const std::string& worker_id, WorkerChannel*
   {
     std::lock_guard<std::mutex> lock(mu_);
     was_serving = state_ == v1::CLUSTER_STATE_SERVING;
-    Worker* found = nullptr;
-    for (auto& [rank, w] : workers_) {
-      if (w.id == worker_id) found = &w;
-    }
+    Worker* found = FindLocked(worker_id);
     if (found == nullptr) {
       return absl::NotFoundError(absl::StrCat("unknown worker id '", worker_id,
                                               "' (never registered, or dropped after a "
@@ -117,11 +114,48 @@ absl::Status WorkerRegistry::Attach(const std::string& worker_id, WorkerChannel*
   return absl::OkStatus();
 }
 
+WorkerRegistry::Worker* WorkerRegistry::FindLocked(const std::string& worker_id) {
+  for (auto& [rank, w] : workers_) {
+    if (w.id == worker_id) return &w;
+  }
+  return nullptr;
+}
+
 void WorkerRegistry::Touch(const std::string& worker_id, Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [rank, w] : workers_) {
-    if (w.id == worker_id) w.last_seen = now;
+  if (Worker* w = FindLocked(worker_id)) w->last_seen = now;
+}
+
+void WorkerRegistry::OnModelLoaded(const std::string& worker_id,
+                                   const control::v1::ModelLoaded& loaded, Clock::time_point now) {
+  bool was_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    Worker* w = FindLocked(worker_id);
+    if (w == nullptr) return;
+    w->last_seen = now;
+    w->loaded = loaded;
+    LOG_INFO("worker {} (rank {}) loaded {} bytes of {} weights ({} local experts) in {:.2f} s",
+             worker_id, w->rank, loaded.weight_bytes(), loaded.weight_dtype(),
+             loaded.local_experts_size(), loaded.load_seconds());
+    MaybeFormGroupLocked(now);
   }
+  Notify(was_serving);
+}
+
+void WorkerRegistry::OnFatal(const std::string& worker_id, const std::string& error) {
+  bool was_serving;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_serving = state_ == v1::CLUSTER_STATE_SERVING;
+    Worker* w = FindLocked(worker_id);
+    if (w == nullptr) return;
+    LOG_ERROR("worker {} (rank {}) failed: {}", worker_id, w->rank, error);
+    w->fatal_error = error;
+    RemoveLocked(w->rank, "it reported a fatal error");
+  }
+  Notify(was_serving);
 }
 
 void WorkerRegistry::OnGroupReady(const std::string& worker_id,
@@ -130,10 +164,7 @@ void WorkerRegistry::OnGroupReady(const std::string& worker_id,
   {
     std::lock_guard<std::mutex> lock(mu_);
     was_serving = state_ == v1::CLUSTER_STATE_SERVING;
-    Worker* found = nullptr;
-    for (auto& [rank, w] : workers_) {
-      if (w.id == worker_id) found = &w;
-    }
+    Worker* found = FindLocked(worker_id);
     if (found == nullptr) return;
     found->last_seen = now;
     if (ready.epoch() != epoch_ || !group_pending_) {
@@ -258,6 +289,11 @@ void WorkerRegistry::FillServerInfo(v1::GetServerInfoResponse* info, Clock::time
     wi->set_last_seen_ms_ago(static_cast<uint64_t>(std::max<int64_t>(0, MillisSince(w.last_seen, now))));
     wi->set_warmup_alltoall_bytes(w.warmup_alltoall_bytes);
     wi->set_collective_backend(options_.collective_backend);
+    if (w.loaded) {
+      wi->set_weight_dtype(w.loaded->weight_dtype());
+      wi->set_weight_bytes(w.loaded->weight_bytes());
+      *wi->mutable_local_experts() = w.loaded->local_experts();
+    }
   }
 }
 
@@ -276,6 +312,7 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
   }
   std::string who = absl::StrCat("worker ", w.id, " (rank ", rank, " on ",
                                  w.registration.hostname(), ")");
+  std::string why = w.fatal_error.empty() ? reason : absl::StrCat(w.fatal_error, " (", reason, ")");
   workers_.erase(it);
   ++workers_lost_total_;
   // The group that included this worker is gone; survivors go back to
@@ -288,7 +325,7 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
   }
   if (state_ != v1::CLUSTER_STATE_DRAINING) {
     SetStateLocked(v1::CLUSTER_STATE_DEGRADED,
-                   absl::StrCat(who, " lost: ", reason, "; waiting for a replacement"));
+                   absl::StrCat(who, " lost: ", why, "; waiting for a replacement"));
   }
 }
 
@@ -297,7 +334,7 @@ void WorkerRegistry::MaybeFormGroupLocked(Clock::time_point now) {
   if (state_ == v1::CLUSTER_STATE_DRAINING) return;
   if (workers_.size() != options_.world_size) return;
   for (auto& [rank, w] : workers_) {
-    if (w.channel == nullptr) return;
+    if (w.channel == nullptr || !w.loaded.has_value()) return;
   }
   ++epoch_;
   group_pending_ = true;

@@ -3,9 +3,9 @@
 // the control service feeds it events, and it talks back to workers through
 // the WorkerChannel interface, so it is tested with fake channels.
 //
-//   Register ──► REGISTERED ──Attach──► CONNECTED ──(all N connected)──►
-//   JoinGroup(epoch) to every worker ──GroupReady(epoch, ok) from all──►
-//   READY × N ──► cluster SERVING
+//   Register ──► REGISTERED ──Attach──► CONNECTED ──ModelLoaded──►
+//   (all N connected and loaded) JoinGroup(epoch) to every worker
+//   ──GroupReady(epoch, ok) from all──► READY × N ──► cluster SERVING
 //
 // Losing any worker (stream closed, or silent for `worker_timeout`) makes the
 // cluster DEGRADED and invalidates the group (epoch+1); when the rank is
@@ -82,6 +82,14 @@ class WorkerRegistry {
   void OnGroupReady(const std::string& worker_id, const control::v1::GroupReady& ready,
                     Clock::time_point now);
 
+  // The worker holds its weights; the group forms once every worker does.
+  void OnModelLoaded(const std::string& worker_id, const control::v1::ModelLoaded& loaded,
+                     Clock::time_point now);
+
+  // The worker reported an error it cannot recover from: it is removed at
+  // once (its stream closed) with the error as the reason.
+  void OnFatal(const std::string& worker_id, const std::string& error);
+
   // The worker's stream ended. The channel must not be used afterwards:
   // Detach returns only when no Send to it is in progress.
   void Detach(const std::string& worker_id, const std::string& reason);
@@ -110,7 +118,11 @@ class WorkerRegistry {
     WorkerChannel* channel = nullptr;
     Clock::time_point last_seen;
     uint64_t warmup_alltoall_bytes = 0;
+    std::optional<control::v1::ModelLoaded> loaded;
+    std::string fatal_error;
   };
+
+  Worker* FindLocked(const std::string& worker_id);
 
   // All private helpers expect mu_ held. They return whether the serving
   // state changed, so the listener can be told after unlocking.

@@ -65,6 +65,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, RouterM
     } else {
       registry_->Touch(worker_id_, now);
       if (in_.has_group_ready()) registry_->OnGroupReady(worker_id_, in_.group_ready(), now);
+      if (in_.has_model_loaded()) registry_->OnModelLoaded(worker_id_, in_.model_loaded(), now);
+      if (in_.has_fatal()) registry_->OnFatal(worker_id_, in_.fatal().error());
     }
     StartRead(&in_);
   }

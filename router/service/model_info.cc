@@ -5,6 +5,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/model_config/model_config.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace epserve::router {
@@ -12,105 +14,64 @@ namespace {
 
 using json = nlohmann::json;
 
-absl::StatusOr<json> ReadJson(const std::filesystem::path& path) {
+// generation_config.json's eos_token_id (an int or a list), if any.
+absl::StatusOr<std::vector<int64_t>> GenerationEos(const std::filesystem::path& path) {
+  std::vector<int64_t> ids;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return ids;
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path.string()));
   std::stringstream buf;
   buf << in.rdbuf();
-  json parsed = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded() || !parsed.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": not a well-formed JSON object"));
+  json j = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a well-formed JSON object"));
   }
-  return parsed;
-}
-
-// Reads an optional unsigned key; an entry of the wrong type is an error.
-absl::Status ReadUint(const json& j, const char* key, const std::string& file, uint32_t* out) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number_unsigned()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file, ": key '", key, "' must be a non-negative integer, found ", it->dump()));
-  }
-  *out = it->get<uint32_t>();
-  return absl::OkStatus();
-}
-
-// eos_token_id may be an int or a list of ints.
-void ReadEos(const json& j, v1::GetModelInfoResponse* info) {
   auto it = j.find("eos_token_id");
-  if (it == j.end()) return;
-  info->clear_eos_token_ids();
-  if (it->is_number_unsigned()) info->add_eos_token_ids(it->get<uint32_t>());
+  if (it == j.end() || it->is_null()) return ids;
+  if (it->is_number_unsigned()) ids.push_back(it->get<int64_t>());
   if (it->is_array()) {
     for (const json& v : *it) {
-      if (v.is_number_unsigned()) info->add_eos_token_ids(v.get<uint32_t>());
+      if (!v.is_number_unsigned()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path.string(), ": key 'eos_token_id' must hold non-negative integers, found ", v.dump()));
+      }
+      ids.push_back(v.get<int64_t>());
     }
   }
+  if (!it->is_number_unsigned() && !it->is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path.string(), ": key 'eos_token_id' must be an integer or a list, found ", it->dump()));
+  }
+  return ids;
 }
 
 }  // namespace
 
-absl::StatusOr<v1::GetModelInfoResponse> ReadModelInfo(const std::string& model_dir) {
+absl::StatusOr<v1::GetModelInfoResponse> ReadModelInfo(const std::string& model_dir,
+                                                       absl::string_view weight_dtype) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(model_dir, ec)) {
     return absl::NotFoundError(absl::StrCat("model directory '", model_dir, "' does not exist"));
   }
-  fs::path config_path = fs::path(model_dir) / "config.json";
-  auto config = ReadJson(config_path);
-  if (!config.ok()) return config.status();
-  const std::string file = config_path.string();
-  const json& c = *config;
-
+  ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(model_dir));
   v1::GetModelInfoResponse info;
   info.set_model_path(fs::weakly_canonical(fs::absolute(model_dir), ec).string());
-  if (auto it = c.find("model_type"); it != c.end() && it->is_string()) {
-    info.set_model_type(it->get<std::string>());
+  info.set_architecture(desc.architecture);
+  info.set_model_type(desc.model_type);
+  info.set_vocab_size(static_cast<uint32_t>(desc.vocab_size));
+  info.set_max_context_length(static_cast<uint32_t>(desc.max_position_embeddings));
+  info.set_num_layers(static_cast<uint32_t>(desc.num_layers));
+  if (desc.is_moe()) {
+    info.set_num_experts(static_cast<uint32_t>(desc.moe.num_experts));
+    info.set_num_experts_per_token(static_cast<uint32_t>(desc.moe.top_k));
   }
-  if (auto it = c.find("architectures");
-      it != c.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
-    info.set_architecture((*it)[0].get<std::string>());
-  } else {
-    info.set_architecture(info.model_type());
-  }
-  if (info.architecture().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file, ": neither 'architectures' nor 'model_type' is set"));
-  }
-  uint32_t value = 0;
-  if (auto s = ReadUint(c, "vocab_size", file, &value); !s.ok()) return s;
-  info.set_vocab_size(value);
-  value = 0;
-  if (auto s = ReadUint(c, "max_position_embeddings", file, &value); !s.ok()) return s;
-  info.set_max_context_length(value);
-  value = 0;
-  if (auto s = ReadUint(c, "num_hidden_layers", file, &value); !s.ok()) return s;
-  info.set_num_layers(value);
-  // The expert-count key differs between architectures (Mixtral:
-  // num_local_experts; Qwen-MoE / OLMoE: num_experts); dense models have none.
-  value = 0;
-  for (const char* key : {"num_local_experts", "num_experts"}) {
-    if (auto s = ReadUint(c, key, file, &value); !s.ok()) return s;
-  }
-  info.set_num_experts(value);
-  value = 0;
-  if (auto s = ReadUint(c, "num_experts_per_tok", file, &value); !s.ok()) return s;
-  info.set_num_experts_per_token(info.num_experts() > 0 ? value : 0);
-  for (const char* key : {"torch_dtype", "dtype"}) {
-    if (auto it = c.find(key); it != c.end() && it->is_string()) info.set_dtype(it->get<std::string>());
-  }
-  if (auto it = c.find("bos_token_id"); it != c.end() && it->is_number_unsigned()) {
-    info.set_bos_token_id(it->get<uint32_t>());
-  }
-  ReadEos(c, &info);
-  // generation_config.json, when present, has the final say on EOS ids.
-  fs::path gen_path = fs::path(model_dir) / "generation_config.json";
-  if (fs::exists(gen_path, ec)) {
-    auto gen = ReadJson(gen_path);
-    if (!gen.ok()) return gen.status();
-    ReadEos(*gen, &info);
+  info.set_dtype(std::string(weight_dtype));
+  if (!desc.bos_token_ids.empty()) info.set_bos_token_id(static_cast<uint32_t>(desc.bos_token_ids[0]));
+  ASSIGN_OR_RETURN(std::vector<int64_t> eos, GenerationEos(fs::path(model_dir) / "generation_config.json"));
+  // generation_config.json, when it names EOS ids, has the final say.
+  for (int64_t id : eos.empty() ? desc.eos_token_ids : eos) {
+    info.add_eos_token_ids(static_cast<uint32_t>(id));
   }
   return info;
 }

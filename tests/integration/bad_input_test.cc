@@ -30,19 +30,22 @@ struct BadCase {
 
 TEST(BadInput, FlagsAndAddresses) {
   std::string model = std::string("--model=") + kModel;
+  std::string dummy = "--load-format=dummy";  // the tiny model ships no weights
   const BadCase cases[] = {
-      {"epserve-router", {model, "--workers=1", "--no-such-flag=1"}, "no_such_flag"},
-      {"epserve-router", {model, "--workers=1", "--listen=nonsense"}, "--listen: bad address 'nonsense'"},
-      {"epserve-router", {model, "--workers=1", "--listen=127.0.0.1:99999"}, "out of range"},
-      {"epserve-router", {model, "--workers=1", "--metrics-listen=x"}, "--metrics-listen"},
-      {"epserve-router", {model}, "exactly one of --local-workers N or --workers N"},
-      {"epserve-router", {model, "--workers=1", "--local-workers=1"}, "exactly one of"},
+      {"epserve-router", {model, dummy, "--workers=1", "--no-such-flag=1"}, "no_such_flag"},
+      {"epserve-router", {model, dummy, "--workers=1", "--listen=nonsense"}, "--listen: bad address 'nonsense'"},
+      {"epserve-router", {model, dummy, "--workers=1", "--listen=127.0.0.1:99999"}, "out of range"},
+      {"epserve-router", {model, dummy, "--workers=1", "--metrics-listen=x"}, "--metrics-listen"},
+      {"epserve-router", {model, dummy}, "exactly one of --local-workers N or --workers N"},
+      {"epserve-router", {model, dummy, "--workers=1", "--local-workers=1"}, "exactly one of"},
       {"epserve-router", {"--workers=1"}, "--model is required"},
       {"epserve-router", {"--model=/nonexistent/model", "--workers=1"}, "does not exist"},
-      {"epserve-router", {model, "--workers=1", "--expert-placement=random"}, "--expert-placement"},
-      {"epserve-router", {model, "--workers=9"}, "8 experts cannot be spread over 9 ranks"},
-      {"epserve-router", {model, "--workers=1", "--device=tpu"}, "--device"},
-      {"epserve-router", {model, "--workers=1", "--log-level=loud"}, "--log-level"},
+      {"epserve-router", {model, dummy, "--workers=1", "--expert-placement=random"}, "--expert-placement"},
+      {"epserve-router", {model, dummy, "--workers=9"}, "8 experts cannot be spread over 9 ranks"},
+      {"epserve-router", {model, dummy, "--workers=1", "--device=tpu"}, "--device"},
+      {"epserve-router", {model, dummy, "--workers=1", "--log-level=loud"}, "--log-level"},
+      {"epserve-router", {model, dummy, "--workers=1", "--dtype=int8"}, "--dtype: unknown dtype 'int8'"},
+      {"epserve-router", {model, "--workers=1", "--load-format=pt"}, "--load-format: unknown format 'pt'"},
       {"epserve-worker", {}, "--router HOST:PORT is required"},
       {"epserve-worker", {"--router=localhost"}, "--router: bad address 'localhost'"},
       {"epserve-worker", {"--router=127.0.0.1:5", "--device=gpu:0"}, "--device: bad device 'gpu:0'"},

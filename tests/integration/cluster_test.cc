@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/integration/cluster_harness.h"
+#include "common/model_config/model_config.h"
+#include "common/model_config/tensor_spec.h"
 #include "worker/comm/alltoall_check.h"
 
 namespace epserve::testing {
@@ -42,7 +44,7 @@ const v1::WorkerInfo* FindRank(const v1::GetServerInfoResponse& info, uint32_t r
 
 TEST(Cluster, FormsGroupDetectsLossAndStallReformsAndShutsDown) {
   constexpr int kWorld = 3;
-  auto router = RouterHandle::Start({"--model=" + std::string(kModel),
+  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--load-format=dummy",
                                      absl::StrCat("--workers=", kWorld),
                                      "--worker-timeout-ms=1500", "--heartbeat-interval-ms=200",
                                      "--collective-timeout-ms=5000"});
@@ -82,6 +84,29 @@ TEST(Cluster, FormsGroupDetectsLossAndStallReformsAndShutsDown) {
     std::string scraped = ScrapeMetrics(w->metrics_address());
     EXPECT_THAT(scraped, HasSubstr("epserve_worker_group_joins_total{result=\"ok\"} 1"));
     EXPECT_THAT(scraped, HasSubstr(absl::StrCat("epserve_worker_rank ", rank)));
+  }
+  // Each worker holds the dense weights and exactly its own experts.
+  auto desc = LoadModelConfig(kModel);
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  const std::vector<uint32_t> owners = {0, 0, 0, 1, 1, 1, 2, 2};
+  for (int rank = 0; rank < kWorld; ++rank) {
+    const v1::WorkerInfo* w = FindRank(info, rank);
+    std::vector<uint32_t> mine;
+    for (uint32_t e = 0; e < owners.size(); ++e) {
+      if (owners[e] == static_cast<uint32_t>(rank)) mine.push_back(e);
+    }
+    EXPECT_EQ(std::vector<uint32_t>(w->local_experts().begin(), w->local_experts().end()), mine);
+    uint64_t bytes = 0;
+    for (const TensorSpec& s : ExpectedTensors(*desc)) {
+      if (s.expert >= 0 && owners[static_cast<size_t>(s.expert)] != static_cast<uint32_t>(rank)) {
+        continue;
+      }
+      int64_t n = 1;
+      for (int64_t d : s.shape) n *= d;
+      bytes += static_cast<uint64_t>(n) * 4;  // the tiny model is float32
+    }
+    EXPECT_EQ(w->weight_dtype(), "float32");
+    EXPECT_EQ(w->weight_bytes(), bytes) << "rank " << rank;
   }
   // Tiny model: 8 experts, linear over 3 ranks.
   EXPECT_EQ(std::vector<uint32_t>(info.expert_placement().expert_to_rank().begin(),
@@ -136,7 +161,8 @@ TEST(Cluster, FormsGroupDetectsLossAndStallReformsAndShutsDown) {
 }
 
 TEST(Cluster, WorkerWithWrongProtocolVersionIsRefused) {
-  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--workers=1"});
+  auto router = RouterHandle::Start(
+      {"--model=" + std::string(kModel), "--load-format=dummy", "--workers=1"});
   ASSERT_NE(router, nullptr);
   Process bad = StartWorker(*router, -1, "bad", {"--protocol-version=999"});
   std::optional<int> code = bad.proc.Wait(seconds(15));
@@ -152,8 +178,8 @@ TEST(Cluster, WorkerWithWrongProtocolVersionIsRefused) {
 }
 
 TEST(Cluster, LocalWorkersServeAndLeaveNoOrphans) {
-  auto router =
-      RouterHandle::Start({"--model=" + std::string(kModel), "--local-workers=2"});
+  auto router = RouterHandle::Start(
+      {"--model=" + std::string(kModel), "--load-format=dummy", "--local-workers=2"});
   ASSERT_NE(router, nullptr);
   ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
       << router->process().output();
@@ -171,6 +197,23 @@ TEST(Cluster, LocalWorkersServeAndLeaveNoOrphans) {
     }
     return true;
   }, seconds(10)));
+}
+
+TEST(Cluster, WorkerThatCannotLoadItsWeightsIsReportedWithTheReason) {
+  // config.json but no weight files: the router starts (it warns), the
+  // worker fails to load, says why, and exits non-zero.
+  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--workers=1"});
+  ASSERT_NE(router, nullptr);
+  EXPECT_THAT(router->process().output(), HasSubstr("no safetensors weights"));
+  Process worker = StartWorker(*router, 0, "noweights");
+  std::optional<int> code = worker.proc.Wait(seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_THAT(worker.output(), HasSubstr("no safetensors weights"));
+  v1::GetServerInfoResponse info = router->Info();
+  EXPECT_EQ(info.workers_size(), 0);
+  EXPECT_THAT(info.state_reason(), HasSubstr("no safetensors weights"));
+  EXPECT_FALSE(router->Serving());
 }
 
 }  // namespace

@@ -45,13 +45,23 @@ class RegistryTest : public ::testing::Test {
     return r;
   }
 
-  // Registers and attaches a worker for `rank`, returns its id.
-  std::string Join(uint32_t rank) {
+  // Registers and attaches a worker for `rank` and (unless `load` is false)
+  // reports its weights loaded; returns its id.
+  std::string Join(uint32_t rank, bool load = true) {
     auto resp = registry_->Register(Req(static_cast<int>(rank)), now_);
     EXPECT_TRUE(resp.ok()) << resp.status();
     channels_[rank] = std::make_unique<FakeChannel>();
     EXPECT_TRUE(registry_->Attach(resp->worker_id(), channels_[rank].get(), now_).ok());
+    if (load) Loaded(resp->worker_id(), rank);
     return resp->worker_id();
+  }
+
+  void Loaded(const std::string& id, uint32_t expert) {
+    control::v1::ModelLoaded loaded;
+    loaded.set_weight_dtype("bfloat16");
+    loaded.set_weight_bytes(1000 + expert);
+    loaded.add_local_experts(expert);
+    registry_->OnModelLoaded(id, loaded, now_);
   }
 
   void Ready(const std::string& id, uint64_t epoch, bool ok = true) {
@@ -231,6 +241,37 @@ TEST_F(RegistryTest, ShutdownTellsEveryWorkerAndDrains) {
   EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_DRAINING);
   registry_->Detach(a, "exited");
   EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_DRAINING);  // no re-forming while draining
+}
+
+TEST_F(RegistryTest, GroupFormsOnlyOnceEveryWorkerHoldsItsWeights) {
+  Init(2);
+  std::string a = Join(0);
+  std::string b = Join(1, /*load=*/false);
+  EXPECT_EQ(channels_[0]->last_join_epoch(), 0u);
+  EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_FORMING);
+  Loaded(b, 1);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  ASSERT_GT(epoch, 0u);
+  Ready(a, epoch);
+  Ready(b, epoch);
+  EXPECT_TRUE(registry_->serving());
+  auto info = Info();
+  EXPECT_EQ(info.workers(1).weight_bytes(), 1001u);
+  EXPECT_EQ(info.workers(1).weight_dtype(), "bfloat16");
+  ASSERT_EQ(info.workers(1).local_experts_size(), 1);
+  EXPECT_EQ(info.workers(1).local_experts(0), 1u);
+}
+
+TEST_F(RegistryTest, FatalErrorIsTheReasonTheWorkerIsLost) {
+  Init(2);
+  std::string a = Join(0);
+  std::string b = Join(1, /*load=*/false);
+  registry_->OnFatal(b, "checkpoint does not match: missing 1 tensor(s): x");
+  auto info = Info();
+  EXPECT_EQ(info.workers_size(), 1);
+  EXPECT_THAT(info.state_reason(), HasSubstr("missing 1 tensor(s): x (it reported a fatal error)"));
+  ASSERT_TRUE(channels_[1]->closed.has_value());
+  EXPECT_THAT(std::string(channels_[1]->closed->message()), HasSubstr("fatal"));
 }
 
 TEST_F(RegistryTest, WorldOfOne) {
