@@ -12,7 +12,8 @@ function(epserve_target_options target)
   endif()
   if(EPSERVE_SANITIZE)
     target_compile_options(${target} PRIVATE
-      $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${EPSERVE_SANITIZE} -fno-omit-frame-pointer>)
+      $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${EPSERVE_SANITIZE} -fno-sanitize-recover=all
+                                -fno-omit-frame-pointer>)
     target_link_options(${target} PRIVATE -fsanitize=${EPSERVE_SANITIZE})
   endif()
 endfunction()
