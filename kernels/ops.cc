@@ -1,0 +1,513 @@
+// The op boundary: every precondition on shapes, dtypes and storage is
+// checked here once, for every backend, before the backend's *Impl runs.
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <initializer_list>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace epserve::kernels {
+namespace {
+
+constexpr int64_t kAny = -1;
+
+std::string PatternString(std::initializer_list<int64_t> dims) {
+  return absl::StrCat("[",
+                      absl::StrJoin(dims, ", ",
+                                    [](std::string* s, int64_t d) {
+                                      absl::StrAppend(s, d == kAny ? "*" : absl::StrCat(d));
+                                    }),
+                      "]");
+}
+
+absl::Status Bad(const char* op, const char* arg, const std::string& expected,
+                 const std::string& found) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(op, ": ", arg, ": expected ", expected, ", found ", found));
+}
+
+// The tensor is defined, on `device`, fits its storage and (if `writable`)
+// is not read-only.
+absl::Status CheckStorage(const char* op, const char* arg, const Tensor& t,
+                          const DeviceSpec& device, bool writable) {
+  if (!t.defined()) return Bad(op, arg, "a tensor", "an undefined tensor");
+  for (int64_t d : t.shape) {
+    if (d < 0) return Bad(op, arg, "non-negative dimensions", ShapeString(t.shape));
+  }
+  if (t.storage->device().type != device.type ||
+      t.storage->device().ordinal != device.ordinal) {
+    return Bad(op, arg, absl::StrCat("a tensor on ", device.ToString()),
+               absl::StrCat("one on ", t.storage->device().ToString()));
+  }
+  if (t.byte_offset + t.nbytes() > t.storage->size_bytes()) {
+    return Bad(op, arg, "a view inside its storage",
+               absl::StrCat(t.nbytes(), " bytes at offset ", t.byte_offset, " of ",
+                            t.storage->size_bytes()));
+  }
+  if (writable && t.storage->read_only()) {
+    return Bad(op, arg, "a writable tensor", "read-only storage");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDtype(const char* op, const char* arg, const Tensor& t,
+                        std::initializer_list<DataType> allowed) {
+  for (DataType d : allowed) {
+    if (t.dtype == d) return absl::OkStatus();
+  }
+  std::string names = absl::StrJoin(allowed, " or ", [](std::string* s, DataType d) {
+    absl::StrAppend(s, DataTypeName(d));
+  });
+  return Bad(op, arg, absl::StrCat("dtype ", names), DataTypeName(t.dtype));
+}
+
+// Shape matches `dims` (kAny = any size).
+absl::Status CheckShape(const char* op, const char* arg, const Tensor& t,
+                        std::initializer_list<int64_t> dims) {
+  bool ok = t.shape.size() == dims.size();
+  size_t i = 0;
+  for (int64_t d : dims) {
+    if (!ok) break;
+    if (d != kAny && t.shape[i] != d) ok = false;
+    ++i;
+  }
+  if (ok) return absl::OkStatus();
+  return Bad(op, arg, absl::StrCat("shape ", PatternString(dims)), ShapeString(t.shape));
+}
+
+// Storage + dtype + shape in one call.
+absl::Status Check(const char* op, const char* arg, const Tensor& t, const DeviceSpec& dev,
+                   bool writable, std::initializer_list<DataType> dtypes,
+                   std::initializer_list<int64_t> dims) {
+  RETURN_IF_ERROR(CheckStorage(op, arg, t, dev, writable));
+  RETURN_IF_ERROR(CheckDtype(op, arg, t, dtypes));
+  return CheckShape(op, arg, t, dims);
+}
+
+absl::Status CheckOutPtr(const char* op, const char* arg, const void* p) {
+  if (p == nullptr) return Bad(op, arg, "a tensor", "nullptr");
+  return absl::OkStatus();
+}
+
+constexpr std::initializer_list<DataType> kF32 = {DataType::kFloat32};
+constexpr std::initializer_list<DataType> kI32 = {DataType::kInt32};
+constexpr std::initializer_list<DataType> kWeight = {DataType::kFloat32, DataType::kBFloat16,
+                                                     DataType::kFloat16};
+
+double YarnMscale(double scale, double m) {
+  return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+}
+
+}  // namespace
+
+absl::StatusOr<RopeFrequencies> ComputeRopeFrequencies(const RopeConfig& c, int64_t head_dim) {
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("Rope: ", what));
+  };
+  if (head_dim <= 0 || head_dim % 2 != 0) {
+    return bad(absl::StrCat("head_dim: expected a positive even number, found ", head_dim));
+  }
+  if (!(c.theta > 1.0)) return bad(absl::StrCat("theta: expected > 1, found ", c.theta));
+  if (c.type != RopeType::kDefault && !(c.factor > 0.0)) {
+    return bad(absl::StrCat("factor: expected > 0, found ", c.factor));
+  }
+  const int64_t half = head_dim / 2;
+  RopeFrequencies out;
+  out.inv_freq.resize(half);
+  // transformers: inv_freq = 1 / theta^(2i/dim) in float32. pow in double
+  // rounded once to float reproduces torch's float32 result.
+  std::vector<double> base(half);
+  for (int64_t i = 0; i < half; ++i) {
+    base[i] = 1.0 / std::pow(c.theta, static_cast<double>(2 * i) / head_dim);
+  }
+  switch (c.type) {
+    case RopeType::kDefault:
+      break;
+    case RopeType::kLinear:
+      for (double& f : base) f /= c.factor;
+      break;
+    case RopeType::kLlama3: {
+      if (c.original_max_position_embeddings <= 0) {
+        return bad("original_max_position_embeddings: expected > 0 for llama3");
+      }
+      if (!(c.high_freq_factor > c.low_freq_factor)) {
+        return bad("high_freq_factor: expected > low_freq_factor for llama3");
+      }
+      const double old_ctx = static_cast<double>(c.original_max_position_embeddings);
+      const double low_wavelen = old_ctx / c.low_freq_factor;
+      const double high_wavelen = old_ctx / c.high_freq_factor;
+      for (double& f : base) {
+        const double wavelen = 2.0 * M_PI / f;
+        if (wavelen > low_wavelen) {
+          f = f / c.factor;  // low frequency: interpolate fully
+        } else if (wavelen >= high_wavelen) {
+          // medium: blend between scaled and unscaled
+          const double smooth =
+              (old_ctx / wavelen - c.low_freq_factor) / (c.high_freq_factor - c.low_freq_factor);
+          f = (1.0 - smooth) * f / c.factor + smooth * f;
+        }  // high frequency: unchanged
+      }
+      break;
+    }
+    case RopeType::kYarn: {
+      if (c.original_max_position_embeddings <= 0) {
+        return bad("original_max_position_embeddings: expected > 0 for yarn");
+      }
+      const double dim = static_cast<double>(head_dim);
+      const double max_pos = static_cast<double>(c.original_max_position_embeddings);
+      auto correction_dim = [&](double num_rotations) {
+        return dim * std::log(max_pos / (num_rotations * 2.0 * M_PI)) /
+               (2.0 * std::log(c.theta));
+      };
+      double low = correction_dim(c.beta_fast);
+      double high = correction_dim(c.beta_slow);
+      if (c.yarn_truncate) {
+        low = std::floor(low);
+        high = std::ceil(high);
+      }
+      low = std::max(low, 0.0);
+      high = std::min(high, dim - 1.0);
+      if (low == high) high += 0.001;  // transformers: prevent a singular ramp
+      for (int64_t i = 0; i < half; ++i) {
+        // The ramp is float32 in transformers; the blend is exact enough in double.
+        double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+        const double extrapolation_factor = 1.0 - ramp;
+        const double extrapolated = base[i];
+        const double interpolated = base[i] / c.factor;
+        base[i] = interpolated * (1.0 - extrapolation_factor) +
+                  extrapolated * extrapolation_factor;
+      }
+      if (c.attention_factor > 0.0) {
+        out.attention_factor = static_cast<float>(c.attention_factor);
+      } else if (c.mscale != 0.0 && c.mscale_all_dim != 0.0) {
+        out.attention_factor = static_cast<float>(YarnMscale(c.factor, c.mscale) /
+                                                  YarnMscale(c.factor, c.mscale_all_dim));
+      } else {
+        out.attention_factor = static_cast<float>(YarnMscale(c.factor, 1.0));
+      }
+      break;
+    }
+  }
+  for (int64_t i = 0; i < half; ++i) out.inv_freq[i] = static_cast<float>(base[i]);
+  return out;
+}
+
+// ---- memory ----
+
+absl::Status Backend::CopyFromHost(const void* src, size_t bytes, Tensor* dst) {
+  RETURN_IF_ERROR(CheckOutPtr("CopyFromHost", "dst", dst));
+  RETURN_IF_ERROR(CheckStorage("CopyFromHost", "dst", *dst, device(), true));
+  if (bytes != dst->nbytes()) {
+    return Bad("CopyFromHost", "bytes", absl::StrCat(dst->nbytes()), absl::StrCat(bytes));
+  }
+  return CopyFromHostImpl(src, bytes, dst);
+}
+
+absl::Status Backend::CopyToHost(const Tensor& src, void* dst, size_t bytes) {
+  RETURN_IF_ERROR(CheckStorage("CopyToHost", "src", src, device(), false));
+  if (bytes != src.nbytes()) {
+    return Bad("CopyToHost", "bytes", absl::StrCat(src.nbytes()), absl::StrCat(bytes));
+  }
+  return CopyToHostImpl(src, dst, bytes);
+}
+
+// ---- dense ----
+
+absl::Status Backend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y) {
+  const char* op = "MatMul";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
+  const int64_t t = x.shape[0], k = x.shape[1];
+  RETURN_IF_ERROR(Check(op, "w", w, dev, false, kWeight, {kAny, k}));
+  const int64_t n = w.shape[0];
+  if (bias.defined()) RETURN_IF_ERROR(Check(op, "bias", bias, dev, false, kWeight, {n}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "y", y));
+  RETURN_IF_ERROR(Check(op, "y", *y, dev, true, kF32, {t, n}));
+  if (t > 0 && y->data() == x.data()) return Bad(op, "y", "a buffer distinct from x", "x");
+  return MatMulImpl(x, w, bias, y);
+}
+
+absl::Status Backend::Embedding(const Tensor& ids, const Tensor& table, Tensor* out) {
+  const char* op = "Embedding";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "ids", ids, dev, false, kI32, {kAny}));
+  RETURN_IF_ERROR(Check(op, "table", table, dev, false, kWeight, {kAny, kAny}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {ids.shape[0], table.shape[1]}));
+  return EmbeddingImpl(ids, table, out);
+}
+
+absl::Status Backend::RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor* y) {
+  const char* op = "RmsNorm";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "w", w, dev, false, kF32, {x.shape[1]}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "y", y));
+  RETURN_IF_ERROR(Check(op, "y", *y, dev, true, kF32, {x.shape[0], x.shape[1]}));
+  if (!(eps >= 0.0f)) return Bad(op, "eps", ">= 0", absl::StrCat(eps));
+  return RmsNormImpl(x, nullptr, w, eps, y);
+}
+
+absl::Status Backend::AddRmsNorm(const Tensor& x, Tensor* residual, const Tensor& w, float eps,
+                                 Tensor* y) {
+  const char* op = "AddRmsNorm";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "residual", residual));
+  RETURN_IF_ERROR(Check(op, "residual", *residual, dev, true, kF32, {x.shape[0], x.shape[1]}));
+  RETURN_IF_ERROR(Check(op, "w", w, dev, false, kF32, {x.shape[1]}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "y", y));
+  RETURN_IF_ERROR(Check(op, "y", *y, dev, true, kF32, {x.shape[0], x.shape[1]}));
+  if (!(eps >= 0.0f)) return Bad(op, "eps", ">= 0", absl::StrCat(eps));
+  if (x.shape[0] > 0 && residual->data() == y->data()) {
+    return Bad(op, "y", "a buffer distinct from residual", "residual");
+  }
+  return RmsNormImpl(x, residual, w, eps, y);
+}
+
+absl::Status Backend::HeadRmsNorm(Tensor* x, const Tensor& w, float eps) {
+  const char* op = "HeadRmsNorm";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(CheckOutPtr(op, "x", x));
+  RETURN_IF_ERROR(Check(op, "x", *x, dev, true, kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "w", w, dev, false, kF32, {kAny}));
+  const int64_t d = w.shape[0];
+  if (d == 0 || x->shape[1] % d != 0) {
+    return Bad(op, "x", absl::StrCat("a width that is a multiple of head_dim ", d),
+               ShapeString(x->shape));
+  }
+  if (!(eps >= 0.0f)) return Bad(op, "eps", ">= 0", absl::StrCat(eps));
+  return HeadRmsNormImpl(x, w, eps);
+}
+
+absl::Status Backend::Rope(const RopeConfig& config, int64_t head_dim, const Tensor& positions,
+                           Tensor* q, Tensor* k) {
+  const char* op = "Rope";
+  const DeviceSpec dev = device();
+  ASSIGN_OR_RETURN(RopeFrequencies freqs, ComputeRopeFrequencies(config, head_dim));
+  RETURN_IF_ERROR(Check(op, "positions", positions, dev, false, kI32, {kAny}));
+  const int64_t t = positions.shape[0];
+  RETURN_IF_ERROR(CheckOutPtr(op, "q", q));
+  RETURN_IF_ERROR(CheckOutPtr(op, "k", k));
+  RETURN_IF_ERROR(Check(op, "q", *q, dev, true, kF32, {t, kAny}));
+  RETURN_IF_ERROR(Check(op, "k", *k, dev, true, kF32, {t, kAny}));
+  if (q->shape[1] % head_dim != 0) {
+    return Bad(op, "q", absl::StrCat("a width that is a multiple of head_dim ", head_dim),
+               ShapeString(q->shape));
+  }
+  if (k->shape[1] % head_dim != 0) {
+    return Bad(op, "k", absl::StrCat("a width that is a multiple of head_dim ", head_dim),
+               ShapeString(k->shape));
+  }
+  return RopeImpl(freqs, config.layout, head_dim, positions, q, k);
+}
+
+absl::Status Backend::SiluAndMul(const Tensor& gate, const Tensor& up, Tensor* out) {
+  const char* op = "SiluAndMul";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "gate", gate, dev, false, kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "up", up, dev, false, kF32, {gate.shape[0], gate.shape[1]}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {gate.shape[0], gate.shape[1]}));
+  return SiluAndMulImpl(gate, &up, out);
+}
+
+absl::Status Backend::SiluAndMulPacked(const Tensor& gate_up, Tensor* out) {
+  const char* op = "SiluAndMulPacked";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "gate_up", gate_up, dev, false, kF32, {kAny, kAny}));
+  if (gate_up.shape[1] % 2 != 0) {
+    return Bad(op, "gate_up", "an even width [T, 2I]", ShapeString(gate_up.shape));
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(
+      Check(op, "out", *out, dev, true, kF32, {gate_up.shape[0], gate_up.shape[1] / 2}));
+  if (gate_up.shape[0] > 0 && out->data() == gate_up.data()) {
+    return Bad(op, "out", "a buffer distinct from gate_up", "gate_up");
+  }
+  return SiluAndMulImpl(gate_up, nullptr, out);
+}
+
+absl::Status Backend::Add(const Tensor& a, const Tensor& b, Tensor* out) {
+  const char* op = "Add";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "a", a, dev, false, kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "b", b, dev, false, kF32, {a.shape[0], a.shape[1]}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {a.shape[0], a.shape[1]}));
+  return AddImpl(a, b, out);
+}
+
+absl::Status Backend::SigmoidGateMulAdd(const Tensor& gate_logit, const Tensor& x, Tensor* out) {
+  const char* op = "SigmoidGateMulAdd";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "gate_logit", gate_logit, dev, false, kF32, {x.shape[0], 1}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {x.shape[0], x.shape[1]}));
+  return SigmoidGateMulAddImpl(gate_logit, x, out);
+}
+
+// ---- attention ----
+
+absl::Status Backend::WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                                   Tensor* k_cache, Tensor* v_cache) {
+  const char* op = "WriteKvCache";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(CheckOutPtr(op, "k_cache", k_cache));
+  RETURN_IF_ERROR(CheckOutPtr(op, "v_cache", v_cache));
+  RETURN_IF_ERROR(Check(op, "k_cache", *k_cache, dev, true, kWeight, {kAny, kAny, kAny, kAny}));
+  const auto& cs = k_cache->shape;
+  RETURN_IF_ERROR(CheckStorage(op, "v_cache", *v_cache, dev, true));
+  RETURN_IF_ERROR(CheckDtype(op, "v_cache", *v_cache, {k_cache->dtype}));
+  RETURN_IF_ERROR(CheckShape(op, "v_cache", *v_cache, {cs[0], cs[1], cs[2], cs[3]}));
+  RETURN_IF_ERROR(Check(op, "k", k, dev, false, kF32, {kAny, cs[2] * cs[3]}));
+  RETURN_IF_ERROR(Check(op, "v", v, dev, false, kF32, {k.shape[0], cs[2] * cs[3]}));
+  RETURN_IF_ERROR(Check(op, "slot_mapping", slot_mapping, dev, false, kI32, {k.shape[0]}));
+  return WriteKvCacheImpl(k, v, slot_mapping, k_cache, v_cache);
+}
+
+absl::Status Backend::PagedAttention(const PagedAttentionArgs& args, Tensor* out) {
+  const char* op = "PagedAttention";
+  const DeviceSpec dev = device();
+  if (args.q == nullptr) return Bad(op, "q", "a tensor", "nullptr");
+  if (args.k_cache == nullptr) return Bad(op, "k_cache", "a tensor", "nullptr");
+  if (args.v_cache == nullptr) return Bad(op, "v_cache", "a tensor", "nullptr");
+  if (args.metadata == nullptr) return Bad(op, "metadata", "metadata", "nullptr");
+  const Tensor& kc = *args.k_cache;
+  RETURN_IF_ERROR(Check(op, "k_cache", kc, dev, false, kWeight, {kAny, kAny, kAny, kAny}));
+  const auto& cs = kc.shape;
+  RETURN_IF_ERROR(CheckStorage(op, "v_cache", *args.v_cache, dev, false));
+  RETURN_IF_ERROR(CheckDtype(op, "v_cache", *args.v_cache, {kc.dtype}));
+  RETURN_IF_ERROR(CheckShape(op, "v_cache", *args.v_cache, {cs[0], cs[1], cs[2], cs[3]}));
+  const int64_t num_kv = cs[2], d = cs[3];
+  if (cs[1] <= 0 || num_kv <= 0 || d <= 0) {
+    return Bad(op, "k_cache", "positive block_size, heads and head_dim", ShapeString(cs));
+  }
+  if (args.num_q_heads <= 0 || args.num_q_heads % num_kv != 0) {
+    return Bad(op, "num_q_heads", absl::StrCat("a positive multiple of num_kv_heads ", num_kv),
+               absl::StrCat(args.num_q_heads));
+  }
+  RETURN_IF_ERROR(Check(op, "q", *args.q, dev, false, kF32, {kAny, args.num_q_heads * d}));
+  const AttentionMetadata& m = *args.metadata;
+  RETURN_IF_ERROR(Check(op, "metadata.query_start", m.query_start, dev, false, kI32, {kAny}));
+  const int64_t num_seqs = m.query_start.shape[0] - 1;
+  if (num_seqs < 0) return Bad(op, "metadata.query_start", "[num_seqs + 1]", "[0]");
+  RETURN_IF_ERROR(
+      Check(op, "metadata.context_lens", m.context_lens, dev, false, kI32, {num_seqs}));
+  RETURN_IF_ERROR(
+      Check(op, "metadata.block_tables", m.block_tables, dev, false, kI32, {num_seqs, kAny}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {args.q->shape[0], args.q->shape[1]}));
+  if (args.q->shape[0] > 0 && out->data() == args.q->data()) {
+    return Bad(op, "out", "a buffer distinct from q", "q");
+  }
+  const float scale = args.scale > 0.0f ? args.scale
+                                        : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  return PagedAttentionImpl(args, scale, out);
+}
+
+// ---- MoE ----
+
+absl::Status Backend::MoeGate(const Tensor& router_logits, int64_t top_k, bool renormalize,
+                              Tensor* topk_ids, Tensor* topk_weights) {
+  const char* op = "MoeGate";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "router_logits", router_logits, dev, false, kF32, {kAny, kAny}));
+  const int64_t t = router_logits.shape[0], e = router_logits.shape[1];
+  if (top_k < 1 || top_k > e) {
+    return Bad(op, "top_k", absl::StrCat("1..", e, " (num_experts)"), absl::StrCat(top_k));
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, "topk_ids", topk_ids));
+  RETURN_IF_ERROR(CheckOutPtr(op, "topk_weights", topk_weights));
+  RETURN_IF_ERROR(Check(op, "topk_ids", *topk_ids, dev, true, kI32, {t, top_k}));
+  RETURN_IF_ERROR(Check(op, "topk_weights", *topk_weights, dev, true, kF32, {t, top_k}));
+  return MoeGateImpl(router_logits, top_k, renormalize, topk_ids, topk_weights);
+}
+
+absl::Status Backend::MoePermute(const Tensor& hidden, const Tensor& topk_ids,
+                                 MoePermutation* out) {
+  const char* op = "MoePermute";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "hidden", hidden, dev, false, kF32, {kAny, kAny}));
+  const int64_t t = hidden.shape[0], h = hidden.shape[1];
+  RETURN_IF_ERROR(Check(op, "topk_ids", topk_ids, dev, false, kI32, {t, kAny}));
+  const int64_t r = t * topk_ids.shape[1];
+  if (out == nullptr) return Bad(op, "out", "a MoePermutation", "nullptr");
+  RETURN_IF_ERROR(Check(op, "out.rows", out->rows, dev, true, kF32, {r, h}));
+  RETURN_IF_ERROR(Check(op, "out.expert_offsets", out->expert_offsets, dev, true, kI32, {kAny}));
+  if (out->expert_offsets.shape[0] < 2) {
+    return Bad(op, "out.expert_offsets", "[num_experts + 1] with num_experts >= 1",
+               ShapeString(out->expert_offsets.shape));
+  }
+  RETURN_IF_ERROR(Check(op, "out.permuted_to_assignment", out->permuted_to_assignment, dev,
+                        true, kI32, {r}));
+  RETURN_IF_ERROR(Check(op, "out.assignment_to_permuted", out->assignment_to_permuted, dev,
+                        true, kI32, {r}));
+  return MoePermuteImpl(hidden, topk_ids, out);
+}
+
+absl::Status Backend::GroupedExpertMatMul(const Tensor& rows, const Tensor& expert_offsets,
+                                          absl::Span<const Tensor> weights, Tensor* out) {
+  const char* op = "GroupedExpertMatMul";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "rows", rows, dev, false, kF32, {kAny, kAny}));
+  const int64_t k = rows.shape[1];
+  RETURN_IF_ERROR(Check(op, "expert_offsets", expert_offsets, dev, false, kI32,
+                        {static_cast<int64_t>(weights.size()) + 1}));
+  int64_t n = -1;
+  for (size_t e = 0; e < weights.size(); ++e) {
+    if (!weights[e].defined()) continue;
+    const std::string arg = absl::StrCat("weights[", e, "]");
+    RETURN_IF_ERROR(Check(op, arg.c_str(), weights[e], dev, false, kWeight, {n, k}));
+    n = weights[e].shape[0];
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {rows.shape[0], n}));
+  if (rows.shape[0] > 0 && out->data() == rows.data()) {
+    return Bad(op, "out", "a buffer distinct from rows", "rows");
+  }
+  return GroupedExpertMatMulImpl(rows, expert_offsets, weights, out);
+}
+
+absl::Status Backend::MoeUnpermute(const Tensor& expert_out, const Tensor& topk_weights,
+                                   const MoePermutation& perm, Tensor* out) {
+  const char* op = "MoeUnpermute";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "topk_weights", topk_weights, dev, false, kF32, {kAny, kAny}));
+  const int64_t t = topk_weights.shape[0], r = t * topk_weights.shape[1];
+  RETURN_IF_ERROR(Check(op, "expert_out", expert_out, dev, false, kF32, {r, kAny}));
+  RETURN_IF_ERROR(Check(op, "perm.assignment_to_permuted", perm.assignment_to_permuted, dev,
+                        false, kI32, {r}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {t, expert_out.shape[1]}));
+  if (r > 0 && out->data() == expert_out.data()) {
+    return Bad(op, "out", "a buffer distinct from expert_out", "expert_out");
+  }
+  return MoeUnpermuteImpl(expert_out, topk_weights, perm, out);
+}
+
+absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num_tokens,
+                                                   int64_t top_k, int64_t hidden,
+                                                   int64_t num_experts) {
+  MoePermutation p;
+  const int64_t r = num_tokens * top_k;
+  ASSIGN_OR_RETURN(p.rows, backend.Empty(DataType::kFloat32, {r, hidden}));
+  ASSIGN_OR_RETURN(p.expert_offsets, backend.Empty(DataType::kInt32, {num_experts + 1}));
+  ASSIGN_OR_RETURN(p.permuted_to_assignment, backend.Empty(DataType::kInt32, {r}));
+  ASSIGN_OR_RETURN(p.assignment_to_permuted, backend.Empty(DataType::kInt32, {r}));
+  return p;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const DeviceSpec& device) {
+  if (device.type == DeviceType::kCpu) return cpu::CreateCpuBackend();
+  return absl::UnimplementedError(
+      absl::StrCat("no op backend for ", device.ToString(), " yet (only cpu)"));
+}
+
+}  // namespace epserve::kernels

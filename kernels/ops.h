@@ -1,0 +1,278 @@
+// The backend-neutral op interface. Model code is written once against
+// `Backend`; kernels/cpu implements it (the reference), kernels/cuda will.
+//
+// Conventions (every op):
+//  * Tensors live on the backend's device; activations are float32 and
+//    contiguous row-major. Weights are float32, bfloat16 or float16 (norm and
+//    router weights float32) unless an op says otherwise; index tensors int32.
+//  * Outputs are preallocated by the caller (`Empty`) and passed as pointers;
+//    an output may alias an input only where the op says so.
+//  * Work is enqueued on the backend's stream (`stream()`); the CPU backend
+//    runs it synchronously and its stream is null. `Synchronize()` waits.
+//  * Shape / dtype / contiguity preconditions are checked once, here at the
+//    op boundary (ops.cc, shared by every backend), and fail with
+//    InvalidArgument "<Op>: <argument>: expected ..., found ...".
+//    Checks that need tensor contents (ids in range, block tables, slots) are
+//    done by the backend where it can read them (the CPU backend always).
+//  * Shapes in comments: T tokens, H hidden, K in-features, N out-features,
+//    D head_dim, Hq / Hkv query / key-value heads, E experts, k top-k.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/dtype.h"
+#include "kernels/device.h"
+#include "kernels/tensor.h"
+
+namespace epserve::kernels {
+
+// ---- Rope --------------------------------------------------------------
+
+enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
+enum class RopeLayout {
+  kNeox,         // rotate-half: pairs (i, i + D/2) (HF Llama/Qwen/Mixtral/OLMoE)
+  kInterleaved,  // pairs (2i, 2i + 1) (GPT-J / Meta checkpoints)
+};
+
+// Rope parameters as transformers' modeling_rope_utils reads them, already
+// resolved by the config parser (no defaults are invented here except where
+// noted). The rotary dimension is the full head_dim.
+struct RopeConfig {
+  RopeType type = RopeType::kDefault;
+  RopeLayout layout = RopeLayout::kNeox;
+  double theta = 10000.0;
+  double factor = 1.0;                        // linear, llama3, yarn
+  double low_freq_factor = 1.0;               // llama3
+  double high_freq_factor = 4.0;              // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3, yarn (required > 0)
+  double beta_fast = 32.0;                    // yarn
+  double beta_slow = 1.0;                     // yarn
+  double mscale = 0.0;                        // yarn; 0 = unset
+  double mscale_all_dim = 0.0;                // yarn; 0 = unset
+  // yarn: multiplies cos and sin. <= 0 = unset: mscale ratio when both
+  // mscales are set, else 0.1*ln(factor)+1 (1 when factor <= 1). Other
+  // types: always 1.
+  double attention_factor = 0.0;
+  bool yarn_truncate = true;  // yarn: floor/ceil the correction range
+};
+
+struct RopeFrequencies {
+  std::vector<float> inv_freq;  // [head_dim / 2], float32 like transformers
+  float attention_factor = 1.0f;
+};
+
+// The inverse frequencies and cos/sin scale for `head_dim` (even, > 0).
+// Host math, shared by every backend. Errors name the bad parameter.
+absl::StatusOr<RopeFrequencies> ComputeRopeFrequencies(const RopeConfig& config,
+                                                       int64_t head_dim);
+
+// ---- Paged attention ---------------------------------------------------
+
+// One batch of sequences for PagedAttention. Sequence s owns query rows
+// [query_start[s], query_start[s+1]) of q/out; those q_len tokens are the
+// LAST q_len tokens of its context, i.e. query row i of s has position
+// context_lens[s] - q_len + i and attends causally to cached tokens
+// [0, that position]. Prefill: q_len == context_len; chunked prefill: a
+// chunk after earlier chunks; decode: q_len == 1. The new tokens' K/V must
+// already be in the cache (WriteKvCache). Token j of sequence s lives in
+// cache block block_tables[s, j / block_size], offset j % block_size.
+struct AttentionMetadata {
+  Tensor query_start;   // [num_seqs + 1] int32, ascending, query_start[0] == 0
+  Tensor context_lens;  // [num_seqs] int32, >= q_len of the sequence
+  Tensor block_tables;  // [num_seqs, max_blocks_per_seq] int32 (unused entries ignored)
+};
+
+struct PagedAttentionArgs {
+  const Tensor* q = nullptr;        // [T, Hq*D] float32
+  const Tensor* k_cache = nullptr;  // [num_blocks, block_size, Hkv, D] f32/bf16/f16
+  const Tensor* v_cache = nullptr;  // same shape and dtype as k_cache
+  const AttentionMetadata* metadata = nullptr;
+  int64_t num_q_heads = 0;  // Hq, a multiple of Hkv (GQA group = Hq / Hkv)
+  float scale = 0.0f;       // softmax scale; <= 0 means 1/sqrt(D)
+};
+
+// ---- MoE ---------------------------------------------------------------
+
+// Token rows grouped by expert. Assignment a = t*k + j is token t's j-th
+// routed expert. Rows of expert e are permuted rows
+// [expert_offsets[e], expert_offsets[e+1]), in ascending assignment order.
+//
+//   hidden [T,H] ──MoePermute──► rows [T*k,H] (expert-major) ──GroupedExpertMatMul──► ...
+//   ... expert_out [T*k,H] ──MoeUnpermute(weights)──► out [T,H] (original order)
+struct MoePermutation {
+  Tensor rows;                    // [T*k, H] float32
+  Tensor expert_offsets;          // [E + 1] int32
+  Tensor permuted_to_assignment;  // [T*k] int32: row r holds assignment a
+  Tensor assignment_to_permuted;  // [T*k] int32: inverse of the above
+};
+
+// ---- The backend -------------------------------------------------------
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceSpec device() const = 0;
+  // Native stream handle (cudaStream_t for CUDA); null on the CPU.
+  virtual void* stream() const = 0;
+  // Waits for every op enqueued so far.
+  virtual absl::Status Synchronize() = 0;
+
+  // -- memory --
+  // A new uninitialised device tensor.
+  virtual absl::StatusOr<Tensor> Empty(DataType dtype, std::vector<int64_t> shape) = 0;
+  // A device tensor with the contents of host tensor `host` (weights). The
+  // CPU backend returns `host` itself (no copy; mmapped weights stay shared).
+  virtual absl::StatusOr<Tensor> ToDevice(const Tensor& host) = 0;
+  // Copies `bytes` == dst->nbytes() host bytes into device tensor `dst`.
+  absl::Status CopyFromHost(const void* src, size_t bytes, Tensor* dst);
+  // Copies device tensor `src` (src.nbytes() == bytes) to host memory.
+  absl::Status CopyToHost(const Tensor& src, void* dst, size_t bytes);
+
+  // -- dense --
+  // y = x · w^T (+ bias), nn.Linear layout.
+  absl::Status MatMul(const Tensor& x,     // [T, K] float32
+                      const Tensor& w,     // [N, K] f32/bf16/f16
+                      const Tensor& bias,  // [N] f32/bf16/f16, or undefined
+                      Tensor* y);          // [T, N] float32, not aliasing x
+  // out[t] = table[ids[t]]; an id outside [0, V) fails naming the id.
+  absl::Status Embedding(const Tensor& ids,    // [T] int32
+                         const Tensor& table,  // [V, H] f32/bf16/f16
+                         Tensor* out);         // [T, H] float32
+
+  // y = x * rsqrt(mean(x^2) + eps) * w over each row, in fp32 (HF RMSNorm).
+  // Also the full-width q/k norm (OLMoE: w [Hq*D] over rows of [T, Hq*D]).
+  // `y` may alias `x`.
+  absl::Status RmsNorm(const Tensor& x,  // [T, H] float32
+                       const Tensor& w,  // [H] float32
+                       float eps,
+                       Tensor* y);  // [T, H] float32
+  // residual += x; y = RmsNorm(residual). `y` may alias `x`.
+  absl::Status AddRmsNorm(const Tensor& x,   // [T, H] float32
+                          Tensor* residual,  // [T, H] float32, updated in place
+                          const Tensor& w,   // [H] float32
+                          float eps,
+                          Tensor* y);  // [T, H] float32
+  // Per-head norm in place (Qwen3 q_norm/k_norm): every D-wide head of every
+  // row is normalised with the same weight.
+  absl::Status HeadRmsNorm(Tensor* x,         // [T, heads*D] float32, in place
+                           const Tensor& w,   // [D] float32
+                           float eps);
+
+  // Rotates q and k in place by their token's position.
+  absl::Status Rope(const RopeConfig& config, int64_t head_dim,
+                    const Tensor& positions,  // [T] int32, >= 0
+                    Tensor* q,                // [T, Hq*D] float32
+                    Tensor* k);               // [T, Hkv*D] float32
+
+  // out = silu(gate) * up. `out` may alias gate or up.
+  absl::Status SiluAndMul(const Tensor& gate,  // [T, I] float32
+                          const Tensor& up,    // [T, I] float32
+                          Tensor* out);        // [T, I] float32
+  // Same with gate and up packed as [gate | up] (merged gate_up weights).
+  absl::Status SiluAndMulPacked(const Tensor& gate_up,  // [T, 2I] float32
+                                Tensor* out);           // [T, I] float32
+  // out = a + b. `out` may alias a or b.
+  absl::Status Add(const Tensor& a,  // [T, H] float32
+                   const Tensor& b,  // [T, H] float32
+                   Tensor* out);     // [T, H] float32
+  // out[t] += sigmoid(gate_logit[t]) * x[t] (Qwen2-MoE shared expert).
+  absl::Status SigmoidGateMulAdd(const Tensor& gate_logit,  // [T, 1] float32
+                                 const Tensor& x,           // [T, H] float32
+                                 Tensor* out);              // [T, H] float32
+
+  // -- attention --
+  // Stores token t's K/V at cache slot slot_mapping[t] (= block*block_size +
+  // offset; -1 skips the token, e.g. padding). Other slots fail naming them.
+  absl::Status WriteKvCache(const Tensor& k,             // [T, Hkv*D] float32
+                            const Tensor& v,             // [T, Hkv*D] float32
+                            const Tensor& slot_mapping,  // [T] int32
+                            Tensor* k_cache,  // [num_blocks, block_size, Hkv, D] f32/bf16/f16
+                            Tensor* v_cache);             // same as k_cache
+  // Causal GQA attention over the paged cache, fp32 accumulation, stable
+  // softmax. See AttentionMetadata for the batch layout.
+  absl::Status PagedAttention(const PagedAttentionArgs& args,
+                              Tensor* out);  // [T, Hq*D] float32
+
+  // -- MoE --
+  // probs = softmax(router_logits) in fp32; the k most probable experts
+  // (ties: lower id first); weights = their probs, divided by their sum when
+  // `renormalize`. Non-finite rows (the rule, also on every backend):
+  //   NaN counts as -inf; if some logit is +inf the +inf experts share the
+  //   mass equally; if every logit is -inf/NaN the row is uniform. So ids are
+  //   always k distinct experts in [0, E) and weights finite in [0, 1].
+  absl::Status MoeGate(const Tensor& router_logits,  // [T, E] float32
+                       int64_t top_k, bool renormalize,
+                       Tensor* topk_ids,       // [T, k] int32
+                       Tensor* topk_weights);  // [T, k] float32
+  // Groups hidden rows by expert (see MoePermutation); preallocate `out`
+  // with EmptyMoePermutation. topk_ids outside [0, E) fail naming the id.
+  absl::Status MoePermute(const Tensor& hidden,    // [T, H] float32
+                          const Tensor& topk_ids,  // [T, k] int32
+                          MoePermutation* out);
+  // out rows of expert e = rows of e · weights[e]^T. `weights` is indexed by
+  // global expert id (size E); an undefined Tensor marks an expert this
+  // worker does not hold, which is an error if any row is routed to it.
+  absl::Status GroupedExpertMatMul(const Tensor& rows,            // [R, K] float32
+                                   const Tensor& expert_offsets,  // [E + 1] int32
+                                   absl::Span<const Tensor> weights,  // E x [N, K] f32/bf16/f16
+                                   Tensor* out);                  // [R, N] float32
+  // out[t] = sum_j topk_weights[t, j] * expert_out[assignment_to_permuted[t*k + j]],
+  // j ascending, fp32 accumulation. Overwrites out.
+  absl::Status MoeUnpermute(const Tensor& expert_out,    // [T*k, H] float32
+                            const Tensor& topk_weights,  // [T, k] float32
+                            const MoePermutation& perm,
+                            Tensor* out);  // [T, H] float32
+
+ protected:
+  // Backend implementations. Called only after the checks above passed.
+  virtual absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) = 0;
+  virtual absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) = 0;
+  virtual absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                  Tensor* y) = 0;
+  virtual absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) = 0;
+  // residual == nullptr: plain norm of x.
+  virtual absl::Status RmsNormImpl(const Tensor& x, Tensor* residual, const Tensor& w,
+                                   float eps, Tensor* y) = 0;
+  virtual absl::Status HeadRmsNormImpl(Tensor* x, const Tensor& w, float eps) = 0;
+  virtual absl::Status RopeImpl(const RopeFrequencies& freqs, RopeLayout layout,
+                                int64_t head_dim, const Tensor& positions, Tensor* q,
+                                Tensor* k) = 0;
+  // up == nullptr: gate is packed [gate | up].
+  virtual absl::Status SiluAndMulImpl(const Tensor& gate, const Tensor* up, Tensor* out) = 0;
+  virtual absl::Status AddImpl(const Tensor& a, const Tensor& b, Tensor* out) = 0;
+  virtual absl::Status SigmoidGateMulAddImpl(const Tensor& gate_logit, const Tensor& x,
+                                             Tensor* out) = 0;
+  virtual absl::Status WriteKvCacheImpl(const Tensor& k, const Tensor& v,
+                                        const Tensor& slot_mapping, Tensor* k_cache,
+                                        Tensor* v_cache) = 0;
+  virtual absl::Status PagedAttentionImpl(const PagedAttentionArgs& args, float scale,
+                                          Tensor* out) = 0;
+  virtual absl::Status MoeGateImpl(const Tensor& router_logits, int64_t top_k,
+                                   bool renormalize, Tensor* topk_ids,
+                                   Tensor* topk_weights) = 0;
+  virtual absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
+                                      MoePermutation* out) = 0;
+  virtual absl::Status GroupedExpertMatMulImpl(const Tensor& rows,
+                                               const Tensor& expert_offsets,
+                                               absl::Span<const Tensor> weights,
+                                               Tensor* out) = 0;
+  virtual absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
+                                        const MoePermutation& perm, Tensor* out) = 0;
+};
+
+// Preallocates a MoePermutation for T tokens, top-k, width H, E experts.
+absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num_tokens,
+                                                   int64_t top_k, int64_t hidden,
+                                                   int64_t num_experts);
+
+// The backend for `device`: the CPU backend (default options), or an error
+// when the build or machine has no such device.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const DeviceSpec& device);
+
+}  // namespace epserve::kernels
