@@ -50,11 +50,10 @@ void LinearF32(const float* x, int64_t rows, int64_t k, const void* w, DataType 
     const int64_t nb = std::min(panel, n - n0);
     const char* src = static_cast<const char*>(w) + static_cast<size_t>(n0 * k) * elem;
     float* dst = scratch.data();
-    // Widening is memory bound; split it over threads in chunks of rows.
-#pragma omp parallel for schedule(static) if (nb * k >= (1 << 16))
-    for (int64_t r = 0; r < nb; ++r) {
-      WidenToF32(src + static_cast<size_t>(r * k) * elem, w_type, k, dst + r * k);
-    }
+    // Widened on the calling thread: an OpenMP region between two OpenBLAS
+    // calls makes the two thread pools spin against each other (10x slower
+    // on 2 cores, measured).
+    WidenToF32(src, w_type, nb * k, dst);
     const float beta = fill_bias(n0, nb);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                 static_cast<int>(nb), static_cast<int>(k), 1.0f, x, static_cast<int>(k), dst,
