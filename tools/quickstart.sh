@@ -14,16 +14,15 @@ port="${EPSERVE_PORT:-50051}"
 model="$root/models/tiny-qwen3-moe"
 
 echo
-echo "== starting epserve-router --model $model --local-workers 2 --load-format dummy (port $port)"
-# The bundled tiny model ships a config only: its weights are seeded dummies.
-"$bin/epserve-router" --model "$model" --local-workers 2 --load-format dummy \
+echo "== starting epserve-router --model $model --local-workers 2 (port $port)"
+"$bin/epserve-router" --model "$model" --local-workers 2 \
   --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 &
 router=$!
 trap 'kill -TERM $router 2>/dev/null || true; wait $router 2>/dev/null || true' EXIT
 
 echo "== epserve health (waits until every worker joined the collective group)"
 "$bin/epserve" health --router "127.0.0.1:$port" --wait-serving-s 60
-echo "== epserve info"
+echo "== epserve info (topology, each worker's weights and experts, the model)"
 "$bin/epserve" info --router "127.0.0.1:$port"
 
 if [ "$keep" = 1 ]; then

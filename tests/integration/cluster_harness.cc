@@ -43,6 +43,15 @@ std::string ReadFile(const std::string& path) {
   return buf.str();
 }
 
+std::string ConfigOnlyModel() {
+  std::filesystem::path dir = std::filesystem::path(ScratchDir()) / "config_only_model";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe/config.json",
+                             dir / "config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  return dir.string();
+}
+
 bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {

@@ -22,6 +22,10 @@ std::string ScratchDir();
 
 std::string ReadFile(const std::string& path);
 
+// A model directory in the scratch folder holding only the bundled tiny
+// model's config.json (no weights, no tokenizer).
+std::string ConfigOnlyModel();
+
 // Polls `done` every 50 ms until it returns true or `timeout` passes.
 bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout);
 

@@ -178,8 +178,8 @@ TEST(Cluster, WorkerWithWrongProtocolVersionIsRefused) {
 }
 
 TEST(Cluster, LocalWorkersServeAndLeaveNoOrphans) {
-  auto router = RouterHandle::Start(
-      {"--model=" + std::string(kModel), "--load-format=dummy", "--local-workers=2"});
+  // The bundled model's real (random) weights, as the quick start serves it.
+  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--local-workers=2"});
   ASSERT_NE(router, nullptr);
   ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
       << router->process().output();
@@ -202,7 +202,7 @@ TEST(Cluster, LocalWorkersServeAndLeaveNoOrphans) {
 TEST(Cluster, WorkerThatCannotLoadItsWeightsIsReportedWithTheReason) {
   // config.json but no weight files: the router starts (it warns), the
   // worker fails to load, says why, and exits non-zero.
-  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--workers=1"});
+  auto router = RouterHandle::Start({"--model=" + ConfigOnlyModel(), "--workers=1"});
   ASSERT_NE(router, nullptr);
   EXPECT_THAT(router->process().output(), HasSubstr("no safetensors weights"));
   Process worker = StartWorker(*router, 0, "noweights");

@@ -65,7 +65,7 @@ TEST(TokenizeRpc, MatchesTheLibraryAndRejectsBadIds) {
 }
 
 TEST(TokenizeRpc, ModelWithoutTokenizerSaysSo) {
-  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--workers=1"});
+  auto router = RouterHandle::Start({"--model=" + ConfigOnlyModel(), "--workers=1"});
   ASSERT_NE(router, nullptr);
   auto stub = v1::Epserve::NewStub(
       grpc::CreateChannel(router->grpc_address(), grpc::InsecureChannelCredentials()));
