@@ -28,11 +28,14 @@ sanitizer_pass() {
   done
 }
 
-# A filtered run (arguments for ctest) skips the sanitizer pass.
+# A filtered run (arguments for ctest) skips the sanitizer and fuzz passes.
 if [ $# -eq 0 ] && [ "${EPSERVE_SKIP_SANITIZERS:-0}" != 1 ]; then
   sanitizer_pass
+  # Short, deterministic libFuzzer runs (clang, ASan/UBSan) from the committed
+  # corpora; `tools/fuzz.sh --seconds N` runs them open-ended on purpose.
+  bash "$root/tools/fuzz.sh" --runs 10000
 else
-  echo "test: sanitizer pass skipped (ctest arguments given or EPSERVE_SKIP_SANITIZERS=1)"
+  echo "test: sanitizer and fuzz passes skipped (ctest arguments given or EPSERVE_SKIP_SANITIZERS=1)"
 fi
 
 # The whole suite last, so that its summary closes the output.
