@@ -1,0 +1,62 @@
+// One decoder-only transformer for every supported architecture, assembled
+// from its ModelDescription and written only against kernels::Backend:
+//
+//   ids ─Embedding─► residual [T,H]
+//   per layer i:  x = RmsNorm(residual, input_norm)            (AddRmsNorm after layer 0)
+//                 a = Attention(x)          residual += a; x = RmsNorm(residual, post_attn_norm)
+//                 f = Mlp(x) | Moe(x)       (desc.layer_kinds[i])
+//   residual += f; x = RmsNorm(residual, final_norm)
+//   logits [R,V] = lm_head · x[logit_rows]   (lm_head = embedding when tied)
+//
+// Activations are allocated per step through the backend (no arena yet).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config/model_description.h"
+#include "kernels/ops.h"
+#include "worker/kv_cache/kv_cache.h"
+#include "worker/models/attention_block.h"
+#include "worker/models/model_tensors.h"
+#include "worker/models/moe_block.h"
+#include "worker/models/step_input.h"
+#include "worker/models/token_dispatcher.h"
+#include "worker/weights/weight_loader.h"
+
+namespace epserve::models {
+
+class DecoderModel {
+ public:
+  // Binds `weights` (the tensors are shared, not copied) to a model on
+  // `backend`, which must outlive it. `dispatcher` null: a
+  // LocalTokenDispatcher (world size 1, every expert local). Refuses what the
+  // forward pass does not implement (OLMoE clip_qkv) with UNIMPLEMENTED.
+  static absl::StatusOr<std::unique_ptr<DecoderModel>> Create(
+      const ModelDescription& desc, const weights::ModelWeights& weights,
+      kernels::Backend& backend, std::unique_ptr<TokenDispatcher> dispatcher = nullptr);
+
+  // The shape a KvCache for this model must have.
+  kv_cache::KvCacheShape kv_cache_shape() const;
+  const ModelDescription& desc() const { return desc_; }
+  kernels::Backend& backend() const { return backend_; }
+
+  // Runs one step; the new tokens' K/V are written to `cache` at the slots
+  // their block tables give. Returns float32 logits [R, vocab], one row per
+  // token asked for (StepSequence::logits), in batch order.
+  absl::StatusOr<kernels::Tensor> Forward(const StepInput& input, kv_cache::KvCache& cache);
+
+ private:
+  DecoderModel(const ModelDescription& desc, kernels::Backend& backend)
+      : desc_(desc), backend_(backend) {}
+
+  ModelDescription desc_;
+  kernels::Backend& backend_;
+  ModelTensors tensors_;
+  std::vector<AttentionBlock> attention_;
+  std::vector<std::unique_ptr<MoeBlock>> moe_;  // null for dense layers
+  std::unique_ptr<TokenDispatcher> dispatcher_;
+};
+
+}  // namespace epserve::models

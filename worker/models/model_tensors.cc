@@ -1,0 +1,83 @@
+#include "worker/models/model_tensors.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/model_config/tensor_spec.h"
+#include "common/status.h"
+
+namespace epserve::models {
+namespace {
+
+// Where a tensor of `role` goes; nullptr for roles the decoder does not use.
+kernels::Tensor* Slot(ModelTensors& m, const TensorSpec& spec) {
+  if (spec.layer < 0) {
+    switch (spec.role) {
+      case TensorRole::kEmbedding: return &m.embedding;
+      case TensorRole::kFinalNorm: return &m.final_norm;
+      case TensorRole::kLmHead: return &m.lm_head;
+      default: return nullptr;
+    }
+  }
+  DecoderLayerWeights& l = m.layers[spec.layer];
+  switch (spec.role) {
+    case TensorRole::kInputNorm: return &l.input_norm;
+    case TensorRole::kPostAttnNorm: return &l.post_attn_norm;
+    case TensorRole::kAttnQWeight: return &l.attention.q_proj;
+    case TensorRole::kAttnKWeight: return &l.attention.k_proj;
+    case TensorRole::kAttnVWeight: return &l.attention.v_proj;
+    case TensorRole::kAttnOWeight: return &l.attention.o_proj;
+    case TensorRole::kAttnQBias: return &l.attention.q_bias;
+    case TensorRole::kAttnKBias: return &l.attention.k_bias;
+    case TensorRole::kAttnVBias: return &l.attention.v_bias;
+    case TensorRole::kAttnOBias: return &l.attention.o_bias;
+    case TensorRole::kQNorm: return &l.attention.q_norm;
+    case TensorRole::kKNorm: return &l.attention.k_norm;
+    case TensorRole::kMlpGate: return &l.mlp.gate_proj;
+    case TensorRole::kMlpUp: return &l.mlp.up_proj;
+    case TensorRole::kMlpDown: return &l.mlp.down_proj;
+    case TensorRole::kRouter: return &l.moe.router;
+    case TensorRole::kExpertGate: return &l.moe.expert_gate[spec.expert];
+    case TensorRole::kExpertUp: return &l.moe.expert_up[spec.expert];
+    case TensorRole::kExpertDown: return &l.moe.expert_down[spec.expert];
+    case TensorRole::kSharedExpertGateProj: return &l.moe.shared_expert.gate_proj;
+    case TensorRole::kSharedExpertUpProj: return &l.moe.shared_expert.up_proj;
+    case TensorRole::kSharedExpertDownProj: return &l.moe.shared_expert.down_proj;
+    case TensorRole::kSharedExpertGate: return &l.moe.shared_expert_gate;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
+                                              const weights::ModelWeights& weights,
+                                              kernels::Backend& backend) {
+  ModelTensors m;
+  m.layers.resize(static_cast<size_t>(desc.num_layers));
+  for (int i = 0; i < desc.num_layers; ++i) {
+    if (desc.layer_kinds[i] == LayerKind::kMoe) {
+      const size_t e = static_cast<size_t>(desc.moe.num_experts);
+      m.layers[i].moe.expert_gate.resize(e);
+      m.layers[i].moe.expert_up.resize(e);
+      m.layers[i].moe.expert_down.resize(e);
+    }
+  }
+  for (const TensorSpec& spec : ExpectedTensors(desc)) {
+    kernels::Tensor* slot = Slot(m, spec);
+    if (slot == nullptr) continue;
+    const kernels::Tensor* host = weights.Find(spec.name);
+    if (host == nullptr) {
+      if (IsRoutedExpertRole(spec.role)) continue;  // another rank's expert
+      return absl::NotFoundError(
+          absl::StrCat("model weights: missing tensor '", spec.name, "' (", TensorRoleName(spec.role),
+                       ")"));
+    }
+    ASSIGN_OR_RETURN(*slot, backend.ToDevice(*host));
+  }
+  if (desc.tie_word_embeddings) m.lm_head = m.embedding;
+  if (!m.lm_head.defined()) {
+    return absl::NotFoundError("model weights: no lm_head.weight and tie_word_embeddings is false");
+  }
+  return m;
+}
+
+}  // namespace epserve::models

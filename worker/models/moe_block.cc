@@ -1,0 +1,67 @@
+#include "worker/models/moe_block.h"
+
+#include "common/status.h"
+#include "worker/models/mlp_block.h"
+
+namespace epserve::models {
+
+MoeShape MoeShapeOf(const ModelDescription& desc) {
+  MoeShape s;
+  s.num_experts = desc.moe.num_experts;
+  s.top_k = desc.moe.top_k;
+  s.renormalize = desc.moe.norm_topk_prob;
+  return s;
+}
+
+absl::Status MoeBlock::Forward(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                               const kernels::Tensor& x, kernels::Tensor* out) const {
+  const int64_t t = x.shape[0];
+  const int64_t hidden = x.shape[1];
+  ASSIGN_OR_RETURN(kernels::Tensor logits,
+                   backend.Empty(DataType::kFloat32, {t, shape_.num_experts}));
+  RETURN_IF_ERROR(backend.MatMul(x, w_->router, /*bias=*/{}, &logits));
+  ASSIGN_OR_RETURN(kernels::Tensor topk_ids, backend.Empty(DataType::kInt32, {t, shape_.top_k}));
+  ASSIGN_OR_RETURN(kernels::Tensor topk_weights,
+                   backend.Empty(DataType::kFloat32, {t, shape_.top_k}));
+  RETURN_IF_ERROR(
+      backend.MoeGate(logits, shape_.top_k, shape_.renormalize, &topk_ids, &topk_weights));
+
+  ASSIGN_OR_RETURN(DispatchedTokens d, dispatcher.Dispatch(x, topk_ids));
+  const int64_t rows = d.rows.shape[0];
+  // Expert width from any held expert (all share it).
+  int64_t width = 0;
+  for (const kernels::Tensor& g : w_->expert_gate) {
+    if (g.defined()) {
+      width = g.shape[0];
+      break;
+    }
+  }
+  ASSIGN_OR_RETURN(kernels::Tensor gate, backend.Empty(DataType::kFloat32, {rows, width}));
+  ASSIGN_OR_RETURN(kernels::Tensor up, backend.Empty(DataType::kFloat32, {rows, width}));
+  ASSIGN_OR_RETURN(kernels::Tensor expert_out, backend.Empty(DataType::kFloat32, {rows, hidden}));
+  absl::Status status = backend.GroupedExpertMatMul(d.rows, d.expert_offsets, w_->expert_gate, &gate);
+  if (status.ok()) status = backend.GroupedExpertMatMul(d.rows, d.expert_offsets, w_->expert_up, &up);
+  if (status.ok()) status = backend.SiluAndMul(gate, up, &gate);
+  if (status.ok()) {
+    status = backend.GroupedExpertMatMul(gate, d.expert_offsets, w_->expert_down, &expert_out);
+  }
+  // Combine even after a failure so the dispatcher is ready for the next call.
+  absl::Status combined = dispatcher.Combine(expert_out, topk_weights, out);
+  RETURN_IF_ERROR(status);
+  RETURN_IF_ERROR(combined);
+
+  if (w_->shared_expert.gate_proj.defined()) {
+    ASSIGN_OR_RETURN(kernels::Tensor shared, backend.Empty(DataType::kFloat32, {t, hidden}));
+    RETURN_IF_ERROR(DenseMlpForward(backend, w_->shared_expert, x, &shared));
+    if (w_->shared_expert_gate.defined()) {
+      ASSIGN_OR_RETURN(kernels::Tensor gate_logit, backend.Empty(DataType::kFloat32, {t, 1}));
+      RETURN_IF_ERROR(backend.MatMul(x, w_->shared_expert_gate, /*bias=*/{}, &gate_logit));
+      RETURN_IF_ERROR(backend.SigmoidGateMulAdd(gate_logit, shared, out));
+    } else {
+      RETURN_IF_ERROR(backend.Add(*out, shared, out));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace epserve::models

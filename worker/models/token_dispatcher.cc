@@ -1,0 +1,35 @@
+#include "worker/models/token_dispatcher.h"
+
+#include "common/status.h"
+
+namespace epserve::models {
+
+absl::StatusOr<DispatchedTokens> LocalTokenDispatcher::Dispatch(const kernels::Tensor& hidden,
+                                                                const kernels::Tensor& topk_ids) {
+  if (pending_) {
+    return absl::FailedPreconditionError("TokenDispatcher: Dispatch called twice without Combine");
+  }
+  if (hidden.shape.size() != 2 || topk_ids.shape.size() != 2) {
+    return absl::InvalidArgumentError("TokenDispatcher: expected hidden [T, H] and topk_ids [T, k]");
+  }
+  ASSIGN_OR_RETURN(perm_, kernels::EmptyMoePermutation(backend_, hidden.shape[0],
+                                                       topk_ids.shape[1], hidden.shape[1],
+                                                       num_experts_));
+  RETURN_IF_ERROR(backend_.MoePermute(hidden, topk_ids, &perm_));
+  pending_ = true;
+  return DispatchedTokens{perm_.rows, perm_.expert_offsets};
+}
+
+absl::Status LocalTokenDispatcher::Combine(const kernels::Tensor& expert_out,
+                                           const kernels::Tensor& topk_weights,
+                                           kernels::Tensor* out) {
+  if (!pending_) {
+    return absl::FailedPreconditionError("TokenDispatcher: Combine called without Dispatch");
+  }
+  pending_ = false;
+  absl::Status status = backend_.MoeUnpermute(expert_out, topk_weights, perm_, out);
+  perm_ = {};
+  return status;
+}
+
+}  // namespace epserve::models
