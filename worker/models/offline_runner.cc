@@ -1,5 +1,6 @@
 #include "worker/models/offline_runner.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/cleanup/cleanup.h"
@@ -64,8 +65,8 @@ absl::StatusOr<std::vector<float>> OfflineRunner::PromptLogits(absl::Span<const 
   return ToHostFloats(*backend_, logits);
 }
 
-absl::StatusOr<std::vector<int32_t>> OfflineRunner::GreedyGenerate(absl::Span<const int32_t> ids,
-                                                                   int64_t max_new_tokens) {
+absl::StatusOr<std::vector<int32_t>> OfflineRunner::GreedyGenerate(
+    absl::Span<const int32_t> ids, int64_t max_new_tokens, absl::Span<const int64_t> stop_ids) {
   std::vector<int32_t> out;
   if (max_new_tokens <= 0) return out;
   const int64_t total = static_cast<int64_t>(ids.size()) + max_new_tokens - 1;
@@ -86,6 +87,7 @@ absl::StatusOr<std::vector<int32_t>> OfflineRunner::GreedyGenerate(absl::Span<co
     ASSIGN_OR_RETURN(std::vector<float> row, ToHostFloats(*backend_, logits));
     out.push_back(Argmax(absl::MakeConstSpan(row).subspan(0, static_cast<size_t>(vocab))));
     if (static_cast<int64_t>(out.size()) == max_new_tokens) break;
+    if (std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end()) break;
     seq.num_cached = seq.context_len();
     seq.token_ids = {out.back()};
   }

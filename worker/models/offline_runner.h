@@ -43,9 +43,11 @@ class OfflineRunner {
   // Logits after every token of one full prefill: [ids.size() * vocab] row-major.
   absl::StatusOr<std::vector<float>> PromptLogits(absl::Span<const int32_t> ids);
   // Greedy (argmax, lowest id on ties) continuation of `ids`: prefill, then
-  // max_new_tokens - 1 decode steps of one token. EOS does not stop it.
+  // up to max_new_tokens - 1 decode steps of one token. Stops after a token
+  // of `stop_ids` (which is returned); empty: runs to max_new_tokens.
   absl::StatusOr<std::vector<int32_t>> GreedyGenerate(absl::Span<const int32_t> ids,
-                                                      int64_t max_new_tokens);
+                                                      int64_t max_new_tokens,
+                                                      absl::Span<const int64_t> stop_ids = {});
 
  private:
   OfflineRunner(std::unique_ptr<kernels::Backend> backend, weights::ModelWeights weights,

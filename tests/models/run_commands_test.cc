@@ -1,0 +1,111 @@
+// epserve-run logits / generate on the fixtures: the JSON they print agrees
+// with the transformers reference; bad input is one line and exit 1 or 2.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "cli/run/generate_command.h"
+#include "cli/run/logits_command.h"
+#include "nlohmann/json.hpp"
+#include "tests/models/fixture_reference.h"
+
+namespace epserve::cli {
+namespace {
+
+using models::testing::FixtureModelDir;
+using models::testing::FixtureReferenceDir;
+using models::testing::LoadFixtureReference;
+
+struct Result {
+  int rc;
+  std::string out, err;
+};
+
+using CommandFn = int (*)(int, char**, std::ostream&, std::ostream&);
+const CommandFn kLogits = RunLogitsCommand;
+const CommandFn kGenerate = RunGenerateCommand;
+
+Result RunCommand(CommandFn command, std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  std::ostringstream out, err;
+  const int rc = command(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {rc, out.str(), err.str()};
+}
+
+TEST(LogitsCommand, PrintsEveryPositionWithinParityTolerance) {
+  auto ref = LoadFixtureReference(FixtureReferenceDir("qwen3_moe"));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const auto& p = ref->prompts[1];
+  Result r = RunCommand(kLogits, {"logits", "--model", FixtureModelDir("qwen3_moe"),
+                                    "--token-ids", absl::StrJoin(p.ids, ",")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["vocab_size"], ref->vocab_size);
+  ASSERT_EQ(j["logits"].size(), p.ids.size());
+  for (size_t t = 0; t < p.ids.size(); ++t) {
+    for (int64_t v = 0; v < ref->vocab_size; ++v) {
+      EXPECT_NEAR(j["logits"][t][v].get<float>(), p.logits[t * ref->vocab_size + v],
+                  1e-4 * p.max_abs_logit);
+    }
+  }
+}
+
+TEST(GenerateCommand, GreedyPromptTextMatchesReference) {
+  auto ref = LoadFixtureReference(FixtureReferenceDir("tiny-qwen3-moe"));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const auto& p = ref->prompts[1];  // "Hello, world!"
+  Result r = RunCommand(kGenerate, {"generate", "--model", FixtureModelDir("tiny-qwen3-moe"),
+                                      "--prompt", "Hello, world!", "--max-tokens", "16",
+                                      "--ignore-eos"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prompt_ids"].get<std::vector<int32_t>>(), p.ids);
+  EXPECT_EQ(j["generated_ids"].get<std::vector<int32_t>>(), p.greedy_new_tokens);
+  EXPECT_EQ(j["finish_reason"], "length");
+  EXPECT_TRUE(j["text"].is_string());
+}
+
+TEST(RunCommands, BadInputIsOneLineAndANonZeroExit) {
+  const std::string model = FixtureModelDir("qwen3");
+  struct Case {
+    CommandFn command;
+    std::vector<std::string> args;
+    int rc;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {kLogits, {"logits", "--model", model, "--token-ids", "1,512"}, 1, "token id 512"},
+      {kLogits, {"logits", "--model", model, "--token-ids", "1,-3"}, 1, "token id -3"},
+      {kLogits, {"logits", "--model", "/no/such/dir", "--token-ids", "1"}, 1,
+       "/no/such/dir"},
+      {kLogits, {"logits", "--model", model, "--token-ids", "1", "--dtype", "int4"}, 1,
+       "int4"},
+      {kLogits, {"logits", "--model", model, "--token-ids", "1,a"}, 2, "'a'"},
+      {kLogits, {"logits", "--model", model}, 2, "--token-ids"},
+      {kGenerate, {"generate", "--model", model, "--token-ids", "1"}, 2, "--max-tokens"},
+      {kGenerate,
+       {"generate", "--model", model, "--token-ids", "1", "--prompt", "x", "--max-tokens", "2"},
+       2, "exactly one"},
+      {kGenerate, {"generate", "--model", model, "--token-ids", "9999", "--max-tokens", "2"},
+       1, "9999"},
+      {kGenerate, {"generate", "--model", "/no/such/dir", "--prompt", "hi",
+                            "--max-tokens", "2"}, 1, "/no/such/dir"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrJoin(c.args, " "));
+    Result r = RunCommand(c.command, c.args);
+    EXPECT_EQ(r.rc, c.rc);
+    EXPECT_TRUE(r.out.empty());
+    EXPECT_THAT(r.err, ::testing::HasSubstr(c.message));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace epserve::cli
