@@ -107,6 +107,12 @@ class ParityTest : public ::testing::TestWithParam<Case> {
 };
 
 TEST_P(ParityTest, LogitsMatchTransformersAtEveryPosition) {
+  // bf16 checkpoints run with bf16 weights under auto, widened under float32.
+  if (GetParam().fixture.find("bf16") != std::string::npos) {
+    EXPECT_EQ(runner_->weights().report().weight_dtype,
+              GetParam().dtype == "auto" ? DataType::kBFloat16 : DataType::kFloat32);
+  }
+  RecordProperty("weight_dtype", DataTypeName(runner_->weights().report().weight_dtype));
   double worst = 0.0;
   for (const ReferencePrompt& p : ref_.prompts) {
     SCOPED_TRACE(p.name);
@@ -138,6 +144,7 @@ TEST_P(ParityTest, GreedyContinuationMatches) {
 }
 
 TEST_P(ParityTest, ChunkedPrefillEqualsFullPrefill) {
+  double worst = 0.0;
   for (const ReferencePrompt& p : ref_.prompts) {
     auto full = runner_->PromptLogits(p.ids);
     ASSERT_TRUE(full.ok()) << full.status();
@@ -145,9 +152,14 @@ TEST_P(ParityTest, ChunkedPrefillEqualsFullPrefill) {
       SCOPED_TRACE(absl::StrCat(p.name, " chunk ", chunk));
       std::vector<float> chunked = ChunkedLogits(p.ids, chunk);
       ASSERT_EQ(chunked.size(), full->size());
-      EXPECT_LE(RelativeError(chunked, *full, p.max_abs_logit), 1e-5);
+      const double err = RelativeError(chunked, *full, p.max_abs_logit);
+      EXPECT_LE(err, 1e-5);
+      worst = std::max(worst, err);
     }
   }
+  RecordProperty("chunked_max_rel_diff", absl::StrCat(worst));
+  std::printf("CHUNKED %s %s max_rel_diff = %.3g\n", GetParam().fixture.c_str(),
+              GetParam().dtype.c_str(), worst);
 }
 
 // Prefill the prompt, then decode the reference continuation one token per
@@ -179,7 +191,10 @@ TEST_P(ParityTest, PrefillThenDecodeEqualsFullPrefill) {
     }
     ASSERT_TRUE(runner_->allocator().Free(seq.block_table).ok());
     ASSERT_EQ(stepped.size(), full->size());
-    EXPECT_LE(RelativeError(stepped, *full, p.max_abs_logit), 1e-5);
+    const double err = RelativeError(stepped, *full, p.max_abs_logit);
+    EXPECT_LE(err, 1e-5);
+    std::printf("DECODE %s %s %s max_rel_diff = %.3g\n", GetParam().fixture.c_str(),
+                GetParam().dtype.c_str(), p.name.c_str(), err);
   }
 }
 
@@ -210,7 +225,10 @@ TEST_P(ParityTest, BatchInvariance) {
     std::vector<float> mine(host->begin() + row * vocab(),
                             host->begin() + (row + ref_.prompts[i].ids.size()) * vocab());
     row += ref_.prompts[i].ids.size();
-    EXPECT_LE(RelativeError(mine, alone[i], ref_.prompts[i].max_abs_logit), 1e-5);
+    const double err = RelativeError(mine, alone[i], ref_.prompts[i].max_abs_logit);
+    EXPECT_LE(err, 1e-5);
+    std::printf("BATCH %s %s %s max_rel_diff = %.3g\n", GetParam().fixture.c_str(),
+                GetParam().dtype.c_str(), ref_.prompts[i].name.c_str(), err);
     ASSERT_TRUE(runner_->allocator().Free(batch.sequences[i].block_table).ok());
   }
   EXPECT_EQ(row * vocab(), host->size());
