@@ -1,6 +1,8 @@
 #include "cli/run/commands.h"
 
+#include "cli/run/generate_command.h"
 #include "cli/run/inspect_command.h"
+#include "cli/run/logits_command.h"
 #include "cli/run/tokenize_command.h"
 
 namespace epserve::cli {
@@ -10,6 +12,8 @@ const std::vector<Command>& Commands() {
       {"inspect", [](int argc, char** argv) { return RunInspectCommand(argc, argv); }},
       {"tokenize", [](int argc, char** argv) { return RunTokenizeCommand(argc, argv); }},
       {"detokenize", [](int argc, char** argv) { return RunDetokenizeCommand(argc, argv); }},
+      {"logits", [](int argc, char** argv) { return RunLogitsCommand(argc, argv); }},
+      {"generate", [](int argc, char** argv) { return RunGenerateCommand(argc, argv); }},
   };
   return commands;
 }

@@ -14,7 +14,9 @@ constexpr char kUsage[] =
     "  epserve-run inspect    --model DIR [--load-format auto|dummy] [--dtype D]\n"
     "                         [--expert-parallel N --rank R]\n"
     "  epserve-run tokenize   --tokenizer PATH (--text T | --text-file F)\n"
-    "  epserve-run detokenize --tokenizer PATH --token-ids 1,2,3\n\n"
+    "  epserve-run detokenize --tokenizer PATH --token-ids 1,2,3\n"
+    "  epserve-run logits     --model DIR --token-ids 1,2,3 [--dtype D]\n"
+    "  epserve-run generate   --model DIR (--prompt TEXT | --token-ids 1,2,3) --max-tokens N\n\n"
     "Each command prints one JSON object on stdout. `epserve-run COMMAND --help` for details.\n";
 
 }  // namespace
