@@ -146,42 +146,59 @@ TEST_F(DistributionTest, AllFiltersTogetherWithTemperature) {
                     Restrict(Softmax(logits_, 0.5), {3, 1, 5}), kDraws);
 }
 
-TEST_F(DistributionTest, LargeVocabularyTopKTopP) {
-  // 150k tokens: 5 heavy tokens at the end of the vocabulary, the rest with
-  // negligible mass each but 0.2 of the total together, so top_p = 0.7 must
-  // cut inside the heavy tokens and top_p = 0.95 must reach into the tail.
-  constexpr int64_t kVocab = 150000;
-  std::vector<float> logits(kVocab, 0.0f);
-  // Heavy logits h with e^h relative to 149995 * e^0 tail mass of 0.2.
-  const double tail = kVocab - 5;
-  const std::vector<double> heavy = {0.3, 0.25, 0.1, 0.1, 0.05};  // of the total
+// Logits over `vocab` tokens: 5 heavy tokens at the end of the vocabulary
+// with 0.3, 0.25, 0.1, 0.1, 0.05 of the mass, and a tail of equal logits (0)
+// holding the other 0.2, each tail token negligible.
+std::vector<float> HeavyHeadFlatTail(int64_t vocab) {
+  std::vector<float> logits(static_cast<size_t>(vocab), 0.0f);
+  const double tail = static_cast<double>(vocab - 5);
+  const std::vector<double> heavy = {0.3, 0.25, 0.1, 0.1, 0.05};
   for (size_t i = 0; i < heavy.size(); ++i) {
-    logits[kVocab - 1 - static_cast<int64_t>(i)] =
-        static_cast<float>(std::log(heavy[i] / 0.2 * tail));
+    logits[static_cast<size_t>(vocab - 1) - i] = static_cast<float>(std::log(heavy[i] / 0.2 * tail));
   }
+  return logits;
+}
+
+TEST_F(DistributionTest, LargeVocabularyTopKTopP) {
+  constexpr int64_t kVocab = 151936;
+  constexpr int kLargeDraws = 500;
+  const std::vector<float> logits = HeavyHeadFlatTail(kVocab);
   const std::vector<double> softmax = Softmax(logits);
+  const int a = kVocab - 1, b = kVocab - 2, c = kVocab - 3, d = kVocab - 4;
   SamplingParams p;
-  p.top_p = 0.7f;  // before: 0, 0.3, 0.55, 0.65 (tie order by id), 0.75 -> keep 4
-  const int64_t a = kVocab - 1, b = kVocab - 2, c = kVocab - 3, d = kVocab - 4;
-  // The two 0.1 tokens tie up to float rounding of their logits; either way
-  // both are kept (mass before the second is 0.65 < 0.7).
-  ExpectFrequencies(Histogram(sampler_, logits, p, 2000, kSeed),
-                    Restrict(softmax, {static_cast<int>(a), static_cast<int>(b),
-                                       static_cast<int>(c), static_cast<int>(d)}),
-                    2000);
+  // Mass before each heavy token: 0, 0.3, 0.55, 0.65, 0.75 -> keeps four
+  // (the two 0.1 tokens may differ by float rounding; both are kept).
+  p.top_p = 0.7f;
+  ExpectFrequencies(Histogram(sampler_, logits, p, kLargeDraws, kSeed),
+                    Restrict(softmax, {a, b, c, d}), kLargeDraws);
   p.top_p = 1.0f;
   p.top_k = 2;
-  ExpectFrequencies(Histogram(sampler_, logits, p, 2000, kSeed),
-                    Restrict(softmax, {static_cast<int>(a), static_cast<int>(b)}), 2000);
-  // top_p = 0.95 keeps the heavy tokens and 3/4 of the tail: the tail's draws
-  // land on tokens below id kVocab - 5 and their share is ~0.15/0.95.
-  p.top_k = 0;
+  ExpectFrequencies(Histogram(sampler_, logits, p, kLargeDraws, kSeed), Restrict(softmax, {a, b}),
+                    kLargeDraws);
+}
+
+TEST_F(DistributionTest, TopPCutsInsideATieByTokenId) {
+  // top_p = 0.95 keeps the heavy tokens (0.8) and the lowest-id 3/4 of the
+  // tied tail (mass before a tail token of rank j: 0.8 + 0.2 j / tail).
+  constexpr int64_t kVocab = 8192;
+  const std::vector<float> logits = HeavyHeadFlatTail(kVocab);
+  SamplingParams p;
   p.top_p = 0.95f;
-  const std::vector<int64_t> counts = Histogram(sampler_, logits, p, 2000, kSeed);
+  constexpr int kTailDraws = 1000;
+  const std::vector<int64_t> counts = Histogram(sampler_, logits, p, kTailDraws, kSeed);
+  const int64_t last_kept = static_cast<int64_t>(0.75 * (kVocab - 5));  // +-1 for rounding
   int64_t tail_draws = 0;
-  for (int64_t id = 0; id < kVocab - 5; ++id) tail_draws += counts[static_cast<size_t>(id)];
-  const double expected = 0.15 / 0.95, sigma = std::sqrt(expected * (1 - expected) / 2000);
-  EXPECT_NEAR(tail_draws / 2000.0, expected, 5 * sigma + 1e-3);
+  for (int64_t id = 0; id < kVocab - 5; ++id) {
+    const int64_t n = counts[static_cast<size_t>(id)];
+    tail_draws += n;
+    if (id > last_kept + 1) {
+      EXPECT_EQ(n, 0) << "tail token " << id << " is past the cut";
+    }
+  }
+  // The kept tail holds 0.15 of the original mass: 0.15 / 0.95 of the draws.
+  const double expected = 0.15 / 0.95;
+  const double sigma = std::sqrt(expected * (1 - expected) / kTailDraws);
+  EXPECT_NEAR(static_cast<double>(tail_draws) / kTailDraws, expected, 5 * sigma);
 }
 
 }  // namespace

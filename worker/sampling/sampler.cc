@@ -32,15 +32,18 @@ int32_t ArgMax(absl::Span<const float> x) {
   return best;
 }
 
+// Probabilities are exp(x - max) in float32 (x - max <= 0, so no overflow),
+// summed in double.
+
 // Keeps the smallest prefix of `candidates` in (logit desc, id asc) order whose
 // mass reaches top_p of the candidates' total: a token is kept when the mass
 // before it is < top_p * total. Sorts only as much of the list as needed:
 // partial sorts over a geometrically growing prefix.
-void ApplyTopP(const std::vector<float>& x, double max, float top_p,
+void ApplyTopP(const std::vector<float>& x, float max, float top_p,
                std::vector<int32_t>& candidates) {
   auto before = [&](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
   double total = 0.0;
-  for (int32_t id : candidates) total += std::exp(static_cast<double>(x[id]) - max);
+  for (int32_t id : candidates) total += std::exp(x[id] - max);
   const double target = static_cast<double>(top_p) * total;
   const size_t n = candidates.size();
   double prefix = 0.0;
@@ -56,7 +59,7 @@ void ApplyTopP(const std::vector<float>& x, double max, float top_p,
         candidates.resize(i);
         return;
       }
-      prefix += std::exp(static_cast<double>(x[candidates[i]]) - max);
+      prefix += std::exp(x[candidates[i]] - max);
     }
     sorted = end;
   }
@@ -128,7 +131,7 @@ absl::StatusOr<SampledToken> SampleRow(size_t row_index, absl::Span<const float>
     w.resize(cand.size());
     double total = 0.0;
     for (size_t i = 0; i < cand.size(); ++i) {
-      w[i] = std::exp(static_cast<double>(x[cand[i]]) - max);
+      w[i] = std::exp(x[cand[i]] - max);
       total += w[i];
     }
     const uint64_t seed = params.seed.has_value() ? *params.seed : DrawSeed();
