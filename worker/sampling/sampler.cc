@@ -45,6 +45,19 @@ void ApplyTopP(const std::vector<float>& x, float max, float top_p,
   double total = 0.0;
   for (int32_t id : candidates) total += std::exp(x[id] - max);
   const double target = static_cast<double>(top_p) * total;
+  // Tokens that are certainly cut need not be sorted: everything not before
+  // token i (itself and the tokens after it) has weight <= w_i, so the mass
+  // before i is >= total - n * w_i, which is >= target once
+  // w_i <= (total - target) / n. Half that bound leaves room for rounding.
+  const double certainly_cut = 0.5 * (total - target) / static_cast<double>(candidates.size());
+  if (certainly_cut > 0.0) {
+    const double log_cut = std::log(certainly_cut);
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                    [&](int32_t id) {
+                                      return static_cast<double>(x[id]) - max < log_cut;
+                                    }),
+                     candidates.end());
+  }
   const size_t n = candidates.size();
   double prefix = 0.0;
   size_t sorted = 0;
