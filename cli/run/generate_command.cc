@@ -7,6 +7,9 @@
 
 #include "absl/strings/numbers.h"
 #include "cli/run/args.h"
+#include "common/status.h"
+#include "worker/sampling/sampler.h"
+#include "worker/sampling/sampling_params.h"
 #include "cli/run/logits_command.h"
 #include "common/model_config/model_config.h"
 #include "common/tokenizer/tokenizer.h"
@@ -21,14 +24,54 @@ int Fail(std::ostream& err, const absl::Status& status) {
   return 1;
 }
 
+template <typename T>
+std::optional<std::string> ParseNumber(const Args& args, const char* name, T* out) {
+  if (!args.has(name)) return std::nullopt;
+  bool ok;
+  if constexpr (std::is_floating_point_v<T>) {
+    ok = absl::SimpleAtof(args.get(name), out);
+  } else {
+    ok = absl::SimpleAtoi(args.get(name), out);
+  }
+  if (!ok) return std::string("--") + name + ": not a number: '" + args.get(name) + "'";
+  return std::nullopt;
+}
+
+// Fills `params` from --temperature, --top-p, ...; range checks are left to
+// sampling::Validate (which names the field).
+std::optional<std::string> ParseSamplingFlags(const Args& args, sampling::SamplingParams* params) {
+  uint64_t seed = 0;
+  for (auto e : {ParseNumber(args, "temperature", &params->temperature),
+                 ParseNumber(args, "top-p", &params->top_p), ParseNumber(args, "top-k", &params->top_k),
+                 ParseNumber(args, "min-p", &params->min_p),
+                 ParseNumber(args, "min-tokens", &params->min_tokens),
+                 ParseNumber(args, "presence-penalty", &params->presence_penalty),
+                 ParseNumber(args, "frequency-penalty", &params->frequency_penalty),
+                 ParseNumber(args, "repetition-penalty", &params->repetition_penalty),
+                 ParseNumber(args, "top-logprobs", &params->top_logprobs),
+                 ParseNumber(args, "seed", &seed)}) {
+    if (e) return e;
+  }
+  if (args.has("seed")) params->seed = seed;
+  params->logprobs = args.flags.count("logprobs") > 0 || args.has("top-logprobs");
+  return std::nullopt;
+}
+
 }  // namespace
 
 int RunGenerateCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   Args args;
-  if (auto e = ParseArgs(argc, argv, {"model", "prompt", "token-ids", "max-tokens", "dtype"},
-                         {"ignore-eos"}, args)) {
+  if (auto e = ParseArgs(argc, argv,
+                         {"model", "prompt", "token-ids", "max-tokens", "dtype", "temperature",
+                          "top-p", "top-k", "min-p", "seed", "min-tokens", "presence-penalty",
+                          "frequency-penalty", "repetition-penalty", "top-logprobs"},
+                         {"ignore-eos", "logprobs"}, args)) {
     return UsageError(err, "generate", *e);
   }
+  // Sampling flags; without any, decoding is greedy (temperature 0).
+  sampling::SamplingParams params;
+  params.temperature = 0.0f;
+  if (auto e = ParseSamplingFlags(args, &params)) return UsageError(err, "generate", *e);
   if (!args.has("model")) return UsageError(err, "generate", "--model DIR is required");
   if (args.has("prompt") == args.has("token-ids")) {
     return UsageError(err, "generate", "give exactly one of --prompt TEXT or --token-ids 1,2,3");
@@ -43,6 +86,10 @@ int RunGenerateCommand(int argc, char** argv, std::ostream& out, std::ostream& e
   const std::string dir = args.get("model");
   auto desc = LoadModelConfig(dir);
   if (!desc.ok()) return Fail(err, desc.status());
+  params.ignore_eos = args.flags.count("ignore-eos") > 0;
+  if (absl::Status v = sampling::Validate(params, desc->vocab_size); !v.ok()) {
+    return UsageError(err, "generate", std::string(v.message()));
+  }
 
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (auto t = tokenizer::Tokenizer::FromPath(dir); t.ok()) {
@@ -75,7 +122,25 @@ int RunGenerateCommand(int argc, char** argv, std::ostream& out, std::ostream& e
   if (!runner.ok()) return Fail(err, runner.status());
   std::vector<int64_t> stop_ids;
   if (!args.flags.count("ignore-eos")) stop_ids = desc->eos_token_ids;
-  auto generated = (*runner)->GreedyGenerate(prompt_ids, max_tokens, stop_ids);
+  sampling::Sampler::Options sampler_options;
+  for (int64_t id : desc->eos_token_ids) sampler_options.eos_token_ids.push_back(static_cast<int32_t>(id));
+  sampling::Sampler sampler(sampler_options);
+  nlohmann::json logprobs = nlohmann::json::array();
+  auto pick = [&](absl::Span<const float> row,
+                  absl::Span<const int32_t> output) -> absl::StatusOr<int32_t> {
+    sampling::SamplingRow r{&params, prompt_ids, output, output.size()};
+    ASSIGN_OR_RETURN(auto rows, sampler.SampleBatch(row, static_cast<int64_t>(row.size()),
+                                                    absl::MakeConstSpan(&r, 1)));
+    if (!rows[0].ok()) return rows[0].status();
+    const sampling::SampledToken& t = *rows[0];
+    if (t.logprob) {
+      nlohmann::json top = nlohmann::json::array();
+      for (const auto& alt : t.top_logprobs) top.push_back({{"id", alt.token_id}, {"logprob", alt.logprob}});
+      logprobs.push_back({{"id", t.token_id}, {"logprob", *t.logprob}, {"top", top}});
+    }
+    return t.token_id;
+  };
+  auto generated = (*runner)->Generate(prompt_ids, max_tokens, stop_ids, pick);
   if (!generated.ok()) return Fail(err, generated.status());
 
   nlohmann::json j;
@@ -84,6 +149,7 @@ int RunGenerateCommand(int argc, char** argv, std::ostream& out, std::ostream& e
   const bool stopped = !generated->empty() && std::find(stop_ids.begin(), stop_ids.end(),
                                                         generated->back()) != stop_ids.end();
   j["finish_reason"] = stopped ? "stop" : "length";
+  if (params.logprobs) j["logprobs"] = logprobs;
   if (tok != nullptr) {
     auto text = tok->Decode(*generated, {.skip_special_tokens = true});
     if (!text.ok()) return Fail(err, text.status());

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -104,6 +105,60 @@ TEST(RunCommands, BadInputIsOneLineAndANonZeroExit) {
     EXPECT_TRUE(r.out.empty());
     EXPECT_THAT(r.err, ::testing::HasSubstr(c.message));
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+std::vector<int> GeneratedIds(const Result& r) {
+  return nlohmann::json::parse(r.out)["generated_ids"].get<std::vector<int>>();
+}
+
+TEST(GenerateCommand, SeededSamplingIsReproducibleAndFlagsAreValidated) {
+  const std::string model = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+  std::vector<std::string> base = {"generate", "--model", model, "--prompt", "Hello, world!",
+                                   "--max-tokens", "12", "--ignore-eos", "--temperature", "1.0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunCommand(kGenerate, args);
+  };
+  Result a = with({"--seed", "7"});
+  Result b = with({"--seed", "7"});
+  Result c = with({"--seed", "8"});
+  ASSERT_EQ(a.rc, 0) << a.err;
+  ASSERT_EQ(c.rc, 0) << c.err;
+  EXPECT_EQ(GeneratedIds(a), GeneratedIds(b));
+  EXPECT_NE(GeneratedIds(a), GeneratedIds(c));  // 12 draws from a near-uniform random model
+  // top-k 1 is greedy whatever the temperature and seed.
+  Result greedy = RunCommand(kGenerate, {"generate", "--model", model, "--prompt", "Hello, world!",
+                                         "--max-tokens", "12", "--ignore-eos"});
+  Result topk1 = with({"--seed", "3", "--top-k", "1"});
+  ASSERT_EQ(topk1.rc, 0) << topk1.err;
+  EXPECT_EQ(GeneratedIds(topk1), GeneratedIds(greedy));
+  // Logprobs: one entry per token, top-n sorted.
+  Result lp = with({"--seed", "7", "--top-logprobs", "3"});
+  ASSERT_EQ(lp.rc, 0) << lp.err;
+  auto j = nlohmann::json::parse(lp.out);
+  ASSERT_EQ(j["logprobs"].size(), 12u);
+  EXPECT_EQ(j["generated_ids"], nlohmann::json::parse(a.out)["generated_ids"]);
+  for (const auto& step : j["logprobs"]) {
+    ASSERT_EQ(step["top"].size(), 3u);
+    EXPECT_GE(step["top"][0]["logprob"].get<double>(), step["top"][2]["logprob"].get<double>());
+    EXPECT_LE(step["logprob"].get<double>(), 0.0);
+  }
+  // Bad values name the field.
+  for (const auto& [flag, value, expected] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--temperature", "-1", "sampling_params.temperature"},
+           {"--top-p", "0", "sampling_params.top_p"},
+           {"--min-p", "2", "sampling_params.min_p"},
+           {"--repetition-penalty", "0", "sampling_params.repetition_penalty"},
+           {"--top-logprobs", "50", "sampling_params.top_logprobs"},
+           {"--seed", "abc", "--seed"}}) {
+    Result bad = RunCommand(kGenerate, {"generate", "--model", model, "--prompt", "Hi",
+                                        "--max-tokens", "2", flag, value});
+    EXPECT_EQ(bad.rc, 2) << flag;
+    EXPECT_THAT(bad.err, ::testing::HasSubstr(expected));
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
   }
 }
 

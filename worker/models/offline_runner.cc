@@ -67,6 +67,16 @@ absl::StatusOr<std::vector<float>> OfflineRunner::PromptLogits(absl::Span<const 
 
 absl::StatusOr<std::vector<int32_t>> OfflineRunner::GreedyGenerate(
     absl::Span<const int32_t> ids, int64_t max_new_tokens, absl::Span<const int64_t> stop_ids) {
+  return Generate(ids, max_new_tokens, stop_ids,
+                  [](absl::Span<const float> row, absl::Span<const int32_t>) -> absl::StatusOr<int32_t> {
+                    return Argmax(row);
+                  });
+}
+
+absl::StatusOr<std::vector<int32_t>> OfflineRunner::Generate(absl::Span<const int32_t> ids,
+                                                             int64_t max_new_tokens,
+                                                             absl::Span<const int64_t> stop_ids,
+                                                             const TokenPicker& pick) {
   std::vector<int32_t> out;
   if (max_new_tokens <= 0) return out;
   const int64_t total = static_cast<int64_t>(ids.size()) + max_new_tokens - 1;
@@ -85,7 +95,9 @@ absl::StatusOr<std::vector<int32_t>> OfflineRunner::GreedyGenerate(
   while (true) {
     ASSIGN_OR_RETURN(kernels::Tensor logits, model_->Forward(StepInput{{seq}}, cache_));
     ASSIGN_OR_RETURN(std::vector<float> row, ToHostFloats(*backend_, logits));
-    out.push_back(Argmax(absl::MakeConstSpan(row).subspan(0, static_cast<size_t>(vocab))));
+    ASSIGN_OR_RETURN(int32_t next,
+                     pick(absl::MakeConstSpan(row).subspan(0, static_cast<size_t>(vocab)), out));
+    out.push_back(next);
     if (static_cast<int64_t>(out.size()) == max_new_tokens) break;
     if (std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end()) break;
     seq.num_cached = seq.context_len();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,16 @@ class OfflineRunner {
   absl::StatusOr<std::vector<int32_t>> GreedyGenerate(absl::Span<const int32_t> ids,
                                                       int64_t max_new_tokens,
                                                       absl::Span<const int64_t> stop_ids = {});
+
+  // Picks the next token from the logits row [vocab] after `output` (the
+  // tokens generated so far).
+  using TokenPicker = std::function<absl::StatusOr<int32_t>(
+      absl::Span<const float> row, absl::Span<const int32_t> output)>;
+  // Like GreedyGenerate with `pick` choosing each token.
+  absl::StatusOr<std::vector<int32_t>> Generate(absl::Span<const int32_t> ids,
+                                                int64_t max_new_tokens,
+                                                absl::Span<const int64_t> stop_ids,
+                                                const TokenPicker& pick);
 
  private:
   OfflineRunner(std::unique_ptr<kernels::Backend> backend, weights::ModelWeights weights,
