@@ -108,6 +108,29 @@ TEST(RunCommands, BadInputIsOneLineAndANonZeroExit) {
   }
 }
 
+// The command line (not only the library) reproduces transformers' greedy
+// continuation for every fixture and every prompt.
+TEST(GenerateCommand, GreedyTokenIdsMatchReferenceForEveryFixture) {
+  int checked = 0;
+  for (const char* fixture : {"llama", "qwen2", "qwen3", "mixtral", "mixtral_packed", "qwen2_moe",
+                              "qwen3_moe", "olmoe", "qwen3_moe_bf16", "qwen3_moe_bf16_packed",
+                              "tiny-qwen3-moe"}) {
+    SCOPED_TRACE(fixture);
+    auto ref = LoadFixtureReference(FixtureReferenceDir(fixture));
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    for (const auto& p : ref->prompts) {
+      Result r = RunCommand(kGenerate, {"generate", "--model", FixtureModelDir(fixture),
+                                        "--token-ids", absl::StrJoin(p.ids, ","), "--max-tokens",
+                                        std::to_string(p.greedy_new_tokens.size()), "--ignore-eos"});
+      ASSERT_EQ(r.rc, 0) << r.err;
+      EXPECT_EQ(nlohmann::json::parse(r.out)["generated_ids"].get<std::vector<int32_t>>(),
+                p.greedy_new_tokens);
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 44);
+}
+
 std::vector<int> GeneratedIds(const Result& r) {
   return nlohmann::json::parse(r.out)["generated_ids"].get<std::vector<int>>();
 }
