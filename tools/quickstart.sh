@@ -25,6 +25,9 @@ echo "== epserve health (waits until every worker joined the collective group)"
 echo "== epserve info (topology, each worker's weights and experts, the model)"
 "$bin/epserve" info --router "127.0.0.1:$port"
 
+echo "== epserve-run generate (the same model in one process; its weights are random, so is the text)"
+"$bin/epserve-run" generate --model "$model" --prompt "Hello, world!" --max-tokens 12 --ignore-eos
+
 if [ "$keep" = 1 ]; then
   echo "== cluster is up on 127.0.0.1:$port; Ctrl-C stops it"
   wait $router
