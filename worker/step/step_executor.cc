@@ -1,0 +1,284 @@
+#include "worker/step/step_executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/model_config/model_config.h"
+#include "common/status.h"
+#include "worker/models/offline_runner.h"
+#include "worker/step/sampling_params_proto.h"
+
+namespace epserve::step {
+namespace {
+
+absl::Status Bad(int index, const std::string& request_id, absl::string_view field,
+                 absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("request '", request_id, "': sequences[", index, "].", field, " ", what));
+}
+
+bool SupportedCacheDtype(DataType dtype) {
+  return dtype == DataType::kFloat32 || dtype == DataType::kBFloat16 ||
+         dtype == DataType::kFloat16;
+}
+
+}  // namespace
+
+uint64_t KvBlockBytes(const kv_cache::KvCacheShape& shape, int64_t block_size, DataType dtype) {
+  return 2ull * static_cast<uint64_t>(shape.num_layers) * static_cast<uint64_t>(block_size) *
+         static_cast<uint64_t>(shape.num_kv_heads) * static_cast<uint64_t>(shape.head_dim) *
+         DataTypeSize(dtype);
+}
+
+absl::StatusOr<int64_t> KvBlocksForBudget(const kv_cache::KvCacheShape& shape,
+                                          int64_t block_size, DataType dtype,
+                                          uint64_t budget_bytes) {
+  if (block_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("block_size must be > 0, got ", block_size));
+  }
+  if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
+    return absl::InvalidArgumentError("KV cache shape must have layers, kv heads and head_dim > 0");
+  }
+  if (!SupportedCacheDtype(dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache dtype must be float32, bfloat16 or float16, got ", DataTypeName(dtype)));
+  }
+  const uint64_t per_block = KvBlockBytes(shape, block_size, dtype);
+  const uint64_t blocks = budget_bytes / per_block;
+  // Block ids travel as int32 in block tables.
+  return static_cast<int64_t>(
+      std::min<uint64_t>(blocks, static_cast<uint64_t>(std::numeric_limits<int32_t>::max())));
+}
+
+StepExecutor::StepExecutor(const StepExecutorOptions& options,
+                           sampling::Sampler::Options sampler_options)
+    : options_(options), sampler_(std::move(sampler_options)) {}
+
+StepExecutor::~StepExecutor() = default;
+
+absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(
+    const weights::ModelWeights& weights, kernels::Backend& backend,
+    const StepExecutorOptions& options, std::unique_ptr<models::TokenDispatcher> dispatcher) {
+  if (options.block_size <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step executor: block_size must be > 0, got ", options.block_size));
+  }
+  if (options.num_blocks <= 0 || options.num_blocks > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step executor: num_blocks must be in [1, 2^31), got ", options.num_blocks));
+  }
+  if (options.max_tracked_requests == 0) {
+    return absl::InvalidArgumentError("step executor: max_tracked_requests must be > 0");
+  }
+  const ModelDescription& desc = weights.desc();
+  sampling::Sampler::Options sampler_options;
+  for (int64_t id : desc.eos_token_ids) sampler_options.eos_token_ids.push_back(static_cast<int32_t>(id));
+  sampler_options.logprobs_mode = options.logprobs_mode;
+  sampler_options.num_threads = std::max(1, options.sampler_threads);
+  std::unique_ptr<StepExecutor> e(new StepExecutor(options, std::move(sampler_options)));
+  ASSIGN_OR_RETURN(e->model_,
+                   models::DecoderModel::Create(desc, weights, backend, std::move(dispatcher)));
+  kv_cache::KvCacheOptions kv;
+  kv.num_blocks = options.num_blocks;
+  kv.block_size = options.block_size;
+  kv.dtype = options.kv_cache_dtype;
+  ASSIGN_OR_RETURN(kv_cache::KvCache cache,
+                   kv_cache::KvCache::Create(backend, e->model_->kv_cache_shape(), kv));
+  e->cache_ = std::make_unique<kv_cache::KvCache>(std::move(cache));
+  return e;
+}
+
+absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Load(
+    const std::string& model_dir, const weights::LoadOptions& load,
+    const StepExecutorOptions& options) {
+  ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(model_dir));
+  ASSIGN_OR_RETURN(weights::ModelWeights w, weights::LoadWeights(desc, model_dir, load));
+  auto owned_weights = std::make_unique<weights::ModelWeights>(std::move(w));
+  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
+                   kernels::CreateBackend(kernels::DeviceSpec{}));
+  ASSIGN_OR_RETURN(std::unique_ptr<StepExecutor> e, Create(*owned_weights, *backend, options));
+  e->owned_weights_ = std::move(owned_weights);
+  e->owned_backend_ = std::move(backend);
+  return e;
+}
+
+absl::Status StepExecutor::Validate(const control::v1::StepPlan& plan,
+                                    std::vector<sampling::SamplingParams>* params) const {
+  const int64_t vocab = model_->desc().vocab_size;
+  const int64_t num_blocks = cache_->num_blocks();
+  const int64_t block_size = cache_->block_size();
+  std::unordered_map<std::string, int> seen;
+  // (block id, sequence index) over the whole step, for the sharing check.
+  std::vector<std::pair<uint32_t, int>> blocks;
+  params->clear();
+  params->reserve(static_cast<size_t>(plan.sequences_size()));
+  for (int i = 0; i < plan.sequences_size(); ++i) {
+    const control::v1::SequencePlan& seq = plan.sequences(i);
+    const std::string& id = seq.request_id();
+    if (id.empty()) return Bad(i, id, "request_id", "is empty");
+    if (auto [it, inserted] = seen.emplace(id, i); !inserted) {
+      return Bad(i, id, "request_id", absl::StrCat("repeats sequences[", it->second, "]"));
+    }
+    if (seq.token_ids_size() == 0) return Bad(i, id, "token_ids", "is empty");
+    for (int j = 0; j < seq.token_ids_size(); ++j) {
+      if (static_cast<int64_t>(seq.token_ids(j)) >= vocab) {
+        return Bad(i, id, absl::StrCat("token_ids[", j, "]"),
+                   absl::StrCat("= ", seq.token_ids(j), " is outside the vocabulary [0, ", vocab,
+                                ")"));
+      }
+    }
+    for (int j = 0; j < seq.block_table_size(); ++j) {
+      if (static_cast<int64_t>(seq.block_table(j)) >= num_blocks) {
+        return Bad(i, id, absl::StrCat("block_table[", j, "]"),
+                   absl::StrCat("= ", seq.block_table(j), " is outside the KV cache's blocks [0, ",
+                                num_blocks, ")"));
+      }
+      blocks.emplace_back(seq.block_table(j), i);
+    }
+    const int64_t context = static_cast<int64_t>(seq.start_position()) + seq.token_ids_size();
+    const int64_t capacity = static_cast<int64_t>(seq.block_table_size()) * block_size;
+    if (context > capacity) {
+      return Bad(i, id, "block_table",
+                 absl::StrCat("holds ", seq.block_table_size(), " blocks (", capacity,
+                              " tokens) but start_position ", seq.start_position(), " + ",
+                              seq.token_ids_size(), " tokens need ", context));
+    }
+    if (auto it = history_.find(id);
+        it != history_.end() && static_cast<int64_t>(seq.start_position()) > it->second.size()) {
+      return Bad(i, id, "start_position",
+                 absl::StrCat("= ", seq.start_position(), " leaves a gap: only ",
+                              it->second.size(), " tokens of the request were fed or sampled"));
+    }
+    sampling::SamplingParams p = SamplingParamsFromProto(seq.sampling_params());
+    if (absl::Status s = sampling::Validate(p, vocab); !s.ok()) {
+      return Bad(i, id, "sampling_params", absl::StrCat("invalid: ", s.message()));
+    }
+    params->push_back(std::move(p));
+  }
+  std::sort(blocks.begin(), blocks.end());
+  for (size_t k = 1; k < blocks.size(); ++k) {
+    if (blocks[k].first != blocks[k - 1].first) continue;
+    const int a = blocks[k - 1].second;
+    const int b = blocks[k].second;
+    const std::string& id = plan.sequences(b).request_id();
+    return Bad(b, id, "block_table",
+               a == b ? absl::StrCat("lists block ", blocks[k].first, " twice")
+                      : absl::StrCat("shares block ", blocks[k].first, " with request '",
+                                     plan.sequences(a).request_id(), "' (sequences[", a, "])"));
+  }
+  return absl::OkStatus();
+}
+
+StepExecutor::History& StepExecutor::Track(const std::string& request_id) {
+  auto it = history_.find(request_id);
+  if (it == history_.end()) {
+    if (history_.size() >= options_.max_tracked_requests) {
+      // Drop the least recently stepped record, never one of this step.
+      auto oldest = std::min_element(history_.begin(), history_.end(),
+                                     [](const auto& a, const auto& b) {
+                                       return a.second.last_step < b.second.last_step;
+                                     });
+      if (oldest != history_.end() && oldest->second.last_step < steps_) history_.erase(oldest);
+    }
+    it = history_.emplace(request_id, History{}).first;
+  }
+  it->second.last_step = steps_;
+  return it->second;
+}
+
+void StepExecutor::Record(const control::v1::SequencePlan& seq, History& h) const {
+  const int64_t start = seq.start_position();
+  for (int j = 0; j < seq.token_ids_size(); ++j) {
+    if (start + j < h.size()) continue;  // already recorded (decode, recompute)
+    const int32_t token = static_cast<int32_t>(seq.token_ids(j));
+    (h.output.empty() ? h.prompt : h.output).push_back(token);
+  }
+}
+
+bool StepExecutor::Release(const std::string& request_id) {
+  return history_.erase(request_id) > 0;
+}
+
+absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1::StepPlan& plan) {
+  const auto t0 = std::chrono::steady_clock::now();
+  control::v1::StepResult result;
+  result.set_step_id(plan.step_id());
+  auto finish = [&] {
+    result.set_step_seconds(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  if (plan.sequences_size() == 0) {
+    finish();
+    return result;
+  }
+  std::vector<sampling::SamplingParams> params;
+  RETURN_IF_ERROR(Validate(plan, &params));
+  ++steps_;
+
+  models::StepInput input;
+  input.sequences.reserve(static_cast<size_t>(plan.sequences_size()));
+  for (const control::v1::SequencePlan& seq : plan.sequences()) {
+    models::StepSequence& s = input.sequences.emplace_back();
+    s.token_ids.assign(seq.token_ids().begin(), seq.token_ids().end());
+    s.num_cached = seq.start_position();
+    s.block_table.assign(seq.block_table().begin(), seq.block_table().end());
+    s.logits = seq.sample() ? models::LogitsRows::kLast : models::LogitsRows::kNone;
+  }
+  ASSIGN_OR_RETURN(kernels::Tensor logits, model_->Forward(input, *cache_));
+
+  // The step ran: record what was fed, then sample.
+  std::vector<int> sampled;  // plan indices with a logits row, in row order
+  std::vector<History*> records;
+  for (int i = 0; i < plan.sequences_size(); ++i) {
+    History& h = Track(plan.sequences(i).request_id());
+    Record(plan.sequences(i), h);
+    records.push_back(&h);
+    if (plan.sequences(i).sample()) sampled.push_back(i);
+  }
+  if (!sampled.empty()) {
+    ASSIGN_OR_RETURN(std::vector<float> host, models::ToHostFloats(model_->backend(), logits));
+    std::vector<sampling::SamplingRow> rows;
+    rows.reserve(sampled.size());
+    for (int i : sampled) {
+      const History& h = *records[static_cast<size_t>(i)];
+      sampling::SamplingRow& row = rows.emplace_back();
+      row.params = &params[static_cast<size_t>(i)];
+      row.prompt_ids = h.prompt;
+      row.output_ids = h.output;
+      row.step = h.output.size();
+    }
+    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<sampling::SampledToken>> tokens,
+                     sampler_.SampleBatch(host, model_->desc().vocab_size, rows));
+    for (size_t r = 0; r < sampled.size(); ++r) {
+      const int i = sampled[r];
+      const std::string& id = plan.sequences(i).request_id();
+      if (!tokens[r].ok()) {
+        return absl::Status(tokens[r].status().code(),
+                            absl::StrCat("request '", id, "': sampling failed: ",
+                                         tokens[r].status().message()));
+      }
+      const sampling::SampledToken& t = *tokens[r];
+      records[static_cast<size_t>(i)]->output.push_back(t.token_id);
+      control::v1::SequenceResult* out = result.add_sequences();
+      out->set_request_id(id);
+      out->add_token_ids(static_cast<uint32_t>(t.token_id));
+      if (params[static_cast<size_t>(i)].logprobs) {
+        epserve::v1::TokenLogprob* lp = out->add_logprobs();
+        lp->set_token_id(static_cast<uint32_t>(t.token_id));
+        lp->set_logprob(t.logprob.value_or(0.0f));
+        for (const sampling::TokenLogprob& top : t.top_logprobs) {
+          epserve::v1::TopLogprob* tl = lp->add_top_logprobs();
+          tl->set_token_id(static_cast<uint32_t>(top.token_id));
+          tl->set_logprob(top.logprob);
+        }
+      }
+    }
+  }
+  finish();
+  return result;
+}
+
+}  // namespace epserve::step
