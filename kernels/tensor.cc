@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/shape.h"
 
 namespace epserve::kernels {
 namespace {
@@ -55,11 +56,7 @@ std::shared_ptr<Storage> ExternalHostStorage(const void* data, size_t bytes,
   return std::make_shared<ExternalStorage>(data, bytes, std::move(owner));
 }
 
-int64_t Tensor::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
+int64_t Tensor::numel() const { return NumElements(shape); }
 
 const void* Tensor::data() const {
   return storage ? static_cast<const char*>(storage->data()) + byte_offset : nullptr;

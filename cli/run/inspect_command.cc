@@ -8,6 +8,7 @@
 #include "common/model_config/tensor_spec.h"
 #include "common/placement.h"
 #include "common/safetensors/checkpoint.h"
+#include "common/shape.h"
 #include "nlohmann/json.hpp"
 #include "worker/weights/checkpoint_binding.h"
 #include "worker/weights/dtype_policy.h"
@@ -141,9 +142,7 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
   std::vector<uint64_t> rank_bytes(static_cast<size_t>(world), 0);
   for (const TensorSpec& s : specs) {
     DataType t = weights::StorageDtype(s.role, *weight_dtype);
-    int64_t n = 1;
-    for (int64_t d : s.shape) n *= d;
-    uint64_t bytes = static_cast<uint64_t>(n) * DataTypeSize(t);
+    uint64_t bytes = static_cast<uint64_t>(NumElements(s.shape)) * DataTypeSize(t);
     loaded_bytes[DataTypeName(t)] += bytes;
     for (int r = 0; r < world; ++r) {
       if (s.expert < 0 || weights::IsLocalExpert(placement, static_cast<uint32_t>(r), s.expert)) {

@@ -1,6 +1,7 @@
 #include "common/model_config/model_description.h"
 
 #include "common/model_config/tensor_spec.h"
+#include "common/shape.h"
 
 namespace epserve {
 
@@ -61,16 +62,6 @@ int ModelDescription::num_moe_layers() const {
   for (LayerKind k : layer_kinds) n += k == LayerKind::kMoe ? 1 : 0;
   return n;
 }
-
-namespace {
-
-int64_t NumElements(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-}  // namespace
 
 int64_t ModelDescription::total_params() const {
   int64_t total = 0;

@@ -11,6 +11,7 @@
 #include "tests/integration/cluster_harness.h"
 #include "common/model_config/model_config.h"
 #include "common/model_config/tensor_spec.h"
+#include "common/shape.h"
 #include "worker/comm/alltoall_check.h"
 
 namespace epserve::testing {
@@ -101,9 +102,7 @@ TEST(Cluster, FormsGroupDetectsLossAndStallReformsAndShutsDown) {
       if (s.expert >= 0 && owners[static_cast<size_t>(s.expert)] != static_cast<uint32_t>(rank)) {
         continue;
       }
-      int64_t n = 1;
-      for (int64_t d : s.shape) n *= d;
-      bytes += static_cast<uint64_t>(n) * 4;  // the tiny model is float32
+      bytes += static_cast<uint64_t>(NumElements(s.shape)) * 4;  // the tiny model is float32
     }
     EXPECT_EQ(w->weight_dtype(), "float32");
     EXPECT_EQ(w->weight_bytes(), bytes) << "rank " << rank;

@@ -17,6 +17,7 @@
 #include "common/placement.h"
 #include "common/safetensors/checkpoint.h"
 #include "common/safetensors/writer.h"
+#include "common/shape.h"
 
 namespace epserve::weights {
 namespace {
@@ -47,8 +48,7 @@ uint16_t Value(const std::string& name, int64_t i) {
 
 safetensors::TensorToWrite Bf16Tensor(const std::string& name, const std::vector<int64_t>& shape,
                                       const std::string& value_name = "") {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  const int64_t n = NumElements(shape);
   std::string bytes(static_cast<size_t>(n) * 2, '\0');
   for (int64_t i = 0; i < n; ++i) {
     uint16_t v = Value(value_name.empty() ? name : value_name, i);
@@ -220,9 +220,7 @@ TEST_F(WeightLoaderTest, RankReadsOnlyItsOwnExperts) {
   ASSERT_TRUE(placement.ok());
   uint64_t expert_bytes = 0, dense_bytes = 0;
   for (const TensorSpec& s : ExpectedTensors(desc)) {
-    int64_t n = 1;
-    for (int64_t d : s.shape) n *= d;
-    (s.expert >= 0 ? expert_bytes : dense_bytes) += static_cast<uint64_t>(n) * 2;
+    (s.expert >= 0 ? expert_bytes : dense_bytes) += static_cast<uint64_t>(NumElements(s.shape)) * 2;
   }
   for (uint32_t rank = 0; rank < 4; ++rank) {
     SCOPED_TRACE(rank);

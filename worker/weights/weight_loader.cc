@@ -7,6 +7,7 @@
 #include "common/dtype_convert.h"
 #include "common/logging.h"
 #include "common/safetensors/checkpoint.h"
+#include "common/shape.h"
 #include "common/status.h"
 #include "worker/weights/checkpoint_binding.h"
 #include "worker/weights/dtype_policy.h"
@@ -149,8 +150,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     } else {
       const TensorSource& src = binding.sources[i];
       ASSIGN_OR_RETURN(absl::Span<const uint8_t> bytes, w.checkpoint_->Data(src.checkpoint_name));
-      int64_t numel = 1;
-      for (int64_t d : spec.shape) numel *= d;
+      const int64_t numel = NumElements(spec.shape);
       size_t src_elem = DataTypeSize(src.dtype);
       const uint8_t* begin = bytes.data() + src.element_offset * static_cast<int64_t>(src_elem);
       size_t src_bytes = static_cast<size_t>(numel) * src_elem;
