@@ -48,18 +48,14 @@ absl::StatusOr<DataType> ResolveWeightDtype(absl::string_view policy,
   return best;
 }
 
+bool IsNormRole(TensorRole role) {
+  return role == TensorRole::kFinalNorm || role == TensorRole::kInputNorm ||
+         role == TensorRole::kPostAttnNorm || role == TensorRole::kQNorm ||
+         role == TensorRole::kKNorm;
+}
+
 DataType StorageDtype(TensorRole role, DataType weight_dtype) {
-  switch (role) {
-    case TensorRole::kFinalNorm:
-    case TensorRole::kInputNorm:
-    case TensorRole::kPostAttnNorm:
-    case TensorRole::kQNorm:
-    case TensorRole::kKNorm:
-    case TensorRole::kRouter:
-      return DataType::kFloat32;
-    default:
-      return weight_dtype;
-  }
+  return IsNormRole(role) || role == TensorRole::kRouter ? DataType::kFloat32 : weight_dtype;
 }
 
 }  // namespace epserve::weights

@@ -21,6 +21,9 @@ absl::StatusOr<DataType> ResolveWeightDtype(absl::string_view policy,
                                             const ModelDescription& desc,
                                             const std::map<DataType, uint64_t>& checkpoint_bytes);
 
+// RMSNorm weights: final, input, post-attention, q and k norms.
+bool IsNormRole(TensorRole role);
+
 // The dtype a tensor of `role` is stored in when the model runs in
 // `weight_dtype`: norm weights and router (gate) weights are kept in float32
 // (routing and normalisation math is done in float32); everything else in

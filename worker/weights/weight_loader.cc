@@ -28,12 +28,6 @@ uint64_t SplitMix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-bool IsNorm(TensorRole role) {
-  return role == TensorRole::kFinalNorm || role == TensorRole::kInputNorm ||
-         role == TensorRole::kPostAttnNorm || role == TensorRole::kQNorm ||
-         role == TensorRole::kKNorm;
-}
-
 // Seeded values, independent of rank and placement: norms 1, everything else
 // uniform with standard deviation 0.02 (as HF initialises linear layers).
 absl::Status FillDummy(const TensorSpec& spec, uint64_t seed, kernels::Tensor* t) {
@@ -46,7 +40,7 @@ absl::Status FillDummy(const TensorSpec& spec, uint64_t seed, kernels::Tensor* t
   for (int64_t start = 0; start < t->numel(); start += kChunk) {
     int64_t n = std::min(kChunk, t->numel() - start);
     for (int64_t i = 0; i < n; ++i) {
-      if (IsNorm(spec.role)) {
+      if (IsNormRole(spec.role)) {
         chunk[i] = 1.0f;
       } else {
         float u = static_cast<float>(SplitMix64(state) >> 40) / static_cast<float>(1 << 24);
