@@ -8,12 +8,6 @@
 namespace epserve::router {
 namespace {
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(rpc::ToGrpc(status));
-  return reactor;
-}
-
 // A Generate stream that ends at once with a status.
 class RefusedGenerate final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
@@ -42,10 +36,10 @@ grpc::ServerUnaryReactor* ClientService::Abort(grpc::CallbackServerContext* ctx,
                                                const v1::AbortRequest* req,
                                                v1::AbortResponse* /*resp*/) {
   if (req->request_id().empty()) {
-    return Done(ctx, absl::InvalidArgumentError("request_id: must not be empty"));
+    return rpc::FinishUnary(ctx, absl::InvalidArgumentError("request_id: must not be empty"));
   }
   // No request can be running until Generate exists.
-  return Done(ctx, absl::NotFoundError(
+  return rpc::FinishUnary(ctx, absl::NotFoundError(
                        absl::StrCat("request_id: no running request '", req->request_id(), "'")));
 }
 
@@ -58,25 +52,25 @@ absl::Status ClientService::NeedTokenizer() const {
 grpc::ServerUnaryReactor* ClientService::Tokenize(grpc::CallbackServerContext* ctx,
                                                   const v1::TokenizeRequest* req,
                                                   v1::TokenizeResponse* resp) {
-  if (absl::Status s = NeedTokenizer(); !s.ok()) return Done(ctx, s);
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return rpc::FinishUnary(ctx, s);
   tokenizer::EncodeOptions options;
   options.add_special_tokens = !req->has_add_special_tokens() || req->add_special_tokens();
   absl::StatusOr<std::vector<int32_t>> ids = options_.tokenizer->Encode(req->text(), options);
-  if (!ids.ok()) return Done(ctx, Annotate(ids.status(), "text"));
+  if (!ids.ok()) return rpc::FinishUnary(ctx, Annotate(ids.status(), "text"));
   for (int32_t id : *ids) resp->add_token_ids(static_cast<uint32_t>(id));
-  return Done(ctx, absl::OkStatus());
+  return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ClientService::Detokenize(grpc::CallbackServerContext* ctx,
                                                     const v1::DetokenizeRequest* req,
                                                     v1::DetokenizeResponse* resp) {
-  if (absl::Status s = NeedTokenizer(); !s.ok()) return Done(ctx, s);
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return rpc::FinishUnary(ctx, s);
   std::vector<int32_t> ids;
   ids.reserve(static_cast<size_t>(req->token_ids_size()));
   for (int i = 0; i < req->token_ids_size(); ++i) {
     uint32_t id = req->token_ids(i);
     if (id > static_cast<uint32_t>(INT32_MAX)) {
-      return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+      return rpc::FinishUnary(ctx, absl::InvalidArgumentError(absl::StrCat(
                            "token_ids[", i, "]: id ", id, " is outside the vocabulary")));
     }
     ids.push_back(static_cast<int32_t>(id));
@@ -84,16 +78,16 @@ grpc::ServerUnaryReactor* ClientService::Detokenize(grpc::CallbackServerContext*
   tokenizer::DecodeOptions options;
   options.skip_special_tokens = !req->has_skip_special_tokens() || req->skip_special_tokens();
   absl::StatusOr<std::string> text = options_.tokenizer->Decode(ids, options);
-  if (!text.ok()) return Done(ctx, Annotate(text.status(), "token_ids"));
+  if (!text.ok()) return rpc::FinishUnary(ctx, Annotate(text.status(), "token_ids"));
   resp->set_text(std::move(*text));
-  return Done(ctx, absl::OkStatus());
+  return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ClientService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                       const v1::GetModelInfoRequest* /*req*/,
                                                       v1::GetModelInfoResponse* resp) {
   *resp = options_.model_info;
-  return Done(ctx, absl::OkStatus());
+  return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ClientService::GetServerInfo(grpc::CallbackServerContext* ctx,
@@ -106,7 +100,7 @@ grpc::ServerUnaryReactor* ClientService::GetServerInfo(grpc::CallbackServerConte
   *resp->mutable_expert_placement() = options_.expert_placement;
   resp->set_uptime_seconds(static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::seconds>(now - start_).count()));
-  return Done(ctx, absl::OkStatus());
+  return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 }  // namespace epserve::router

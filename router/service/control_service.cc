@@ -13,12 +13,6 @@ namespace {
 using control::v1::RouterMessage;
 using control::v1::WorkerMessage;
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(rpc::ToGrpc(status));
-  return reactor;
-}
-
 // One worker's step stream. Reads are handled one at a time; writes are
 // queued and sent one at a time (the callback API allows one outstanding
 // operation of each kind).
@@ -147,10 +141,10 @@ grpc::ServerUnaryReactor* ControlService::Register(grpc::CallbackServerContext* 
   if (!result.ok()) {
     LOG_WARN("refused registration from {} pid {}: {}", req->hostname(), req->pid(),
              result.status().ToString());
-    return Done(ctx, result.status());
+    return rpc::FinishUnary(ctx, result.status());
   }
   *resp = std::move(*result);
-  return Done(ctx, absl::OkStatus());
+  return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerBidiReactor<WorkerMessage, RouterMessage>* ControlService::Connect(
@@ -161,7 +155,7 @@ grpc::ServerBidiReactor<WorkerMessage, RouterMessage>* ControlService::Connect(
 grpc::ServerUnaryReactor* ControlService::StoreSet(grpc::CallbackServerContext* ctx,
                                                    const control::v1::StoreSetRequest* req,
                                                    control::v1::StoreSetResponse* /*resp*/) {
-  return Done(ctx, store_->Set(req->key(), req->value()));
+  return rpc::FinishUnary(ctx, store_->Set(req->key(), req->value()));
 }
 
 grpc::ServerUnaryReactor* ControlService::StoreGet(grpc::CallbackServerContext* ctx,
@@ -171,7 +165,7 @@ grpc::ServerUnaryReactor* ControlService::StoreGet(grpc::CallbackServerContext* 
     resp->set_found(true);
     resp->set_value(std::move(*value));
   }
-  return Done(ctx, absl::OkStatus());
+  return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 }  // namespace epserve::router
