@@ -232,6 +232,18 @@ absl::Status ReadRoutedExperts(const ConfigReader& r, const char* num_experts_ke
   return absl::OkStatus();
 }
 
+absl::Status ReadQwenMoeFeedForward(const ConfigReader& r, const char* num_experts_key,
+                                    ModelDescription* d) {
+  RETURN_IF_ERROR(ReadRoutedExperts(r, num_experts_key, &d->moe));
+  ASSIGN_OR_RETURN(d->moe.moe_intermediate_size, RequiredPositive(r, "moe_intermediate_size"));
+  ASSIGN_OR_RETURN(d->moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
+  ASSIGN_OR_RETURN(d->layer_kinds, ReadQwenMoeLayerKinds(r, d->num_layers, d->moe.num_experts));
+  if (d->num_moe_layers() < d->num_layers) {  // dense layers need their width
+    ASSIGN_OR_RETURN(d->intermediate_size, RequiredPositive(r, "intermediate_size"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RejectQwenSlidingWindow(const ConfigReader& r) {
   ASSIGN_OR_RETURN(bool sliding, r.Bool("use_sliding_window", false));
   if (sliding) return r.Unsupported("use_sliding_window", "= true is not supported");

@@ -46,6 +46,13 @@ absl::Status ReadQuantization(const ConfigReader& reader, QuantizationParams* qu
 absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeLayerKinds(const ConfigReader& reader,
                                                              int num_layers, int num_experts);
 
+// The feed-forward part shared by Qwen2-MoE and Qwen3-MoE: routed experts
+// (count under `num_experts_key`, num_experts_per_tok), moe_intermediate_size,
+// norm_topk_prob (default false), the layer kinds by the Qwen MoE rule, and
+// intermediate_size when some layer is dense.
+absl::Status ReadQwenMoeFeedForward(const ConfigReader& reader, const char* num_experts_key,
+                                    ModelDescription* desc);
+
 // Reads the routed-expert count under `num_experts_key` (required, > 0) and
 // num_experts_per_tok (required, 1..num_experts) into moe.
 absl::Status ReadRoutedExperts(const ConfigReader& reader, const char* num_experts_key,

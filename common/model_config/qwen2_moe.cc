@@ -21,19 +21,13 @@ absl::StatusOr<ModelDescription> ParseQwen2Moe(const ConfigReader& r) {
   RETURN_IF_ERROR(RejectQwenSlidingWindow(r));
   ASSIGN_OR_RETURN(d.attention_bias, r.Bool("qkv_bias", true));
   d.attention_out_bias = false;
-  RETURN_IF_ERROR(ReadRoutedExperts(r, "num_experts", &d.moe));
-  ASSIGN_OR_RETURN(d.moe.moe_intermediate_size, RequiredPositive(r, "moe_intermediate_size"));
-  ASSIGN_OR_RETURN(d.moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
+  RETURN_IF_ERROR(ReadQwenMoeFeedForward(r, "num_experts", &d));
   ASSIGN_OR_RETURN(d.moe.shared_expert_intermediate_size,
                    r.RequiredInt("shared_expert_intermediate_size"));
   if (d.moe.shared_expert_intermediate_size < 0) {
     return r.Invalid("shared_expert_intermediate_size", "must be >= 0");
   }
   d.moe.shared_expert_gate = d.moe.shared_expert_intermediate_size > 0;
-  ASSIGN_OR_RETURN(d.layer_kinds, ReadQwenMoeLayerKinds(r, d.num_layers, d.moe.num_experts));
-  if (d.num_moe_layers() < d.num_layers) {  // dense layers need their width
-    ASSIGN_OR_RETURN(d.intermediate_size, RequiredPositive(r, "intermediate_size"));
-  }
   return d;
 }
 

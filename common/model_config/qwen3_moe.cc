@@ -24,13 +24,7 @@ absl::StatusOr<ModelDescription> ParseQwen3Moe(const ConfigReader& r) {
   // transformers v4 writes `num_experts`, v5 `num_local_experts`.
   const char* experts_key =
       !r.Has("num_experts") && r.Has("num_local_experts") ? "num_local_experts" : "num_experts";
-  RETURN_IF_ERROR(ReadRoutedExperts(r, experts_key, &d.moe));
-  ASSIGN_OR_RETURN(d.moe.moe_intermediate_size, RequiredPositive(r, "moe_intermediate_size"));
-  ASSIGN_OR_RETURN(d.moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
-  ASSIGN_OR_RETURN(d.layer_kinds, ReadQwenMoeLayerKinds(r, d.num_layers, d.moe.num_experts));
-  if (d.num_moe_layers() < d.num_layers) {  // dense layers need their width
-    ASSIGN_OR_RETURN(d.intermediate_size, RequiredPositive(r, "intermediate_size"));
-  }
+  RETURN_IF_ERROR(ReadQwenMoeFeedForward(r, experts_key, &d));
   return d;
 }
 
