@@ -108,7 +108,7 @@ absl::Status WorkerRegistry::Attach(const std::string& worker_id, WorkerChannel*
     found->state = v1::WORKER_STATE_CONNECTED;
     found->last_seen = now;
     LOG_INFO("worker {} (rank {}) connected", worker_id, found->rank);
-    MaybeFormGroupLocked(now);
+    MaybeFormGroupLocked();
   }
   Notify(was_serving);
   return absl::OkStatus();
@@ -139,7 +139,7 @@ void WorkerRegistry::OnModelLoaded(const std::string& worker_id,
     LOG_INFO("worker {} (rank {}) loaded {} bytes of {} weights ({} local experts) in {:.2f} s",
              worker_id, w->rank, loaded.weight_bytes(), loaded.weight_dtype(),
              loaded.local_experts_size(), loaded.load_seconds());
-    MaybeFormGroupLocked(now);
+    MaybeFormGroupLocked();
   }
   Notify(was_serving);
 }
@@ -235,7 +235,7 @@ void WorkerRegistry::Sweep(Clock::time_point now) {
     for (const auto& [rank, reason] : lost) RemoveLocked(rank, reason);
     if (reform_after_ && now >= *reform_after_) {
       reform_after_.reset();
-      MaybeFormGroupLocked(now);
+      MaybeFormGroupLocked();
     }
   }
   Notify(was_serving);
@@ -329,8 +329,7 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
   }
 }
 
-void WorkerRegistry::MaybeFormGroupLocked(Clock::time_point now) {
-  (void)now;
+void WorkerRegistry::MaybeFormGroupLocked() {
   if (state_ == v1::CLUSTER_STATE_DRAINING) return;
   if (workers_.size() != options_.world_size) return;
   for (auto& [rank, w] : workers_) {

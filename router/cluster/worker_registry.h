@@ -124,11 +124,12 @@ class WorkerRegistry {
 
   Worker* FindLocked(const std::string& worker_id);
 
-  // All private helpers expect mu_ held. They return whether the serving
-  // state changed, so the listener can be told after unlocking.
+  // *Locked helpers expect mu_ held.
   void RemoveLocked(uint32_t rank, const std::string& reason);
-  void MaybeFormGroupLocked(Clock::time_point now);
+  void MaybeFormGroupLocked();
   void SetStateLocked(v1::ClusterState state, std::string reason);
+  // Called without mu_ after a public method changed state: tells the
+  // listener when SERVING started or stopped relative to `was_serving`.
   void Notify(bool was_serving);
 
   const RegistryOptions options_;
