@@ -311,7 +311,7 @@ void Worker::ExecuteStep(const control::v1::StepPlan& plan) {
   WorkerMessage reply;
   reply.mutable_step_result()->set_step_id(plan.step_id());
   reply.mutable_step_result()->set_error(
-      "this worker has no forward pass yet; it cannot execute steps");
+      "this worker does not execute steps yet (the step stream is not connected to worker/step)");
   Send(reply);
 }
 

@@ -29,7 +29,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
         absl::UnavailableError(absl::StrCat("cluster is not serving: ", info.state_reason())));
   }
   return new RefusedGenerate(absl::UnimplementedError(
-      "Generate is not available in this build: the workers have no forward pass yet"));
+      "Generate is not available in this build: the router does not schedule steps yet"));
 }
 
 grpc::ServerUnaryReactor* ClientService::Abort(grpc::CallbackServerContext* ctx,
