@@ -34,6 +34,23 @@ ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers send heartbeats");
 ABSL_FLAG(int, collective_timeout_ms, 10000,
           "Limit for forming the collective group and for every collective operation");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, how long in-flight work may take before exit");
+ABSL_FLAG(bool, expert_parallel, false,
+          "Split the MoE experts across the workers (--expert-placement); without it every "
+          "worker holds the whole model and serves its own requests (data parallel)");
+ABSL_FLAG(int, kv_block_size, 16, "Tokens per paged KV cache block");
+ABSL_FLAG(int, kv_cache_blocks, 0,
+          "KV cache blocks per worker; 0: each worker sizes its cache from --kv-cache-memory-mb");
+ABSL_FLAG(int, kv_cache_memory_mb, 256, "KV cache memory per local worker, in MiB");
+ABSL_FLAG(int, max_tokens_per_step, 2048,
+          "Tokens one worker computes per step (prefill chunks + decodes)");
+ABSL_FLAG(int, max_running_requests, 256, "Sequences one worker runs at once");
+ABSL_FLAG(int, max_waiting_requests, 1024,
+          "Requests queued for a worker; beyond it Generate answers RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_waiting_tokens, int64_t{1} << 22,
+          "Prompt tokens of queued requests; beyond it Generate answers RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, step_timeout_ms, 0,
+          "A step not answered by every worker within this long fails its requests; 0: "
+          "--collective-timeout-ms + --worker-timeout-ms");
 ABSL_FLAG(std::string, ports_file, "",
           "Write the bound addresses here as JSON once listening (for scripts and tests)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error (router and local workers)");
@@ -110,6 +127,25 @@ int main(int argc, char** argv) {
     epserve::Die(format.status().message(), 2);
   }
   options.worker_log_level = absl::GetFlag(FLAGS_log_level);
+  options.expert_parallel = absl::GetFlag(FLAGS_expert_parallel);
+  options.kv_block_size = PositiveFlag("kv-block-size", absl::GetFlag(FLAGS_kv_block_size));
+  options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
+  if (options.kv_cache_blocks < 0) epserve::Die("--kv-cache-blocks must be >= 0", 2);
+  options.kv_cache_memory_mb =
+      PositiveFlag("kv-cache-memory-mb", absl::GetFlag(FLAGS_kv_cache_memory_mb));
+  options.max_tokens_per_step =
+      PositiveFlag("max-tokens-per-step", absl::GetFlag(FLAGS_max_tokens_per_step));
+  options.max_running_requests =
+      PositiveFlag("max-running-requests", absl::GetFlag(FLAGS_max_running_requests));
+  options.max_waiting_requests =
+      PositiveFlag("max-waiting-requests", absl::GetFlag(FLAGS_max_waiting_requests));
+  options.max_waiting_tokens = absl::GetFlag(FLAGS_max_waiting_tokens);
+  if (options.max_waiting_tokens <= 0) epserve::Die("--max-waiting-tokens must be positive", 2);
+  int step_timeout = absl::GetFlag(FLAGS_step_timeout_ms);
+  if (step_timeout < 0) epserve::Die("--step-timeout-ms must be >= 0", 2);
+  options.step_timeout = step_timeout > 0
+                             ? std::chrono::milliseconds(step_timeout)
+                             : options.collective_timeout + options.worker_timeout;
 
   std::shared_ptr<epserve::router::RouterServer> server;
   std::mutex server_mu;

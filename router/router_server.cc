@@ -14,6 +14,8 @@
 #include "common/version.h"
 #include "router/cluster/rendezvous_store.h"
 #include "router/cluster/worker_registry.h"
+#include "router/engine/engine.h"
+#include "router/engine/serving_metrics.h"
 #include "router/router_metrics.h"
 #include "router/service/client_service.h"
 #include "router/service/control_service.h"
@@ -77,6 +79,26 @@ absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
 
 }  // namespace
 
+// The engine's StepTransport over the worker registry.
+class RegistryTransport final : public StepTransport {
+ public:
+  explicit RegistryTransport(WorkerRegistry* registry) : registry_(registry) {}
+
+  std::optional<GroupView> ServingGroup(std::string* reason) override {
+    std::optional<WorkerRegistry::ServingGroupInfo> g = registry_->ServingGroup(reason);
+    if (!g) return std::nullopt;
+    return GroupView{g->epoch, static_cast<int>(g->kv_block_size), g->kv_blocks};
+  }
+
+  absl::Status SendStep(uint64_t epoch,
+                        const std::vector<control::v1::StepPlan>& plans) override {
+    return registry_->SendStep(epoch, plans);
+  }
+
+ private:
+  WorkerRegistry* registry_;
+};
+
 absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOptions& options) {
   std::unique_ptr<RouterServer> self(new RouterServer());
   self->options_ = options;
@@ -89,6 +111,12 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   const v1::GetModelInfoResponse& model = *read;
   absl::StatusOr<v1::ExpertPlacement> placement = MakePlacement(model, options);
   if (!placement.ok()) return Annotate(placement.status(), "--model");
+  // Data parallel: every worker holds every expert (an empty table).
+  v1::ExpertPlacement plan_placement = *placement;
+  if (!options.expert_parallel) {
+    plan_placement.set_strategy("replicated");
+    plan_placement.clear_expert_to_rank();
+  }
 
   RegistryOptions reg;
   reg.world_size = options.world_size;
@@ -100,13 +128,28 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   reg.plan.set_dtype(weight_dtype);
   reg.plan.set_load_format(options.load_format);
   reg.plan.set_seed(options.seed);
-  *reg.plan.mutable_expert_placement() = *placement;
+  *reg.plan.mutable_expert_placement() = plan_placement;
+  reg.plan.mutable_kv_cache()->set_block_size(static_cast<uint32_t>(options.kv_block_size));
+  reg.plan.mutable_kv_cache()->set_num_blocks(static_cast<uint32_t>(options.kv_cache_blocks));
   self->store_ = std::make_unique<RendezvousStore>();
   self->registry_ = std::make_unique<WorkerRegistry>(reg, self->store_.get());
 
+  self->metrics_registry_ = std::make_shared<prometheus::Registry>();
+  self->metrics_ = std::make_unique<RouterMetrics>(*self->metrics_registry_);
+  std::string model_label = std::filesystem::path(model.model_path()).filename().string();
+  if (model_label.empty()) model_label = model.model_path();
+  self->serving_metrics_ =
+      std::make_unique<ServingMetrics>(*self->metrics_registry_, model_label);
+
   ClientServiceOptions client_options;
   client_options.model_info = model;
-  client_options.expert_placement = *placement;
+  client_options.expert_placement = plan_placement;
+  client_options.parallelism = options.expert_parallel ? "expert" : "data";
+  if (options.expert_parallel && options.world_size > 1 && model.num_experts() > 0) {
+    client_options.generate_unavailable =
+        "Generate with --expert-parallel needs the all-to-all token dispatcher, which this "
+        "build does not have; run without --expert-parallel (data parallel)";
+  }
   if (std::filesystem::exists(std::filesystem::path(options.model_dir) / "tokenizer.json")) {
     absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
         tokenizer::Tokenizer::FromPath(options.model_dir);
@@ -116,7 +159,27 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     LOG_WARN("{} has no tokenizer.json: Tokenize/Detokenize and text prompts are unavailable",
              options.model_dir);
   }
-  self->client_service_ = std::make_unique<ClientService>(client_options, self->registry_.get());
+  client_options.limits.vocab_size = model.vocab_size();
+  client_options.limits.max_context_length = model.max_context_length();
+  client_options.limits.has_tokenizer = client_options.tokenizer != nullptr;
+
+  EngineOptions engine_options;
+  engine_options.scheduler.max_tokens_per_step = options.max_tokens_per_step;
+  engine_options.scheduler.max_running_per_worker = options.max_running_requests;
+  engine_options.max_waiting_requests = options.max_waiting_requests;
+  engine_options.max_waiting_tokens = options.max_waiting_tokens;
+  engine_options.step_timeout = options.step_timeout;
+  engine_options.eos_token_ids.assign(model.eos_token_ids().begin(), model.eos_token_ids().end());
+  self->transport_ = std::make_unique<RegistryTransport>(self->registry_.get());
+  self->engine_ = std::make_unique<Engine>(engine_options, self->transport_.get(),
+                                           client_options.tokenizer, self->serving_metrics_.get());
+  self->registry_->SetStepResultListener(
+      [engine = self->engine_.get()](uint32_t rank, uint64_t epoch,
+                                     const control::v1::StepResult& result) {
+        engine->OnStepResult(rank, epoch, result);
+      });
+  self->client_service_ = std::make_unique<ClientService>(
+      client_options, self->registry_.get(), self->engine_.get(), self->serving_metrics_.get());
   self->control_service_ =
       std::make_unique<ControlService>(self->registry_.get(), self->store_.get());
 
@@ -144,13 +207,11 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   grpc::HealthCheckServiceInterface* health = self->server_->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kClientServiceName, false);
-  self->registry_->SetServingListener([health](bool serving) {
+  self->registry_->SetServingListener([health, engine = self->engine_.get()](bool serving) {
     health->SetServingStatus(serving);
     health->SetServingStatus(kClientServiceName, serving);
+    engine->OnServingChanged();
   });
-
-  self->metrics_registry_ = std::make_shared<prometheus::Registry>();
-  self->metrics_ = std::make_unique<RouterMetrics>(*self->metrics_registry_);
   if (options.metrics_listen) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
         MetricsServer::Start(*options.metrics_listen, self->metrics_registry_);
@@ -205,6 +266,7 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                      "--device=" + device,
                                      "--collective-host=127.0.0.1",
                                      "--metrics-listen=127.0.0.1:0",
+                                     absl::StrCat("--kv-cache-memory-mb=", options_.kv_cache_memory_mb),
                                      "--log-level=" + options_.worker_log_level};
     ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, SubprocessOptions{}));
     LOG_INFO("spawned local worker {} (pid {}) on {}", rank, child.pid(), device);
@@ -215,7 +277,7 @@ absl::Status RouterServer::SpawnLocalWorkers() {
 
 void RouterServer::SweepLoop() {
   std::unique_lock<std::mutex> lock(mu_);
-  while (!shutdown_started_) {
+  while (!sweeper_stop_) {
     lock.unlock();
     auto now = Clock::now();
     registry_->Sweep(now);
@@ -231,7 +293,7 @@ void RouterServer::SweepLoop() {
       }
     }
     lock.lock();
-    cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return shutdown_started_; });
+    cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return sweeper_stop_; });
   }
 }
 
@@ -241,13 +303,27 @@ void RouterServer::Shutdown(const std::string& reason) {
     if (shutdown_started_) return;
     shutdown_started_ = true;
   }
-  cv_.notify_all();
-  if (sweeper_.joinable()) sweeper_.join();
   if (server_) {
     LOG_INFO("shutting down: {}", reason);
     server_->GetHealthCheckService()->SetServingStatus(false);
     server_->GetHealthCheckService()->SetServingStatus(kClientServiceName, false);
   }
+  // In-flight requests finish (new ones are refused) while the workers and
+  // their liveness checks keep running.
+  if (engine_) {
+    EngineStats stats = engine_->Stats();
+    if (stats.running + stats.waiting > 0) {
+      LOG_INFO("draining {} request(s) (up to {} s)", stats.running + stats.waiting,
+               options_.drain_timeout.count());
+    }
+    engine_->Drain(std::chrono::duration_cast<std::chrono::milliseconds>(options_.drain_timeout));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sweeper_stop_ = true;
+  }
+  cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
   // Start() may have failed half-way: everything below is optional.
   if (registry_) registry_->ShutdownAll(reason);
   auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;

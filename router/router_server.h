@@ -30,6 +30,9 @@ class RendezvousStore;
 class ClientService;
 class ControlService;
 class RouterMetrics;
+class Engine;
+class ServingMetrics;
+class RegistryTransport;
 
 struct RouterOptions {
   std::string model_dir;
@@ -49,6 +52,18 @@ struct RouterOptions {
   std::string dtype = "auto";
   std::string load_format = "auto";
   uint64_t seed = 0;
+  // false: every worker holds the whole model (data parallel); true: the
+  // experts are split by `placement`.
+  bool expert_parallel = false;
+  // Serving: KV cache geometry, scheduler budget, admission limits.
+  int kv_block_size = 16;
+  int kv_cache_blocks = 0;  // 0: workers size their cache from memory
+  int kv_cache_memory_mb = 256;  // local workers
+  int max_tokens_per_step = 2048;
+  int max_running_requests = 256;
+  int max_waiting_requests = 1024;
+  int64_t max_waiting_tokens = int64_t{1} << 22;
+  std::chrono::milliseconds step_timeout{13000};
   // If set, the bound addresses are written here as JSON once listening.
   std::string ports_file;
 };
@@ -77,11 +92,15 @@ class RouterServer {
   RouterOptions options_;
   std::unique_ptr<RendezvousStore> store_;
   std::unique_ptr<WorkerRegistry> registry_;
+  std::shared_ptr<prometheus::Registry> metrics_registry_;
+  std::unique_ptr<ServingMetrics> serving_metrics_;
+  std::unique_ptr<RegistryTransport> transport_;
+  // Declared before server_: destroyed after it (calls in flight use it).
+  std::unique_ptr<Engine> engine_;
   std::unique_ptr<ClientService> client_service_;
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<grpc::Server> server_;
   HostPort grpc_address_;
-  std::shared_ptr<prometheus::Registry> metrics_registry_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::vector<Subprocess> local_workers_;
@@ -90,6 +109,7 @@ class RouterServer {
   std::mutex mu_;
   std::condition_variable cv_;
   bool shutdown_started_ = false;
+  bool sweeper_stop_ = false;
   bool shutdown_done_ = false;
 };
 

@@ -22,6 +22,8 @@ ABSL_FLAG(int, connect_timeout_s, 30,
           "Keep trying to reach and register with the router for this long, then exit");
 ABSL_FLAG(int, protocol_version, static_cast<int>(epserve::kProtocolVersion),
           "Control protocol version to announce (for compatibility testing)");
+ABSL_FLAG(int64_t, kv_cache_memory_mb, 256,
+          "Memory for the paged KV cache, in MiB, unless the router fixes the block count");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error");
 
 namespace {
@@ -63,6 +65,9 @@ int main(int argc, char** argv) {
   int connect_timeout = absl::GetFlag(FLAGS_connect_timeout_s);
   if (connect_timeout <= 0) epserve::Die("--connect-timeout-s must be positive", 2);
   options.register_retry = std::chrono::seconds(connect_timeout);
+  int64_t kv_mb = absl::GetFlag(FLAGS_kv_cache_memory_mb);
+  if (kv_mb <= 0) epserve::Die("--kv-cache-memory-mb must be positive", 2);
+  options.kv_cache_bytes = static_cast<uint64_t>(kv_mb) << 20;
   int protocol = absl::GetFlag(FLAGS_protocol_version);
   if (protocol < 0) epserve::Die("--protocol-version must be >= 0", 2);
   options.protocol_version = static_cast<unsigned>(protocol);

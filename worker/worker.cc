@@ -40,6 +40,12 @@ class WorkerMetrics {
                   .Help("This worker's rank in the cluster (-1 before registration)")
                   .Register(registry)
                   .Add({})),
+        steps_(prometheus::BuildCounter()
+                   .Name("epserve_worker_steps_total")
+                   .Help("Steps this worker executed, by result")
+                   .Register(registry)),
+        steps_ok_(steps_.Add({{"result", "ok"}})),
+        steps_error_(steps_.Add({{"result", "error"}})),
         weight_bytes_(prometheus::BuildGauge()
                           .Name("epserve_worker_weight_bytes")
                           .Help("Bytes of weights this worker holds (dense parts + its experts)")
@@ -53,6 +59,9 @@ class WorkerMetrics {
   prometheus::Counter& joins_error_;
   prometheus::Gauge& warmup_bytes_;
   prometheus::Gauge& rank_;
+  prometheus::Family<prometheus::Counter>& steps_;
+  prometheus::Counter& steps_ok_;
+  prometheus::Counter& steps_error_;
   prometheus::Gauge& weight_bytes_;
 };
 
@@ -218,12 +227,59 @@ absl::Status Worker::LoadModel() {
   m->set_weight_bytes(report.bytes_held);
   m->set_bytes_read(report.bytes_read);
   for (int e : report.local_experts) m->add_local_experts(static_cast<uint32_t>(e));
+  if (absl::Status s = CreateExecutor(m); !s.ok()) return s;
   m->set_load_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   metrics_->weight_bytes_.Set(static_cast<double>(report.bytes_held));
   LOG_INFO("loaded {} ({} tensors, {} bytes {}, {} local experts) in {:.2f} s", desc.architecture,
            report.num_tensors, report.bytes_held, DataTypeName(report.weight_dtype),
            report.local_experts.size(), m->load_seconds());
   Send(msg);
+  return absl::OkStatus();
+}
+
+absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
+  const ModelDescription& desc = weights_->desc();
+  const control::v1::KvCacheConfig& kv = registration_.plan().kv_cache();
+  step::StepExecutorOptions options;
+  options.block_size = kv.block_size() == 0 ? 16 : kv.block_size();
+  if (!kv.dtype().empty() && kv.dtype() != "auto") {
+    ASSIGN_OR_RETURN(options.kv_cache_dtype, ParseDataType(kv.dtype()));
+  }
+  const kv_cache::KvCacheShape shape{desc.num_layers, desc.num_kv_heads, desc.head_dim};
+  if (kv.num_blocks() > 0) {
+    options.num_blocks = kv.num_blocks();
+  } else {
+    ASSIGN_OR_RETURN(options.num_blocks,
+                     step::KvBlocksForBudget(shape, options.block_size, options.kv_cache_dtype,
+                                             options_.kv_cache_bytes));
+    if (options.num_blocks == 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "--kv-cache-memory-mb: ", options_.kv_cache_bytes, " bytes hold no KV block (one block of ",
+          options.block_size, " tokens takes ",
+          step::KvBlockBytes(shape, options.block_size, options.kv_cache_dtype), " bytes)"));
+    }
+  }
+  loaded->set_kv_block_size(static_cast<uint32_t>(options.block_size));
+  loaded->set_kv_num_blocks(static_cast<uint32_t>(options.num_blocks));
+  loaded->set_kv_cache_dtype(DataTypeName(options.kv_cache_dtype));
+  // A rank that holds only some experts needs the all-to-all dispatcher to
+  // run a MoE layer; without it the weights are loaded but steps are refused.
+  const weights::LoadReport& report = weights_->report();
+  if (desc.moe.num_experts > 0 &&
+      static_cast<int64_t>(report.local_experts.size()) < desc.moe.num_experts) {
+    no_executor_reason_ = absl::StrCat(
+        "rank ", registration_.rank(), " holds ", report.local_experts.size(), " of ",
+        desc.moe.num_experts, " experts; expert-parallel step execution needs the all-to-all "
+        "token dispatcher, which this build does not have");
+    LOG_WARN("{}", no_executor_reason_);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
+  ASSIGN_OR_RETURN(executor_, step::StepExecutor::Create(*weights_, *backend_, options));
+  LOG_INFO("KV cache: {} blocks of {} tokens ({}, {} bytes)", options.num_blocks,
+           options.block_size, DataTypeName(options.kv_cache_dtype),
+           static_cast<uint64_t>(options.num_blocks) *
+               step::KvBlockBytes(shape, options.block_size, options.kv_cache_dtype));
   return absl::OkStatus();
 }
 
@@ -309,9 +365,23 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
 
 void Worker::ExecuteStep(const control::v1::StepPlan& plan) {
   WorkerMessage reply;
-  reply.mutable_step_result()->set_step_id(plan.step_id());
-  reply.mutable_step_result()->set_error(
-      "this worker does not execute steps yet (the step stream is not connected to worker/step)");
+  if (executor_ == nullptr) {
+    reply.mutable_step_result()->set_step_id(plan.step_id());
+    reply.mutable_step_result()->set_error(no_executor_reason_);
+    Send(reply);
+    return;
+  }
+  for (const std::string& id : plan.release_request_ids()) executor_->Release(id);
+  absl::StatusOr<control::v1::StepResult> result = executor_->Execute(plan);
+  if (result.ok()) {
+    *reply.mutable_step_result() = std::move(*result);
+    metrics_->steps_ok_.Increment();
+  } else {
+    LOG_ERROR("step {} failed: {}", plan.step_id(), result.status().ToString());
+    reply.mutable_step_result()->set_step_id(plan.step_id());
+    reply.mutable_step_result()->set_error(std::string(result.status().message()));
+    metrics_->steps_error_.Increment();
+  }
   Send(reply);
 }
 

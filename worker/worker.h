@@ -17,7 +17,9 @@
 #include "epserve/control/v1/control.grpc.pb.h"
 #include "kernels/device.h"
 #include "worker/comm/communicator.h"
+#include "kernels/ops.h"
 #include "worker/control_client.h"
+#include "worker/step/step_executor.h"
 #include "worker/weights/weight_loader.h"
 
 namespace epserve::worker {
@@ -32,6 +34,9 @@ struct WorkerOptions {
   unsigned protocol_version = 0;
   // How long to keep trying to register before giving up.
   std::chrono::milliseconds register_retry{30000};
+  // Bytes for the paged KV cache when the router's plan does not fix the
+  // number of blocks.
+  uint64_t kv_cache_bytes = 256ull << 20;
 };
 
 class WorkerMetrics;
@@ -57,6 +62,8 @@ class Worker {
   absl::Status LoadModel();
   void JoinGroup(const control::v1::JoinGroup& join);
   void ExecuteStep(const control::v1::StepPlan& plan);
+  // Builds the step executor and its KV cache over the loaded weights.
+  absl::Status CreateExecutor(control::v1::ModelLoaded* loaded);
 
   const WorkerOptions options_;
   kernels::DeviceProperties device_;
@@ -67,6 +74,10 @@ class Worker {
   control::v1::RegisterResponse registration_;
   std::unique_ptr<comm::Communicator> comm_;
   std::unique_ptr<weights::ModelWeights> weights_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<step::StepExecutor> executor_;
+  // Why steps cannot run (empty when executor_ is set).
+  std::string no_executor_reason_;
 
   // The step stream.
   std::mutex stream_mu_;

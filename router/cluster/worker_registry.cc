@@ -26,6 +26,64 @@ void WorkerRegistry::SetServingListener(ServingListener listener) {
   listener_ = std::move(listener);
 }
 
+void WorkerRegistry::SetStepResultListener(StepResultListener listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  step_listener_ = std::move(listener);
+}
+
+void WorkerRegistry::OnStepResult(const std::string& worker_id,
+                                  const control::v1::StepResult& result) {
+  StepResultListener listener;
+  uint32_t rank = 0;
+  uint64_t epoch = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Worker* w = FindLocked(worker_id);
+    if (w == nullptr || w->state != v1::WORKER_STATE_READY) return;
+    rank = w->rank;
+    epoch = epoch_;
+    listener = step_listener_;
+  }
+  if (listener) listener(rank, epoch, result);
+}
+
+std::optional<WorkerRegistry::ServingGroupInfo> WorkerRegistry::ServingGroup(
+    std::string* reason) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != v1::CLUSTER_STATE_SERVING) {
+    if (reason != nullptr) *reason = state_reason_;
+    return std::nullopt;
+  }
+  ServingGroupInfo info;
+  info.epoch = epoch_;
+  for (const auto& [rank, w] : workers_) {
+    info.kv_block_size = w.loaded->kv_block_size();
+    info.kv_blocks.push_back(static_cast<int>(w.loaded->kv_num_blocks()));
+  }
+  return info;
+}
+
+absl::Status WorkerRegistry::SendStep(uint64_t epoch,
+                                      const std::vector<control::v1::StepPlan>& plans) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != v1::CLUSTER_STATE_SERVING || epoch != epoch_) {
+    return absl::UnavailableError(
+        state_ == v1::CLUSTER_STATE_SERVING
+            ? absl::StrCat("collective group epoch ", epoch, " is gone (now ", epoch_, ")")
+            : state_reason_);
+  }
+  if (plans.size() != workers_.size()) {
+    return absl::InternalError(absl::StrCat("SendStep: ", plans.size(), " plans for ",
+                                            workers_.size(), " workers"));
+  }
+  for (auto& [rank, w] : workers_) {
+    RouterMessage msg;
+    *msg.mutable_step_plan() = plans[rank];
+    w.channel->Send(msg);
+  }
+  return absl::OkStatus();
+}
+
 void WorkerRegistry::Notify(bool was_serving) {
   ServingListener listener;
   bool now_serving;
@@ -293,6 +351,8 @@ void WorkerRegistry::FillServerInfo(v1::GetServerInfoResponse* info, Clock::time
       wi->set_weight_dtype(w.loaded->weight_dtype());
       wi->set_weight_bytes(w.loaded->weight_bytes());
       *wi->mutable_local_experts() = w.loaded->local_experts();
+      wi->set_kv_blocks_total(w.loaded->kv_num_blocks());
+      wi->set_kv_block_size(w.loaded->kv_block_size());
     }
   }
 }

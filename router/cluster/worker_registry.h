@@ -63,6 +63,25 @@ class WorkerRegistry {
 
   void SetServingListener(ServingListener listener);
 
+  // Called (outside the registry lock) with every StepResult of a worker in
+  // the current group, with its rank and the group's epoch.
+  using StepResultListener =
+      std::function<void(uint32_t rank, uint64_t epoch, const control::v1::StepResult& result)>;
+  void SetStepResultListener(StepResultListener listener);
+  void OnStepResult(const std::string& worker_id, const control::v1::StepResult& result);
+
+  // The serving group: epoch, KV block size and each rank's KV block count
+  // (from ModelLoaded). nullopt with *reason set when not SERVING.
+  struct ServingGroupInfo {
+    uint64_t epoch = 0;
+    uint32_t kv_block_size = 0;
+    std::vector<int> kv_blocks;
+  };
+  std::optional<ServingGroupInfo> ServingGroup(std::string* reason) const;
+  // Sends plans[r] to rank r when `epoch` is still the serving group;
+  // UNAVAILABLE (sending nothing) otherwise.
+  absl::Status SendStep(uint64_t epoch, const std::vector<control::v1::StepPlan>& plans);
+
   // Assigns a rank and returns the worker's plan. Errors:
   //   FAILED_PRECONDITION  protocol version mismatch (names both versions)
   //   RESOURCE_EXHAUSTED   every rank is held by a live worker
@@ -135,6 +154,7 @@ class WorkerRegistry {
   const RegistryOptions options_;
   RendezvousStore* const store_;
   ServingListener listener_;
+  StepResultListener step_listener_;
 
   mutable std::mutex mu_;
   std::map<uint32_t, Worker> workers_;  // by rank

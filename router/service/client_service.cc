@@ -1,5 +1,8 @@
 #include "router/service/client_service.h"
 
+#include <deque>
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "common/rpc/grpc_status.h"
 #include "common/status.h"
@@ -7,6 +10,108 @@
 
 namespace epserve::router {
 namespace {
+
+// One Generate stream. The engine writes to it from its step loop; gRPC
+// allows one write in flight, so responses queue here, and chunks that pile
+// up behind a slow client merge into one (nothing is lost, fewer messages).
+// Owned by itself until gRPC calls OnDone, and by the engine while the
+// request is live, so neither outlives the other's use.
+class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                           public GenerateStream {
+ public:
+  static std::shared_ptr<GenerateCall> Create(Engine* engine, std::string id) {
+    std::shared_ptr<GenerateCall> call(new GenerateCall(engine, std::move(id)));
+    call->self_ = call;
+    return call;
+  }
+
+  void Write(v1::GenerateResponse response) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (done_ || finish_requested_) return;
+    if (queue_.size() >= 2 && response.has_chunk() && queue_.back().has_chunk()) {
+      v1::GenerateChunk* into = queue_.back().mutable_chunk();
+      const v1::GenerateChunk& from = response.chunk();
+      into->mutable_token_ids()->MergeFrom(from.token_ids());
+      into->mutable_text()->append(from.text());
+      into->mutable_logprobs()->MergeFrom(from.logprobs());
+    } else {
+      queue_.push_back(std::move(response));
+    }
+    Pump(lock);
+  }
+
+  void Finish(const absl::Status& status) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (done_ || finish_requested_) return;
+    finish_requested_ = true;
+    final_ = rpc::ToGrpc(status);
+    Pump(lock);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    queue_.pop_front();
+    if (!ok) {
+      // The client is gone: nothing more can be written.
+      queue_.clear();
+      finish_requested_ = true;
+      final_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      Pump(lock);
+      engine_->Cancel(id_, absl::CancelledError("the client went away"));
+      return;
+    }
+    Pump(lock);
+  }
+
+  void OnCancel() override {
+    engine_->Cancel(id_, absl::CancelledError("the client cancelled the call or its deadline "
+                                              "passed"));
+  }
+
+  void OnDone() override {
+    std::shared_ptr<GenerateCall> keep;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      keep = std::move(self_);
+    }
+    // `keep` may hold the last reference: nothing touches members after this.
+  }
+
+ private:
+  GenerateCall(Engine* engine, std::string id) : engine_(engine), id_(std::move(id)) {}
+
+  // Starts the next write or the finish; releases the lock before calling
+  // into gRPC.
+  void Pump(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || finish_called_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      const v1::GenerateResponse* next = &queue_.front();  // stable until popped
+      lock.unlock();
+      StartWrite(next);
+      return;
+    }
+    if (finish_requested_) {
+      finish_called_ = true;
+      grpc::Status status = final_;
+      lock.unlock();
+      grpc::ServerWriteReactor<v1::GenerateResponse>::Finish(status);
+    }
+  }
+
+  Engine* const engine_;
+  const std::string id_;
+  std::mutex mu_;
+  std::deque<v1::GenerateResponse> queue_;  // front() is in flight while writing_
+  bool writing_ = false;
+  bool finish_requested_ = false;
+  bool finish_called_ = false;
+  bool done_ = false;
+  grpc::Status final_;
+  std::shared_ptr<GenerateCall> self_;
+};
 
 // A Generate stream that ends at once with a status.
 class RefusedGenerate final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -17,19 +122,71 @@ class RefusedGenerate final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
 }  // namespace
 
-ClientService::ClientService(ClientServiceOptions options, WorkerRegistry* registry)
-    : options_(std::move(options)), registry_(registry), start_(Clock::now()) {}
+ClientService::ClientService(ClientServiceOptions options, WorkerRegistry* registry,
+                             Engine* engine, ServingMetrics* metrics)
+    : options_(std::move(options)),
+      registry_(registry),
+      engine_(engine),
+      metrics_(metrics),
+      start_(Clock::now()) {}
+
+absl::StatusOr<NewRequest> ClientService::Prepare(grpc::CallbackServerContext* ctx,
+                                                  const v1::GenerateRequest& req) {
+  RETURN_IF_ERROR(ValidateGenerateRequest(req, options_.limits));
+  NewRequest r;
+  r.arrival = EngineClock::now();
+  if (req.has_token_ids()) {
+    r.prompt_ids.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+  } else {
+    tokenizer::EncodeOptions options;
+    options.add_special_tokens = !req.has_add_special_tokens() || req.add_special_tokens();
+    absl::StatusOr<std::vector<int32_t>> ids = options_.tokenizer->Encode(req.text(), options);
+    if (!ids.ok()) return Annotate(ids.status(), "text");
+    r.prompt_ids.assign(ids->begin(), ids->end());
+  }
+  ASSIGN_OR_RETURN(r.max_tokens,
+                   ResolveMaxTokens(req.sampling_params(), r.prompt_ids.size(), options_.limits));
+  r.sampling = req.sampling_params();
+  r.priority = req.priority();
+  r.id = req.request_id().empty()
+             ? absl::StrCat("gen-", start_.time_since_epoch().count() % 1000000, "-",
+                            next_request_.fetch_add(1))
+             : req.request_id();
+  const auto deadline = ctx->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    r.deadline = r.arrival + std::chrono::duration_cast<EngineClock::duration>(
+                                 deadline - std::chrono::system_clock::now());
+  }
+  return r;
+}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
-    grpc::CallbackServerContext* /*ctx*/, const v1::GenerateRequest* /*req*/) {
+    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
+  auto refuse = [&](const char* reason, const absl::Status& status) {
+    if (metrics_ != nullptr) metrics_->RequestRejected(reason);
+    return new RefusedGenerate(status);
+  };
+  if (!options_.generate_unavailable.empty()) {
+    return refuse("unavailable", absl::UnimplementedError(options_.generate_unavailable));
+  }
+  if (engine_->draining()) {
+    return refuse("draining", absl::UnavailableError(
+                                  "the router is draining (shutting down); not accepting new "
+                                  "requests"));
+  }
   if (!registry_->serving()) {
     v1::GetServerInfoResponse info;
     registry_->FillServerInfo(&info, Clock::now());
-    return new RefusedGenerate(
-        absl::UnavailableError(absl::StrCat("cluster is not serving: ", info.state_reason())));
+    return refuse("unavailable", absl::UnavailableError(absl::StrCat(
+                                     "cluster is not serving: ", info.state_reason())));
   }
-  return new RefusedGenerate(absl::UnimplementedError(
-      "Generate is not available in this build: the router does not schedule steps yet"));
+  absl::StatusOr<NewRequest> prepared = Prepare(ctx, *req);
+  if (!prepared.ok()) return refuse("invalid", prepared.status());
+  std::shared_ptr<GenerateCall> call = GenerateCall::Create(engine_, prepared->id);
+  prepared->stream = call;
+  // Submit counts its own rejections.
+  if (absl::Status s = engine_->Submit(std::move(*prepared)); !s.ok()) call->Finish(s);
+  return call.get();
 }
 
 grpc::ServerUnaryReactor* ClientService::Abort(grpc::CallbackServerContext* ctx,
@@ -38,9 +195,7 @@ grpc::ServerUnaryReactor* ClientService::Abort(grpc::CallbackServerContext* ctx,
   if (req->request_id().empty()) {
     return rpc::FinishUnary(ctx, absl::InvalidArgumentError("request_id: must not be empty"));
   }
-  // No request can be running until Generate exists.
-  return rpc::FinishUnary(ctx, absl::NotFoundError(
-                       absl::StrCat("request_id: no running request '", req->request_id(), "'")));
+  return rpc::FinishUnary(ctx, engine_->Abort(req->request_id()));
 }
 
 absl::Status ClientService::NeedTokenizer() const {
@@ -98,6 +253,20 @@ grpc::ServerUnaryReactor* ClientService::GetServerInfo(grpc::CallbackServerConte
   resp->set_protocol_version(kProtocolVersion);
   registry_->FillServerInfo(resp, now);
   *resp->mutable_expert_placement() = options_.expert_placement;
+  resp->set_parallelism(options_.parallelism);
+  EngineStats stats = engine_->Stats();
+  resp->set_requests_running(static_cast<uint32_t>(stats.running));
+  resp->set_requests_waiting(static_cast<uint32_t>(stats.waiting));
+  if (stats.draining) {
+    resp->set_state(v1::CLUSTER_STATE_DRAINING);
+    resp->set_state_reason("draining: in-flight requests finish, new ones are refused");
+  }
+  for (v1::WorkerInfo& w : *resp->mutable_workers()) {
+    if (w.rank() < stats.workers.size()) {
+      w.set_kv_blocks_used(static_cast<uint32_t>(stats.workers[w.rank()].kv_blocks_used));
+      w.set_requests_running(static_cast<uint32_t>(stats.workers[w.rank()].requests_running));
+    }
+  }
   resp->set_uptime_seconds(static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::seconds>(now - start_).count()));
   return rpc::FinishUnary(ctx, absl::OkStatus());

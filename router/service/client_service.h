@@ -1,6 +1,7 @@
 // epserve.v1.Epserve: the client API.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 
 #include <memory>
@@ -8,6 +9,8 @@
 #include "common/tokenizer/tokenizer.h"
 #include "epserve/v1/epserve.grpc.pb.h"
 #include "router/cluster/worker_registry.h"
+#include "router/engine/engine.h"
+#include "router/validation/generate_validation.h"
 
 namespace epserve::router {
 
@@ -16,11 +19,20 @@ struct ClientServiceOptions {
   v1::ExpertPlacement expert_placement;
   // The model's tokenizer; null when the model directory has none.
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
+  // "data" or "expert" (GetServerInfo.parallelism).
+  std::string parallelism = "data";
+  // Request limits; vocab_size, max_context_length and has_tokenizer are
+  // filled from the model.
+  GenerateLimits limits;
+  // Generate is refused with this reason when non-empty.
+  std::string generate_unavailable;
 };
 
 class ClientService final : public v1::Epserve::CallbackService {
  public:
-  ClientService(ClientServiceOptions options, WorkerRegistry* registry);
+  // `registry`, `engine` and `metrics` (may be null) must outlive the service.
+  ClientService(ClientServiceOptions options, WorkerRegistry* registry, Engine* engine,
+                ServingMetrics* metrics);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) override;
@@ -41,9 +53,15 @@ class ClientService final : public v1::Epserve::CallbackService {
 
  private:
   absl::Status NeedTokenizer() const;
+  // Validates and tokenizes; the request the engine runs.
+  absl::StatusOr<NewRequest> Prepare(grpc::CallbackServerContext* ctx,
+                                     const v1::GenerateRequest& req);
 
   const ClientServiceOptions options_;
   WorkerRegistry* registry_;
+  Engine* engine_;
+  ServingMetrics* metrics_;
+  std::atomic<uint64_t> next_request_ = 0;
   const Clock::time_point start_;
 };
 

@@ -61,6 +61,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, RouterM
       if (in_.has_group_ready()) registry_->OnGroupReady(worker_id_, in_.group_ready(), now);
       if (in_.has_model_loaded()) registry_->OnModelLoaded(worker_id_, in_.model_loaded(), now);
       if (in_.has_fatal()) registry_->OnFatal(worker_id_, in_.fatal().error());
+      if (in_.has_step_result()) registry_->OnStepResult(worker_id_, in_.step_result());
     }
     StartRead(&in_);
   }

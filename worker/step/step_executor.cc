@@ -194,7 +194,10 @@ void StepExecutor::Record(const control::v1::SequencePlan& seq, History& h) cons
   for (int j = 0; j < seq.token_ids_size(); ++j) {
     if (start + j < h.size()) continue;  // already recorded (decode, recompute)
     const int32_t token = static_cast<int32_t>(seq.token_ids(j));
-    (h.output.empty() ? h.prompt : h.output).push_back(token);
+    const bool is_prompt = seq.num_prompt_tokens() > 0
+                               ? start + j < static_cast<int64_t>(seq.num_prompt_tokens())
+                               : h.output.empty();
+    (is_prompt ? h.prompt : h.output).push_back(token);
   }
 }
 

@@ -23,7 +23,10 @@
 //   per-request record of the tokens fed (prompt) and sampled (output), fed
 //   from the plans only. A decode plan re-feeding the last sampled token, or a
 //   recompute after preemption re-feeding prompt + output, overlaps the
-//   record and changes nothing. Release(request_id) drops a record (the router
+//   record and changes nothing. SequencePlan.num_prompt_tokens says where the
+//   prompt ends, so a record rebuilt from a recompute on a worker that never
+//   saw the request (or released it) splits prompt and output as the first
+//   run did. Release(request_id) drops a record (the router
 //   calls it when a request ends); at most `max_tracked_requests` records are
 //   kept, the least recently stepped one is dropped to make room (a dropped
 //   live request then sees only the tokens fed after that).

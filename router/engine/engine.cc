@@ -1,0 +1,591 @@
+#include "router/engine/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+
+namespace epserve::router {
+namespace {
+
+double Seconds(EngineClock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+v1::FinishReason ToProto(scheduler::FinishReason r) {
+  switch (r) {
+    case scheduler::FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case scheduler::FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case scheduler::FinishReason::kAbort: return v1::FINISH_REASON_ABORT;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+const char* MetricReason(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_STOP: return "stop";
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_ABORT: return "abort";
+    default: return "error";
+  }
+}
+
+}  // namespace
+
+struct Engine::Tracked {
+  NewRequest req;
+  // The sampling fields the workers use (router-only fields cleared).
+  v1::SamplingParams plan_params;
+  std::unique_ptr<tokenizer::StreamingDetokenizer> detok;
+  std::vector<std::string> stop_strings;
+  std::vector<uint32_t> output_ids;
+  bool computed_once = false;
+  std::optional<EngineClock::time_point> last_token;
+  int worker = -1;  // rank of the group it last ran on
+  std::optional<std::string> matched_stop_str;
+  std::optional<uint32_t> matched_stop_token;
+};
+
+Engine::Engine(EngineOptions options, StepTransport* transport,
+               std::shared_ptr<const tokenizer::Tokenizer> tokenizer, ServingMetrics* metrics)
+    : options_(std::move(options)),
+      transport_(transport),
+      tokenizer_(std::move(tokenizer)),
+      metrics_(metrics) {
+  loop_ = std::thread([this] { Loop(); });
+}
+
+Engine::~Engine() { Stop(); }
+
+absl::Status Engine::Submit(NewRequest request) {
+  const int64_t prompt_tokens = static_cast<int64_t>(request.prompt_ids.size());
+  auto reject = [&](const char* reason, absl::Status status) {
+    if (metrics_ != nullptr) metrics_->RequestRejected(reason);
+    return status;
+  };
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || draining_) {
+    return reject("draining", absl::UnavailableError(
+                                  "the router is draining (shutting down); not accepting new "
+                                  "requests"));
+  }
+  if (live_ids_.count(request.id) != 0) {
+    return reject("invalid", absl::AlreadyExistsError(absl::StrCat(
+                                 "request_id: a request with id '", request.id, "' is running")));
+  }
+  int inbox_adds = 0;
+  for (const Command& c : inbox_) inbox_adds += c.kind == Command::kAdd ? 1 : 0;
+  const int waiting = stats_.waiting + inbox_adds;
+  if (waiting >= options_.max_waiting_requests) {
+    return reject("queue_full", absl::ResourceExhaustedError(absl::StrCat(
+                                    "queue full: ", waiting, " requests are waiting (limit ",
+                                    options_.max_waiting_requests,
+                                    ", --max-waiting-requests); retry later")));
+  }
+  const int64_t tokens = waiting_tokens_ + inbox_tokens_;
+  if (waiting > 0 && tokens + prompt_tokens > options_.max_waiting_tokens) {
+    return reject("queue_full",
+                  absl::ResourceExhaustedError(absl::StrCat(
+                      "queue full: ", tokens, " prompt tokens are waiting and this request adds ",
+                      prompt_tokens, " (limit ", options_.max_waiting_tokens,
+                      ", --max-waiting-tokens); retry later")));
+  }
+  auto t = std::make_shared<Tracked>();
+  t->plan_params = request.sampling;
+  t->plan_params.clear_stop();
+  t->plan_params.clear_max_tokens();
+  t->plan_params.clear_include_stop_str_in_output();
+  t->plan_params.clear_skip_special_tokens();
+  if (tokenizer_ != nullptr) {
+    tokenizer::StreamingOptions so;
+    so.skip_special_tokens =
+        !request.sampling.has_skip_special_tokens() || request.sampling.skip_special_tokens();
+    so.stop_strings.assign(request.sampling.stop().begin(), request.sampling.stop().end());
+    so.include_stop_str_in_output = request.sampling.include_stop_str_in_output();
+    t->stop_strings = so.stop_strings;
+    t->detok = std::make_unique<tokenizer::StreamingDetokenizer>(*tokenizer_, std::move(so));
+  }
+  t->req = std::move(request);
+  live_ids_.insert(t->req.id);
+  inbox_tokens_ += prompt_tokens;
+  Command c{Command::kAdd, t->req.id, std::move(t), absl::OkStatus()};
+  inbox_.push_back(std::move(c));
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Abort(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (live_ids_.count(id) == 0) {
+    return absl::NotFoundError(absl::StrCat("request_id: no running request '", id, "'"));
+  }
+  inbox_.push_back(Command{Command::kAbort, id, nullptr, absl::OkStatus()});
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+void Engine::Cancel(const std::string& id, const absl::Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (live_ids_.count(id) == 0) return;
+  inbox_.push_back(Command{Command::kCancel, id, nullptr, status});
+  cv_.notify_all();
+}
+
+void Engine::OnServingChanged() {
+  std::lock_guard<std::mutex> lock(mu_);
+  serving_changed_ = true;
+  cv_.notify_all();
+}
+
+void Engine::OnStepResult(uint32_t rank, uint64_t epoch, const control::v1::StepResult& result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (epoch != pending_epoch_ || result.step_id() != pending_step_) return;  // stale
+  results_[rank] = result;
+  cv_.notify_all();
+}
+
+int Engine::Drain(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  cv_.wait_for(lock, timeout, [this] { return live_ids_.empty() || stopping_; });
+  const int left = static_cast<int>(live_ids_.size());
+  lock.unlock();
+  if (left > 0) {
+    LOG_WARN("drain timeout ({} ms) passed with {} request(s) in flight; ending them",
+             timeout.count(), left);
+  }
+  Stop();
+  return left;
+}
+
+void Engine::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    draining_ = true;
+  }
+  cv_.notify_all();
+  if (loop_.joinable()) loop_.join();
+  // The loop is gone: this thread owns its state now.
+  std::deque<Command> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(inbox_);
+  }
+  const absl::Status status = absl::UnavailableError("the router is shutting down");
+  for (Command& c : left) {
+    if (c.kind == Command::kAdd) requests_.emplace(c.id, std::move(c.request));
+  }
+  FailAll(status);
+}
+
+bool Engine::draining() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return draining_;
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStats s = stats_;
+  for (const Command& c : inbox_) s.waiting += c.kind == Command::kAdd ? 1 : 0;
+  s.draining = draining_;
+  return s;
+}
+
+void Engine::Loop() {
+  while (true) {
+    std::deque<Command> commands;
+    bool group_changed = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(50), [this] {
+        return stopping_ || !inbox_.empty() || serving_changed_ || !requests_.empty();
+      });
+      if (stopping_) return;
+      commands.swap(inbox_);
+      inbox_tokens_ = 0;
+      group_changed = serving_changed_;
+      serving_changed_ = false;
+    }
+    if (group_changed && scheduler_ != nullptr) {
+      std::string reason;
+      std::optional<GroupView> g = transport_->ServingGroup(&reason);
+      if (!g || g->epoch != group_.epoch) {
+        FailAll(absl::UnavailableError(absl::StrCat(
+            "the cluster stopped serving: ",
+            g ? absl::StrCat("collective group re-formed (epoch ", g->epoch, ")") : reason)));
+        scheduler_.reset();
+      }
+    }
+    ApplyCommands(std::move(commands));
+    ExpireDeadlines(EngineClock::now());
+    if (!requests_.empty() && scheduler_ != nullptr) RunStep();
+    PublishStats();
+  }
+}
+
+void Engine::EnsureScheduler() {
+  if (scheduler_ != nullptr) return;
+  std::string reason;
+  std::optional<GroupView> g = transport_->ServingGroup(&reason);
+  if (!g) return;
+  scheduler::SchedulerOptions so = options_.scheduler;
+  so.block_size = g->block_size;
+  absl::StatusOr<std::unique_ptr<scheduler::Scheduler>> s =
+      scheduler::Scheduler::Create(so, g->kv_blocks);
+  if (!s.ok()) {
+    LOG_ERROR("cannot schedule on collective group epoch {}: {}", g->epoch, s.status().ToString());
+    return;
+  }
+  scheduler_ = std::move(*s);
+  group_ = *g;
+  release_.resize(g->kv_blocks.size());
+  LOG_INFO("scheduling on collective group epoch {}: {} worker(s), KV blocks [{}] of {} tokens",
+           g->epoch, g->kv_blocks.size(), absl::StrJoin(g->kv_blocks, ", "), g->block_size);
+}
+
+void Engine::ApplyCommands(std::deque<Command> commands) {
+  for (Command& c : commands) {
+    if (c.kind == Command::kAdd) {
+      Tracked& t = *c.request;
+      EnsureScheduler();
+      if (scheduler_ == nullptr) {
+        std::string reason;
+        transport_->ServingGroup(&reason);
+        requests_.emplace(c.id, c.request);
+        EndRequest(t, absl::UnavailableError(absl::StrCat("cluster is not serving: ", reason)),
+                   std::nullopt);
+        continue;
+      }
+      scheduler::RequestSpec spec;
+      spec.id = t.req.id;
+      spec.prompt_ids = t.req.prompt_ids;
+      spec.max_tokens = static_cast<int>(t.req.max_tokens);
+      spec.priority = t.req.priority;
+      spec.stop_token_ids.assign(t.req.sampling.stop_token_ids().begin(),
+                                 t.req.sampling.stop_token_ids().end());
+      spec.eos_token_ids = options_.eos_token_ids;
+      spec.ignore_eos = t.req.sampling.ignore_eos();
+      requests_.emplace(c.id, c.request);
+      if (absl::Status s = scheduler_->Add(std::move(spec)); !s.ok()) {
+        EndRequest(t, s, std::nullopt);
+        continue;
+      }
+      if (metrics_ != nullptr) {
+        metrics_->RequestAdmitted(static_cast<int64_t>(t.req.prompt_ids.size()));
+      }
+      continue;
+    }
+    auto it = requests_.find(c.id);
+    if (it == requests_.end()) continue;  // ended meanwhile
+    std::shared_ptr<Tracked> t = it->second;
+    if (scheduler_ != nullptr) (void)scheduler_->Abort(c.id);
+    if (c.kind == Command::kAbort) {
+      EndRequest(*t, absl::OkStatus(), v1::FINISH_REASON_ABORT);
+    } else {
+      EndRequest(*t, c.status, std::nullopt);
+    }
+  }
+}
+
+void Engine::ExpireDeadlines(EngineClock::time_point now) {
+  std::vector<std::shared_ptr<Tracked>> expired;
+  for (auto& [id, t] : requests_) {
+    if (t->req.deadline && *t->req.deadline <= now) expired.push_back(t);
+  }
+  for (auto& t : expired) {
+    if (scheduler_ != nullptr) (void)scheduler_->Abort(t->req.id);
+    EndRequest(*t,
+               absl::DeadlineExceededError(absl::StrCat(
+                   "deadline passed ", Seconds(now - t->req.arrival), " s after arrival with ",
+                   t->output_ids.size(), " token(s) generated",
+                   t->computed_once ? "" : " (the request never ran)")),
+               std::nullopt);
+  }
+}
+
+void Engine::FailAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<Tracked>> all;
+  all.reserve(requests_.size());
+  for (auto& [id, t] : requests_) all.push_back(t);
+  for (auto& t : all) {
+    if (scheduler_ != nullptr) (void)scheduler_->Abort(t->req.id);
+    EndRequest(*t, status, std::nullopt);
+  }
+  if (!all.empty()) LOG_WARN("ended {} request(s): {}", all.size(), status.ToString());
+}
+
+void Engine::EndRequest(Tracked& t, const absl::Status& status,
+                        std::optional<v1::FinishReason> reason) {
+  const std::string id = t.req.id;
+  const auto now = EngineClock::now();
+  if (status.ok() && reason) {
+    if (t.detok != nullptr && !t.detok->finished()) {
+      absl::StatusOr<tokenizer::Delta> d = t.detok->Finish();
+      if (d.ok() && !d->text.empty()) {
+        v1::GenerateResponse chunk;
+        chunk.set_request_id(id);
+        chunk.mutable_chunk()->set_text(std::move(d->text));
+        t.req.stream->Write(std::move(chunk));
+      }
+    }
+    v1::GenerateResponse done;
+    done.set_request_id(id);
+    v1::GenerateComplete* c = done.mutable_complete();
+    c->set_finish_reason(*reason);
+    if (t.matched_stop_str) c->set_stop_str(*t.matched_stop_str);
+    if (t.matched_stop_token) c->set_stop_token_id(*t.matched_stop_token);
+    c->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(t.req.prompt_ids.size()));
+    c->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(t.output_ids.size()));
+    *c->mutable_output_ids() = {t.output_ids.begin(), t.output_ids.end()};
+    t.req.stream->Write(std::move(done));
+  }
+  t.req.stream->Finish(status);
+  if (metrics_ != nullptr) {
+    const char* label = reason ? MetricReason(*reason)
+                        : absl::IsCancelled(status) || absl::IsDeadlineExceeded(status)
+                            ? "abort"
+                            : "error";
+    metrics_->RequestFinished(label, Seconds(now - t.req.arrival));
+  }
+  if (t.worker >= 0 && static_cast<size_t>(t.worker) < release_.size()) {
+    release_[static_cast<size_t>(t.worker)].push_back(id);
+  }
+  requests_.erase(id);
+  std::lock_guard<std::mutex> lock(mu_);
+  live_ids_.erase(id);
+  cv_.notify_all();
+}
+
+bool Engine::RunStep() {
+  absl::StatusOr<scheduler::StepBatch> batch = scheduler_->Schedule();
+  if (!batch.ok()) {
+    FailAll(absl::InternalError(absl::StrCat("scheduler: ", batch.status().message())));
+    scheduler_.reset();
+    return false;
+  }
+  for (const std::string& id : batch->preempted) {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) continue;
+    // Its KV is gone; it may be recomputed on another worker.
+    if (it->second->worker >= 0) release_[static_cast<size_t>(it->second->worker)].push_back(id);
+    it->second->worker = -1;
+  }
+  if (metrics_ != nullptr && scheduler_->num_preemptions() > preemptions_seen_) {
+    metrics_->Preemptions(scheduler_->num_preemptions() - preemptions_seen_);
+  }
+  preemptions_seen_ = scheduler_->num_preemptions();
+  if (batch->empty()) {
+    // Nothing fits this step (cannot happen while requests are live: a
+    // request that fits no worker alone is refused by Add). Keep the
+    // scheduler consistent and do not spin.
+    (void)scheduler_->OnStepResult({});
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  }
+
+  const size_t world = batch->workers.size();
+  const uint64_t step_id = ++next_step_id_;
+  const auto now = EngineClock::now();
+  std::vector<control::v1::StepPlan> plans(world);
+  std::vector<const char*> phase(world, nullptr);
+  for (size_t w = 0; w < world; ++w) {
+    control::v1::StepPlan& plan = plans[w];
+    plan.set_step_id(step_id);
+    plan.set_epoch(group_.epoch);
+    bool prefill = false;
+    bool decode = false;
+    for (const scheduler::ScheduledSequence& s : batch->workers[w].sequences) {
+      Tracked& t = *requests_.at(s.request_id);
+      t.worker = static_cast<int>(w);
+      if (!t.computed_once) {
+        t.computed_once = true;
+        if (metrics_ != nullptr) metrics_->QueueTime(Seconds(now - t.req.arrival));
+      }
+      control::v1::SequencePlan* sp = plan.add_sequences();
+      sp->set_request_id(s.request_id);
+      *sp->mutable_token_ids() = {s.token_ids.begin(), s.token_ids.end()};
+      sp->set_start_position(static_cast<uint32_t>(s.start_position));
+      *sp->mutable_block_table() = {s.block_table.begin(), s.block_table.end()};
+      *sp->mutable_sampling_params() = t.plan_params;
+      sp->set_sample(s.sample);
+      sp->set_num_prompt_tokens(static_cast<uint32_t>(t.req.prompt_ids.size()));
+      const bool is_decode =
+          s.token_ids.size() == 1 &&
+          s.start_position >= static_cast<int64_t>(t.req.prompt_ids.size());
+      (is_decode ? decode : prefill) = true;
+    }
+    phase[w] = prefill && decode ? "mixed" : prefill ? "prefill" : decode ? "decode" : nullptr;
+    for (std::string& id : release_[w]) plan.add_release_request_ids(std::move(id));
+    release_[w].clear();
+  }
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_step_ = step_id;
+    pending_epoch_ = group_.epoch;
+    results_.clear();
+  }
+  if (absl::Status sent = transport_->SendStep(group_.epoch, plans); !sent.ok()) {
+    FailAll(absl::UnavailableError(absl::StrCat("cannot send step ", step_id, ": ",
+                                                sent.message())));
+    scheduler_.reset();
+    return false;
+  }
+  std::map<uint32_t, control::v1::StepResult> results;
+  bool group_changed = false;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, options_.step_timeout, [&] {
+      return results_.size() == world || serving_changed_ || stopping_;
+    });
+    results.swap(results_);
+    group_changed = serving_changed_;
+    pending_step_ = 0;
+    if (stopping_) return false;  // Stop() ends everything
+  }
+  if (results.size() != world) {
+    std::vector<size_t> missing;
+    for (size_t w = 0; w < world; ++w) {
+      if (results.count(static_cast<uint32_t>(w)) == 0) missing.push_back(w);
+    }
+    std::string why;
+    if (group_changed) {
+      std::string reason;
+      if (!transport_->ServingGroup(&reason)) {
+        why = reason;
+      } else {
+        why = "the collective group re-formed";
+      }
+    } else {
+      why = absl::StrCat("worker rank ", absl::StrJoin(missing, ", rank "),
+                         " did not answer within ", options_.step_timeout.count(), " ms");
+    }
+    FailAll(absl::UnavailableError(absl::StrCat("step ", step_id, " failed: ", why)));
+    scheduler_.reset();
+    return false;
+  }
+
+  std::vector<scheduler::SampledToken> sampled;
+  std::unordered_map<std::string, v1::TokenLogprob> logprobs;
+  for (auto& [rank, r] : results) {
+    if (!r.error().empty()) {
+      FailAll(absl::InternalError(
+          absl::StrCat("step ", step_id, " failed on worker rank ", rank, ": ", r.error())));
+      scheduler_.reset();
+      return false;
+    }
+    if (metrics_ != nullptr && phase[rank] != nullptr) {
+      metrics_->StepDuration(static_cast<int>(rank), phase[rank], r.step_seconds());
+    }
+    for (const control::v1::SequenceResult& s : r.sequences()) {
+      if (s.token_ids_size() != 1) {
+        FailAll(absl::InternalError(absl::StrCat("step ", step_id, ": worker rank ", rank,
+                                                 " returned ", s.token_ids_size(),
+                                                 " tokens for request '", s.request_id(),
+                                                 "' (expected 1)")));
+        scheduler_.reset();
+        return false;
+      }
+      sampled.push_back({s.request_id(), s.token_ids(0)});
+      if (s.logprobs_size() > 0) logprobs[s.request_id()] = s.logprobs(0);
+    }
+  }
+  absl::StatusOr<std::vector<scheduler::SequenceUpdate>> updates =
+      scheduler_->OnStepResult(sampled);
+  if (!updates.ok()) {
+    FailAll(absl::InternalError(absl::StrCat("step ", step_id, ": ", updates.status().message())));
+    scheduler_.reset();
+    return false;
+  }
+  const auto done = EngineClock::now();
+  if (metrics_ != nullptr) metrics_->GenerationTokens(static_cast<int64_t>(updates->size()));
+  for (const scheduler::SequenceUpdate& u : *updates) {
+    auto lp = logprobs.find(u.request_id);
+    HandleUpdate(u, lp == logprobs.end() ? nullptr : &lp->second, done);
+  }
+  return true;
+}
+
+void Engine::HandleUpdate(const scheduler::SequenceUpdate& u, const v1::TokenLogprob* logprob,
+                          EngineClock::time_point now) {
+  auto it = requests_.find(u.request_id);
+  if (it == requests_.end()) return;
+  std::shared_ptr<Tracked> keep = it->second;
+  Tracked& t = *keep;
+  t.output_ids.push_back(u.token_id);
+  if (metrics_ != nullptr) {
+    if (!t.last_token) {
+      metrics_->FirstToken(Seconds(now - t.req.arrival));
+    } else {
+      metrics_->InterToken(Seconds(now - *t.last_token));
+    }
+  }
+  t.last_token = now;
+
+  v1::GenerateResponse response;
+  response.set_request_id(t.req.id);
+  v1::GenerateChunk* chunk = response.mutable_chunk();
+  chunk->add_token_ids(u.token_id);
+  if (logprob != nullptr) *chunk->add_logprobs() = *logprob;
+  std::optional<v1::FinishReason> reason;
+  std::optional<std::string> stop_str;
+  if (t.detok != nullptr) {
+    absl::StatusOr<tokenizer::Delta> d = t.detok->Append(static_cast<int32_t>(u.token_id));
+    if (d.ok()) {
+      chunk->set_text(std::move(d->text));
+      if (d->matched_stop) {
+        reason = v1::FINISH_REASON_STOP;
+        stop_str = t.stop_strings[static_cast<size_t>(d->stop_index)];
+        if (!u.finish_reason) (void)scheduler_->Finish(t.req.id, scheduler::FinishReason::kStop);
+      }
+    }
+    // An id the tokenizer does not know (a padded vocabulary row) has no
+    // text; the token id is still returned.
+  }
+  if (!reason && u.finish_reason) reason = ToProto(*u.finish_reason);
+  if (reason && !stop_str && t.detok != nullptr && !t.detok->finished()) {
+    absl::StatusOr<tokenizer::Delta> d = t.detok->Finish();
+    if (d.ok()) chunk->mutable_text()->append(d->text);
+  }
+  t.req.stream->Write(std::move(response));
+  if (!reason) return;
+  // The complete message carries what stopped the request.
+  if (stop_str) {
+    t.matched_stop_str = std::move(stop_str);
+  } else if (*reason == v1::FINISH_REASON_STOP) {
+    t.matched_stop_token = u.token_id;
+  }
+  EndRequest(t, absl::OkStatus(), reason);
+}
+
+void Engine::PublishStats() {
+  EngineStats s;
+  int64_t waiting_tokens = 0;
+  if (scheduler_ != nullptr) {
+    s.running = scheduler_->num_running();
+    s.waiting = scheduler_->num_waiting();
+    for (int w = 0; w < scheduler_->num_workers(); ++w) {
+      const scheduler::KvBlockAllocator& a = scheduler_->allocator(w);
+      s.workers.push_back({a.num_blocks(), a.num_used(), scheduler_->num_running(w)});
+      if (metrics_ != nullptr) {
+        metrics_->SetKvUsage(w, a.num_blocks() == 0 ? 0.0
+                                                    : static_cast<double>(a.num_used()) /
+                                                          a.num_blocks());
+      }
+    }
+    for (const auto& [id, t] : requests_) {
+      const scheduler::Request* r = scheduler_->Find(id);
+      if (r != nullptr && r->status != scheduler::RequestStatus::kRunning) {
+        waiting_tokens += r->history_size();
+      }
+    }
+  }
+  if (metrics_ != nullptr) metrics_->SetQueue(s.running, s.waiting);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_ = std::move(s);
+  waiting_tokens_ = waiting_tokens;
+}
+
+}  // namespace epserve::router

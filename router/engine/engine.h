@@ -1,0 +1,207 @@
+// Engine: the router's serving loop. It owns the scheduler, drives the
+// workers in lockstep, detokenizes and streams the results.
+//
+//   Submit ─(admission limits, at once)─► inbox ─┐
+//   Abort / Cancel ──────────────────────► inbox ─┤
+//                                                 ▼  one thread:
+//   loop: apply inbox → Scheduler::Schedule() → one StepPlan per worker (all of
+//         them, empty ones too) → StepTransport::SendStep → wait for every
+//         StepResult (bounded) → Scheduler::OnStepResult → streaming
+//         detokenizer, stop strings → GenerateStream writes → next step
+//
+// Failure: a worker lost, a step error or a step that takes longer than
+// step_timeout ends every live request with a non-OK status naming the
+// worker, and the scheduler is rebuilt from the next serving group (its KV
+// accounting starts empty; the workers are told to drop the old requests).
+// Nothing waits without a bound.
+//
+// Thread-safety: every public method may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tokenizer/streaming_detokenizer.h"
+#include "common/tokenizer/tokenizer.h"
+#include "epserve/control/v1/control.pb.h"
+#include "epserve/v1/epserve.pb.h"
+#include "router/engine/serving_metrics.h"
+#include "router/scheduler/scheduler.h"
+
+namespace epserve::router {
+
+using EngineClock = std::chrono::steady_clock;
+
+// The serving collective group as the engine sees it.
+struct GroupView {
+  uint64_t epoch = 0;
+  int block_size = 16;
+  std::vector<int> kv_blocks;  // per rank
+};
+
+// The engine's link to the workers (the worker registry in the router; a
+// fake in tests).
+class StepTransport {
+ public:
+  virtual ~StepTransport() = default;
+  // The group to step, or nullopt with *reason set when the cluster is not
+  // serving.
+  virtual std::optional<GroupView> ServingGroup(std::string* reason) = 0;
+  // Sends plans[r] to rank r, every rank. An error (group gone) means no
+  // result will come for this step.
+  virtual absl::Status SendStep(uint64_t epoch,
+                                const std::vector<control::v1::StepPlan>& plans) = 0;
+};
+
+// One client stream, as the engine writes to it.
+class GenerateStream {
+ public:
+  virtual ~GenerateStream() = default;
+  // Queues a response; never blocks on the network.
+  virtual void Write(v1::GenerateResponse response) = 0;
+  // Ends the stream after the queued responses (status OK after a complete
+  // message; non-OK otherwise).
+  virtual void Finish(const absl::Status& status) = 0;
+};
+
+struct EngineOptions {
+  // block_size comes from the workers; the rest is policy.
+  scheduler::SchedulerOptions scheduler;
+  // Admission limits: requests queued (not yet on a worker) and their
+  // prompt tokens. Beyond either, Submit answers RESOURCE_EXHAUSTED.
+  int max_waiting_requests = 1024;
+  int64_t max_waiting_tokens = int64_t{1} << 22;
+  // A step whose results are not all back after this long fails every live
+  // request (a stalled worker; the registry's liveness check then drops it).
+  std::chrono::milliseconds step_timeout{30000};
+  std::vector<uint32_t> eos_token_ids;
+};
+
+struct NewRequest {
+  std::string id;  // non-empty, validated
+  std::vector<uint32_t> prompt_ids;
+  v1::SamplingParams sampling;  // as validated
+  uint32_t max_tokens = 16;     // resolved against the context length
+  int priority = 0;
+  std::optional<EngineClock::time_point> deadline;
+  EngineClock::time_point arrival = EngineClock::now();
+  std::shared_ptr<GenerateStream> stream;
+};
+
+struct WorkerLoad {
+  int kv_blocks_total = 0;
+  int kv_blocks_used = 0;
+  int requests_running = 0;
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;  // incl. submitted requests the loop has not taken yet
+  bool draining = false;
+  std::vector<WorkerLoad> workers;  // empty while no group is served
+};
+
+class Engine {
+ public:
+  // `transport` and `metrics` (may be null) must outlive the engine;
+  // `tokenizer` may be null (token-id prompts only, no text in responses).
+  Engine(EngineOptions options, StepTransport* transport,
+         std::shared_ptr<const tokenizer::Tokenizer> tokenizer, ServingMetrics* metrics);
+  ~Engine();  // Stop()
+
+  // Queues a request. At once: UNAVAILABLE when draining or not serving,
+  // RESOURCE_EXHAUSTED beyond the admission limits, ALREADY_EXISTS for the id
+  // of a live request. On OK the stream receives everything from now on.
+  absl::Status Submit(NewRequest request);
+  // Ends a live request with finish_reason ABORT (a complete message, status
+  // OK) before its next step. NOT_FOUND for an id that is not live.
+  absl::Status Abort(const std::string& id);
+  // The client went away (cancelled, deadline): the request is dropped before
+  // its next step; its stream gets `status` (usually ignored by gRPC).
+  void Cancel(const std::string& id, const absl::Status& status);
+  // The cluster's serving state changed (registry listener).
+  void OnServingChanged();
+  // A worker's answer to a StepPlan.
+  void OnStepResult(uint32_t rank, uint64_t epoch, const control::v1::StepResult& result);
+
+  // Refuses new requests from now on and waits until the live ones are done
+  // or `timeout` passes; what is left then ends with UNAVAILABLE. Returns the
+  // number of requests ended that way.
+  int Drain(std::chrono::milliseconds timeout);
+  // Ends every live request with UNAVAILABLE and stops the loop. Idempotent.
+  void Stop();
+
+  EngineStats Stats() const;
+  bool draining() const;
+
+ private:
+  struct Tracked;
+  struct Command {
+    enum Kind { kAdd, kAbort, kCancel } kind;
+    std::string id;
+    std::shared_ptr<Tracked> request;  // kAdd
+    absl::Status status;               // kCancel
+  };
+
+  void Loop();
+  // Applies the inbox; false when the loop must stop.
+  void ApplyCommands(std::deque<Command> commands);
+  void EnsureScheduler();
+  // Ends every live request (and the scheduler) with `status`.
+  void FailAll(const absl::Status& status);
+  // Ends one request; it must already be gone from the scheduler.
+  void EndRequest(Tracked& t, const absl::Status& status,
+                  std::optional<v1::FinishReason> reason);
+  void ExpireDeadlines(EngineClock::time_point now);
+  // Runs one step; false when it failed (everything was failed already).
+  bool RunStep();
+  void HandleUpdate(const scheduler::SequenceUpdate& update, const v1::TokenLogprob* logprob,
+                    EngineClock::time_point now);
+  void PublishStats();
+
+  const EngineOptions options_;
+  StepTransport* const transport_;
+  const std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;
+  ServingMetrics* const metrics_;
+
+  // Shared with the public methods.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Command> inbox_;
+  std::unordered_set<std::string> live_ids_;  // submitted, not ended
+  int64_t inbox_tokens_ = 0;                  // prompt tokens of queued kAdd
+  bool serving_changed_ = true;
+  bool draining_ = false;
+  bool stopping_ = false;
+  EngineStats stats_;  // published by the loop after every step
+  int64_t waiting_tokens_ = 0;
+  // Results of the outstanding step, by rank.
+  uint64_t pending_step_ = 0;
+  uint64_t pending_epoch_ = 0;
+  std::map<uint32_t, control::v1::StepResult> results_;
+
+  // Loop thread only.
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  GroupView group_;
+  std::unordered_map<std::string, std::shared_ptr<Tracked>> requests_;
+  std::vector<std::vector<std::string>> release_;  // per rank, for the next plan
+  uint64_t preemptions_seen_ = 0;
+  uint64_t next_step_id_ = 0;
+
+  std::thread loop_;
+};
+
+}  // namespace epserve::router
