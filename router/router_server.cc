@@ -258,6 +258,9 @@ absl::Status RouterServer::SpawnLocalWorkers() {
         absl::StrCat("--local-workers: worker binary not found at ", worker_bin));
   }
   std::string router = absl::StrCat("127.0.0.1:", grpc_address_.port);
+  // CPU workers on one host share its cores instead of each taking all.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned cpu_threads = std::max(1u, cores / options_.world_size);
   for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
     std::string device = options_.worker_device == "cuda" ? absl::StrCat("cuda:", rank) : "cpu";
     std::vector<std::string> argv = {worker_bin,
@@ -267,6 +270,7 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                      "--collective-host=127.0.0.1",
                                      "--metrics-listen=127.0.0.1:0",
                                      absl::StrCat("--kv-cache-memory-mb=", options_.kv_cache_memory_mb),
+                                     absl::StrCat("--cpu-threads=", cpu_threads),
                                      "--log-level=" + options_.worker_log_level};
     ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, SubprocessOptions{}));
     LOG_INFO("spawned local worker {} (pid {}) on {}", rank, child.pid(), device);

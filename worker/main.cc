@@ -24,6 +24,7 @@ ABSL_FLAG(int, protocol_version, static_cast<int>(epserve::kProtocolVersion),
           "Control protocol version to announce (for compatibility testing)");
 ABSL_FLAG(int64_t, kv_cache_memory_mb, 256,
           "Memory for the paged KV cache, in MiB, unless the router fixes the block count");
+ABSL_FLAG(int, cpu_threads, 0, "CPU device: threads for the forward pass (0: all cores)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error");
 
 namespace {
@@ -68,6 +69,8 @@ int main(int argc, char** argv) {
   int64_t kv_mb = absl::GetFlag(FLAGS_kv_cache_memory_mb);
   if (kv_mb <= 0) epserve::Die("--kv-cache-memory-mb must be positive", 2);
   options.kv_cache_bytes = static_cast<uint64_t>(kv_mb) << 20;
+  options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  if (options.cpu_threads < 0) epserve::Die("--cpu-threads must be >= 0", 2);
   int protocol = absl::GetFlag(FLAGS_protocol_version);
   if (protocol < 0) epserve::Die("--protocol-version must be >= 0", 2);
   options.protocol_version = static_cast<unsigned>(protocol);

@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
@@ -274,7 +275,13 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
     LOG_WARN("{}", no_executor_reason_);
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
+  if (options_.device.type == kernels::DeviceType::kCpu) {
+    kernels::cpu::CpuBackendOptions cpu_options;
+    cpu_options.num_threads = options_.cpu_threads;
+    backend_ = kernels::cpu::CreateCpuBackend(cpu_options);
+  } else {
+    ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
+  }
   ASSIGN_OR_RETURN(executor_, step::StepExecutor::Create(*weights_, *backend_, options));
   LOG_INFO("KV cache: {} blocks of {} tokens ({}, {} bytes)", options.num_blocks,
            options.block_size, DataTypeName(options.kv_cache_dtype),

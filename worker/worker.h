@@ -37,6 +37,8 @@ struct WorkerOptions {
   // Bytes for the paged KV cache when the router's plan does not fix the
   // number of blocks.
   uint64_t kv_cache_bytes = 256ull << 20;
+  // CPU device: threads for the forward pass; 0 = all cores.
+  int cpu_threads = 0;
 };
 
 class WorkerMetrics;

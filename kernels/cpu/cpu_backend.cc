@@ -1,5 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <cblas.h>
+
 #include <omp.h>
 
 #include <cstring>
@@ -62,7 +64,10 @@ void NarrowFromF32(const float* src, int64_t count, DataType type, void* dst) {
 }
 
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
-    : num_threads_(options.num_threads > 0 ? options.num_threads : omp_get_max_threads()) {}
+    : num_threads_(options.num_threads > 0 ? options.num_threads : omp_get_max_threads()) {
+  // OpenBLAS keeps one process-wide thread pool for the GEMMs.
+  if (options.num_threads > 0) openblas_set_num_threads(options.num_threads);
+}
 
 std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options) {
   return std::make_unique<CpuBackend>(options);

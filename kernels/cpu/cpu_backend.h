@@ -20,7 +20,8 @@
 namespace epserve::kernels::cpu {
 
 struct CpuBackendOptions {
-  // OpenMP threads for the non-GEMM ops; 0 = OpenMP's default (all cores).
+  // Threads for the ops; 0 = OpenMP's and OpenBLAS's defaults (all cores).
+  // A positive value also sets OpenBLAS's process-wide GEMM thread count.
   int num_threads = 0;
 };
 

@@ -50,11 +50,11 @@ struct Reference {
 };
 
 // Greedy continuation of `prompt` by the single-process runner.
-Reference RunOffline(const std::string& prompt, int max_tokens) {
-  RunResult r = RunToExit(Binary("epserve-run"),
-                          {"generate", "--model", kModel, "--prompt", prompt, "--max-tokens",
-                           absl::StrCat(max_tokens)},
-                          seconds(60));
+Reference RunOffline(const std::string& prompt, int max_tokens, bool ignore_eos = false) {
+  std::vector<std::string> args = {"generate", "--model", kModel, "--prompt", prompt,
+                                   "--max-tokens", absl::StrCat(max_tokens)};
+  if (ignore_eos) args.push_back("--ignore-eos");
+  RunResult r = RunToExit(Binary("epserve-run"), args, seconds(60));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   Reference ref;
   if (r.exit_code != 0) return ref;
@@ -334,16 +334,22 @@ TEST(Serving, BurstBeyondTheQueueLimitIsRefusedAtOnce) {
 }
 
 TEST(Serving, KvExhaustionPreemptsAndOutputsStayExact) {
-  const auto& refs = References();
-  // 1 worker with 8 blocks of 16 tokens: 8 concurrent requests of up to
-  // ~50 tokens each cannot all hold their KV at once.
-  auto router = StartServing(1, {"--kv-cache-blocks=8"});
+  // 1 worker with 10 blocks of 16 tokens; every request grows to 64 generated
+  // tokens (5 to 9 blocks), so any two that overlap cannot both keep their KV.
+  constexpr int kLong = 64;
+  std::vector<Reference> refs;
+  for (const std::string& p : Prompts()) refs.push_back(RunOffline(p, kLong, true));
+  auto router = StartServing(1, {"--kv-cache-blocks=10"});
   ASSERT_NE(router, nullptr);
   auto stub = Stub(*router);
   std::vector<Outcome> outcomes(Prompts().size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < Prompts().size(); ++i) {
-    threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, Greedy(Prompts()[i])); });
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest req = Greedy(Prompts()[i], kLong);
+      req.mutable_sampling_params()->set_ignore_eos(true);
+      outcomes[i] = Generate(*stub, req);
+    });
   }
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < outcomes.size(); ++i) {
