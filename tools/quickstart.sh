@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: set up, build, start a local cluster (router + 2 CPU workers)
-# on the bundled tiny model, show that it formed and serves, then shut it
-# down cleanly. `tools/quickstart.sh --keep-running` leaves it up until Ctrl-C.
+# on the bundled tiny model, show that it formed, stream a generation through
+# the gRPC API, then shut it down cleanly. `tools/quickstart.sh --keep-running`
+# leaves it up until Ctrl-C.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${EPSERVE_BUILD_DIR:-$root/build}"
@@ -25,8 +26,12 @@ echo "== epserve health (waits until every worker joined the collective group)"
 echo "== epserve info (topology, each worker's weights and experts, the model)"
 "$bin/epserve" info --router "127.0.0.1:$port"
 
-echo "== epserve-run generate (the same model in one process; its weights are random, so is the text)"
-"$bin/epserve-run" generate --model "$model" --prompt "Hello, world!" --max-tokens 12 --ignore-eos
+echo "== epserve generate (streamed through the router's gRPC API; the model's weights are random, so is the text)"
+"$bin/epserve" generate --server "127.0.0.1:$port" --prompt "Hello, world!" --max-tokens 24 \
+  --temperature 0 --ignore-eos
+echo "== epserve bench (16 requests, 4 at a time)"
+"$bin/epserve" bench --server "127.0.0.1:$port" --num-prompts 16 --max-concurrency 4 \
+  --input-len 32 --output-len 16
 
 if [ "$keep" = 1 ]; then
   echo "== cluster is up on 127.0.0.1:$port; Ctrl-C stops it"
