@@ -17,34 +17,20 @@ import subprocess
 import sys
 
 # --------------------------------------------------------------------------
-# Metric names the dashboard may use. Keep in step with router/router_metrics.cc,
-# worker/worker.cc and the planned metrics of the expert-parallel / request work.
+# Metric names the dashboard may use: what the router and the worker export, read
+# from their sources (exported_metrics()), plus the planned ones below.
 
-BUILT_METRICS = {
-    # router
-    "epserve_cluster_serving": "gauge",
-    "epserve_cluster_expected_workers": "gauge",
-    "epserve_cluster_group_epoch": "gauge",
-    "epserve_cluster_workers": "gauge",
-    "epserve_cluster_group_formations_total": "counter",
-    "epserve_cluster_workers_lost_total": "counter",
-    # worker
-    "epserve_worker_group_joins_total": "counter",
-    "epserve_worker_warmup_alltoall_bytes": "gauge",
-    "epserve_worker_rank": "gauge",
-}
+# Sources whose `.Name("epserve_...")` registrations are exported metrics.
+METRIC_SOURCE_DIRS = ("router", "worker")
+
+# Planned metrics of the expert-parallel dispatcher; not exported by any binary yet.
+# Panels that use them say PLANNED_NOTE in their description. When one is built,
+# delete it here (the sources then provide it) and drop the note from its panels.
 PLANNED_METRICS = {
-    "epserve_moe_dispatch_seconds": "histogram",
-    "epserve_moe_combine_seconds": "histogram",
-    "epserve_moe_alltoall_bytes_total": "counter",
-    "epserve_moe_expert_tokens_total": "counter",
-    "epserve_request_ttft_seconds": "histogram",
-    "epserve_request_inter_token_seconds": "histogram",
-    "epserve_request_e2e_seconds": "histogram",
-    "epserve_request_queue_seconds": "histogram",
-    "epserve_requests_running": "gauge",
-    "epserve_requests_waiting": "gauge",
-    "epserve_kv_cache_usage_ratio": "gauge",
+    "epserve_moe_dispatch_seconds": "histogram",     # dispatch all-to-all per MoE layer step
+    "epserve_moe_combine_seconds": "histogram",      # combine all-to-all per MoE layer step
+    "epserve_moe_alltoall_bytes_total": "counter",   # bytes sent + received by dispatch/combine
+    "epserve_moe_expert_tokens_total": "counter",    # tokens routed to each {layer, expert}
 }
 PLANNED_NOTE = "(available with expert parallelism)"
 
@@ -700,6 +686,51 @@ def volume_source(v):
 # --------------------------------------------------------------------------
 # Dashboard
 
+_BUILD_RE = re.compile(r"\bBuild(Counter|Gauge|Histogram|Summary|Info)\s*\(\s*\)")
+_NAME_RE = re.compile(r'\.Name\(\s*"(epserve_[A-Za-z0-9_:]*)"\s*\)')
+
+
+def exported_metrics(repo):
+    """{name: type} for every .Name("epserve_...") in REPO/{router,worker}/**/*.cc.
+
+    The type ("counter", "gauge", "histogram", ...) is that of the nearest
+    prometheus::BuildX() before the .Name(...) call. Unit tests (*_test.cc) register
+    no exported metrics and are skipped.
+    """
+    found = {}
+    for top in METRIC_SOURCE_DIRS:
+        root = os.path.join(repo, top)
+        if not os.path.isdir(root):
+            fail(f"{top}/: not found under {repo} (cannot read the exported metric names)")
+            continue
+        n_dir = 0
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                if not fn.endswith(".cc") or fn.endswith("_test.cc"):
+                    continue
+                path = os.path.join(dirpath, fn)
+                rel = os.path.relpath(path, repo)
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+                for m in _NAME_RE.finditer(text):
+                    builds = list(_BUILD_RE.finditer(text, 0, m.start()))
+                    if not builds:
+                        fail(f"{rel}: cannot tell the type of metric {m.group(1)} "
+                             "(no prometheus::BuildX() before its .Name)")
+                        continue
+                    kind = builds[-1].group(1).lower()
+                    name = m.group(1)
+                    if found.get(name, (kind,))[0] != kind:
+                        fail(f"{rel}: metric {name} registered as {kind} and as {found[name][0]} "
+                             f"({found[name][1]})")
+                    found.setdefault(name, (kind, rel))
+                    n_dir += 1
+        if not n_dir:
+            fail(f"{top}/: no .Name(\"epserve_...\") metric registration found in its *.cc files")
+    return {name: kind for name, (kind, _) in found.items()}
+
+
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
     "unless", "offset", "inf", "nan", "atan2",
@@ -727,7 +758,12 @@ def check_dashboard(path):
     except (OSError, ValueError) as e:
         fail(f"{DASHBOARD}: {e}")
         return
-    allowed = dict(BUILT_METRICS, **PLANNED_METRICS)
+    built = exported_metrics(REPO)
+    for name in sorted(set(built) & set(PLANNED_METRICS)):
+        fail(f"tests/deploy/check_manifests.py: {name} is exported now; remove it from "
+             "PLANNED_METRICS")
+    allowed = dict(PLANNED_METRICS, **built)
+    series = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
     used = set()
 
     def base_metric(name, where):
@@ -735,11 +771,13 @@ def check_dashboard(path):
             if allowed[name] == "histogram":
                 fail(f"{where}: histogram {name} used without _bucket/_sum/_count")
             return name
-        for suffix in ("_bucket", "_sum", "_count"):
-            if name.endswith(suffix) and allowed.get(name[: -len(suffix)]) == "histogram":
-                return name[: -len(suffix)]
-        fail(f"{where}: metric '{name}' is not exported by epserve (allow-list in "
-             f"tests/deploy/check_manifests.py)")
+        for kind, suffixes in series.items():
+            for suffix in suffixes:
+                if name.endswith(suffix) and allowed.get(name[: -len(suffix)]) == kind:
+                    return name[: -len(suffix)]
+        fail(f"{where}: unknown metric '{name}': not exported (no matching .Name(\"epserve_...\") "
+             f"in {'/, '.join(METRIC_SOURCE_DIRS)}/ *.cc) and not in PLANNED_METRICS of "
+             "tests/deploy/check_manifests.py")
         return None
 
     def exprs_of(panel):
@@ -818,6 +856,7 @@ def main():
     check_manifests(objects, router_flags, worker_flags)
     check_dashboard(os.path.join(REPO, DASHBOARD))
 
+    failures[:] = list(dict.fromkeys(failures))  # one line per problem, first-seen order
     for f in failures:
         print(f"FAIL: {f}")
     if failures:
