@@ -341,6 +341,11 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
     *c->mutable_output_ids() = {t.output_ids.begin(), t.output_ids.end()};
     t.req.stream->Write(std::move(done));
   }
+  {
+    // The id is free before the client can see the end of its stream.
+    std::lock_guard<std::mutex> lock(mu_);
+    live_ids_.erase(id);
+  }
   t.req.stream->Finish(status);
   if (metrics_ != nullptr) {
     const char* label = reason ? MetricReason(*reason)
@@ -353,8 +358,6 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
     release_[static_cast<size_t>(t.worker)].push_back(id);
   }
   requests_.erase(id);
-  std::lock_guard<std::mutex> lock(mu_);
-  live_ids_.erase(id);
   cv_.notify_all();
 }
 
@@ -372,6 +375,9 @@ bool Engine::RunStep() {
     if (it->second->worker >= 0) release_[static_cast<size_t>(it->second->worker)].push_back(id);
     it->second->worker = -1;
   }
+  // What this step admitted runs; what it left queued counts against the
+  // admission limits while the step runs.
+  PublishStats();
   if (metrics_ != nullptr && scheduler_->num_preemptions() > preemptions_seen_) {
     metrics_->Preemptions(scheduler_->num_preemptions() - preemptions_seen_);
   }

@@ -122,9 +122,10 @@ class Engine {
          std::shared_ptr<const tokenizer::Tokenizer> tokenizer, ServingMetrics* metrics);
   ~Engine();  // Stop()
 
-  // Queues a request. At once: UNAVAILABLE when draining or not serving,
-  // RESOURCE_EXHAUSTED beyond the admission limits, ALREADY_EXISTS for the id
-  // of a live request. On OK the stream receives everything from now on.
+  // Queues a request. At once: UNAVAILABLE when draining, RESOURCE_EXHAUSTED
+  // beyond the admission limits, ALREADY_EXISTS for the id of a live request.
+  // On OK the stream receives everything from now on (a request taken while
+  // the cluster is not serving ends with UNAVAILABLE on its stream).
   absl::Status Submit(NewRequest request);
   // Ends a live request with finish_reason ABORT (a complete message, status
   // OK) before its next step. NOT_FOUND for an id that is not live.
