@@ -26,4 +26,10 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, bool allow_port_z
 // This machine's host name (gethostname), or "localhost" if it has none.
 std::string LocalHostName();
 
+// The IPv4 address of network interface `name` (getifaddrs), as a dotted
+// literal ("10.0.0.2"); the first one when it has several. NOT_FOUND when no
+// interface has that name or it has no IPv4 address; the message then lists
+// every interface with its addresses, e.g. "lo (127.0.0.1, ::1), eth0 (none)".
+absl::StatusOr<std::string> InterfaceIpv4Address(absl::string_view name);
+
 }  // namespace epserve

@@ -34,9 +34,10 @@ ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers send heartbeats");
 ABSL_FLAG(int, collective_timeout_ms, 10000,
           "Limit for forming the collective group and for every collective operation");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, how long in-flight work may take before exit");
-ABSL_FLAG(bool, expert_parallel, false,
-          "Split the MoE experts across the workers (--expert-placement); without it every "
-          "worker holds the whole model and serves its own requests (data parallel)");
+ABSL_FLAG(int, expert_parallel, 0,
+          "N > 0: split the MoE experts across the N workers (--expert-placement; N must equal "
+          "--local-workers / --workers); 0: every worker holds the whole model and serves its own "
+          "requests (data parallel)");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per paged KV cache block");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "KV cache blocks per worker; 0: each worker sizes its cache from --kv-cache-memory-mb");
@@ -127,7 +128,14 @@ int main(int argc, char** argv) {
     epserve::Die(format.status().message(), 2);
   }
   options.worker_log_level = absl::GetFlag(FLAGS_log_level);
-  options.expert_parallel = absl::GetFlag(FLAGS_expert_parallel);
+  const int expert_parallel = absl::GetFlag(FLAGS_expert_parallel);
+  if (expert_parallel < 0 ||
+      (expert_parallel > 0 && static_cast<uint32_t>(expert_parallel) != options.world_size)) {
+    epserve::Die(absl::StrCat("--expert-parallel ", expert_parallel, ": expected 0 (data parallel) "
+                              "or the number of workers (", options.world_size, ")"),
+                 2);
+  }
+  options.expert_parallel = expert_parallel > 0;
   options.kv_block_size = PositiveFlag("kv-block-size", absl::GetFlag(FLAGS_kv_block_size));
   options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   if (options.kv_cache_blocks < 0) epserve::Die("--kv-cache-blocks must be >= 0", 2);

@@ -145,11 +145,6 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   client_options.model_info = model;
   client_options.expert_placement = plan_placement;
   client_options.parallelism = options.expert_parallel ? "expert" : "data";
-  if (options.expert_parallel && options.world_size > 1 && model.num_experts() > 0) {
-    client_options.generate_unavailable =
-        "Generate with --expert-parallel needs the all-to-all token dispatcher, which this "
-        "build does not have; run without --expert-parallel (data parallel)";
-  }
   if (std::filesystem::exists(std::filesystem::path(options.model_dir) / "tokenizer.json")) {
     absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
         tokenizer::Tokenizer::FromPath(options.model_dir);

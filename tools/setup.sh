@@ -15,6 +15,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # `ip`, for the network namespaces of tests/netns
+  iproute2
   # the Python client example (tools/examples) and its test
   python3-grpcio python3-grpc-tools
   # tokenizer vocabularies for the reference tests come from the npm registry

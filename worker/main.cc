@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/flags/flags_util.h"
 #include "common/logging.h"
+#include "common/net.h"
 #include "common/shutdown.h"
 #include "common/version.h"
 #include "worker/worker.h"
@@ -16,6 +17,9 @@ ABSL_FLAG(int, rank, -1,
           "Rank to ask for (e.g. a StatefulSet ordinal); -1 lets the router choose");
 ABSL_FLAG(std::string, collective_host, "",
           "Address other workers reach this one on for collectives (default: host name)");
+ABSL_FLAG(std::string, collective_interface, "",
+          "Network interface whose IPv4 address other workers reach this one on for "
+          "collectives, like GLOO_SOCKET_IFNAME (excludes --collective-host)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9401",
           "HOST:PORT of this worker's Prometheus /metrics endpoint; empty disables it");
 ABSL_FLAG(int, connect_timeout_s, 30,
@@ -56,6 +60,17 @@ int main(int argc, char** argv) {
   options.requested_rank = absl::GetFlag(FLAGS_rank);
   if (options.requested_rank < -1) epserve::Die("--rank must be -1 or a rank >= 0", 2);
   options.collective_host = absl::GetFlag(FLAGS_collective_host);
+  const std::string collective_interface = absl::GetFlag(FLAGS_collective_interface);
+  if (!collective_interface.empty()) {
+    if (!options.collective_host.empty()) {
+      epserve::Die("--collective-interface and --collective-host are mutually exclusive", 2);
+    }
+    auto address = epserve::InterfaceIpv4Address(collective_interface);
+    if (!address.ok()) {
+      epserve::Die(absl::StrCat("--collective-interface: ", address.status().message()), 2);
+    }
+    options.collective_host = *address;
+  }
   if (options.collective_host.empty()) options.collective_host = epserve::LocalHostName();
   std::string metrics = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics.empty()) {

@@ -11,10 +11,12 @@
 #include "common/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
+#include "worker/models/alltoall_dispatcher.h"
 #include "common/model_config/model_config.h"
 
 namespace epserve::worker {
@@ -47,6 +49,14 @@ class WorkerMetrics {
                    .Register(registry)),
         steps_ok_(steps_.Add({{"result", "ok"}})),
         steps_error_(steps_.Add({{"result", "error"}})),
+        step_seconds_(prometheus::BuildHistogram()
+                          .Name("epserve_worker_step_seconds")
+                          .Help("This worker's forward pass + sampling time per step (compare "
+                                "ranks to find stragglers)")
+                          .Register(registry)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{
+                                       0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064,
+                                       0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192})),
         weight_bytes_(prometheus::BuildGauge()
                           .Name("epserve_worker_weight_bytes")
                           .Help("Bytes of weights this worker holds (dense parts + its experts)")
@@ -63,7 +73,112 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>& steps_;
   prometheus::Counter& steps_ok_;
   prometheus::Counter& steps_error_;
+  prometheus::Histogram& step_seconds_;
   prometheus::Gauge& weight_bytes_;
+};
+
+// Expert-parallel exchange metrics (docs/metrics.md), fed by the all-to-all
+// dispatcher after every MoE layer. Only the step thread calls it.
+class MoeMetrics final : public models::MoeExchangeObserver {
+ public:
+  MoeMetrics(prometheus::Registry& registry, int64_t num_experts)
+      : num_experts_(num_experts),
+        dispatch_(prometheus::BuildHistogram()
+                      .Name("epserve_moe_dispatch_seconds")
+                      .Help("Time of one MoE layer's dispatch (count exchange + all-to-all-v of "
+                            "token rows to the expert owners)")
+                      .Register(registry)
+                      .Add({}, Buckets())),
+        combine_(prometheus::BuildHistogram()
+                     .Name("epserve_moe_combine_seconds")
+                     .Help("Time of one MoE layer's combine (all-to-all-v of expert outputs "
+                           "back + weighted sum)")
+                     .Register(registry)
+                     .Add({}, Buckets())),
+        bytes_(prometheus::BuildCounter()
+                   .Name("epserve_moe_alltoall_bytes_total")
+                   .Help("Bytes this worker moved in MoE all-to-all exchanges, by direction")
+                   .Register(registry)),
+        sent_(bytes_.Add({{"direction", "sent"}})),
+        received_(bytes_.Add({{"direction", "received"}})),
+        expert_tokens_(prometheus::BuildCounter()
+                           .Name("epserve_moe_expert_tokens_total")
+                           .Help("Token rows computed by this worker's experts, by MoE layer and "
+                                 "expert")
+                           .Register(registry)),
+        imbalance_(prometheus::BuildGauge()
+                       .Name("epserve_moe_load_imbalance_ratio")
+                       .Help("Last step's expert rows per rank, max over mean (1 = balanced)")
+                       .Register(registry)
+                       .Add({})),
+        rank_rows_(prometheus::BuildGauge()
+                       .Name("epserve_moe_rank_rows")
+                       .Help("Last step's expert rows computed by each rank (summed over MoE "
+                             "layers)")
+                       .Register(registry)) {
+    imbalance_.Set(1.0);
+  }
+
+  void OnMoeExchange(const models::MoeExchangeStats& s) override {
+    dispatch_.Observe(s.dispatch_seconds);
+    combine_.Observe(s.combine_seconds);
+    sent_.Increment(static_cast<double>(s.bytes_sent));
+    received_.Increment(static_cast<double>(s.bytes_received));
+    for (size_t e = 0; e < s.rows_per_expert.size(); ++e) {
+      if (s.rows_per_expert[e] > 0) {
+        ExpertCounter(s.layer, static_cast<int64_t>(e))
+            .Increment(static_cast<double>(s.rows_per_expert[e]));
+      }
+    }
+    if (step_rows_.size() < s.rows_per_rank.size()) step_rows_.resize(s.rows_per_rank.size());
+    for (size_t r = 0; r < s.rows_per_rank.size(); ++r) step_rows_[r] += s.rows_per_rank[r];
+  }
+
+  // After each step: the load of every rank over the step's MoE layers.
+  void EndStep() {
+    if (step_rows_.empty()) return;
+    int64_t max = 0;
+    int64_t sum = 0;
+    for (size_t r = 0; r < step_rows_.size(); ++r) {
+      max = std::max(max, step_rows_[r]);
+      sum += step_rows_[r];
+      rank_rows_.Add({{"rank", std::to_string(r)}}).Set(static_cast<double>(step_rows_[r]));
+    }
+    if (sum > 0) {
+      imbalance_.Set(static_cast<double>(max) * static_cast<double>(step_rows_.size()) /
+                     static_cast<double>(sum));
+    }
+    std::fill(step_rows_.begin(), step_rows_.end(), 0);
+  }
+
+ private:
+  static prometheus::Histogram::BucketBoundaries Buckets() {
+    return {0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002,
+            0.005,   0.01,    0.02,    0.05,   0.1,    0.2,    0.5,   1.0};
+  }
+
+  prometheus::Counter& ExpertCounter(int layer, int64_t expert) {
+    const size_t index = static_cast<size_t>(layer) * static_cast<size_t>(num_experts_) +
+                         static_cast<size_t>(expert);
+    if (index >= expert_counters_.size()) expert_counters_.resize(index + 1, nullptr);
+    if (expert_counters_[index] == nullptr) {
+      expert_counters_[index] = &expert_tokens_.Add(
+          {{"layer", std::to_string(layer)}, {"expert", std::to_string(expert)}});
+    }
+    return *expert_counters_[index];
+  }
+
+  const int64_t num_experts_;
+  prometheus::Histogram& dispatch_;
+  prometheus::Histogram& combine_;
+  prometheus::Family<prometheus::Counter>& bytes_;
+  prometheus::Counter& sent_;
+  prometheus::Counter& received_;
+  prometheus::Family<prometheus::Counter>& expert_tokens_;
+  prometheus::Gauge& imbalance_;
+  prometheus::Family<prometheus::Gauge>& rank_rows_;
+  std::vector<prometheus::Counter*> expert_counters_;  // [layer * E + expert]
+  std::vector<int64_t> step_rows_;                     // [world] this step
 };
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)) {}
@@ -263,18 +378,6 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   loaded->set_kv_block_size(static_cast<uint32_t>(options.block_size));
   loaded->set_kv_num_blocks(static_cast<uint32_t>(options.num_blocks));
   loaded->set_kv_cache_dtype(DataTypeName(options.kv_cache_dtype));
-  // A rank that holds only some experts needs the all-to-all dispatcher to
-  // run a MoE layer; without it the weights are loaded but steps are refused.
-  const weights::LoadReport& report = weights_->report();
-  if (desc.moe.num_experts > 0 &&
-      static_cast<int64_t>(report.local_experts.size()) < desc.moe.num_experts) {
-    no_executor_reason_ = absl::StrCat(
-        "rank ", registration_.rank(), " holds ", report.local_experts.size(), " of ",
-        desc.moe.num_experts, " experts; expert-parallel step execution needs the all-to-all "
-        "token dispatcher, which this build does not have");
-    LOG_WARN("{}", no_executor_reason_);
-    return absl::OkStatus();
-  }
   if (options_.device.type == kernels::DeviceType::kCpu) {
     kernels::cpu::CpuBackendOptions cpu_options;
     cpu_options.num_threads = options_.cpu_threads;
@@ -282,7 +385,28 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   } else {
     ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
   }
-  ASSIGN_OR_RETURN(executor_, step::StepExecutor::Create(*weights_, *backend_, options));
+  // Expert parallelism: the experts are split over the ranks, and every MoE
+  // layer exchanges token rows with the other ranks through the collective
+  // group (bound when the group forms, see JoinGroup).
+  std::unique_ptr<models::TokenDispatcher> dispatcher;
+  const auto& owners = registration_.plan().expert_placement().expert_to_rank();
+  if (desc.moe.num_experts > 0 && registration_.world_size() > 1 && !owners.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<models::AllToAllTokenDispatcher> a2a,
+                     models::AllToAllTokenDispatcher::Create(
+                         *backend_, desc.moe.num_experts, desc.moe.top_k,
+                         desc.hidden_size, {owners.begin(), owners.end()}, nullptr));
+    moe_metrics_ = std::make_unique<MoeMetrics>(*metrics_registry_, desc.moe.num_experts);
+    a2a->SetObserver(moe_metrics_.get());
+    ep_dispatcher_ = a2a.get();
+    dispatcher = std::move(a2a);
+    options.collective_moe = true;
+  }
+  ASSIGN_OR_RETURN(executor_, step::StepExecutor::Create(*weights_, *backend_, options,
+                                                         std::move(dispatcher)));
+  if (ep_dispatcher_ != nullptr) {
+    LOG_INFO("expert parallel: {} of {} experts local, all-to-all over the collective group",
+             weights_->report().local_experts.size(), desc.moe.num_experts);
+  }
   LOG_INFO("KV cache: {} blocks of {} tokens ({}, {} bytes)", options.num_blocks,
            options.block_size, DataTypeName(options.kv_cache_dtype),
            static_cast<uint64_t>(options.num_blocks) *
@@ -327,6 +451,7 @@ void Worker::ExecutorLoop() {
 }
 
 void Worker::JoinGroup(const control::v1::JoinGroup& join) {
+  if (ep_dispatcher_ != nullptr) (void)ep_dispatcher_->SetCommunicator(nullptr);
   comm_.reset();  // leave the previous group first
   auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<comm::Communicator>> comm;
@@ -347,6 +472,10 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   ready->set_epoch(join.epoch());
   absl::StatusOr<comm::AllToAllCheckResult> check =
       comm.ok() ? comm::RunAllToAllCheck(**comm) : comm.status();
+  if (check.ok() && ep_dispatcher_ != nullptr) {
+    absl::Status bound = ep_dispatcher_->SetCommunicator(comm->get());
+    if (!bound.ok()) check = bound;
+  }
   if (check.ok()) {
     comm_ = std::move(*comm);
     ready->set_ok(true);
@@ -380,7 +509,9 @@ void Worker::ExecuteStep(const control::v1::StepPlan& plan) {
   }
   for (const std::string& id : plan.release_request_ids()) executor_->Release(id);
   absl::StatusOr<control::v1::StepResult> result = executor_->Execute(plan);
+  if (moe_metrics_ != nullptr) moe_metrics_->EndStep();
   if (result.ok()) {
+    metrics_->step_seconds_.Observe(result->step_seconds());
     *reply.mutable_step_result() = std::move(*result);
     metrics_->steps_ok_.Increment();
   } else {

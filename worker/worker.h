@@ -22,6 +22,10 @@
 #include "worker/step/step_executor.h"
 #include "worker/weights/weight_loader.h"
 
+namespace epserve::models {
+class AllToAllTokenDispatcher;
+}  // namespace epserve::models
+
 namespace epserve::worker {
 
 struct WorkerOptions {
@@ -42,6 +46,7 @@ struct WorkerOptions {
 };
 
 class WorkerMetrics;
+class MoeMetrics;
 
 class Worker {
  public:
@@ -77,7 +82,10 @@ class Worker {
   std::unique_ptr<comm::Communicator> comm_;
   std::unique_ptr<weights::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<MoeMetrics> moe_metrics_;  // expert parallelism only
   std::unique_ptr<step::StepExecutor> executor_;
+  // Owned by executor_'s model; null without expert parallelism.
+  models::AllToAllTokenDispatcher* ep_dispatcher_ = nullptr;
   // Why steps cannot run (empty when executor_ is set).
   std::string no_executor_reason_;
 

@@ -46,7 +46,8 @@ const v1::WorkerInfo* FindRank(const v1::GetServerInfoResponse& info, uint32_t r
 TEST(Cluster, FormsGroupDetectsLossAndStallReformsAndShutsDown) {
   constexpr int kWorld = 3;
   auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--load-format=dummy",
-                                     absl::StrCat("--workers=", kWorld), "--expert-parallel",
+                                     absl::StrCat("--workers=", kWorld),
+                                     absl::StrCat("--expert-parallel=", kWorld),
                                      "--worker-timeout-ms=1500", "--heartbeat-interval-ms=200",
                                      "--collective-timeout-ms=5000"});
   ASSERT_NE(router, nullptr);

@@ -35,6 +35,16 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(
   return m;
 }
 
+absl::Status DecoderModel::ForwardNoTokens() {
+  int moe_layer = 0;
+  for (int i = 0; i < desc_.num_layers; ++i) {
+    if (moe_[i] == nullptr) continue;
+    dispatcher_->SetLayer(moe_layer++);
+    RETURN_IF_ERROR(moe_[i]->ForwardNoTokens(backend_, *dispatcher_, desc_.hidden_size));
+  }
+  return absl::OkStatus();
+}
+
 kv_cache::KvCacheShape DecoderModel::kv_cache_shape() const {
   return {desc_.num_layers, desc_.num_kv_heads, desc_.head_dim};
 }
@@ -67,6 +77,7 @@ absl::StatusOr<kernels::Tensor> DecoderModel::Forward(const StepInput& input,
   ASSIGN_OR_RETURN(kernels::Tensor f, b.Empty(DataType::kFloat32, {t, h}));
   RETURN_IF_ERROR(b.Embedding(batch.token_ids, tensors_.embedding, &residual));
 
+  int moe_layer = 0;
   for (int i = 0; i < desc_.num_layers; ++i) {
     const DecoderLayerWeights& l = tensors_.layers[i];
     if (i == 0) {
@@ -77,6 +88,7 @@ absl::StatusOr<kernels::Tensor> DecoderModel::Forward(const StepInput& input,
     RETURN_IF_ERROR(attention_[i].Forward(b, batch, x, cache.k(i), cache.v(i), &f));
     RETURN_IF_ERROR(b.AddRmsNorm(f, &residual, l.post_attn_norm, eps, &x));
     if (moe_[i] != nullptr) {
+      dispatcher_->SetLayer(moe_layer++);
       RETURN_IF_ERROR(moe_[i]->Forward(b, *dispatcher_, x, &f));
     } else {
       RETURN_IF_ERROR(DenseMlpForward(b, l.mlp, x, &f));

@@ -47,6 +47,14 @@ class DecoderModel {
   // token asked for (StepSequence::logits), in batch order.
   absl::StatusOr<kernels::Tensor> Forward(const StepInput& input, kv_cache::KvCache& cache);
 
+  // Expert parallelism, a step in which this rank has no tokens: every MoE
+  // layer's dispatch, local experts and combine run with zero local rows, in
+  // layer order, so that the collectives of the ranks that do have tokens
+  // complete. Nothing else runs.
+  absl::Status ForwardNoTokens();
+
+  TokenDispatcher& dispatcher() { return *dispatcher_; }
+
  private:
   DecoderModel(const ModelDescription& desc, kernels::Backend& backend)
       : desc_(desc), backend_(backend) {}

@@ -16,7 +16,6 @@ MoeShape MoeShapeOf(const ModelDescription& desc) {
 absl::Status MoeBlock::Forward(kernels::Backend& backend, TokenDispatcher& dispatcher,
                                const kernels::Tensor& x, kernels::Tensor* out) const {
   const int64_t t = x.shape[0];
-  const int64_t hidden = x.shape[1];
   ASSIGN_OR_RETURN(kernels::Tensor logits,
                    backend.Empty(DataType::kFloat32, {t, shape_.num_experts}));
   RETURN_IF_ERROR(backend.MatMul(x, w_->router, /*bias=*/{}, &logits));
@@ -25,7 +24,28 @@ absl::Status MoeBlock::Forward(kernels::Backend& backend, TokenDispatcher& dispa
                    backend.Empty(DataType::kFloat32, {t, shape_.top_k}));
   RETURN_IF_ERROR(
       backend.MoeGate(logits, shape_.top_k, shape_.renormalize, &topk_ids, &topk_weights));
+  RETURN_IF_ERROR(RunExperts(backend, dispatcher, x, topk_ids, topk_weights, out));
+  if (w_->shared_expert.gate_proj.defined()) {
+    RETURN_IF_ERROR(AddSharedExpert(backend, x, out));
+  }
+  return absl::OkStatus();
+}
 
+absl::Status MoeBlock::ForwardNoTokens(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                                       int64_t hidden) const {
+  ASSIGN_OR_RETURN(kernels::Tensor x, backend.Empty(DataType::kFloat32, {0, hidden}));
+  ASSIGN_OR_RETURN(kernels::Tensor topk_ids, backend.Empty(DataType::kInt32, {0, shape_.top_k}));
+  ASSIGN_OR_RETURN(kernels::Tensor topk_weights,
+                   backend.Empty(DataType::kFloat32, {0, shape_.top_k}));
+  ASSIGN_OR_RETURN(kernels::Tensor out, backend.Empty(DataType::kFloat32, {0, hidden}));
+  return RunExperts(backend, dispatcher, x, topk_ids, topk_weights, &out);
+}
+
+absl::Status MoeBlock::RunExperts(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                                  const kernels::Tensor& x, const kernels::Tensor& topk_ids,
+                                  const kernels::Tensor& topk_weights,
+                                  kernels::Tensor* out) const {
+  const int64_t hidden = x.shape[1];
   ASSIGN_OR_RETURN(DispatchedTokens d, dispatcher.Dispatch(x, topk_ids));
   const int64_t rows = d.rows.shape[0];
   // Expert width from any held expert (all share it).
@@ -49,19 +69,21 @@ absl::Status MoeBlock::Forward(kernels::Backend& backend, TokenDispatcher& dispa
   absl::Status combined = dispatcher.Combine(expert_out, topk_weights, out);
   RETURN_IF_ERROR(status);
   RETURN_IF_ERROR(combined);
-
-  if (w_->shared_expert.gate_proj.defined()) {
-    ASSIGN_OR_RETURN(kernels::Tensor shared, backend.Empty(DataType::kFloat32, {t, hidden}));
-    RETURN_IF_ERROR(DenseMlpForward(backend, w_->shared_expert, x, &shared));
-    if (w_->shared_expert_gate.defined()) {
-      ASSIGN_OR_RETURN(kernels::Tensor gate_logit, backend.Empty(DataType::kFloat32, {t, 1}));
-      RETURN_IF_ERROR(backend.MatMul(x, w_->shared_expert_gate, /*bias=*/{}, &gate_logit));
-      RETURN_IF_ERROR(backend.SigmoidGateMulAdd(gate_logit, shared, out));
-    } else {
-      RETURN_IF_ERROR(backend.Add(*out, shared, out));
-    }
-  }
   return absl::OkStatus();
+}
+
+absl::Status MoeBlock::AddSharedExpert(kernels::Backend& backend, const kernels::Tensor& x,
+                                       kernels::Tensor* out) const {
+  const int64_t t = x.shape[0];
+  const int64_t hidden = x.shape[1];
+  ASSIGN_OR_RETURN(kernels::Tensor shared, backend.Empty(DataType::kFloat32, {t, hidden}));
+  RETURN_IF_ERROR(DenseMlpForward(backend, w_->shared_expert, x, &shared));
+  if (w_->shared_expert_gate.defined()) {
+    ASSIGN_OR_RETURN(kernels::Tensor gate_logit, backend.Empty(DataType::kFloat32, {t, 1}));
+    RETURN_IF_ERROR(backend.MatMul(x, w_->shared_expert_gate, /*bias=*/{}, &gate_logit));
+    return backend.SigmoidGateMulAdd(gate_logit, shared, out);
+  }
+  return backend.Add(*out, shared, out);
 }
 
 }  // namespace epserve::models

@@ -33,7 +33,21 @@ class MoeBlock {
                        const kernels::Tensor& x,  // [T, H]
                        kernels::Tensor* out) const;  // [T, H]
 
+  // Expert parallelism, a step in which this rank has no tokens: it still
+  // takes part in the dispatcher's collectives, and its experts compute the
+  // rows other ranks route to them.
+  absl::Status ForwardNoTokens(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                               int64_t hidden) const;
+
  private:
+  // Dispatch → grouped expert GEMMs → Combine into out [T, H].
+  absl::Status RunExperts(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                          const kernels::Tensor& x, const kernels::Tensor& topk_ids,
+                          const kernels::Tensor& topk_weights, kernels::Tensor* out) const;
+  // out += the shared expert (Qwen2-MoE: gated by sigmoid(x · shared_expert_gate)).
+  absl::Status AddSharedExpert(kernels::Backend& backend, const kernels::Tensor& x,
+                               kernels::Tensor* out) const;
+
   MoeShape shape_;
   const MoeWeights* w_;  // owned by the model
 };

@@ -11,8 +11,8 @@
 //     ──Combine(topk_weights [T,k])──► out [T,H] = Σ_j w[t,j]·expert_out(t,j)
 //
 // LocalTokenDispatcher is world size 1 (every expert local: a permutation).
-// The all-to-all dispatcher of the expert-parallel work implements the same
-// interface over worker/comm.
+// AllToAllTokenDispatcher (alltoall_dispatcher.h) implements the same
+// interface over worker/comm for expert parallelism.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +31,10 @@ struct DispatchedTokens {
 class TokenDispatcher {
  public:
   virtual ~TokenDispatcher() = default;
+
+  // Labels the following Dispatch/Combine (errors, stats) with the index of
+  // the MoE layer among the model's MoE layers. Called before each Dispatch.
+  virtual void SetLayer(int /*moe_layer_index*/) {}
 
   // Every Dispatch is followed by exactly one Combine before the next
   // Dispatch (the dispatcher keeps the routing of the call in between).

@@ -214,6 +214,7 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
   if (plan.sequences_size() == 0) {
+    if (options_.collective_moe) RETURN_IF_ERROR(model_->ForwardNoTokens());
     finish();
     return result;
   }

@@ -32,7 +32,8 @@
 //   live request then sees only the tokens fed after that).
 // * Unseeded requests draw from a process-wide source (sampler.h): ranks of an
 //   expert-parallel group agree on tokens only when the router sets a seed.
-// * An empty plan (no sequences) is valid: empty result, no forward pass.
+// * An empty plan (no sequences) is valid: empty result, no forward pass
+//   (with collective_moe: only the MoE layers' exchanges, with no tokens).
 // * Not thread-safe: one Execute at a time (the step stream is serial).
 #pragma once
 
@@ -63,6 +64,9 @@ struct StepExecutorOptions {
   size_t max_tracked_requests = 4096;
   sampling::LogprobsMode logprobs_mode = sampling::LogprobsMode::kRaw;
   int sampler_threads = 1;
+  // Expert parallelism: an empty plan still runs DecoderModel::ForwardNoTokens
+  // (the other ranks' MoE collectives need this rank).
+  bool collective_moe = false;
 };
 
 // Bytes one KV block takes over all layers (K and V).
@@ -108,6 +112,7 @@ class StepExecutor {
   int64_t num_blocks() const { return cache_->num_blocks(); }
   int64_t block_size() const { return cache_->block_size(); }
   kv_cache::KvCache& cache() { return *cache_; }
+  models::DecoderModel& model() { return *model_; }
 
  private:
   struct History {

@@ -1,0 +1,530 @@
+// AllToAllTokenDispatcher against the single-process LocalTokenDispatcher:
+// N ranks (threads of this process, Gloo over loopback) each run
+// Dispatch → GroupedExpertMatMul with only their own experts → Combine on
+// their own tokens, and must get what one process holding every expert gets
+// for the same tokens (max |diff| <= 1e-5 · max |out|). Also: the exchange
+// statistics, buffer reuse, a peer that never calls, call order and bad
+// arguments.
+#include "worker/models/alltoall_dispatcher.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <future>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/placement.h"
+#include "kernels/ops.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/comm/local_communicator.h"
+#include "worker/comm/rendezvous.h"
+#include "worker/models/token_dispatcher.h"
+
+namespace epserve::models {
+namespace {
+
+using kernels::Tensor;
+using std::chrono::milliseconds;
+using ::testing::HasSubstr;
+
+constexpr int64_t kHidden = 16;
+constexpr int64_t kExperts = 8;
+constexpr float kTolerance = 1e-5f;
+
+Tensor RandomFloats(std::vector<int64_t> shape, std::mt19937& rng, float lo, float hi) {
+  Tensor t = *kernels::EmptyHostTensor(DataType::kFloat32, std::move(shape));
+  std::uniform_real_distribution<float> dist(lo, hi);
+  float* p = t.mutable_data_as<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+  return t;
+}
+
+// One [H, H] matrix per expert, shared read-only by every rank.
+std::vector<Tensor> ExpertWeights() {
+  std::mt19937 rng(42);
+  std::vector<Tensor> w;
+  for (int64_t e = 0; e < kExperts; ++e)
+    w.push_back(RandomFloats({kHidden, kHidden}, rng, -0.5f, 0.5f));
+  return w;
+}
+
+enum class Routing {
+  kRandom,     // k distinct random experts per token
+  kOneExpert,  // every slot of every token to expert `target`
+  kOneRank,    // random experts among those of rank `target`
+};
+
+struct Step {
+  Routing routing = Routing::kRandom;
+  int target = 0;
+  std::vector<int64_t> tokens;  // per rank
+};
+
+struct RankInputs {
+  Tensor hidden;        // [T, H]
+  Tensor topk_ids;      // [T, k]
+  Tensor topk_weights;  // [T, k]
+};
+
+// Deterministic in (step, rank, k), so a checker can rebuild any rank's inputs.
+RankInputs MakeInputs(const Step& step, int step_index, int rank, int64_t k,
+                      const std::vector<uint32_t>& placement) {
+  std::mt19937 rng(static_cast<uint32_t>(1000003 * k + 7919 * step_index + 31 * rank + 17));
+  const int64_t t = step.tokens[rank];
+  RankInputs in;
+  in.hidden = RandomFloats({t, kHidden}, rng, -1.0f, 1.0f);
+  in.topk_weights = RandomFloats({t, k}, rng, 0.0f, 1.0f);
+  in.topk_ids = *kernels::EmptyHostTensor(DataType::kInt32, {t, k});
+  int32_t* ids = in.topk_ids.mutable_data_as<int32_t>();
+  std::vector<int32_t> pool;
+  for (int64_t e = 0; e < kExperts; ++e) {
+    if (step.routing != Routing::kOneRank || placement[e] == static_cast<uint32_t>(step.target)) {
+      pool.push_back(static_cast<int32_t>(e));
+    }
+  }
+  for (int64_t tok = 0; tok < t; ++tok) {
+    std::shuffle(pool.begin(), pool.end(), rng);
+    for (int64_t j = 0; j < k; ++j) {
+      switch (step.routing) {
+        case Routing::kRandom:
+          ids[tok * k + j] = pool[j];
+          break;
+        case Routing::kOneExpert:
+          ids[tok * k + j] = step.target;
+          break;
+        case Routing::kOneRank:
+          ids[tok * k + j] = pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
+          break;
+      }
+    }
+  }
+  return in;
+}
+
+// Dispatch → GroupedExpertMatMul(weights) → Combine; the outputs as floats.
+std::vector<float> RunLayer(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                            const RankInputs& in, const std::vector<Tensor>& weights,
+                            absl::Status* status) {
+  const int64_t t = in.hidden.shape[0];
+  auto dispatched = dispatcher.Dispatch(in.hidden, in.topk_ids);
+  if (!dispatched.ok()) {
+    *status = dispatched.status();
+    return {};
+  }
+  Tensor expert_out = *backend.Empty(DataType::kFloat32, {dispatched->rows.shape[0], kHidden});
+  absl::Status gemm = backend.GroupedExpertMatMul(dispatched->rows, dispatched->expert_offsets,
+                                                  weights, &expert_out);
+  Tensor out = *backend.Empty(DataType::kFloat32, {t, kHidden});
+  absl::Status combined = dispatcher.Combine(expert_out, in.topk_weights, &out);
+  *status = !gemm.ok() ? gemm : combined;
+  const float* p = out.data_as<float>();
+  return std::vector<float>(p, p + t * kHidden);
+}
+
+std::vector<float> Reference(kernels::Backend& backend, const RankInputs& in,
+                             const std::vector<Tensor>& all_experts) {
+  LocalTokenDispatcher local(backend, kExperts);
+  absl::Status status;
+  std::vector<float> out = RunLayer(backend, local, in, all_experts, &status);
+  EXPECT_TRUE(status.ok()) << status;
+  return out;
+}
+
+// max |got - want| / max |want|.
+double RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double diff = 0.0, scale = 1e-30;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
+  }
+  return got.empty() ? 0.0 : diff / scale;
+}
+
+std::vector<Tensor> LocalExperts(const std::vector<Tensor>& all,
+                                 const std::vector<uint32_t>& placement, int rank) {
+  std::vector<Tensor> local(all.size());
+  for (size_t e = 0; e < all.size(); ++e) {
+    if (placement[e] == static_cast<uint32_t>(rank)) local[e] = all[e];
+  }
+  return local;
+}
+
+comm::GlooOptions Options(int rank, int world, const std::string& prefix, milliseconds timeout) {
+  comm::GlooOptions o;
+  o.rank = rank;
+  o.world_size = world;
+  o.key_prefix = prefix;
+  o.timeout = timeout;
+  return o;
+}
+
+// Forms a Gloo group of `world` ranks and runs `body` on each rank's thread.
+void RunRanks(int world, milliseconds timeout, const std::string& prefix,
+              const std::function<void(comm::Communicator&)>& body) {
+  comm::InMemoryRendezvous rendezvous;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto c = comm::GlooCommunicator::Create(Options(r, world, prefix, timeout), rendezvous);
+      ASSERT_TRUE(c.ok()) << c.status();
+      body(**c);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+struct ExchangeRecord {
+  int layer = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  std::vector<int64_t> rows_per_expert;
+  std::vector<int64_t> rows_per_rank;
+};
+
+class Recorder final : public MoeExchangeObserver {
+ public:
+  void OnMoeExchange(const MoeExchangeStats& s) override {
+    records.push_back({s.layer,
+                       s.bytes_sent,
+                       s.bytes_received,
+                       {s.rows_per_expert.begin(), s.rows_per_expert.end()},
+                       {s.rows_per_rank.begin(), s.rows_per_rank.end()}});
+    EXPECT_GE(s.dispatch_seconds, 0.0);
+    EXPECT_GE(s.combine_seconds, 0.0);
+  }
+  std::vector<ExchangeRecord> records;
+};
+
+// Token counts per rank cycle through `pattern`; zeros give ranks without tokens.
+std::vector<int64_t> Tokens(int world, std::vector<int64_t> pattern) {
+  std::vector<int64_t> t(world);
+  for (int r = 0; r < world; ++r) t[r] = pattern[r % pattern.size()];
+  return t;
+}
+
+std::vector<Step> Steps(int world) {
+  return {
+      {Routing::kRandom, 0, Tokens(world, {5, 9, 0, 12})},
+      {Routing::kRandom, 0, Tokens(world, {0, 7, 3})},
+      {Routing::kRandom, 0, Tokens(world, {0})},  // no tokens anywhere
+      {Routing::kOneExpert, 5, Tokens(world, {6, 0, 11, 2})},
+      {Routing::kOneRank, world - 1, Tokens(world, {4, 7, 10, 13})},
+      {Routing::kOneRank, 0, Tokens(world, {11, 0})},
+      {Routing::kRandom, 0, Tokens(world, {30})},
+      {Routing::kRandom, 0, Tokens(world, {1, 0, 2})},
+  };
+}
+
+class AllToAllDispatcherTest : public ::testing::TestWithParam<std::tuple<int, PlacementStrategy>> {
+};
+
+TEST_P(AllToAllDispatcherTest, MatchesSingleProcessAndReportsExchange) {
+  const auto [world, strategy] = GetParam();
+  const std::vector<uint32_t> placement = *PlaceExperts(kExperts, world, strategy);
+  const std::vector<Tensor> experts = ExpertWeights();
+  const std::vector<Step> steps = Steps(world);
+  const std::vector<int64_t> top_ks = {1, 2, kExperts};
+  // records[rank][k index]: one record per step.
+  std::vector<std::vector<std::vector<ExchangeRecord>>> records(
+      world, std::vector<std::vector<ExchangeRecord>>(top_ks.size()));
+
+  RunRanks(world, milliseconds(5000), "match/", [&](comm::Communicator& comm) {
+    const int me = comm.rank();
+    auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+    const std::vector<Tensor> local = LocalExperts(experts, placement, me);
+    for (size_t ki = 0; ki < top_ks.size(); ++ki) {
+      const int64_t k = top_ks[ki];
+      auto dispatcher =
+          AllToAllTokenDispatcher::Create(*backend, kExperts, k, kHidden, placement, &comm);
+      ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
+      Recorder recorder;
+      (*dispatcher)->SetObserver(&recorder);
+      for (size_t i = 0; i < steps.size(); ++i) {
+        const RankInputs in = MakeInputs(steps[i], static_cast<int>(i), me, k, placement);
+        (*dispatcher)->SetLayer(static_cast<int>(i));
+        absl::Status status;
+        const std::vector<float> got = RunLayer(*backend, **dispatcher, in, local, &status);
+        ASSERT_TRUE(status.ok()) << "rank " << me << " k " << k << " step " << i << ": " << status;
+        EXPECT_LE(RelativeError(got, Reference(*backend, in, experts)), kTolerance)
+            << "rank " << me << " k " << k << " step " << i;
+      }
+      records[me][ki] = std::move(recorder.records);
+    }
+  });
+
+  for (size_t ki = 0; ki < top_ks.size(); ++ki) {
+    const int64_t k = top_ks[ki];
+    for (size_t i = 0; i < steps.size(); ++i) {
+      SCOPED_TRACE(testing::Message() << "k " << k << " step " << i);
+      // Assignments per expert over all ranks' inputs.
+      std::vector<int64_t> want(kExperts, 0);
+      int64_t assignments = 0;
+      for (int r = 0; r < world; ++r) {
+        const RankInputs in = MakeInputs(steps[i], static_cast<int>(i), r, k, placement);
+        const int32_t* ids = in.topk_ids.data_as<int32_t>();
+        for (int64_t a = 0; a < in.topk_ids.numel(); ++a) ++want[ids[a]];
+        assignments += in.topk_ids.numel();
+      }
+      std::vector<int64_t> want_per_rank(world, 0);
+      for (int64_t e = 0; e < kExperts; ++e) want_per_rank[placement[e]] += want[e];
+
+      int64_t received = 0;
+      for (int r = 0; r < world; ++r) {
+        ASSERT_EQ(records[r][ki].size(), steps.size()) << "rank " << r;
+        const ExchangeRecord& rec = records[r][ki][i];
+        EXPECT_EQ(rec.layer, static_cast<int>(i));
+        EXPECT_EQ(rec.rows_per_rank, want_per_rank) << "rank " << r;
+        ASSERT_EQ(rec.rows_per_expert.size(), static_cast<size_t>(kExperts));
+        for (int64_t e = 0; e < kExperts; ++e) {
+          EXPECT_EQ(rec.rows_per_expert[e], placement[e] == static_cast<uint32_t>(r) ? want[e] : 0)
+              << "rank " << r << " expert " << e;
+        }
+        received +=
+            std::accumulate(rec.rows_per_expert.begin(), rec.rows_per_expert.end(), int64_t{0});
+        EXPECT_EQ(rec.bytes_sent, rec.bytes_received);
+        if (world == 1) {
+          EXPECT_EQ(rec.bytes_sent, 0u);
+        } else {
+          EXPECT_GE(rec.bytes_sent, (world - 1) * kExperts * sizeof(int64_t));
+        }
+      }
+      EXPECT_EQ(received, assignments);
+    }
+  }
+}
+
+std::string RanksAndPlacement(
+    const ::testing::TestParamInfo<std::tuple<int, PlacementStrategy>>& param) {
+  return absl::StrCat(
+      std::get<0>(param.param), "Ranks",
+      std::get<1>(param.param) == PlacementStrategy::kLinear ? "Linear" : "RoundRobin");
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, AllToAllDispatcherTest,
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4),
+                                            ::testing::Values(PlacementStrategy::kLinear,
+                                                              PlacementStrategy::kRoundRobin)),
+                         RanksAndPlacement);
+
+// With k = E every token reaches every expert, so no later step with fewer
+// tokens per rank needs more room than the first, largest one.
+TEST(AllToAllDispatcher, ReusesBuffersAcrossLayersAndSteps) {
+  constexpr int kWorld = 3;
+  const std::vector<uint32_t> placement =
+      *PlaceExperts(kExperts, kWorld, PlacementStrategy::kRoundRobin);
+  const std::vector<Tensor> experts = ExpertWeights();
+  RunRanks(kWorld, milliseconds(5000), "reuse/", [&](comm::Communicator& comm) {
+    const int me = comm.rank();
+    auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+    const std::vector<Tensor> local = LocalExperts(experts, placement, me);
+    auto dispatcher =
+        *AllToAllTokenDispatcher::Create(*backend, kExperts, kExperts, kHidden, placement, &comm);
+    int64_t allocations = -1;
+    std::mt19937 rng(7);  // same sequence on every rank
+    for (int i = 0; i < 12; ++i) {
+      Step step{Routing::kRandom, 0, std::vector<int64_t>(kWorld, 20)};
+      if (i > 0) {
+        for (int64_t& t : step.tokens) t = std::uniform_int_distribution<int64_t>(0, 20)(rng);
+      }
+      const RankInputs in = MakeInputs(step, i, me, kExperts, placement);
+      dispatcher->SetLayer(i % 4);
+      absl::Status status;
+      const std::vector<float> got = RunLayer(*backend, *dispatcher, in, local, &status);
+      ASSERT_TRUE(status.ok()) << status;
+      EXPECT_LE(RelativeError(got, Reference(*backend, in, experts)), kTolerance) << "step " << i;
+      if (i == 0) allocations = dispatcher->num_buffer_allocations();
+      EXPECT_EQ(dispatcher->num_buffer_allocations(), allocations)
+          << "rank " << me << " step " << i;
+    }
+  });
+}
+
+TEST(AllToAllDispatcher, PeerThatNeverCallsFailsNamingTheLayerThenANewGroupWorks) {
+  constexpr int kWorld = 2;
+  const std::vector<uint32_t> placement =
+      *PlaceExperts(kExperts, kWorld, PlacementStrategy::kLinear);
+  const std::vector<Tensor> experts = ExpertWeights();
+  const Step step{Routing::kRandom, 0, {6, 4}};
+  std::promise<void> dispatch_failed, combine_failed;
+  std::shared_future<void> dispatch_done = dispatch_failed.get_future().share();
+  std::shared_future<void> combine_done = combine_failed.get_future().share();
+  comm::InMemoryRendezvous rendezvous;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kWorld; ++r) {
+    threads.emplace_back([&, r] {
+      auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+      const RankInputs in = MakeInputs(step, 0, r, 2, placement);
+      const std::vector<Tensor> local = LocalExperts(experts, placement, r);
+      auto first =
+          comm::GlooCommunicator::Create(Options(r, kWorld, "a/", milliseconds(500)), rendezvous);
+      ASSERT_TRUE(first.ok()) << first.status();
+      auto dispatcher =
+          *AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, placement, first->get());
+      // Dispatch: rank 1 never calls.
+      if (r == 0) {
+        dispatcher->SetLayer(3);
+        const auto start = std::chrono::steady_clock::now();
+        auto d = dispatcher->Dispatch(in.hidden, in.topk_ids);
+        EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+        ASSERT_FALSE(d.ok());
+        EXPECT_THAT(std::string(d.status().message()), HasSubstr("MoE layer 3 dispatch: "));
+        dispatch_failed.set_value();
+      } else {
+        dispatch_done.wait();
+      }
+
+      // Combine: both dispatch on a fresh group, rank 1 never combines.
+      auto second =
+          comm::GlooCommunicator::Create(Options(r, kWorld, "b/", milliseconds(500)), rendezvous);
+      ASSERT_TRUE(second.ok()) << second.status();
+      ASSERT_TRUE(dispatcher->SetCommunicator(second->get()).ok());
+      dispatcher->SetLayer(7);
+      auto d = dispatcher->Dispatch(in.hidden, in.topk_ids);
+      ASSERT_TRUE(d.ok()) << d.status();
+      if (r == 0) {
+        Tensor expert_out = *backend->Empty(DataType::kFloat32, {d->rows.shape[0], kHidden});
+        ASSERT_TRUE(
+            backend->GroupedExpertMatMul(d->rows, d->expert_offsets, local, &expert_out).ok());
+        Tensor out = *backend->Empty(DataType::kFloat32, {in.hidden.shape[0], kHidden});
+        absl::Status s = dispatcher->Combine(expert_out, in.topk_weights, &out);
+        EXPECT_THAT(std::string(s.message()), HasSubstr("MoE layer 7 combine: "));
+        combine_failed.set_value();
+      } else {
+        combine_done.wait();
+      }
+
+      // A re-formed group serves again through the same dispatcher.
+      auto third =
+          comm::GlooCommunicator::Create(Options(r, kWorld, "c/", milliseconds(5000)), rendezvous);
+      ASSERT_TRUE(third.ok()) << third.status();
+      ASSERT_TRUE(dispatcher->SetCommunicator(third->get()).ok());
+      absl::Status status;
+      const std::vector<float> got = RunLayer(*backend, *dispatcher, in, local, &status);
+      ASSERT_TRUE(status.ok()) << status;
+      EXPECT_LE(RelativeError(got, Reference(*backend, in, experts)), kTolerance);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+// A communicator of `world` ranks on which every collective fails.
+class FailingCommunicator final : public comm::Communicator {
+ public:
+  explicit FailingCommunicator(int world) : world_(world) {}
+  int rank() const override { return 0; }
+  int world_size() const override { return world_; }
+  std::string backend() const override { return "failing"; }
+  absl::Status AllToAllV(const void*, absl::Span<const int64_t>, void*, absl::Span<const int64_t>,
+                         size_t, void*) override {
+    return absl::UnavailableError("AllToAllV: peer gone");
+  }
+  absl::Status AllGather(const void*, void*, size_t, void*) override {
+    return absl::UnavailableError("AllGather: peer gone");
+  }
+  absl::Status AllReduceSum(void*, size_t, DataType, void*) override {
+    return absl::UnavailableError("AllReduceSum: peer gone");
+  }
+  absl::Status Barrier() override { return absl::UnavailableError("Barrier: peer gone"); }
+
+ private:
+  int world_;
+};
+
+TEST(AllToAllDispatcher, EnforcesDispatchCombineOrder) {
+  auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+  comm::LocalCommunicator local_comm;
+  const std::vector<uint32_t> placement(kExperts, 0);
+  auto d = *AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, placement, &local_comm);
+  const RankInputs in = MakeInputs({Routing::kRandom, 0, {5}}, 0, 0, 2, placement);
+  Tensor out = *backend->Empty(DataType::kFloat32, {5, kHidden});
+  Tensor no_rows = *backend->Empty(DataType::kFloat32, {10, kHidden});
+
+  EXPECT_EQ(d->Combine(no_rows, in.topk_weights, &out).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(d->Dispatch(in.hidden, in.topk_ids).ok());
+  EXPECT_EQ(d->Dispatch(in.hidden, in.topk_ids).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(d->Combine(no_rows, in.topk_weights, &out).ok());
+  EXPECT_EQ(d->Combine(no_rows, in.topk_weights, &out).code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // A failed exchange leaves no Dispatch pending; the error names the layer.
+  FailingCommunicator failing(1);
+  ASSERT_TRUE(d->SetCommunicator(&failing).ok());
+  d->SetLayer(2);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto s = d->Dispatch(in.hidden, in.topk_ids).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(s.message(), "MoE layer 2 dispatch: AllGather: peer gone");
+  }
+  ASSERT_TRUE(d->SetCommunicator(nullptr).ok());
+  EXPECT_EQ(d->Dispatch(in.hidden, in.topk_ids).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // Arguments of the wrong shape.
+  ASSERT_TRUE(d->SetCommunicator(&local_comm).ok());
+  Tensor wide = *backend->Empty(DataType::kFloat32, {5, kHidden + 1});
+  EXPECT_EQ(d->Dispatch(wide, in.topk_ids).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(d->Dispatch(in.hidden, in.topk_ids).ok());
+  EXPECT_EQ(d->Combine(wide, in.topk_weights, &out).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(AllToAllDispatcher, RejectsBadConstructionArguments) {
+  auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+  comm::LocalCommunicator one_rank;
+  const std::vector<uint32_t> all_on_zero(kExperts, 0);
+  auto create = [&](std::vector<uint32_t> placement, comm::Communicator* c, int64_t top_k = 2,
+                    int64_t hidden = kHidden) {
+    return AllToAllTokenDispatcher::Create(*backend, kExperts, top_k, hidden, std::move(placement),
+                                           c)
+        .status();
+  };
+  absl::Status s = create(std::vector<uint32_t>(kExperts - 1, 0), &one_rank);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("expert_to_rank: expected 8 entries"));
+
+  std::vector<uint32_t> beyond = all_on_zero;
+  beyond[3] = 1;
+  s = create(beyond, &one_rank);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("expert_to_rank[3]: expected a rank in [0, 1)"));
+
+  // Unbound (no group yet): created, but Dispatch fails until a group is set.
+  {
+    auto unbound = AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, all_on_zero,
+                                                   nullptr);
+    ASSERT_TRUE(unbound.ok()) << unbound.status();
+    auto hidden = backend->Empty(DataType::kFloat32, {1, kHidden});
+    auto ids = backend->Empty(DataType::kInt32, {1, 2});
+    ASSERT_TRUE(hidden.ok() && ids.ok());
+    EXPECT_FALSE((*unbound)->Dispatch(*hidden, *ids).ok());
+  }
+  EXPECT_EQ(create(all_on_zero, &one_rank, /*top_k=*/0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(create(all_on_zero, &one_rank, /*top_k=*/kExperts + 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(create(all_on_zero, &one_rank, 2, /*hidden=*/0).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A later group too small for the placement is refused; the old one stays.
+  FailingCommunicator two_ranks(2);
+  auto d = *AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, beyond, &two_ranks);
+  s = d->SetCommunicator(&one_rank);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  const RankInputs in = MakeInputs({Routing::kRandom, 0, {3}}, 0, 0, 2, beyond);
+  EXPECT_THAT(std::string(d->Dispatch(in.hidden, in.topk_ids).status().message()),
+              HasSubstr("AllGather: peer gone"));
+}
+
+}  // namespace
+}  // namespace epserve::models

@@ -1,0 +1,332 @@
+// Expert parallelism through the router, as real processes on loopback:
+// every MoE fixture served with its experts split over N = 1..4 workers
+// (linear and round-robin placement) under concurrent mixed-length traffic
+// (so some workers have no tokens in some steps) gives the single-process
+// runner's greedy tokens and log-probabilities; EP metrics after traffic;
+// a killed or stopped worker ends every in-flight request with UNAVAILABLE
+// and the group serves the reference output again once it is back.
+#include <signal.h>
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster_harness.h"
+
+namespace epserve::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr char kFixtures[] = EPSERVE_SOURCE_DIR "/tests/fixtures/models";
+
+struct Prompt {
+  std::string text;
+  int max_tokens;
+};
+
+// Mixed lengths: prompts of 1 to ~40 tokens, outputs of 2 to 12 tokens, so
+// requests end at different steps and ranks run out of work at different
+// times.
+const std::vector<Prompt>& Traffic() {
+  static const std::vector<Prompt> traffic = {
+      {"Hello world", 12},
+      {"a", 2},
+      {"The quick brown fox jumps over the lazy dog and keeps running far away", 7},
+      {"Mixture of experts", 10},
+      {"1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20", 4},
+      {"Once upon a time", 12},
+  };
+  return traffic;
+}
+
+struct Reference {
+  std::vector<uint32_t> ids;
+  std::vector<double> logprobs;
+  std::string finish_reason;
+};
+
+Reference RunOffline(const std::string& model, const Prompt& p) {
+  RunResult r = RunToExit(Binary("epserve-run"),
+                          {"generate", "--model", model, "--prompt", p.text, "--max-tokens",
+                           absl::StrCat(p.max_tokens), "--logprobs"},
+                          seconds(60));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  Reference ref;
+  if (r.exit_code != 0) return ref;
+  // The JSON object is the last line of the output.
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  auto json = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+  ref.ids = json["generated_ids"].get<std::vector<uint32_t>>();
+  for (const auto& lp : json["logprobs"]) ref.logprobs.push_back(lp["logprob"].get<double>());
+  ref.finish_reason = json["finish_reason"].get<std::string>();
+  return ref;
+}
+
+struct Outcome {
+  grpc::Status status;
+  std::vector<uint32_t> ids;
+  std::vector<double> logprobs;
+  v1::GenerateComplete complete;
+};
+
+Outcome Generate(v1::Epserve::Stub& stub, const Prompt& p, seconds deadline = seconds(120)) {
+  v1::GenerateRequest req;
+  req.set_text(p.text);
+  req.mutable_sampling_params()->set_temperature(0.0f);
+  req.mutable_sampling_params()->set_max_tokens(static_cast<uint32_t>(p.max_tokens));
+  req.mutable_sampling_params()->set_logprobs(true);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  auto reader = stub.Generate(&ctx, req);
+  Outcome out;
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    if (resp.has_chunk()) {
+      out.ids.insert(out.ids.end(), resp.chunk().token_ids().begin(),
+                     resp.chunk().token_ids().end());
+      for (const auto& lp : resp.chunk().logprobs()) out.logprobs.push_back(lp.logprob());
+    }
+    if (resp.has_complete()) out.complete = resp.complete();
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+std::unique_ptr<v1::Epserve::Stub> Stub(RouterHandle& router) {
+  return v1::Epserve::NewStub(
+      grpc::CreateChannel(router.grpc_address(), grpc::InsecureChannelCredentials()));
+}
+
+std::unique_ptr<RouterHandle> StartExpertParallel(const std::string& model, int workers,
+                                                  const std::string& placement,
+                                                  std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--model=" + model, absl::StrCat("--local-workers=", workers),
+                                   absl::StrCat("--expert-parallel=", workers),
+                                   "--expert-placement=" + placement, "--log-level=warn"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto router = RouterHandle::Start(args);
+  if (router == nullptr) return nullptr;
+  if (!WaitFor([&] { return router->Serving(); }, seconds(60))) {
+    ADD_FAILURE() << "router not serving; output:\n" << router->process().output();
+    return nullptr;
+  }
+  return router;
+}
+
+double Metric(const std::string& scraped, const std::string& series) {
+  size_t at = 0;
+  while ((at = scraped.find(series, at)) != std::string::npos) {
+    const bool line_start = at == 0 || scraped[at - 1] == '\n';
+    const size_t after = at + series.size();
+    if (line_start && after < scraped.size() && scraped[after] == ' ') {
+      return std::stod(scraped.substr(after + 1, scraped.find('\n', after) - after - 1));
+    }
+    at = after;
+  }
+  return 0.0;
+}
+
+// Sum of every sample of `name` (any labels) in a scrape.
+double SumMetric(const std::string& scraped, const std::string& name) {
+  double sum = 0;
+  size_t at = 0;
+  while ((at = scraped.find(name, at)) != std::string::npos) {
+    const bool line_start = at == 0 || scraped[at - 1] == '\n';
+    const size_t after = at + name.size();
+    if (line_start && after < scraped.size() && (scraped[after] == '{' || scraped[after] == ' ')) {
+      const size_t end = scraped.find('\n', after);
+      const size_t space = scraped.rfind(' ', end);
+      sum += std::stod(scraped.substr(space + 1, end - space - 1));
+    }
+    at = after;
+  }
+  return sum;
+}
+
+struct Case {
+  std::string fixture;
+  int workers;
+  std::string placement;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.fixture << " over " << c.workers << " workers, " << c.placement;
+}
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  std::string placement = info.param.placement == "round-robin" ? "roundrobin" : "linear";
+  return absl::StrCat(info.param.fixture, "_", info.param.workers, "workers_", placement);
+}
+
+class ExpertParallelParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ExpertParallelParity, GreedyTokensAndLogprobsEqualSingleProcess) {
+  const Case& c = GetParam();
+  const std::string model = absl::StrCat(kFixtures, "/", c.fixture);
+  std::vector<Reference> refs;
+  for (const Prompt& p : Traffic()) refs.push_back(RunOffline(model, p));
+  auto router = StartExpertParallel(model, c.workers, c.placement);
+  ASSERT_NE(router, nullptr);
+  v1::GetServerInfoResponse info = router->Info();
+  EXPECT_EQ(info.parallelism(), "expert");
+  EXPECT_EQ(info.expert_placement().strategy(), c.placement);
+  auto stub = Stub(*router);
+  // Two rounds of the traffic at once: requests of different lengths overlap.
+  const size_t n = Traffic().size();
+  std::vector<Outcome> outcomes(2 * n);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, Traffic()[i % n]); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    const Reference& ref = refs[i % n];
+    const Outcome& out = outcomes[i];
+    ASSERT_TRUE(out.status.ok()) << i << ": " << out.status.error_message();
+    EXPECT_EQ(out.ids, ref.ids) << "request " << i;
+    ASSERT_EQ(out.logprobs.size(), ref.logprobs.size()) << "request " << i;
+    for (size_t j = 0; j < ref.logprobs.size(); ++j) {
+      EXPECT_NEAR(out.logprobs[j], ref.logprobs[j], 1e-4) << "request " << i << " token " << j;
+    }
+  }
+  if (c.workers > 1) {
+    // Every worker exchanged rows and counted its experts' tokens.
+    const v1::GetServerInfoResponse after = router->Info();
+    for (const auto& w : after.workers()) {
+      std::string m = ScrapeMetrics(w.metrics_address());
+      EXPECT_GT(SumMetric(m, "epserve_moe_alltoall_bytes_total"), 0) << "rank " << w.rank();
+      EXPECT_GT(Metric(m, "epserve_moe_dispatch_seconds_count"), 0) << "rank " << w.rank();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, ExpertParallelParity,
+    ::testing::Values(Case{"qwen3_moe", 1, "linear"}, Case{"qwen3_moe", 2, "linear"},
+                      Case{"qwen3_moe", 2, "round-robin"}, Case{"qwen3_moe", 3, "linear"},
+                      Case{"qwen3_moe", 3, "round-robin"}, Case{"qwen3_moe", 4, "linear"},
+                      Case{"qwen3_moe", 4, "round-robin"}, Case{"mixtral", 2, "round-robin"},
+                      Case{"mixtral", 4, "linear"}, Case{"qwen2_moe", 3, "linear"},
+                      Case{"qwen2_moe", 4, "round-robin"}, Case{"olmoe", 2, "linear"},
+                      Case{"olmoe", 3, "round-robin"}),
+    CaseName);
+
+TEST(ExpertParallel, MetricsAfterTrafficAddUp) {
+  const std::string model = absl::StrCat(kFixtures, "/qwen3_moe");
+  constexpr int kWorkers = 3;
+  auto router = StartExpertParallel(model, kWorkers, "linear");
+  ASSERT_NE(router, nullptr);
+  auto stub = Stub(*router);
+  uint64_t tokens = 0;  // tokens that went through the MoE layers
+  for (const Prompt& p : Traffic()) {
+    Outcome out = Generate(*stub, p);
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    // Every prompt token and every generated token but the last is fed
+    // through the model once.
+    tokens += out.complete.usage().prompt_tokens() + out.complete.usage().completion_tokens() - 1;
+  }
+  // Qwen3-MoE: layer i is MoE when (i + 1) % decoder_sparse_step == 0 and i
+  // is not in mlp_only_layers (the fixture has 4 layers, 1 of them MoE).
+  auto config = nlohmann::json::parse(ReadFile(model + "/config.json"));
+  const int top_k = config["num_experts_per_tok"].get<int>();
+  const int step = config["decoder_sparse_step"].get<int>();
+  const auto mlp_only = config["mlp_only_layers"].get<std::vector<int>>();
+  int layers = 0;
+  for (int i = 0; i < config["num_hidden_layers"].get<int>(); ++i) {
+    if ((i + 1) % step == 0 && std::find(mlp_only.begin(), mlp_only.end(), i) == mlp_only.end()) {
+      ++layers;
+    }
+  }
+  ASSERT_GT(layers, 0);
+  double expert_tokens = 0;
+  const v1::GetServerInfoResponse info = router->Info();
+  for (const auto& w : info.workers()) {
+    std::string m = ScrapeMetrics(w.metrics_address());
+    expert_tokens += SumMetric(m, "epserve_moe_expert_tokens_total");
+    EXPECT_THAT(m, HasSubstr("epserve_moe_load_imbalance_ratio"));
+    EXPECT_GT(Metric(m, "epserve_moe_combine_seconds_count"), 0);
+  }
+  EXPECT_EQ(expert_tokens, static_cast<double>(tokens) * top_k * layers);
+}
+
+TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference) {
+  const std::string model = absl::StrCat(kFixtures, "/qwen3_moe");
+  const Prompt long_prompt{"Hello world", 2000};
+  const Prompt check{"Mixture of experts", 10};
+  const Reference ref = RunOffline(model, check);
+  constexpr int kWorkers = 3;
+  // Remote workers (started here) so one can be restarted by hand.
+  auto router = RouterHandle::Start({"--model=" + model, absl::StrCat("--workers=", kWorkers),
+                                     absl::StrCat("--expert-parallel=", kWorkers),
+                                     "--worker-timeout-ms=1500", "--heartbeat-interval-ms=200",
+                                     "--collective-timeout-ms=3000", "--log-level=warn"});
+  ASSERT_NE(router, nullptr);
+  auto start_worker = [&](int rank, const std::string& tag) {
+    return Start(Binary("epserve-worker"),
+                 {"--router=" + router->grpc_address(), absl::StrCat("--rank=", rank),
+                  "--collective-host=127.0.0.1", "--metrics-listen=127.0.0.1:0",
+                  "--connect-timeout-s=20", "--cpu-threads=1"},
+                 absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));
+  };
+  std::vector<Process> workers;
+  for (int r = 0; r < kWorkers; ++r) workers.push_back(start_worker(r, absl::StrCat(r)));
+  ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
+      << router->process().output();
+  auto stub = Stub(*router);
+
+  for (int signal : {SIGKILL, SIGSTOP}) {
+    SCOPED_TRACE(signal == SIGKILL ? "SIGKILL" : "SIGSTOP");
+    std::vector<Outcome> outcomes(4);
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, long_prompt, seconds(60)); });
+    }
+    ASSERT_TRUE(WaitFor([&] { return router->Info().requests_running() == 4; }, seconds(20)));
+    std::this_thread::sleep_for(milliseconds(200));  // mid-generation
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(kill(workers[1].proc.pid(), signal), 0);
+    for (auto& t : threads) t.join();
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // SIGKILL: the stream closes at once; SIGSTOP: the liveness timeout.
+    EXPECT_LT(took, signal == SIGKILL ? 5.0 : 8.0);
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      EXPECT_EQ(outcomes[i].status.error_code(), grpc::StatusCode::UNAVAILABLE)
+          << i << ": " << outcomes[i].status.error_message();
+      EXPECT_THAT(outcomes[i].status.error_message(), HasSubstr("rank 1")) << i;
+    }
+    EXPECT_TRUE(WaitFor([&] { return !router->Serving(); }, seconds(5)));
+    // Bring rank 1 back: a stopped worker is killed first, as an operator
+    // (or Kubernetes) would.
+    if (signal == SIGSTOP) {
+      kill(workers[1].proc.pid(), SIGKILL);
+    }
+    workers[1].proc.Wait(seconds(10));
+    workers[1] = start_worker(1, signal == SIGKILL ? "1b" : "1c");
+    ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
+        << router->process().output();
+    // The survivors were not restarted, and new requests give the reference.
+    EXPECT_FALSE(workers[0].proc.Wait(milliseconds(0)).has_value());
+    EXPECT_FALSE(workers[2].proc.Wait(milliseconds(0)).has_value());
+    Outcome again = Generate(*stub, check);
+    ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+    EXPECT_EQ(again.ids, ref.ids);
+  }
+  // Killing the router ends the workers.
+  ASSERT_EQ(kill(router->process().proc.pid(), SIGKILL), 0);
+  for (Process& w : workers) {
+    EXPECT_TRUE(w.proc.Wait(seconds(15)).has_value()) << w.output();
+  }
+}
+
+}  // namespace
+}  // namespace epserve::testing
