@@ -4,6 +4,8 @@
 # (requests/s, output tokens/s, TTFT and ITL percentiles) and, from the
 # router's metrics, the share of the wall time the workers spent in their
 # forward passes (the rest is router, gRPC, detokenization and waiting).
+# With expert parallelism (`-- --expert-parallel N`) it also reports, from
+# the workers' metrics, the MoE dispatch + combine share of their step time.
 #
 #   tools/bench_serving.sh [--model DIR] [--workers N] [--concurrency "1 8 32"]
 #                          [--prompts-per-client 16] [--input-len 128]
@@ -54,29 +56,46 @@ step_seconds() {
   curl -s "http://$metrics/metrics" |
     awk '/^epserve_step_duration_seconds_sum/ { s += $2 } END { printf "%.6f\n", s }'
 }
+worker_metrics=$("$bin/epserve" info --server "$grpc" |
+  python3 -c 'import json,sys; print(" ".join(w["metrics_address"] for w in json.load(sys.stdin)["server"]["workers"]))')
+# Over all workers: step seconds, MoE dispatch seconds, MoE combine seconds.
+moe_seconds() {
+  for m in $worker_metrics; do curl -s "http://$m/metrics"; done |
+    awk '/^epserve_worker_step_seconds_sum/ { s += $2 }
+         /^epserve_moe_dispatch_seconds_sum/ { d += $2 }
+         /^epserve_moe_combine_seconds_sum/ { c += $2 }
+         END { printf "%.6f %.6f %.6f\n", s, d, c }'
+}
 
 for c in $concurrency; do
   n=$((c * per_client))
   before=$(step_seconds)
+  moe_before=$(moe_seconds)
   "$bin/epserve" bench --server "$grpc" --num-prompts "$n" --max-concurrency "$c" \
     --input-len "$input_len" --output-len "$output_len" --warmup "$c" --seed 1 \
     --json-out "$out/c$c.json" > "$out/c$c.txt"
   after=$(step_seconds)
   echo "$before $after" > "$out/c$c.steps"
+  echo "$moe_before $(moe_seconds)" > "$out/c$c.moe"
 done
 
 python3 - "$out" "$workers" $concurrency <<'EOF'
 import json, sys
 out, workers, conc = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-print("| concurrency | requests | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | worker busy |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| concurrency | requests | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | worker busy | MoE exchange / step |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in conc:
     j = json.load(open(f"{out}/c{c}.json"))
     before, after = map(float, open(f"{out}/c{c}.steps").read().split())
     # Warm-up requests ran before the timed window; their steps are in the
     # difference too, so the share is a slight overestimate.
     busy = (after - before) / (j["duration"] * workers)
+    m = list(map(float, open(f"{out}/c{c}.moe").read().split()))
+    step, exchange = m[3] - m[0], (m[4] - m[1]) + (m[5] - m[2])
+    # Dispatch + combine time (all-to-all-v of rows and counts, regrouping,
+    # and the wait for the slowest rank) over the workers' step time.
+    share = f"{100 * exchange / step:.0f} %" if exchange > 0 and step > 0 else "-"
     print(f"| {c} | {j['completed']} | {j['request_throughput']:.1f} | {j['output_throughput']:.0f} "
           f"| {j['median_ttft_ms']:.2f} | {j['p99_ttft_ms']:.2f} | {j['median_itl_ms']:.2f} "
-          f"| {j['p99_itl_ms']:.2f} | {100 * busy:.0f} % |")
+          f"| {j['p99_itl_ms']:.2f} | {100 * busy:.0f} % | {share} |")
 EOF
