@@ -23,15 +23,10 @@ import sys
 # Sources whose `.Name("epserve_...")` registrations are exported metrics.
 METRIC_SOURCE_DIRS = ("router", "worker")
 
-# Planned metrics of the expert-parallel dispatcher; not exported by any binary yet.
+# Planned metrics, not exported by any binary yet (none at present): name -> type.
 # Panels that use them say PLANNED_NOTE in their description. When one is built,
 # delete it here (the sources then provide it) and drop the note from its panels.
-PLANNED_METRICS = {
-    "epserve_moe_dispatch_seconds": "histogram",     # dispatch all-to-all per MoE layer step
-    "epserve_moe_combine_seconds": "histogram",      # combine all-to-all per MoE layer step
-    "epserve_moe_alltoall_bytes_total": "counter",   # bytes sent + received by dispatch/combine
-    "epserve_moe_expert_tokens_total": "counter",    # tokens routed to each {layer, expert}
-}
+PLANNED_METRICS = {}
 PLANNED_NOTE = "(available with expert parallelism)"
 
 KUSTOMIZE_ROOT = "deploy/k8s"
