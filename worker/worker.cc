@@ -49,6 +49,12 @@ class WorkerMetrics {
                    .Register(registry)),
         steps_ok_(steps_.Add({{"result", "ok"}})),
         steps_error_(steps_.Add({{"result", "error"}})),
+        idle_steps_(prometheus::BuildCounter()
+                        .Name("epserve_worker_idle_steps_total")
+                        .Help("Steps with no tokens on this worker (with expert parallelism it "
+                              "still serves the other ranks' rows to its experts)")
+                        .Register(registry)
+                        .Add({})),
         step_seconds_(prometheus::BuildHistogram()
                           .Name("epserve_worker_step_seconds")
                           .Help("This worker's forward pass + sampling time per step (compare "
@@ -73,6 +79,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>& steps_;
   prometheus::Counter& steps_ok_;
   prometheus::Counter& steps_error_;
+  prometheus::Counter& idle_steps_;
   prometheus::Histogram& step_seconds_;
   prometheus::Gauge& weight_bytes_;
 };
@@ -508,6 +515,7 @@ void Worker::ExecuteStep(const control::v1::StepPlan& plan) {
     return;
   }
   for (const std::string& id : plan.release_request_ids()) executor_->Release(id);
+  if (plan.sequences_size() == 0) metrics_->idle_steps_.Increment();
   absl::StatusOr<control::v1::StepResult> result = executor_->Execute(plan);
   if (moe_metrics_ != nullptr) moe_metrics_->EndStep();
   if (result.ok()) {

@@ -223,13 +223,18 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ExpertParallel, MetricsAfterTrafficAddUp) {
   const std::string model = absl::StrCat(kFixtures, "/qwen3_moe");
   constexpr int kWorkers = 3;
+  std::vector<Reference> refs;
+  for (const Prompt& p : Traffic()) refs.push_back(RunOffline(model, p));
   auto router = StartExpertParallel(model, kWorkers, "linear");
   ASSERT_NE(router, nullptr);
   auto stub = Stub(*router);
   uint64_t tokens = 0;  // tokens that went through the MoE layers
-  for (const Prompt& p : Traffic()) {
-    Outcome out = Generate(*stub, p);
+  // One request at a time: it lives on one worker, and the other two run
+  // every step with no tokens of their own, serving its rows to their experts.
+  for (size_t i = 0; i < Traffic().size(); ++i) {
+    Outcome out = Generate(*stub, Traffic()[i]);
     ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    EXPECT_EQ(out.ids, refs[i].ids) << "request " << i;
     // Every prompt token and every generated token but the last is fed
     // through the model once.
     tokens += out.complete.usage().prompt_tokens() + out.complete.usage().completion_tokens() - 1;
@@ -248,14 +253,17 @@ TEST(ExpertParallel, MetricsAfterTrafficAddUp) {
   }
   ASSERT_GT(layers, 0);
   double expert_tokens = 0;
+  int idle_workers = 0;
   const v1::GetServerInfoResponse info = router->Info();
   for (const auto& w : info.workers()) {
     std::string m = ScrapeMetrics(w.metrics_address());
     expert_tokens += SumMetric(m, "epserve_moe_expert_tokens_total");
+    if (Metric(m, "epserve_worker_idle_steps_total") > 0) ++idle_workers;
     EXPECT_THAT(m, HasSubstr("epserve_moe_load_imbalance_ratio"));
     EXPECT_GT(Metric(m, "epserve_moe_combine_seconds_count"), 0);
   }
   EXPECT_EQ(expert_tokens, static_cast<double>(tokens) * top_k * layers);
+  EXPECT_GE(idle_workers, kWorkers - 1);
 }
 
 TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference) {
