@@ -38,6 +38,9 @@ ABSL_FLAG(int, expert_parallel, 0,
           "N > 0: split the MoE experts across the N workers (--expert-placement; N must equal "
           "--local-workers / --workers); 0: every worker holds the whole model and serves its own "
           "requests (data parallel)");
+ABSL_FLAG(int, worker_cpu_threads, 0,
+          "CPU threads of each local worker (--device cpu); 0: the host's cores divided by the "
+          "number of workers");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per paged KV cache block");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "KV cache blocks per worker; 0: each worker sizes its cache from --kv-cache-memory-mb");
@@ -136,6 +139,8 @@ int main(int argc, char** argv) {
                  2);
   }
   options.expert_parallel = expert_parallel > 0;
+  options.worker_cpu_threads = absl::GetFlag(FLAGS_worker_cpu_threads);
+  if (options.worker_cpu_threads < 0) epserve::Die("--worker-cpu-threads must be >= 0", 2);
   options.kv_block_size = PositiveFlag("kv-block-size", absl::GetFlag(FLAGS_kv_block_size));
   options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   if (options.kv_cache_blocks < 0) epserve::Die("--kv-cache-blocks must be >= 0", 2);

@@ -255,7 +255,9 @@ absl::Status RouterServer::SpawnLocalWorkers() {
   std::string router = absl::StrCat("127.0.0.1:", grpc_address_.port);
   // CPU workers on one host share its cores instead of each taking all.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  const unsigned cpu_threads = std::max(1u, cores / options_.world_size);
+  const unsigned cpu_threads = options_.worker_cpu_threads > 0
+                                   ? static_cast<unsigned>(options_.worker_cpu_threads)
+                                   : std::max(1u, cores / options_.world_size);
   for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
     std::string device = options_.worker_device == "cuda" ? absl::StrCat("cuda:", rank) : "cpu";
     std::vector<std::string> argv = {worker_bin,

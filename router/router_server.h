@@ -59,6 +59,7 @@ struct RouterOptions {
   int kv_block_size = 16;
   int kv_cache_blocks = 0;  // 0: workers size their cache from memory
   int kv_cache_memory_mb = 256;  // local workers
+  int worker_cpu_threads = 0;    // local CPU workers; 0: cores / workers
   int max_tokens_per_step = 2048;
   int max_running_requests = 256;
   int max_waiting_requests = 1024;
