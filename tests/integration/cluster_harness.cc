@@ -146,4 +146,37 @@ std::string ScrapeMetrics(const std::string& address) {
   return response;
 }
 
+double MetricValue(const std::string& scraped, const std::string& series) {
+  size_t at = 0;
+  while ((at = scraped.find(series, at)) != std::string::npos) {
+    const bool line_start = at == 0 || scraped[at - 1] == '\n';
+    const size_t after = at + series.size();
+    if (line_start && after < scraped.size() && scraped[after] == ' ') {
+      return std::stod(scraped.substr(after + 1, scraped.find('\n', after) - after - 1));
+    }
+    at = after;
+  }
+  return 0.0;
+}
+
+double MetricSum(const std::string& scraped, const std::string& name) {
+  double sum = 0;
+  size_t at = 0;
+  while ((at = scraped.find(name, at)) != std::string::npos) {
+    const bool line_start = at == 0 || scraped[at - 1] == '\n';
+    const size_t after = at + name.size();
+    if (line_start && after < scraped.size() && (scraped[after] == '{' || scraped[after] == ' ')) {
+      const size_t end = scraped.find('\n', after);
+      const size_t space = scraped.rfind(' ', end);
+      sum += std::stod(scraped.substr(space + 1, end - space - 1));
+    }
+    at = after;
+  }
+  return sum;
+}
+
+std::unique_ptr<v1::Epserve::Stub> ClientStub(const std::string& address) {
+  return v1::Epserve::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
 }  // namespace epserve::testing

@@ -74,4 +74,14 @@ class RouterHandle {
 // GET http://ADDRESS/metrics; empty on failure.
 std::string ScrapeMetrics(const std::string& address);
 
+// The value of the sample `series` (a name with its exact label set, e.g.
+// `epserve_requests_total{finish_reason="stop",model="m"}`) in a scrape; 0
+// when absent.
+double MetricValue(const std::string& scraped, const std::string& series);
+// The sum of every sample of metric `name`, whatever its labels.
+double MetricSum(const std::string& scraped, const std::string& name);
+
+// A client stub of the router at `address` (HOST:PORT).
+std::unique_ptr<v1::Epserve::Stub> ClientStub(const std::string& address);
+
 }  // namespace epserve::testing

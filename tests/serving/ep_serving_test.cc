@@ -101,11 +101,6 @@ Outcome Generate(v1::Epserve::Stub& stub, const Prompt& p, seconds deadline = se
   return out;
 }
 
-std::unique_ptr<v1::Epserve::Stub> Stub(RouterHandle& router) {
-  return v1::Epserve::NewStub(
-      grpc::CreateChannel(router.grpc_address(), grpc::InsecureChannelCredentials()));
-}
-
 std::unique_ptr<RouterHandle> StartExpertParallel(const std::string& model, int workers,
                                                   const std::string& placement,
                                                   std::vector<std::string> extra = {}) {
@@ -120,36 +115,6 @@ std::unique_ptr<RouterHandle> StartExpertParallel(const std::string& model, int 
     return nullptr;
   }
   return router;
-}
-
-double Metric(const std::string& scraped, const std::string& series) {
-  size_t at = 0;
-  while ((at = scraped.find(series, at)) != std::string::npos) {
-    const bool line_start = at == 0 || scraped[at - 1] == '\n';
-    const size_t after = at + series.size();
-    if (line_start && after < scraped.size() && scraped[after] == ' ') {
-      return std::stod(scraped.substr(after + 1, scraped.find('\n', after) - after - 1));
-    }
-    at = after;
-  }
-  return 0.0;
-}
-
-// Sum of every sample of `name` (any labels) in a scrape.
-double SumMetric(const std::string& scraped, const std::string& name) {
-  double sum = 0;
-  size_t at = 0;
-  while ((at = scraped.find(name, at)) != std::string::npos) {
-    const bool line_start = at == 0 || scraped[at - 1] == '\n';
-    const size_t after = at + name.size();
-    if (line_start && after < scraped.size() && (scraped[after] == '{' || scraped[after] == ' ')) {
-      const size_t end = scraped.find('\n', after);
-      const size_t space = scraped.rfind(' ', end);
-      sum += std::stod(scraped.substr(space + 1, end - space - 1));
-    }
-    at = after;
-  }
-  return sum;
 }
 
 struct Case {
@@ -179,7 +144,7 @@ TEST_P(ExpertParallelParity, GreedyTokensAndLogprobsEqualSingleProcess) {
   v1::GetServerInfoResponse info = router->Info();
   EXPECT_EQ(info.parallelism(), "expert");
   EXPECT_EQ(info.expert_placement().strategy(), c.placement);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   // Two rounds of the traffic at once: requests of different lengths overlap.
   const size_t n = Traffic().size();
   std::vector<Outcome> outcomes(2 * n);
@@ -203,8 +168,8 @@ TEST_P(ExpertParallelParity, GreedyTokensAndLogprobsEqualSingleProcess) {
     const v1::GetServerInfoResponse after = router->Info();
     for (const auto& w : after.workers()) {
       std::string m = ScrapeMetrics(w.metrics_address());
-      EXPECT_GT(SumMetric(m, "epserve_moe_alltoall_bytes_total"), 0) << "rank " << w.rank();
-      EXPECT_GT(Metric(m, "epserve_moe_dispatch_seconds_count"), 0) << "rank " << w.rank();
+      EXPECT_GT(MetricSum(m, "epserve_moe_alltoall_bytes_total"), 0) << "rank " << w.rank();
+      EXPECT_GT(MetricValue(m, "epserve_moe_dispatch_seconds_count"), 0) << "rank " << w.rank();
     }
   }
 }
@@ -227,7 +192,7 @@ TEST(ExpertParallel, MetricsAfterTrafficAddUp) {
   for (const Prompt& p : Traffic()) refs.push_back(RunOffline(model, p));
   auto router = StartExpertParallel(model, kWorkers, "linear");
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   uint64_t tokens = 0;  // tokens that went through the MoE layers
   // One request at a time: it lives on one worker, and the other two run
   // every step with no tokens of their own, serving its rows to their experts.
@@ -257,10 +222,10 @@ TEST(ExpertParallel, MetricsAfterTrafficAddUp) {
   const v1::GetServerInfoResponse info = router->Info();
   for (const auto& w : info.workers()) {
     std::string m = ScrapeMetrics(w.metrics_address());
-    expert_tokens += SumMetric(m, "epserve_moe_expert_tokens_total");
-    if (Metric(m, "epserve_worker_idle_steps_total") > 0) ++idle_workers;
+    expert_tokens += MetricSum(m, "epserve_moe_expert_tokens_total");
+    if (MetricValue(m, "epserve_worker_idle_steps_total") > 0) ++idle_workers;
     EXPECT_THAT(m, HasSubstr("epserve_moe_load_imbalance_ratio"));
-    EXPECT_GT(Metric(m, "epserve_moe_combine_seconds_count"), 0);
+    EXPECT_GT(MetricValue(m, "epserve_moe_combine_seconds_count"), 0);
   }
   EXPECT_EQ(expert_tokens, static_cast<double>(tokens) * top_k * layers);
   EXPECT_GE(idle_workers, kWorkers - 1);
@@ -289,7 +254,7 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
   for (int r = 0; r < kWorkers; ++r) workers.push_back(start_worker(r, absl::StrCat(r)));
   ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
       << router->process().output();
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
 
   for (int signal : {SIGKILL, SIGSTOP}) {
     SCOPED_TRACE(signal == SIGKILL ? "SIGKILL" : "SIGSTOP");

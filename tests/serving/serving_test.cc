@@ -133,11 +133,6 @@ v1::GenerateRequest Greedy(const std::string& prompt, int max_tokens = kMaxToken
   return req;
 }
 
-std::unique_ptr<v1::Epserve::Stub> Stub(RouterHandle& router) {
-  return v1::Epserve::NewStub(
-      grpc::CreateChannel(router.grpc_address(), grpc::InsecureChannelCredentials()));
-}
-
 std::unique_ptr<RouterHandle> StartServing(int workers, std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {"--model=" + std::string(kModel),
                                    absl::StrCat("--local-workers=", workers),
@@ -150,20 +145,6 @@ std::unique_ptr<RouterHandle> StartServing(int workers, std::vector<std::string>
     return nullptr;
   }
   return router;
-}
-
-// The value of a metric sample line `name{labels} value` (0 when absent).
-double Metric(const std::string& scraped, const std::string& series) {
-  size_t at = 0;
-  while ((at = scraped.find(series, at)) != std::string::npos) {
-    const bool line_start = at == 0 || scraped[at - 1] == '\n';
-    const size_t after = at + series.size();
-    if (line_start && after < scraped.size() && scraped[after] == ' ') {
-      return std::stod(scraped.substr(after + 1, scraped.find('\n', after) - after - 1));
-    }
-    at = after;
-  }
-  return 0.0;
 }
 
 void ExpectMatchesReference(const Outcome& out, const Reference& ref, const std::string& what) {
@@ -207,7 +188,7 @@ void RunConcurrentGreedy(int workers) {
     EXPECT_EQ(w.kv_block_size(), 16u);
     EXPECT_EQ(w.local_experts_size(), 8);  // data parallel: every expert everywhere
   }
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   constexpr int kClients = 32;
   std::vector<Outcome> outcomes(kClients);
   std::vector<std::thread> threads;
@@ -245,7 +226,7 @@ TEST(Serving, CancelledStreamsLeaveNoTraceAndOthersComplete) {
   const auto& refs = References();
   auto router = StartServing(2);
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   constexpr int kStreams = 64;
   std::mt19937 rng(1234);
   std::vector<std::optional<int>> cancel_at(kStreams);
@@ -281,10 +262,10 @@ TEST(Serving, CancelledStreamsLeaveNoTraceAndOthersComplete) {
   // Cancelled requests are counted as aborted.
   std::string scraped = ScrapeMetrics(router->metrics_address());
   const double aborted =
-      Metric(scraped, "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-qwen3-moe\"}");
+      MetricValue(scraped, "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-qwen3-moe\"}");
   const double ended = aborted +
-      Metric(scraped, "epserve_requests_total{finish_reason=\"stop\",model=\"tiny-qwen3-moe\"}") +
-      Metric(scraped, "epserve_requests_total{finish_reason=\"length\",model=\"tiny-qwen3-moe\"}");
+      MetricValue(scraped, "epserve_requests_total{finish_reason=\"stop\",model=\"tiny-qwen3-moe\"}") +
+      MetricValue(scraped, "epserve_requests_total{finish_reason=\"length\",model=\"tiny-qwen3-moe\"}");
   EXPECT_EQ(ended, kStreams) << scraped;
 }
 
@@ -293,7 +274,7 @@ TEST(Serving, BurstBeyondTheQueueLimitIsRefusedAtOnce) {
   auto router = StartServing(1, {absl::StrCat("--max-waiting-requests=", kLimit),
                                  "--max-running-requests=2"});
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   constexpr int kBurst = 10 * kLimit;
   std::vector<Outcome> outcomes(kBurst);
   std::vector<double> seconds_taken(kBurst);
@@ -328,7 +309,7 @@ TEST(Serving, BurstBeyondTheQueueLimitIsRefusedAtOnce) {
   // Refusals come at once, not after the accepted requests ran.
   EXPECT_LT(slowest_refusal, 2.0);
   std::string scraped = ScrapeMetrics(router->metrics_address());
-  EXPECT_EQ(Metric(scraped, "epserve_requests_rejected_total{model=\"tiny-qwen3-moe\",reason=\"queue_full\"}"),
+  EXPECT_EQ(MetricValue(scraped, "epserve_requests_rejected_total{model=\"tiny-qwen3-moe\",reason=\"queue_full\"}"),
             refused);
   ExpectIdle(*router);
 }
@@ -341,7 +322,7 @@ TEST(Serving, KvExhaustionPreemptsAndOutputsStayExact) {
   for (const std::string& p : Prompts()) refs.push_back(RunOffline(p, kLong, true));
   auto router = StartServing(1, {"--kv-cache-blocks=10"});
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   std::vector<Outcome> outcomes(Prompts().size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < Prompts().size(); ++i) {
@@ -356,7 +337,7 @@ TEST(Serving, KvExhaustionPreemptsAndOutputsStayExact) {
     ExpectMatchesReference(outcomes[i], refs[i], absl::StrCat("prompt ", i));
   }
   std::string scraped = ScrapeMetrics(router->metrics_address());
-  EXPECT_GT(Metric(scraped, "epserve_num_preemptions_total{model=\"tiny-qwen3-moe\"}"), 0)
+  EXPECT_GT(MetricValue(scraped, "epserve_num_preemptions_total{model=\"tiny-qwen3-moe\"}"), 0)
       << scraped;
   ExpectIdle(*router);
 }
@@ -364,7 +345,7 @@ TEST(Serving, KvExhaustionPreemptsAndOutputsStayExact) {
 TEST(Serving, RequestThatCanNeverFitTheKvCacheIsRefused) {
   auto router = StartServing(1, {"--kv-cache-blocks=2"});
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   Outcome out = Generate(*stub, Greedy(Prompts()[0], 100));
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(out.status.error_message(), HasSubstr("KV blocks"));
@@ -376,7 +357,7 @@ TEST(Serving, RequestThatCanNeverFitTheKvCacheIsRefused) {
 TEST(Serving, DeadlineOnAQueuedRequestEndsItBeforeItRuns) {
   auto router = StartServing(1, {"--max-running-requests=1"});
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   // Occupy the only running slot.
   v1::GenerateRequest busy = Greedy(Prompts()[1], 400);
   busy.mutable_sampling_params()->set_ignore_eos(true);
@@ -396,9 +377,9 @@ TEST(Serving, DeadlineOnAQueuedRequestEndsItBeforeItRuns) {
   EXPECT_TRUE(WaitFor([&] { return router->Info().requests_waiting() == 0; }, seconds(5)));
   std::string scraped = ScrapeMetrics(router->metrics_address());
   EXPECT_EQ(
-      Metric(scraped, "epserve_request_queue_time_seconds_count{model=\"tiny-qwen3-moe\"}"), 1)
+      MetricValue(scraped, "epserve_request_queue_time_seconds_count{model=\"tiny-qwen3-moe\"}"), 1)
       << scraped;
-  EXPECT_EQ(Metric(scraped,
+  EXPECT_EQ(MetricValue(scraped,
                    "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-qwen3-moe\"}"),
             1);
   busy_thread.join();
@@ -409,7 +390,7 @@ TEST(Serving, DeadlineOnAQueuedRequestEndsItBeforeItRuns) {
 TEST(Serving, AbortEndsARunningRequestWithFinishReasonAbort) {
   auto router = StartServing(1);
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   v1::GenerateRequest req = Greedy(Prompts()[2], 2000);
   req.mutable_sampling_params()->set_ignore_eos(true);
   req.set_request_id("to-abort");
@@ -439,7 +420,7 @@ TEST(Serving, StopStringsStopTokensAndIdsInput) {
   const auto& refs = References();
   auto router = StartServing(1);
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   // Pre-tokenized input gives the same continuation as text.
   grpc::ClientContext ctx;
   v1::TokenizeRequest treq;
@@ -494,7 +475,7 @@ TEST(Serving, InvalidRequestsNameTheFieldWhileValidTrafficContinues) {
   const auto& refs = References();
   auto router = StartServing(1);
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   std::vector<Outcome> valid(4);
   std::vector<std::thread> threads;
   for (size_t i = 0; i < valid.size(); ++i) {
@@ -544,7 +525,7 @@ TEST(Serving, InvalidRequestsNameTheFieldWhileValidTrafficContinues) {
     ExpectMatchesReference(valid[i], refs[i], absl::StrCat("valid ", i));
   }
   std::string scraped = ScrapeMetrics(router->metrics_address());
-  EXPECT_EQ(Metric(scraped,
+  EXPECT_EQ(MetricValue(scraped,
                    "epserve_requests_rejected_total{model=\"tiny-qwen3-moe\",reason=\"invalid\"}"),
             static_cast<double>(cases.size()));
 }
@@ -553,7 +534,7 @@ TEST(Serving, MetricsAfterTraffic) {
   const auto& refs = References();
   auto router = StartServing(1);
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   uint64_t prompt_tokens = 0;
   uint64_t generated = 0;
   for (size_t i = 0; i < 3; ++i) {
@@ -564,20 +545,20 @@ TEST(Serving, MetricsAfterTraffic) {
   }
   std::string m = ScrapeMetrics(router->metrics_address());
   const std::string model = "model=\"tiny-qwen3-moe\"";
-  EXPECT_EQ(Metric(m, "epserve_prompt_tokens_total{" + model + "}"), prompt_tokens);
-  EXPECT_EQ(Metric(m, "epserve_generation_tokens_total{" + model + "}"), generated);
-  EXPECT_EQ(Metric(m, "epserve_time_to_first_token_seconds_count{" + model + "}"), 3);
-  EXPECT_EQ(Metric(m, "epserve_e2e_request_latency_seconds_count{" + model + "}"), 3);
-  EXPECT_EQ(Metric(m, "epserve_request_queue_time_seconds_count{" + model + "}"), 3);
-  EXPECT_EQ(Metric(m, "epserve_inter_token_latency_seconds_count{" + model + "}"),
+  EXPECT_EQ(MetricValue(m, "epserve_prompt_tokens_total{" + model + "}"), prompt_tokens);
+  EXPECT_EQ(MetricValue(m, "epserve_generation_tokens_total{" + model + "}"), generated);
+  EXPECT_EQ(MetricValue(m, "epserve_time_to_first_token_seconds_count{" + model + "}"), 3);
+  EXPECT_EQ(MetricValue(m, "epserve_e2e_request_latency_seconds_count{" + model + "}"), 3);
+  EXPECT_EQ(MetricValue(m, "epserve_request_queue_time_seconds_count{" + model + "}"), 3);
+  EXPECT_EQ(MetricValue(m, "epserve_inter_token_latency_seconds_count{" + model + "}"),
             generated - 3);
-  EXPECT_EQ(Metric(m, "epserve_requests_running{" + model + "}"), 0);
-  EXPECT_EQ(Metric(m, "epserve_requests_waiting{" + model + "}"), 0);
-  EXPECT_EQ(Metric(m, "epserve_kv_cache_usage_ratio{" + model + ",worker=\"0\"}"), 0);
-  EXPECT_GT(Metric(m, "epserve_step_duration_seconds_count{" + model +
+  EXPECT_EQ(MetricValue(m, "epserve_requests_running{" + model + "}"), 0);
+  EXPECT_EQ(MetricValue(m, "epserve_requests_waiting{" + model + "}"), 0);
+  EXPECT_EQ(MetricValue(m, "epserve_kv_cache_usage_ratio{" + model + ",worker=\"0\"}"), 0);
+  EXPECT_GT(MetricValue(m, "epserve_step_duration_seconds_count{" + model +
                           ",phase=\"prefill\",worker=\"0\"}"),
             0);
-  EXPECT_GT(Metric(m, "epserve_step_duration_seconds_count{" + model +
+  EXPECT_GT(MetricValue(m, "epserve_step_duration_seconds_count{" + model +
                           ",phase=\"decode\",worker=\"0\"}"),
             0);
   EXPECT_THAT(m, HasSubstr("epserve_num_preemptions_total{" + model + "} 0"));
@@ -586,7 +567,7 @@ TEST(Serving, MetricsAfterTraffic) {
 TEST(Serving, SigtermDrainsInFlightRequestsRefusesNewOnesAndExitsZero) {
   auto router = StartServing(2, {"--drain-timeout-s=60"});
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   constexpr int kInFlight = 6;
   std::vector<Outcome> outcomes(kInFlight);
   std::vector<std::thread> threads;
@@ -621,7 +602,7 @@ TEST(Serving, SigtermDrainsInFlightRequestsRefusesNewOnesAndExitsZero) {
 TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
   auto router = StartServing(2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200"});
   ASSERT_NE(router, nullptr);
-  auto stub = Stub(*router);
+  auto stub = ClientStub(router->grpc_address());
   constexpr int kInFlight = 4;
   std::vector<Outcome> outcomes(kInFlight);
   std::vector<std::thread> threads;
