@@ -215,7 +215,6 @@ void Engine::Loop() {
         FailAll(absl::UnavailableError(absl::StrCat(
             "the cluster stopped serving: ",
             g ? absl::StrCat("collective group re-formed (epoch ", g->epoch, ")") : reason)));
-        scheduler_.reset();
       }
     }
     ApplyCommands(std::move(commands));
@@ -225,10 +224,9 @@ void Engine::Loop() {
   }
 }
 
-void Engine::EnsureScheduler() {
+void Engine::EnsureScheduler(std::string* reason) {
   if (scheduler_ != nullptr) return;
-  std::string reason;
-  std::optional<GroupView> g = transport_->ServingGroup(&reason);
+  std::optional<GroupView> g = transport_->ServingGroup(reason);
   if (!g) return;
   scheduler::SchedulerOptions so = options_.scheduler;
   so.block_size = g->block_size;
@@ -236,6 +234,8 @@ void Engine::EnsureScheduler() {
       scheduler::Scheduler::Create(so, g->kv_blocks);
   if (!s.ok()) {
     LOG_ERROR("cannot schedule on collective group epoch {}: {}", g->epoch, s.status().ToString());
+    *reason = absl::StrCat("cannot schedule on collective group epoch ", g->epoch, ": ",
+                           s.status().message());
     return;
   }
   scheduler_ = std::move(*s);
@@ -249,10 +249,9 @@ void Engine::ApplyCommands(std::deque<Command> commands) {
   for (Command& c : commands) {
     if (c.kind == Command::kAdd) {
       Tracked& t = *c.request;
-      EnsureScheduler();
+      std::string reason;
+      EnsureScheduler(&reason);
       if (scheduler_ == nullptr) {
-        std::string reason;
-        transport_->ServingGroup(&reason);
         requests_.emplace(c.id, c.request);
         EndRequest(t, absl::UnavailableError(absl::StrCat("cluster is not serving: ", reason)),
                    std::nullopt);
@@ -313,6 +312,8 @@ void Engine::FailAll(const absl::Status& status) {
     if (scheduler_ != nullptr) (void)scheduler_->Abort(t->req.id);
     EndRequest(*t, status, std::nullopt);
   }
+  // Its KV accounting is void; the next serving group gets a fresh one.
+  scheduler_.reset();
   if (!all.empty()) LOG_WARN("ended {} request(s): {}", all.size(), status.ToString());
 }
 
@@ -361,12 +362,11 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
   cv_.notify_all();
 }
 
-bool Engine::RunStep() {
+void Engine::RunStep() {
   absl::StatusOr<scheduler::StepBatch> batch = scheduler_->Schedule();
   if (!batch.ok()) {
     FailAll(absl::InternalError(absl::StrCat("scheduler: ", batch.status().message())));
-    scheduler_.reset();
-    return false;
+    return;
   }
   for (const std::string& id : batch->preempted) {
     auto it = requests_.find(id);
@@ -388,7 +388,7 @@ bool Engine::RunStep() {
     // scheduler consistent and do not spin.
     (void)scheduler_->OnStepResult({});
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return true;
+    return;
   }
 
   const size_t world = batch->workers.size();
@@ -436,8 +436,7 @@ bool Engine::RunStep() {
   if (absl::Status sent = transport_->SendStep(group_.epoch, plans); !sent.ok()) {
     FailAll(absl::UnavailableError(absl::StrCat("cannot send step ", step_id, ": ",
                                                 sent.message())));
-    scheduler_.reset();
-    return false;
+    return;
   }
   std::map<uint32_t, control::v1::StepResult> results;
   bool group_changed = false;
@@ -449,7 +448,7 @@ bool Engine::RunStep() {
     results.swap(results_);
     group_changed = serving_changed_;
     pending_step_ = 0;
-    if (stopping_) return false;  // Stop() ends everything
+    if (stopping_) return;  // Stop() ends everything
   }
   if (results.size() != world) {
     std::vector<size_t> missing;
@@ -469,8 +468,7 @@ bool Engine::RunStep() {
                          " did not answer within ", options_.step_timeout.count(), " ms");
     }
     FailAll(absl::UnavailableError(absl::StrCat("step ", step_id, " failed: ", why)));
-    scheduler_.reset();
-    return false;
+    return;
   }
 
   std::vector<scheduler::SampledToken> sampled;
@@ -479,8 +477,7 @@ bool Engine::RunStep() {
     if (!r.error().empty()) {
       FailAll(absl::InternalError(
           absl::StrCat("step ", step_id, " failed on worker rank ", rank, ": ", r.error())));
-      scheduler_.reset();
-      return false;
+      return;
     }
     if (metrics_ != nullptr && phase[rank] != nullptr) {
       metrics_->StepDuration(static_cast<int>(rank), phase[rank], r.step_seconds());
@@ -491,8 +488,7 @@ bool Engine::RunStep() {
                                                  " returned ", s.token_ids_size(),
                                                  " tokens for request '", s.request_id(),
                                                  "' (expected 1)")));
-        scheduler_.reset();
-        return false;
+        return;
       }
       sampled.push_back({s.request_id(), s.token_ids(0)});
       if (s.logprobs_size() > 0) logprobs[s.request_id()] = s.logprobs(0);
@@ -502,8 +498,7 @@ bool Engine::RunStep() {
       scheduler_->OnStepResult(sampled);
   if (!updates.ok()) {
     FailAll(absl::InternalError(absl::StrCat("step ", step_id, ": ", updates.status().message())));
-    scheduler_.reset();
-    return false;
+    return;
   }
   const auto done = EngineClock::now();
   if (metrics_ != nullptr) metrics_->GenerationTokens(static_cast<int64_t>(updates->size()));
@@ -511,7 +506,6 @@ bool Engine::RunStep() {
     auto lp = logprobs.find(u.request_id);
     HandleUpdate(u, lp == logprobs.end() ? nullptr : &lp->second, done);
   }
-  return true;
 }
 
 void Engine::HandleUpdate(const scheduler::SequenceUpdate& u, const v1::TokenLogprob* logprob,

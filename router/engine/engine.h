@@ -158,17 +158,20 @@ class Engine {
   };
 
   void Loop();
-  // Applies the inbox; false when the loop must stop.
+  // Applies the inbox: adds, aborts and cancels, in order.
   void ApplyCommands(std::deque<Command> commands);
-  void EnsureScheduler();
-  // Ends every live request (and the scheduler) with `status`.
+  // Builds the scheduler for the serving group if there is none yet; stays
+  // null (with *reason set) while the cluster is not serving.
+  void EnsureScheduler(std::string* reason);
+  // Ends every live request with `status` and drops the scheduler (its KV
+  // accounting no longer matches the workers); the next step rebuilds it.
   void FailAll(const absl::Status& status);
   // Ends one request; it must already be gone from the scheduler.
   void EndRequest(Tracked& t, const absl::Status& status,
                   std::optional<v1::FinishReason> reason);
   void ExpireDeadlines(EngineClock::time_point now);
-  // Runs one step; false when it failed (everything was failed already).
-  bool RunStep();
+  // Runs one step; a failure ends every live request (FailAll).
+  void RunStep();
   void HandleUpdate(const scheduler::SequenceUpdate& update, const v1::TokenLogprob* logprob,
                     EngineClock::time_point now);
   void PublishStats();
