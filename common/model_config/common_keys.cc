@@ -244,7 +244,15 @@ absl::Status ReadQwenMoeFeedForward(const ConfigReader& r, const char* num_exper
   return absl::OkStatus();
 }
 
-absl::Status RejectQwenSlidingWindow(const ConfigReader& r) {
+absl::Status ReadQwenCommonKeys(const ConfigReader& r, int64_t default_head_dim,
+                                ModelDescription* out) {
+  CommonDefaults defaults;
+  defaults.rms_norm_eps = 1e-6;
+  defaults.rope_theta = 10000.0;
+  defaults.max_position_embeddings = 32768;
+  defaults.tie_word_embeddings = false;
+  defaults.head_dim = default_head_dim;
+  RETURN_IF_ERROR(ReadCommonKeys(r, defaults, out));
   ASSIGN_OR_RETURN(bool sliding, r.Bool("use_sliding_window", false));
   if (sliding) return r.Unsupported("use_sliding_window", "= true is not supported");
   return absl::OkStatus();

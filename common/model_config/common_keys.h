@@ -58,9 +58,13 @@ absl::Status ReadQwenMoeFeedForward(const ConfigReader& reader, const char* num_
 absl::Status ReadRoutedExperts(const ConfigReader& reader, const char* num_experts_key,
                                MoeParams* moe);
 
-// Qwen family: `use_sliding_window` (default false) must be false; sliding
-// window attention is not supported.
-absl::Status RejectQwenSlidingWindow(const ConfigReader& reader);
+// Qwen family (Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE): ReadCommonKeys with the
+// defaults their transformers configs share (rms_norm_eps 1e-6, rope_theta
+// 10000, max_position_embeddings 32768, untied embeddings; head_dim as given,
+// 0 = hidden_size / num_attention_heads), and `use_sliding_window` (default
+// false) must be false: sliding window attention is not supported.
+absl::Status ReadQwenCommonKeys(const ConfigReader& reader, int64_t default_head_dim,
+                                ModelDescription* out);
 
 // Reads a size that must be > 0 (required).
 absl::StatusOr<int64_t> RequiredPositive(const ConfigReader& reader, absl::string_view key);

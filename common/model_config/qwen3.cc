@@ -11,14 +11,8 @@ namespace {
 
 absl::StatusOr<ModelDescription> ParseQwen3(const ConfigReader& r) {
   ModelDescription d;
-  CommonDefaults defaults;
-  defaults.rms_norm_eps = 1e-6;
-  defaults.rope_theta = 10000.0;
-  defaults.max_position_embeddings = 32768;
-  defaults.tie_word_embeddings = false;
-  defaults.head_dim = 128;  // Qwen3Config.head_dim default
-  RETURN_IF_ERROR(ReadCommonKeys(r, defaults, &d));
-  RETURN_IF_ERROR(RejectQwenSlidingWindow(r));
+  // Qwen3Config.head_dim defaults to 128.
+  RETURN_IF_ERROR(ReadQwenCommonKeys(r, /*default_head_dim=*/128, &d));
   ASSIGN_OR_RETURN(d.intermediate_size, RequiredPositive(r, "intermediate_size"));
   ASSIGN_OR_RETURN(d.attention_bias, r.Bool("attention_bias", false));
   d.attention_out_bias = d.attention_bias;

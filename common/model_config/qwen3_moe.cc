@@ -11,13 +11,7 @@ namespace {
 
 absl::StatusOr<ModelDescription> ParseQwen3Moe(const ConfigReader& r) {
   ModelDescription d;
-  CommonDefaults defaults;
-  defaults.rms_norm_eps = 1e-6;
-  defaults.rope_theta = 10000.0;
-  defaults.max_position_embeddings = 32768;
-  defaults.tie_word_embeddings = false;
-  RETURN_IF_ERROR(ReadCommonKeys(r, defaults, &d));
-  RETURN_IF_ERROR(RejectQwenSlidingWindow(r));
+  RETURN_IF_ERROR(ReadQwenCommonKeys(r, /*default_head_dim=*/0, &d));
   ASSIGN_OR_RETURN(d.attention_bias, r.Bool("attention_bias", false));
   d.attention_out_bias = d.attention_bias;
   d.qk_norm = QkNormKind::kPerHead;
