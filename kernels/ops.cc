@@ -2,14 +2,21 @@
 // checked here once, for every backend, before the backend's *Impl runs.
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/dtype_convert.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_backend.h"
+
+#if EPSERVE_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace epserve::kernels {
 namespace {
@@ -475,6 +482,48 @@ absl::Status Backend::GroupedExpertMatMul(const Tensor& rows, const Tensor& expe
   return GroupedExpertMatMulImpl(rows, expert_offsets, weights, out);
 }
 
+absl::Status Backend::GroupedExpertGateUp(const Tensor& rows, const Tensor& expert_offsets,
+                                          absl::Span<const Tensor> gate,
+                                          absl::Span<const Tensor> up, Tensor* out) {
+  const char* op = "GroupedExpertGateUp";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "rows", rows, dev, false, kF32, {kAny, kAny}));
+  const int64_t k = rows.shape[1];
+  if (gate.size() != up.size()) {
+    return Bad(op, "up", absl::StrCat(gate.size(), " experts like gate"),
+               absl::StrCat(up.size()));
+  }
+  RETURN_IF_ERROR(Check(op, "expert_offsets", expert_offsets, dev, false, kI32,
+                        {static_cast<int64_t>(gate.size()) + 1}));
+  int64_t n = -1;
+  for (size_t e = 0; e < gate.size(); ++e) {
+    if (gate[e].defined() != up[e].defined()) {
+      return Bad(op, absl::StrCat("up[", e, "]").c_str(),
+                 gate[e].defined() ? "a tensor like gate" : "none like gate", "the opposite");
+    }
+    if (!gate[e].defined()) continue;
+    const std::string g = absl::StrCat("gate[", e, "]"), u = absl::StrCat("up[", e, "]");
+    RETURN_IF_ERROR(Check(op, g.c_str(), gate[e], dev, false, kWeight, {n, k}));
+    n = gate[e].shape[0];
+    RETURN_IF_ERROR(Check(op, u.c_str(), up[e], dev, false, {gate[e].dtype}, {n, k}));
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {rows.shape[0], n}));
+  if (rows.shape[0] > 0 && out->data() == rows.data()) {
+    return Bad(op, "out", "a buffer distinct from rows", "rows");
+  }
+  return GroupedExpertGateUpImpl(rows, expert_offsets, gate, up, out);
+}
+
+absl::Status Backend::GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                              absl::Span<const Tensor> gate,
+                                              absl::Span<const Tensor> up, Tensor* out) {
+  ASSIGN_OR_RETURN(Tensor up_out, Empty(DataType::kFloat32, out->shape));
+  RETURN_IF_ERROR(GroupedExpertMatMul(rows, expert_offsets, gate, out));
+  RETURN_IF_ERROR(GroupedExpertMatMul(rows, expert_offsets, up, &up_out));
+  return SiluAndMul(*out, up_out, out);
+}
+
 absl::Status Backend::MoeUnpermute(const Tensor& expert_out, const Tensor& topk_weights,
                                    const MoePermutation& perm, Tensor* out) {
   const char* op = "MoeUnpermute";
@@ -492,6 +541,89 @@ absl::Status Backend::MoeUnpermute(const Tensor& expert_out, const Tensor& topk_
   return MoeUnpermuteImpl(expert_out, topk_weights, perm, out);
 }
 
+absl::Status Backend::LogitsArgmax(const Tensor& logits, Tensor* argmax, Tensor* row_max,
+                                   Tensor* logsumexp) {
+  const char* op = "LogitsArgmax";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "logits", logits, dev, false, kF32, {kAny, kAny}));
+  const int64_t r = logits.shape[0];
+  RETURN_IF_ERROR(CheckOutPtr(op, "argmax", argmax));
+  RETURN_IF_ERROR(CheckOutPtr(op, "row_max", row_max));
+  RETURN_IF_ERROR(CheckOutPtr(op, "logsumexp", logsumexp));
+  RETURN_IF_ERROR(Check(op, "argmax", *argmax, dev, true, kI32, {r}));
+  RETURN_IF_ERROR(Check(op, "row_max", *row_max, dev, true, kF32, {r}));
+  RETURN_IF_ERROR(Check(op, "logsumexp", *logsumexp, dev, true, kF32, {r}));
+  if (logits.shape[1] == 0) return Bad(op, "logits", "a non-empty vocabulary", "width 0");
+  return LogitsArgmaxImpl(logits, argmax, row_max, logsumexp);
+}
+
+absl::Status Backend::LogitsTopN(const Tensor& logits, int64_t n, Tensor* ids, Tensor* values) {
+  const char* op = "LogitsTopN";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "logits", logits, dev, false, kF32, {kAny, kAny}));
+  const int64_t r = logits.shape[0];
+  if (n < 1 || n > 20 || n > logits.shape[1]) {
+    return Bad(op, "n", absl::StrCat("1..", std::min<int64_t>(20, logits.shape[1])),
+               absl::StrCat(n));
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, "ids", ids));
+  RETURN_IF_ERROR(CheckOutPtr(op, "values", values));
+  RETURN_IF_ERROR(Check(op, "ids", *ids, dev, true, kI32, {r, n}));
+  RETURN_IF_ERROR(Check(op, "values", *values, dev, true, kF32, {r, n}));
+  return LogitsTopNImpl(logits, n, ids, values);
+}
+
+absl::StatusOr<std::shared_ptr<Storage>> Backend::AllocateStagingHost(size_t bytes) {
+  return AllocateHostStorage(bytes);
+}
+
+absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
+  if (t == nullptr || !t->defined()) return Bad("FillDummy", "t", "a tensor", "none");
+  if (t->dtype != DataType::kFloat32 && t->dtype != DataType::kBFloat16 &&
+      t->dtype != DataType::kFloat16) {
+    return Bad("FillDummy", "t", "dtype float32, bfloat16 or float16", DataTypeName(t->dtype));
+  }
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t n = t->numel();
+  const size_t elem = DataTypeSize(t->dtype);
+  std::vector<float> chunk(static_cast<size_t>(std::min<int64_t>(kChunk, std::max<int64_t>(n, 1))));
+  // On the CPU the tensor is host memory: fill it in place.
+  const bool in_place = device().type == DeviceType::kCpu;
+  Tensor host = *t;
+  if (!in_place) {
+    ASSIGN_OR_RETURN(host, EmptyHostTensor(t->dtype, t->shape));
+  } else if (t->mutable_data() == nullptr) {
+    return Bad("FillDummy", "t", "a writable tensor", "read-only storage");
+  }
+  uint64_t state = state0;
+  char* out = static_cast<char*>(host.mutable_data());
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t m = std::min(kChunk, n - start);
+    for (int64_t i = 0; i < m; ++i) {
+      if (ones) {
+        chunk[i] = 1.0f;
+      } else {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        const float u = static_cast<float>(z >> 40) / static_cast<float>(1 << 24);
+        chunk[i] = (2.0f * u - 1.0f) * half_width;
+      }
+    }
+    RETURN_IF_ERROR(ConvertElements(chunk.data(), DataType::kFloat32, out + start * elem,
+                                    t->dtype, m));
+  }
+  if (in_place) return absl::OkStatus();
+  return CopyFromHost(host.data(), host.nbytes(), t);
+}
+
+absl::StatusOr<std::unique_ptr<Backend::Graph>> Backend::Capture(
+    const std::function<absl::Status()>& /*body*/) {
+  return absl::UnimplementedError(
+      absl::StrCat("graph capture is not supported on ", device().ToString()));
+}
+
 absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num_tokens,
                                                    int64_t top_k, int64_t hidden,
                                                    int64_t num_experts) {
@@ -506,8 +638,16 @@ absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const DeviceSpec& device) {
   if (device.type == DeviceType::kCpu) return cpu::CreateCpuBackend();
-  return absl::UnimplementedError(
-      absl::StrCat("no op backend for ", device.ToString(), " yet (only cpu)"));
+#if EPSERVE_WITH_CUDA
+  cuda::CudaBackendOptions options;
+  options.ordinal = device.ordinal;
+  return cuda::CreateCudaBackend(options);
+#else
+  return absl::FailedPreconditionError(absl::StrCat(
+      "device ", device.ToString(),
+      " requested but this build has no CUDA backend (configure with nvcc available and "
+      "-DEPSERVE_CUDA=ON)"));
+#endif
 }
 
 }  // namespace epserve::kernels

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -132,7 +133,51 @@ class Backend {
   // Copies `bytes` == dst->nbytes() host bytes into device tensor `dst`.
   absl::Status CopyFromHost(const void* src, size_t bytes, Tensor* dst);
   // Copies device tensor `src` (src.nbytes() == bytes) to host memory.
+  // Waits for the copy (and so for every op before it). On a GPU this is
+  // also where content errors the kernels found (ids, slots, blocks,
+  // experts) are reported, naming the op.
   absl::Status CopyToHost(const Tensor& src, void* dst, size_t bytes);
+  // Host memory for per-step staging: page-locked on a GPU (copies from it
+  // do not synchronise), ordinary host memory on the CPU. The caller must
+  // not rewrite it while a copy from it may still be in flight.
+  virtual absl::StatusOr<std::shared_ptr<Storage>> AllocateStagingHost(size_t bytes);
+
+  // Dummy weights made on the device: element i of `t` is 1.0 when `ones`,
+  // else (2u - 1) * half_width, u = (z >> 40) / 2^24, z the SplitMix64
+  // output for state `state0 + (i + 1) * 0x9E3779B97F4A7C15`, rounded to
+  // t's dtype (float32 / bfloat16 / float16). The default fills host memory
+  // and copies it; the CUDA backend fills in a kernel.
+  virtual absl::Status FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones);
+
+  // -- sampling support (so that only ids and logprobs leave the device) --
+  // Per row of logits: the argmax (ties: lowest id; NaN counts as -inf; a
+  // row without a finite or +inf entry gives 0), the row maximum and
+  // log(sum(exp(x))) over the row (NaN as -inf; +inf or all -inf rows give
+  // a non-finite maximum, for which the caller uses the host sampler).
+  absl::Status LogitsArgmax(const Tensor& logits,  // [R, V] float32
+                            Tensor* argmax,        // [R] int32
+                            Tensor* row_max,       // [R] float32
+                            Tensor* logsumexp);    // [R] float32
+  // The n (1..20) largest logits of every row, descending, ties by lower id,
+  // NaN as -inf.
+  absl::Status LogitsTopN(const Tensor& logits,  // [R, V] float32
+                          int64_t n,
+                          Tensor* ids,      // [R, n] int32
+                          Tensor* values);  // [R, n] float32
+
+  // -- step graphs (CUDA graphs; optional) --
+  // A recorded sequence of ops replayed with the same buffers. Replay()
+  // enqueues the whole sequence on the stream.
+  class Graph {
+   public:
+    virtual ~Graph() = default;
+    virtual absl::Status Replay() = 0;
+  };
+  virtual bool SupportsGraphs() const { return false; }
+  // Records every op `body` enqueues (nothing runs) into a Graph. Inside
+  // `body` only device work is allowed: no copies to the host, no
+  // Synchronize, and no tensor allocated before the capture may be freed.
+  virtual absl::StatusOr<std::unique_ptr<Graph>> Capture(const std::function<absl::Status()>& body);
 
   // -- dense --
   // y = x · w^T (+ bias), nn.Linear layout.
@@ -222,6 +267,16 @@ class Backend {
                                    const Tensor& expert_offsets,  // [E + 1] int32
                                    absl::Span<const Tensor> weights,  // E x [N, K] f32/bf16/f16
                                    Tensor* out);                  // [R, N] float32
+  // The first half of the experts' SwiGLU MLPs in one op:
+  //   out rows of expert e = silu(rows · gate[e]^T) * (rows · up[e]^T).
+  // Same layout and rules as GroupedExpertMatMul (gate and up hold the same
+  // experts). The default runs GroupedExpertMatMul twice and SiluAndMul; the
+  // CUDA backend fuses it (the weights of both are read in one pass).
+  absl::Status GroupedExpertGateUp(const Tensor& rows,            // [R, K] float32
+                                   const Tensor& expert_offsets,  // [E + 1] int32
+                                   absl::Span<const Tensor> gate,  // E x [N, K]
+                                   absl::Span<const Tensor> up,    // E x [N, K]
+                                   Tensor* out);                  // [R, N] float32
   // out[t] = sum_j topk_weights[t, j] * expert_out[assignment_to_permuted[t*k + j]],
   // j ascending, fp32 accumulation. Overwrites out.
   absl::Status MoeUnpermute(const Tensor& expert_out,    // [T*k, H] float32
@@ -264,6 +319,13 @@ class Backend {
                                                Tensor* out) = 0;
   virtual absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
                                         const MoePermutation& perm, Tensor* out) = 0;
+  virtual absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                               absl::Span<const Tensor> gate,
+                                               absl::Span<const Tensor> up, Tensor* out);
+  virtual absl::Status LogitsArgmaxImpl(const Tensor& logits, Tensor* argmax, Tensor* row_max,
+                                        Tensor* logsumexp) = 0;
+  virtual absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
+                                      Tensor* values) = 0;
 };
 
 // Preallocates a MoePermutation for T tokens, top-k, width H, E experts.

@@ -45,6 +45,10 @@ ABSL_FLAG(int, kv_block_size, 16, "Tokens per paged KV cache block");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "KV cache blocks per worker; 0: each worker sizes its cache from --kv-cache-memory-mb");
 ABSL_FLAG(int, kv_cache_memory_mb, 256, "KV cache memory per local worker, in MiB");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9,
+          "Local GPU workers (--device cuda): share of each GPU's memory for weights, "
+          "activations and KV cache; the KV cache gets the rest after the weights");
+ABSL_FLAG(bool, enforce_eager, false, "Local GPU workers: run every step eagerly (no CUDA graphs)");
 ABSL_FLAG(int, max_tokens_per_step, 2048,
           "Tokens one worker computes per step (prefill chunks + decodes)");
 ABSL_FLAG(int, max_running_requests, 256, "Sequences one worker runs at once");
@@ -146,6 +150,12 @@ int main(int argc, char** argv) {
   if (options.kv_cache_blocks < 0) epserve::Die("--kv-cache-blocks must be >= 0", 2);
   options.kv_cache_memory_mb =
       PositiveFlag("kv-cache-memory-mb", absl::GetFlag(FLAGS_kv_cache_memory_mb));
+  options.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  if (!(options.gpu_memory_utilization > 0.0 && options.gpu_memory_utilization <= 1.0)) {
+    epserve::Die(absl::StrCat("--gpu-memory-utilization must be in (0, 1], got ",
+                              options.gpu_memory_utilization), 2);
+  }
+  options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
   options.max_tokens_per_step =
       PositiveFlag("max-tokens-per-step", absl::GetFlag(FLAGS_max_tokens_per_step));
   options.max_running_requests =

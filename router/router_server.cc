@@ -131,6 +131,10 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   *reg.plan.mutable_expert_placement() = plan_placement;
   reg.plan.mutable_kv_cache()->set_block_size(static_cast<uint32_t>(options.kv_block_size));
   reg.plan.mutable_kv_cache()->set_num_blocks(static_cast<uint32_t>(options.kv_cache_blocks));
+  reg.plan.mutable_kv_cache()->set_max_tokens_per_step(
+      static_cast<uint32_t>(options.max_tokens_per_step));
+  reg.plan.mutable_kv_cache()->set_max_running_requests(
+      static_cast<uint32_t>(options.max_running_requests));
   self->store_ = std::make_unique<RendezvousStore>();
   self->registry_ = std::make_unique<WorkerRegistry>(reg, self->store_.get());
 
@@ -269,6 +273,10 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                      absl::StrCat("--kv-cache-memory-mb=", options_.kv_cache_memory_mb),
                                      absl::StrCat("--cpu-threads=", cpu_threads),
                                      "--log-level=" + options_.worker_log_level};
+    if (options_.worker_device == "cuda") {
+      argv.push_back(absl::StrCat("--gpu-memory-utilization=", options_.gpu_memory_utilization));
+      if (options_.enforce_eager) argv.push_back("--enforce-eager");
+    }
     ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, SubprocessOptions{}));
     LOG_INFO("spawned local worker {} (pid {}) on {}", rank, child.pid(), device);
     local_workers_.push_back(std::move(child));

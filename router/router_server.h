@@ -59,6 +59,8 @@ struct RouterOptions {
   int kv_block_size = 16;
   int kv_cache_blocks = 0;  // 0: workers size their cache from memory
   int kv_cache_memory_mb = 256;  // local workers
+  double gpu_memory_utilization = 0.9;  // local GPU workers
+  bool enforce_eager = false;           // local GPU workers: no CUDA graphs
   int worker_cpu_threads = 0;    // local CPU workers; 0: cores / workers
   int max_tokens_per_step = 2048;
   int max_running_requests = 256;

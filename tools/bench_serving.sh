@@ -82,8 +82,8 @@ done
 python3 - "$out" "$workers" $concurrency <<'EOF'
 import json, sys
 out, workers, conc = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-print("| concurrency | requests | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | worker busy | MoE exchange / step |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| concurrency | requests | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | worker busy | router + gRPC / step | MoE exchange / step |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in conc:
     j = json.load(open(f"{out}/c{c}.json"))
     before, after = map(float, open(f"{out}/c{c}.steps").read().split())
@@ -95,7 +95,13 @@ for c in conc:
     # Dispatch + combine time (all-to-all-v of rows and counts, regrouping,
     # and the wait for the slowest rank) over the workers' step time.
     share = f"{100 * exchange / step:.0f} %" if exchange > 0 and step > 0 else "-"
+    # The router's step (plan sent -> every result back) minus the slowest
+    # worker's Execute: plan building, gRPC both ways, result handling. With
+    # one worker, router step seconds - worker step seconds over the window.
+    router_step = after - before
+    overhead = (f"{100 * (router_step - step / workers) / router_step:.1f} %"
+                if router_step > 0 and step > 0 else "-")
     print(f"| {c} | {j['completed']} | {j['request_throughput']:.1f} | {j['output_throughput']:.0f} "
           f"| {j['median_ttft_ms']:.2f} | {j['p99_ttft_ms']:.2f} | {j['median_itl_ms']:.2f} "
-          f"| {j['p99_itl_ms']:.2f} | {100 * busy:.0f} % | {share} |")
+          f"| {j['p99_itl_ms']:.2f} | {100 * busy:.0f} % | {overhead} | {share} |")
 EOF

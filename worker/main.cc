@@ -29,6 +29,15 @@ ABSL_FLAG(int, protocol_version, static_cast<int>(epserve::kProtocolVersion),
 ABSL_FLAG(int64_t, kv_cache_memory_mb, 256,
           "Memory for the paged KV cache, in MiB, unless the router fixes the block count");
 ABSL_FLAG(int, cpu_threads, 0, "CPU device: threads for the forward pass (0: all cores)");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9,
+          "GPU device: share of the GPU's memory for weights, activations and KV cache; the KV "
+          "cache gets what the weights and activations leave (unless the router fixes the "
+          "block count)");
+ABSL_FLAG(bool, enforce_eager, false, "GPU device: run every step eagerly (no CUDA graphs)");
+ABSL_FLAG(int, cuda_graph_max_batch, 256,
+          "GPU device: decode batches up to this size replay CUDA graphs");
+ABSL_FLAG(int, cuda_graph_max_context, 8192,
+          "GPU device: contexts up to this many tokens replay CUDA graphs (longer: eager)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error");
 
 namespace {
@@ -84,6 +93,17 @@ int main(int argc, char** argv) {
   int64_t kv_mb = absl::GetFlag(FLAGS_kv_cache_memory_mb);
   if (kv_mb <= 0) epserve::Die("--kv-cache-memory-mb must be positive", 2);
   options.kv_cache_bytes = static_cast<uint64_t>(kv_mb) << 20;
+  options.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  if (!(options.gpu_memory_utilization > 0.0 && options.gpu_memory_utilization <= 1.0)) {
+    epserve::Die(absl::StrCat("--gpu-memory-utilization must be in (0, 1], got ",
+                              options.gpu_memory_utilization), 2);
+  }
+  options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
+  options.cuda_graph_max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
+  options.cuda_graph_max_context = absl::GetFlag(FLAGS_cuda_graph_max_context);
+  if (options.cuda_graph_max_batch < 0 || options.cuda_graph_max_context <= 0) {
+    epserve::Die("--cuda-graph-max-batch must be >= 0 and --cuda-graph-max-context > 0", 2);
+  }
   options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   if (options.cpu_threads < 0) epserve::Die("--cpu-threads must be >= 0", 2);
   int protocol = absl::GetFlag(FLAGS_protocol_version);

@@ -328,6 +328,32 @@ void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
   }
 }
 
+namespace {
+
+// Device memory a step's activations may take at most, estimated from the
+// shapes: the largest step (max_tokens_per_step tokens through the widest
+// layer, MoE rows top_k times over), its logits rows, the graphs' logits
+// buffer, and a fixed allowance for the CUDA context, cuBLAS and graph pools.
+uint64_t ActivationReserveBytes(const ModelDescription& desc,
+                                const control::v1::KvCacheConfig& kv, int64_t graph_batch) {
+  const uint64_t tokens = kv.max_tokens_per_step() > 0 ? kv.max_tokens_per_step() : 2048;
+  const uint64_t rows = kv.max_running_requests() > 0 ? kv.max_running_requests() : 256;
+  const uint64_t h = static_cast<uint64_t>(desc.hidden_size);
+  const uint64_t q = static_cast<uint64_t>(desc.num_heads * desc.head_dim);
+  const uint64_t kvw = static_cast<uint64_t>(desc.num_kv_heads * desc.head_dim);
+  const uint64_t dense = static_cast<uint64_t>(desc.intermediate_size);
+  const uint64_t moe = desc.moe.num_experts > 0
+                           ? static_cast<uint64_t>(desc.moe.top_k) *
+                                 (3 * static_cast<uint64_t>(desc.moe.moe_intermediate_size) + 3 * h)
+                           : 0;
+  const uint64_t per_token = 4 * (6 * h + 3 * q + 2 * kvw + std::max(3 * dense, moe));
+  const uint64_t vocab = static_cast<uint64_t>(desc.vocab_size);
+  return tokens * per_token + 2 * rows * vocab * 4 +
+         static_cast<uint64_t>(std::max<int64_t>(graph_batch, 0)) * vocab * 4 + (768ull << 20);
+}
+
+}  // namespace
+
 absl::Status Worker::LoadModel() {
   const control::v1::ModelPlan& plan = registration_.plan();
   auto start = std::chrono::steady_clock::now();
@@ -341,6 +367,16 @@ absl::Status Worker::LoadModel() {
   options.rank = registration_.rank();
   options.seed = plan.seed();
   options.backend = options_.device.type == kernels::DeviceType::kCpu ? "cpu" : "cuda";
+  // The backend first: on a GPU, dummy weights are made in device memory and
+  // the weights' size is checked against it before anything is loaded.
+  if (options_.device.type == kernels::DeviceType::kCpu) {
+    kernels::cpu::CpuBackendOptions cpu_options;
+    cpu_options.num_threads = options_.cpu_threads;
+    backend_ = kernels::cpu::CreateCpuBackend(cpu_options);
+  } else {
+    ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
+  }
+  options.device = backend_.get();
   ASSIGN_OR_RETURN(weights::ModelWeights loaded, weights::LoadWeights(desc, plan.model_path(), options));
   weights_ = std::make_unique<weights::ModelWeights>(std::move(loaded));
   const weights::LoadReport& report = weights_->report();
@@ -360,6 +396,35 @@ absl::Status Worker::LoadModel() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> Worker::GpuKvBlocks(const ModelDescription& desc,
+                                             const control::v1::KvCacheConfig& kv,
+                                             const step::StepExecutorOptions& options) const {
+  ASSIGN_OR_RETURN(kernels::DeviceProperties props, kernels::QueryDevice(options_.device));
+  const uint64_t total = props.total_memory_bytes;
+  const uint64_t used = total - props.free_memory_bytes;  // weights, context, other processes
+  const uint64_t reserve = ActivationReserveBytes(desc, kv, options_.cuda_graph_max_batch);
+  const uint64_t allowed = static_cast<uint64_t>(options_.gpu_memory_utilization *
+                                                 static_cast<double>(total));
+  const kv_cache::KvCacheShape shape{desc.num_layers, desc.num_kv_heads, desc.head_dim};
+  const uint64_t per_block = step::KvBlockBytes(shape, options.block_size, options.kv_cache_dtype);
+  const uint64_t budget = allowed > used + reserve ? allowed - used - reserve : 0;
+  ASSIGN_OR_RETURN(int64_t blocks, step::KvBlocksForBudget(shape, options.block_size,
+                                                           options.kv_cache_dtype, budget));
+  const auto mib = [](uint64_t b) { return absl::StrCat(b >> 20, " MiB"); };
+  if (blocks == 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        props.spec.ToString(), ": no memory for a single KV block: --gpu-memory-utilization ",
+        options_.gpu_memory_utilization, " allows ", mib(allowed), " of ", mib(total),
+        "; in use after loading the weights: ", mib(used), "; activations reserve ", mib(reserve),
+        "; one block of ", options.block_size, " tokens needs ", per_block, " bytes"));
+  }
+  LOG_INFO("{}: KV cache gets {} of {} ({} allowed by --gpu-memory-utilization {}, {} in use, "
+           "{} reserved for activations)",
+           props.spec.ToString(), mib(static_cast<uint64_t>(blocks) * per_block), mib(total),
+           mib(allowed), options_.gpu_memory_utilization, mib(used), mib(reserve));
+  return blocks;
+}
+
 absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   const ModelDescription& desc = weights_->desc();
   const control::v1::KvCacheConfig& kv = registration_.plan().kv_cache();
@@ -371,6 +436,8 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   const kv_cache::KvCacheShape shape{desc.num_layers, desc.num_kv_heads, desc.head_dim};
   if (kv.num_blocks() > 0) {
     options.num_blocks = kv.num_blocks();
+  } else if (options_.device.type != kernels::DeviceType::kCpu) {
+    ASSIGN_OR_RETURN(options.num_blocks, GpuKvBlocks(desc, kv, options));
   } else {
     ASSIGN_OR_RETURN(options.num_blocks,
                      step::KvBlocksForBudget(shape, options.block_size, options.kv_cache_dtype,
@@ -385,12 +452,12 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   loaded->set_kv_block_size(static_cast<uint32_t>(options.block_size));
   loaded->set_kv_num_blocks(static_cast<uint32_t>(options.num_blocks));
   loaded->set_kv_cache_dtype(DataTypeName(options.kv_cache_dtype));
-  if (options_.device.type == kernels::DeviceType::kCpu) {
-    kernels::cpu::CpuBackendOptions cpu_options;
-    cpu_options.num_threads = options_.cpu_threads;
-    backend_ = kernels::cpu::CreateCpuBackend(cpu_options);
-  } else {
-    ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
+  if (options_.device.type != kernels::DeviceType::kCpu && !options_.enforce_eager) {
+    options.graph_max_batch = std::min<int64_t>(options_.cuda_graph_max_batch,
+                                                kv.max_running_requests() > 0
+                                                    ? kv.max_running_requests()
+                                                    : options_.cuda_graph_max_batch);
+    options.graph_max_context = options_.cuda_graph_max_context;
   }
   // Expert parallelism: the experts are split over the ranks, and every MoE
   // layer exchanges token rows with the other ranks through the collective

@@ -43,6 +43,15 @@ struct WorkerOptions {
   uint64_t kv_cache_bytes = 256ull << 20;
   // CPU device: threads for the forward pass; 0 = all cores.
   int cpu_threads = 0;
+  // GPU device: the share of the GPU's memory this worker may use (weights,
+  // activations and KV cache); the KV cache gets what is left of it.
+  double gpu_memory_utilization = 0.9;
+  // GPU device: no CUDA graphs (every step eager).
+  bool enforce_eager = false;
+  // GPU device: decode batches up to this size replay CUDA graphs; contexts
+  // up to cuda_graph_max_context tokens.
+  int64_t cuda_graph_max_batch = 256;
+  int64_t cuda_graph_max_context = 8192;
 };
 
 class WorkerMetrics;
@@ -67,6 +76,11 @@ class Worker {
   void ExecutorLoop();
   // Loads this rank's weights as the plan says; answers ModelLoaded.
   absl::Status LoadModel();
+  // KV blocks for a GPU from --gpu-memory-utilization and the memory left
+  // after the weights (RESOURCE_EXHAUSTED with the numbers if not one fits).
+  absl::StatusOr<int64_t> GpuKvBlocks(const ModelDescription& desc,
+                                      const control::v1::KvCacheConfig& kv,
+                                      const step::StepExecutorOptions& options) const;
   void JoinGroup(const control::v1::JoinGroup& join);
   void ExecuteStep(const control::v1::StepPlan& plan);
   // Builds the step executor and its KV cache over the loaded weights.

@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "cli/run/args.h"
+#include "kernels/device.h"
 #include "common/status.h"
 #include "worker/sampling/sampler.h"
 #include "worker/sampling/sampling_params.h"
@@ -62,7 +63,7 @@ std::optional<std::string> ParseSamplingFlags(const Args& args, sampling::Sampli
 int RunGenerateCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   Args args;
   if (auto e = ParseArgs(argc, argv,
-                         {"model", "prompt", "token-ids", "max-tokens", "dtype", "temperature",
+                         {"model", "prompt", "token-ids", "max-tokens", "dtype", "device", "temperature",
                           "top-p", "top-k", "min-p", "seed", "min-tokens", "presence-penalty",
                           "frequency-penalty", "repetition-penalty", "top-logprobs"},
                          {"ignore-eos", "logprobs"}, args)) {
@@ -117,6 +118,11 @@ int RunGenerateCommand(int argc, char** argv, std::ostream& out, std::ostream& e
   models::OfflineRunnerOptions options;
   options.model_dir = dir;
   options.dtype = args.get("dtype", "auto");
+  if (auto device = kernels::ParseDevice(args.get("device", "cpu")); device.ok()) {
+    options.device = *device;
+  } else {
+    return UsageError(err, "generate", "--device: " + std::string(device.status().message()));
+  }
   options.max_context_tokens = context;
   auto runner = models::OfflineRunner::Load(options);
   if (!runner.ok()) return Fail(err, runner.status());

@@ -6,6 +6,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "cli/run/args.h"
+#include "kernels/device.h"
 #include "nlohmann/json.hpp"
 #include "worker/models/offline_runner.h"
 
@@ -29,7 +30,7 @@ std::string OneLine(const std::string& message) {
 
 int RunLogitsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   Args args;
-  if (auto e = ParseArgs(argc, argv, {"model", "token-ids", "dtype"}, {}, args)) {
+  if (auto e = ParseArgs(argc, argv, {"model", "token-ids", "dtype", "device"}, {}, args)) {
     return UsageError(err, "logits", *e);
   }
   if (!args.has("model")) return UsageError(err, "logits", "--model DIR is required");
@@ -40,6 +41,11 @@ int RunLogitsCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   models::OfflineRunnerOptions options;
   options.model_dir = args.get("model");
   options.dtype = args.get("dtype", "auto");
+  if (auto device = kernels::ParseDevice(args.get("device", "cpu")); device.ok()) {
+    options.device = *device;
+  } else {
+    return UsageError(err, "logits", "--device: " + std::string(device.status().message()));
+  }
   options.max_context_tokens = static_cast<int64_t>(ids.size());
   auto runner = models::OfflineRunner::Load(options);
   if (!runner.ok()) {

@@ -15,8 +15,9 @@ constexpr char kUsage[] =
     "                         [--expert-parallel N --rank R]\n"
     "  epserve-run tokenize   --tokenizer PATH (--text T | --text-file F)\n"
     "  epserve-run detokenize --tokenizer PATH --token-ids 1,2,3\n"
-    "  epserve-run logits     --model DIR --token-ids 1,2,3 [--dtype D]\n"
-    "  epserve-run generate   --model DIR (--prompt TEXT | --token-ids 1,2,3) --max-tokens N\n\n"
+    "  epserve-run logits     --model DIR --token-ids 1,2,3 [--dtype D] [--device cpu|cuda:K]\n"
+    "  epserve-run generate   --model DIR (--prompt TEXT | --token-ids 1,2,3) --max-tokens N\n"
+    "                         [--device cpu|cuda:K] [sampling flags]\n\n"
     "Each command prints one JSON object on stdout. `epserve-run COMMAND --help` for details.\n";
 
 }  // namespace

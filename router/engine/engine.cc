@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
@@ -363,6 +364,12 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
 }
 
 void Engine::RunStep() {
+  const auto started = EngineClock::now();
+  absl::Cleanup observe = [&] {
+    if (metrics_ != nullptr) {
+      metrics_->RouterStep(std::chrono::duration<double>(EngineClock::now() - started).count());
+    }
+  };
   absl::StatusOr<scheduler::StepBatch> batch = scheduler_->Schedule();
   if (!batch.ok()) {
     FailAll(absl::InternalError(absl::StrCat("scheduler: ", batch.status().message())));

@@ -93,10 +93,17 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry, const std::string
                 .Help("Forward pass + sampling time of one step on a worker, by phase "
                       "(prefill, decode, mixed)")
                 .Register(registry)),
+      router_step_(prometheus::BuildHistogram()
+                       .Name("epserve_router_step_seconds")
+                       .Help("One step on the router: scheduling, plans out, every worker's "
+                             "result back, tokens handled (minus the workers' step time: "
+                             "router + gRPC overhead)")
+                       .Register(registry)),
       ttft_h_(ttft_.Add({{"model", model}}, LatencyBuckets())),
       itl_h_(itl_.Add({{"model", model}}, InterTokenBuckets())),
       e2e_h_(e2e_.Add({{"model", model}}, RequestBuckets())),
       queue_h_(queue_.Add({{"model", model}}, RequestBuckets())),
+      router_step_h_(router_step_.Add({{"model", model}}, StepBuckets())),
       prompt_tokens_c_(prompt_tokens_.Add({{"model", model}})),
       generation_tokens_c_(generation_tokens_.Add({{"model", model}})),
       preemptions_c_(preemptions_.Add({{"model", model}})),
@@ -150,5 +157,7 @@ void ServingMetrics::StepDuration(int worker, const std::string& phase, double s
             StepBuckets())
       .Observe(seconds);
 }
+
+void ServingMetrics::RouterStep(double seconds) { router_step_h_.Observe(seconds); }
 
 }  // namespace epserve::router

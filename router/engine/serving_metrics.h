@@ -38,6 +38,10 @@ class ServingMetrics {
   void SetKvUsage(int worker, double ratio);
   // phase: prefill (only prefill chunks), decode (only decodes) or mixed.
   void StepDuration(int worker, const std::string& phase, double seconds);
+  // One whole step as the router sees it: scheduling, plans sent, every
+  // result back, tokens handled. Minus the workers' step time: the router
+  // and gRPC overhead.
+  void RouterStep(double seconds);
 
  private:
   prometheus::Counter& FinishedCounter(const std::string& reason);
@@ -56,10 +60,12 @@ class ServingMetrics {
   prometheus::Family<prometheus::Gauge>& waiting_;
   prometheus::Family<prometheus::Gauge>& kv_usage_;
   prometheus::Family<prometheus::Histogram>& step_;
+  prometheus::Family<prometheus::Histogram>& router_step_;
   prometheus::Histogram& ttft_h_;
   prometheus::Histogram& itl_h_;
   prometheus::Histogram& e2e_h_;
   prometheus::Histogram& queue_h_;
+  prometheus::Histogram& router_step_h_;
   prometheus::Counter& prompt_tokens_c_;
   prometheus::Counter& generation_tokens_c_;
   prometheus::Counter& preemptions_c_;

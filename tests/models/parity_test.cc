@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "kernels/device.h"
 #include "tests/models/fixture_reference.h"
 #include "worker/models/offline_runner.h"
 
@@ -27,6 +30,33 @@ using testing::LoadFixtureReference;
 using testing::ReferencePrompt;
 
 constexpr double kParityTolerance = 1e-4;  // × the prompt's max |logit|
+// On a GPU, bf16 weights multiply activations rounded to bf16 (tensor
+// cores), as transformers does in bf16; against the float32 reference that
+// costs about two bf16 ulps of the logits.
+constexpr double kGpuBf16Tolerance = 3e-2;
+
+// EPSERVE_TEST_DEVICE=cuda:K runs the suite on a GPU (ctest's
+// models_parity_gpu, label gpu); without a usable GPU every test skips with
+// the reason.
+kernels::DeviceSpec TestDevice() {
+  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
+  if (env == nullptr || *env == '\0') return {};
+  auto d = kernels::ParseDevice(env);
+  return d.ok() ? *d : kernels::DeviceSpec{};
+}
+
+class DeviceEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const kernels::DeviceSpec d = TestDevice();
+    if (d.type == kernels::DeviceType::kCpu) return;
+    if (!kernels::CudaBackendBuilt()) GTEST_SKIP() << "this build has no CUDA backend";
+    auto props = kernels::QueryDevice(d);
+    if (!props.ok()) GTEST_SKIP() << "no usable GPU: " << props.status().message();
+  }
+};
+const auto* const kDeviceEnvironment =
+    ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
 
 struct Case {
   std::string fixture;
@@ -72,6 +102,7 @@ class ParityTest : public ::testing::TestWithParam<Case> {
     options.dtype = GetParam().dtype;
     options.block_size = 4;  // several blocks per prompt
     options.max_context_tokens = 512;
+    options.device = TestDevice();
     auto runner = OfflineRunner::Load(options);
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = std::move(*runner);
@@ -79,6 +110,15 @@ class ParityTest : public ::testing::TestWithParam<Case> {
   }
 
   int64_t vocab() const { return ref_.vocab_size; }
+  bool gpu_low_precision() const {
+    return TestDevice().type != kernels::DeviceType::kCpu &&
+           runner_->weights().report().weight_dtype != DataType::kFloat32;
+  }
+  double tolerance() const { return gpu_low_precision() ? kGpuBf16Tolerance : kParityTolerance; }
+  // Step-shape invariance: exact math on the CPU; on a GPU the GEMMs of
+  // different row counts may take other cuBLAS kernels (other summation
+  // orders).
+  double invariance_tolerance() const { return gpu_low_precision() ? 1e-2 : 1e-5; }
 
   // Runs `ids` in chunks of `chunk` tokens, all logits rows.
   std::vector<float> ChunkedLogits(const std::vector<int32_t>& ids, size_t chunk) {
@@ -120,13 +160,21 @@ TEST_P(ParityTest, LogitsMatchTransformersAtEveryPosition) {
     ASSERT_TRUE(logits.ok()) << logits.status();
     ASSERT_EQ(logits->size(), p.logits.size());
     const double err = RelativeError(*logits, p.logits, p.max_abs_logit);
-    EXPECT_LE(err, kParityTolerance);
+    EXPECT_LE(err, tolerance());
     worst = std::max(worst, err);
     RecordProperty(absl::StrCat("rel_err_", p.name), absl::StrCat(err));
     for (size_t t = 0; t < p.ids.size(); ++t) {
       std::vector<float> row(logits->begin() + t * vocab(), logits->begin() + (t + 1) * vocab());
       std::vector<float> want(p.logits.begin() + t * vocab(), p.logits.begin() + (t + 1) * vocab());
-      EXPECT_EQ(Argmax(row), Argmax(want)) << "position " << t;
+      // In low precision the top token must agree where the reference's
+      // top-2 margin exceeds twice the tolerance (closer calls may flip).
+      std::vector<float> sorted = want;
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+      const bool decisive = !gpu_low_precision() ||
+                            sorted[0] - sorted[1] > 2 * tolerance() * p.max_abs_logit;
+      if (decisive) {
+        EXPECT_EQ(Argmax(row), Argmax(want)) << "position " << t;
+      }
     }
   }
   RecordProperty("max_rel_err", absl::StrCat(worst));
@@ -153,7 +201,7 @@ TEST_P(ParityTest, ChunkedPrefillEqualsFullPrefill) {
       std::vector<float> chunked = ChunkedLogits(p.ids, chunk);
       ASSERT_EQ(chunked.size(), full->size());
       const double err = RelativeError(chunked, *full, p.max_abs_logit);
-      EXPECT_LE(err, 1e-5);
+      EXPECT_LE(err, invariance_tolerance());
       worst = std::max(worst, err);
     }
   }
@@ -192,7 +240,7 @@ TEST_P(ParityTest, PrefillThenDecodeEqualsFullPrefill) {
     ASSERT_TRUE(runner_->allocator().Free(seq.block_table).ok());
     ASSERT_EQ(stepped.size(), full->size());
     const double err = RelativeError(stepped, *full, p.max_abs_logit);
-    EXPECT_LE(err, 1e-5);
+    EXPECT_LE(err, invariance_tolerance());
     std::printf("DECODE %s %s %s max_rel_diff = %.3g\n", GetParam().fixture.c_str(),
                 GetParam().dtype.c_str(), p.name.c_str(), err);
   }

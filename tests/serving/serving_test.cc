@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <random>
@@ -17,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/device.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
 
@@ -133,10 +135,46 @@ v1::GenerateRequest Greedy(const std::string& prompt, int max_tokens = kMaxToken
   return req;
 }
 
+class GpuEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (!std::getenv("EPSERVE_TEST_DEVICE")) return;
+    const std::string d = std::getenv("EPSERVE_TEST_DEVICE");
+    if (d.rfind("cuda", 0) != 0) return;
+    if (!kernels::CudaBackendBuilt()) GTEST_SKIP() << "this build has no CUDA backend";
+    auto props = kernels::QueryDevice(kernels::DeviceSpec{kernels::DeviceType::kCuda, 0});
+    if (!props.ok()) GTEST_SKIP() << "no usable GPU: " << props.status().message();
+  }
+};
+const auto* const kGpuEnvironment = ::testing::AddGlobalTestEnvironment(new GpuEnvironment);
+
+// EPSERVE_TEST_DEVICE=cuda runs the router's local workers on GPUs (worker K
+// on cuda:K; ctest's serving_gpu, label gpu). A test that needs more workers
+// than the machine has GPUs skips saying so; without a GPU every test skips.
+bool OnGpu() {
+  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
+  return env != nullptr && std::string(env).rfind("cuda", 0) == 0;
+}
+
+int GpuCount() {
+  int n = 0;
+  while (kernels::QueryDevice(kernels::DeviceSpec{kernels::DeviceType::kCuda, n}).ok()) ++n;
+  return n;
+}
+
+#define REQUIRE_WORKERS(n)                                                              \
+  do {                                                                                  \
+    if (OnGpu() && GpuCount() < (n)) {                                                  \
+      GTEST_SKIP() << "needs " << (n) << " GPUs for " << (n) << " GPU workers, found " \
+                   << GpuCount();                                                       \
+    }                                                                                   \
+  } while (0)
+
 std::unique_ptr<RouterHandle> StartServing(int workers, std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {"--model=" + std::string(kModel),
                                    absl::StrCat("--local-workers=", workers),
                                    "--log-level=warn"};
+  if (OnGpu()) args.push_back("--device=cuda");
   args.insert(args.end(), extra.begin(), extra.end());
   auto router = RouterHandle::Start(args);
   if (router == nullptr) return nullptr;
@@ -220,9 +258,13 @@ void RunConcurrentGreedy(int workers) {
 
 TEST(Serving, GreedyMatchesOfflineRunnerOneWorker32Clients) { RunConcurrentGreedy(1); }
 
-TEST(Serving, GreedyMatchesOfflineRunnerThreeWorkers32Clients) { RunConcurrentGreedy(3); }
+TEST(Serving, GreedyMatchesOfflineRunnerThreeWorkers32Clients) {
+  REQUIRE_WORKERS(3);
+  RunConcurrentGreedy(3);
+}
 
 TEST(Serving, CancelledStreamsLeaveNoTraceAndOthersComplete) {
+  REQUIRE_WORKERS(2);
   const auto& refs = References();
   auto router = StartServing(2);
   ASSERT_NE(router, nullptr);
@@ -565,6 +607,7 @@ TEST(Serving, MetricsAfterTraffic) {
 }
 
 TEST(Serving, SigtermDrainsInFlightRequestsRefusesNewOnesAndExitsZero) {
+  REQUIRE_WORKERS(2);
   auto router = StartServing(2, {"--drain-timeout-s=60"});
   ASSERT_NE(router, nullptr);
   auto stub = ClientStub(router->grpc_address());
@@ -600,6 +643,7 @@ TEST(Serving, SigtermDrainsInFlightRequestsRefusesNewOnesAndExitsZero) {
 }
 
 TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
+  REQUIRE_WORKERS(2);
   auto router = StartServing(2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200"});
   ASSERT_NE(router, nullptr);
   auto stub = ClientStub(router->grpc_address());

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "kernels/device.h"
 #include "tests/models/fixture_reference.h"
 
 namespace epserve::step {
@@ -31,8 +33,35 @@ using ::testing::HasSubstr;
 constexpr int64_t kBlockSize = 4;  // several blocks per prompt
 constexpr int64_t kNumBlocks = 256;
 
+// EPSERVE_TEST_DEVICE=cuda:K runs the suite on a GPU (ctest's
+// step_executor_gpu_* tests, label gpu): device sampling and, with
+// EPSERVE_TEST_GRAPHS=1, decode graphs. Without a usable GPU every test
+// skips with the reason.
+kernels::DeviceSpec TestDevice() {
+  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
+  if (env == nullptr || *env == '\0') return {};
+  auto d = kernels::ParseDevice(env);
+  return d.ok() ? *d : kernels::DeviceSpec{};
+}
+
+class DeviceEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const kernels::DeviceSpec d = TestDevice();
+    if (d.type == kernels::DeviceType::kCpu) return;
+    if (!kernels::CudaBackendBuilt()) GTEST_SKIP() << "this build has no CUDA backend";
+    auto props = kernels::QueryDevice(d);
+    if (!props.ok()) GTEST_SKIP() << "no usable GPU: " << props.status().message();
+  }
+};
+const auto* const kDeviceEnvironment =
+    ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
+
 std::unique_ptr<StepExecutor> LoadExecutor(const std::string& fixture,
                                            StepExecutorOptions options = {}) {
+  options.device = TestDevice();
+  const char* graphs = std::getenv("EPSERVE_TEST_GRAPHS");
+  if (graphs != nullptr && std::string(graphs) == "1") options.graph_max_batch = 8;
   options.block_size = kBlockSize;
   if (options.num_blocks == 0) options.num_blocks = kNumBlocks;
   auto e = StepExecutor::Load(FixtureModelDir(fixture), weights::LoadOptions{}, options);
@@ -153,6 +182,11 @@ TEST_P(StepGreedyParity, PrefillThenDecodePlansMatchFixture) {
     ASSERT_EQ(p.greedy_new_tokens.size(), 16u) << p.name;
     r.max_new = p.greedy_new_tokens.size();
     EXPECT_EQ(RunAlone(*e, blocks, r), p.greedy_new_tokens) << GetParam() << " / " << p.name;
+  }
+  // With EPSERVE_TEST_GRAPHS the decode steps above replayed graphs.
+  const char* graphs = std::getenv("EPSERVE_TEST_GRAPHS");
+  if (graphs != nullptr && std::string(graphs) == "1") {
+    EXPECT_GT(e->num_graphs(), 0u);
   }
   EXPECT_EQ(e->num_tracked_requests(), 0u);
 }

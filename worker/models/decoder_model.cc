@@ -49,8 +49,8 @@ kv_cache::KvCacheShape DecoderModel::kv_cache_shape() const {
   return {desc_.num_layers, desc_.num_kv_heads, desc_.head_dim};
 }
 
-absl::StatusOr<kernels::Tensor> DecoderModel::Forward(const StepInput& input,
-                                                      kv_cache::KvCache& cache) {
+absl::StatusOr<StepBatch> DecoderModel::PrepareBatch(const StepInput& input,
+                                                     kv_cache::KvCache& cache) const {
   const kv_cache::KvCacheShape want = kv_cache_shape();
   if (cache.num_layers() != want.num_layers || cache.shape().num_kv_heads != want.num_kv_heads ||
       cache.shape().head_dim != want.head_dim) {
@@ -66,8 +66,20 @@ absl::StatusOr<kernels::Tensor> DecoderModel::Forward(const StepInput& input,
   // Mixtral's sliding window is not implemented: refuse contexts it would
   // change (up to the window, attention is the same with or without it).
   if (desc_.sliding_window.has_value()) limits.max_context = *desc_.sliding_window;
-  ASSIGN_OR_RETURN(StepBatch batch, BuildStepBatch(backend_, input, limits));
+  return BuildStepBatch(backend_, input, limits);
+}
 
+absl::StatusOr<kernels::Tensor> DecoderModel::Forward(const StepInput& input,
+                                                      kv_cache::KvCache& cache) {
+  ASSIGN_OR_RETURN(StepBatch batch, PrepareBatch(input, cache));
+  ASSIGN_OR_RETURN(kernels::Tensor logits,
+                   backend_.Empty(DataType::kFloat32, {batch.num_logit_rows, desc_.vocab_size}));
+  RETURN_IF_ERROR(ForwardBatch(batch, cache, &logits));
+  return logits;
+}
+
+absl::Status DecoderModel::ForwardBatch(const StepBatch& batch, kv_cache::KvCache& cache,
+                                        kernels::Tensor* logits) {
   kernels::Backend& b = backend_;
   const int64_t t = batch.num_tokens;
   const int64_t h = desc_.hidden_size;
@@ -99,13 +111,12 @@ absl::StatusOr<kernels::Tensor> DecoderModel::Forward(const StepInput& input,
   // Gather the rows that want logits (Embedding over the hidden rows is a
   // row gather), then the lm_head GEMM on those rows only.
   const int64_t r = batch.num_logit_rows;
-  ASSIGN_OR_RETURN(kernels::Tensor selected, b.Empty(DataType::kFloat32, {r, h}));
-  ASSIGN_OR_RETURN(kernels::Tensor logits, b.Empty(DataType::kFloat32, {r, desc_.vocab_size}));
   if (r > 0) {
+    ASSIGN_OR_RETURN(kernels::Tensor selected, b.Empty(DataType::kFloat32, {r, h}));
     RETURN_IF_ERROR(b.Embedding(batch.logit_rows, x, &selected));
-    RETURN_IF_ERROR(b.MatMul(selected, tensors_.lm_head, /*bias=*/{}, &logits));
+    RETURN_IF_ERROR(b.MatMul(selected, tensors_.lm_head, /*bias=*/{}, logits));
   }
-  return logits;
+  return absl::OkStatus();
 }
 
 }  // namespace epserve::models

@@ -21,6 +21,7 @@
 #include "worker/models/attention_block.h"
 #include "worker/models/model_tensors.h"
 #include "worker/models/moe_block.h"
+#include "worker/models/step_batch.h"
 #include "worker/models/step_input.h"
 #include "worker/models/token_dispatcher.h"
 #include "worker/weights/weight_loader.h"
@@ -46,6 +47,19 @@ class DecoderModel {
   // their block tables give. Returns float32 logits [R, vocab], one row per
   // token asked for (StepSequence::logits), in batch order.
   absl::StatusOr<kernels::Tensor> Forward(const StepInput& input, kv_cache::KvCache& cache);
+
+  // Forward in two parts, for callers that keep the step's device buffers
+  // (graph replay): PrepareBatch validates `input` against the cache and the
+  // model and builds its device tensors; ForwardBatch runs the layers,
+  // writing the logits rows into `logits` ([batch.num_logit_rows, vocab]
+  // float32, preallocated). ForwardBatch enqueues device work only (no host
+  // synchronisation), so it can be captured into a graph.
+  absl::StatusOr<StepBatch> PrepareBatch(const StepInput& input, kv_cache::KvCache& cache) const;
+  absl::Status ForwardBatch(const StepBatch& batch, kv_cache::KvCache& cache,
+                            kernels::Tensor* logits);
+  // Whether ForwardBatch may be captured into a graph (every expert is local:
+  // an expert-parallel exchange talks to other processes).
+  bool capturable() const { return dispatcher_->local(); }
 
   // Expert parallelism, a step in which this rank has no tokens: every MoE
   // layer's dispatch, local experts and combine run with zero local rows, in

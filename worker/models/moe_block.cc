@@ -57,11 +57,10 @@ absl::Status MoeBlock::RunExperts(kernels::Backend& backend, TokenDispatcher& di
     }
   }
   ASSIGN_OR_RETURN(kernels::Tensor gate, backend.Empty(DataType::kFloat32, {rows, width}));
-  ASSIGN_OR_RETURN(kernels::Tensor up, backend.Empty(DataType::kFloat32, {rows, width}));
   ASSIGN_OR_RETURN(kernels::Tensor expert_out, backend.Empty(DataType::kFloat32, {rows, hidden}));
-  absl::Status status = backend.GroupedExpertMatMul(d.rows, d.expert_offsets, w_->expert_gate, &gate);
-  if (status.ok()) status = backend.GroupedExpertMatMul(d.rows, d.expert_offsets, w_->expert_up, &up);
-  if (status.ok()) status = backend.SiluAndMul(gate, up, &gate);
+  // gate = silu(rows · gate^T) * (rows · up^T), then the down projection.
+  absl::Status status = backend.GroupedExpertGateUp(d.rows, d.expert_offsets, w_->expert_gate,
+                                                    w_->expert_up, &gate);
   if (status.ok()) {
     status = backend.GroupedExpertMatMul(gate, d.expert_offsets, w_->expert_down, &expert_out);
   }

@@ -35,11 +35,15 @@ absl::StatusOr<std::unique_ptr<OfflineRunner>> OfflineRunner::Load(
     return absl::InvalidArgumentError("runner: max_context_tokens and block_size must be > 0");
   }
   ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(options.model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
+                   kernels::CreateBackend(options.device));
   weights::LoadOptions load;
   load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(load.format, weights::ParseLoadFormat(options.load_format));
+  load.seed = options.seed;
+  load.backend = options.device.ToString();
+  load.device = backend.get();
   ASSIGN_OR_RETURN(weights::ModelWeights w, weights::LoadWeights(desc, options.model_dir, load));
-  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
-                   kernels::CreateBackend(kernels::DeviceSpec{}));
   kv_cache::KvCacheOptions kv;
   kv.block_size = options.block_size;
   kv.num_blocks = kv_cache::BlocksForTokens(options.max_context_tokens, options.block_size);

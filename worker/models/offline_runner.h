@@ -27,6 +27,9 @@ struct OfflineRunnerOptions {
   DataType kv_cache_dtype = DataType::kFloat32;
   int64_t block_size = 16;
   int64_t max_context_tokens = 4096;  // KV cache capacity for one sequence
+  kernels::DeviceSpec device;         // cpu, or cuda:K
+  std::string load_format = "auto";   // auto | dummy
+  uint64_t seed = 0;                  // dummy weights
 };
 
 class OfflineRunner {

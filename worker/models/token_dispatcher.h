@@ -36,6 +36,10 @@ class TokenDispatcher {
   // the MoE layer among the model's MoE layers. Called before each Dispatch.
   virtual void SetLayer(int /*moe_layer_index*/) {}
 
+  // Whether Dispatch/Combine only enqueue device work of this process (no
+  // exchange with other ranks): then a step can be captured into a graph.
+  virtual bool local() const { return false; }
+
   // Every Dispatch is followed by exactly one Combine before the next
   // Dispatch (the dispatcher keeps the routing of the call in between).
   virtual absl::StatusOr<DispatchedTokens> Dispatch(const kernels::Tensor& hidden,     // [T, H]
@@ -54,6 +58,7 @@ class LocalTokenDispatcher final : public TokenDispatcher {
                                             const kernels::Tensor& topk_ids) override;
   absl::Status Combine(const kernels::Tensor& expert_out, const kernels::Tensor& topk_weights,
                        kernels::Tensor* out) override;
+  bool local() const override { return true; }
 
  private:
   kernels::Backend& backend_;

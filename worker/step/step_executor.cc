@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -88,6 +90,16 @@ absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(
   ASSIGN_OR_RETURN(kv_cache::KvCache cache,
                    kv_cache::KvCache::Create(backend, e->model_->kv_cache_shape(), kv));
   e->cache_ = std::make_unique<kv_cache::KvCache>(std::move(cache));
+  if (options.graph_max_batch > 0 && backend.SupportsGraphs() && e->model_->capturable() &&
+      !options.collective_moe) {
+    models::DecodeGraphOptions graph_options;
+    graph_options.max_batch = options.graph_max_batch;
+    graph_options.max_blocks_per_seq =
+        std::max<int64_t>(1, (options.graph_max_context + options.block_size - 1) /
+                                 options.block_size);
+    ASSIGN_OR_RETURN(e->graphs_,
+                     models::DecodeGraphs::Create(*e->model_, *e->cache_, graph_options));
+  }
   return e;
 }
 
@@ -95,10 +107,12 @@ absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Load(
     const std::string& model_dir, const weights::LoadOptions& load,
     const StepExecutorOptions& options) {
   ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(model_dir));
-  ASSIGN_OR_RETURN(weights::ModelWeights w, weights::LoadWeights(desc, model_dir, load));
-  auto owned_weights = std::make_unique<weights::ModelWeights>(std::move(w));
   ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
-                   kernels::CreateBackend(kernels::DeviceSpec{}));
+                   kernels::CreateBackend(options.device));
+  weights::LoadOptions on_device = load;
+  on_device.device = backend.get();
+  ASSIGN_OR_RETURN(weights::ModelWeights w, weights::LoadWeights(desc, model_dir, on_device));
+  auto owned_weights = std::make_unique<weights::ModelWeights>(std::move(w));
   ASSIGN_OR_RETURN(std::unique_ptr<StepExecutor> e, Create(*owned_weights, *backend, options));
   e->owned_weights_ = std::move(owned_weights);
   e->owned_backend_ = std::move(backend);
@@ -205,6 +219,97 @@ bool StepExecutor::Release(const std::string& request_id) {
   return history_.erase(request_id) > 0;
 }
 
+namespace {
+
+// Whether the device argmax is this row's token: greedy, and nothing the
+// host sampler would change first (penalties, min_tokens masking).
+bool DeviceGreedy(const sampling::SamplingRow& row) {
+  const sampling::SamplingParams& p = *row.params;
+  return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
+         p.presence_penalty == 0.0f && row.output_ids.size() >= p.min_tokens;
+}
+
+kernels::Tensor RowView(const kernels::Tensor& m, int64_t row) {
+  kernels::Tensor t = m;
+  t.shape = {1, m.shape[1]};
+  t.byte_offset += static_cast<size_t>(row * m.shape[1]) * DataTypeSize(m.dtype);
+  return t;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<absl::StatusOr<sampling::SampledToken>>> StepExecutor::Sample(
+    const kernels::Tensor& logits, const kernels::Tensor* argmax, const kernels::Tensor* row_max,
+    const kernels::Tensor* logsumexp, const std::vector<sampling::SamplingRow>& rows) {
+  kernels::Backend& b = model_->backend();
+  const int64_t vocab = model_->desc().vocab_size;
+  if (b.device().type == kernels::DeviceType::kCpu) {
+    ASSIGN_OR_RETURN(std::vector<float> host, models::ToHostFloats(b, logits));
+    return sampler_.SampleBatch(host, vocab, rows);
+  }
+  const int64_t r = static_cast<int64_t>(rows.size());
+  kernels::Tensor ids_d, max_d, lse_d;
+  if (argmax == nullptr) {
+    ASSIGN_OR_RETURN(ids_d, b.Empty(DataType::kInt32, {r}));
+    ASSIGN_OR_RETURN(max_d, b.Empty(DataType::kFloat32, {r}));
+    ASSIGN_OR_RETURN(lse_d, b.Empty(DataType::kFloat32, {r}));
+    RETURN_IF_ERROR(b.LogitsArgmax(logits, &ids_d, &max_d, &lse_d));
+    argmax = &ids_d;
+    row_max = &max_d;
+    logsumexp = &lse_d;
+  }
+  int64_t top_n = 0;
+  for (const sampling::SamplingRow& row : rows) {
+    if (DeviceGreedy(row) && row.params->logprobs) {
+      top_n = std::max<int64_t>(top_n, row.params->top_logprobs);
+    }
+  }
+  top_n = std::min(top_n, vocab);
+  kernels::Tensor top_ids_d, top_values_d;
+  if (top_n > 0) {
+    ASSIGN_OR_RETURN(top_ids_d, b.Empty(DataType::kInt32, {r, top_n}));
+    ASSIGN_OR_RETURN(top_values_d, b.Empty(DataType::kFloat32, {r, top_n}));
+    RETURN_IF_ERROR(b.LogitsTopN(logits, top_n, &top_ids_d, &top_values_d));
+  }
+  std::vector<int32_t> ids(static_cast<size_t>(r));
+  std::vector<float> maxes(static_cast<size_t>(r)), lses(static_cast<size_t>(r));
+  std::vector<int32_t> top_ids(static_cast<size_t>(r * top_n));
+  std::vector<float> top_values(static_cast<size_t>(r * top_n));
+  if (top_n > 0) {
+    RETURN_IF_ERROR(b.CopyToHost(top_ids_d, top_ids.data(), top_ids.size() * 4));
+    RETURN_IF_ERROR(b.CopyToHost(top_values_d, top_values.data(), top_values.size() * 4));
+  }
+  RETURN_IF_ERROR(b.CopyToHost(*argmax, ids.data(), ids.size() * 4));
+  RETURN_IF_ERROR(b.CopyToHost(*row_max, maxes.data(), maxes.size() * 4));
+  RETURN_IF_ERROR(b.CopyToHost(*logsumexp, lses.data(), lses.size() * 4));
+
+  std::vector<absl::StatusOr<sampling::SampledToken>> out;
+  out.reserve(rows.size());
+  std::vector<float> host_row;
+  for (int64_t i = 0; i < r; ++i) {
+    const sampling::SamplingRow& row = rows[static_cast<size_t>(i)];
+    if (DeviceGreedy(row) && std::isfinite(maxes[i]) && std::isfinite(lses[i])) {
+      sampling::SampledToken t;
+      t.token_id = ids[i];
+      if (row.params->logprobs) {
+        t.logprob = maxes[i] - lses[i];
+        for (uint32_t j = 0; j < row.params->top_logprobs && j < top_n; ++j) {
+          t.top_logprobs.push_back({top_ids[i * top_n + j], top_values[i * top_n + j] - lses[i]});
+        }
+      }
+      out.push_back(std::move(t));
+      continue;
+    }
+    // Everything else samples on the host from this row's logits alone.
+    host_row.resize(static_cast<size_t>(vocab));
+    RETURN_IF_ERROR(b.CopyToHost(RowView(logits, i), host_row.data(), host_row.size() * 4));
+    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<sampling::SampledToken>> one,
+                     sampler_.SampleBatch(host_row, vocab, absl::MakeConstSpan(&row, 1)));
+    out.push_back(std::move(one[0]));
+  }
+  return out;
+}
+
 absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1::StepPlan& plan) {
   const auto t0 = std::chrono::steady_clock::now();
   control::v1::StepResult result;
@@ -231,7 +336,14 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
     s.block_table.assign(seq.block_table().begin(), seq.block_table().end());
     s.logits = seq.sample() ? models::LogitsRows::kLast : models::LogitsRows::kNone;
   }
-  ASSIGN_OR_RETURN(kernels::Tensor logits, model_->Forward(input, *cache_));
+  kernels::Tensor logits;
+  std::optional<models::DecodeGraphs::Output> graph_out;
+  if (graphs_ != nullptr && graphs_->Accepts(input)) {
+    ASSIGN_OR_RETURN(graph_out, graphs_->Run(input));
+    logits = graph_out->logits;
+  } else {
+    ASSIGN_OR_RETURN(logits, model_->Forward(input, *cache_));
+  }
 
   // The step ran: record what was fed, then sample.
   std::vector<int> sampled;  // plan indices with a logits row, in row order
@@ -243,7 +355,6 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
     if (plan.sequences(i).sample()) sampled.push_back(i);
   }
   if (!sampled.empty()) {
-    ASSIGN_OR_RETURN(std::vector<float> host, models::ToHostFloats(model_->backend(), logits));
     std::vector<sampling::SamplingRow> rows;
     rows.reserve(sampled.size());
     for (int i : sampled) {
@@ -254,8 +365,11 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
       row.output_ids = h.output;
       row.step = h.output.size();
     }
-    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<sampling::SampledToken>> tokens,
-                     sampler_.SampleBatch(host, model_->desc().vocab_size, rows));
+    ASSIGN_OR_RETURN(
+        std::vector<absl::StatusOr<sampling::SampledToken>> tokens,
+        Sample(logits, graph_out ? &graph_out->argmax : nullptr,
+               graph_out ? &graph_out->row_max : nullptr,
+               graph_out ? &graph_out->logsumexp : nullptr, rows));
     for (size_t r = 0; r < sampled.size(); ++r) {
       const int i = sampled[r];
       const std::string& id = plan.sequences(i).request_id();

@@ -48,6 +48,7 @@
 #include "epserve/control/v1/control.pb.h"
 #include "kernels/ops.h"
 #include "worker/kv_cache/kv_cache.h"
+#include "worker/models/decode_graphs.h"
 #include "worker/models/decoder_model.h"
 #include "worker/sampling/sampler.h"
 #include "worker/weights/weight_loader.h"
@@ -67,6 +68,14 @@ struct StepExecutorOptions {
   // Expert parallelism: an empty plan still runs DecoderModel::ForwardNoTokens
   // (the other ranks' MoE collectives need this rank).
   bool collective_moe = false;
+  // GPU backends: decode steps of up to this many sequences are replayed
+  // from graphs (DecodeGraphs); 0 = always eager. Ignored on the CPU and
+  // with collective_moe.
+  int64_t graph_max_batch = 0;
+  // Longest context a graph serves (its block-table width); longer: eager.
+  int64_t graph_max_context = 4096;
+  // Load() only: the device of the backend it creates.
+  kernels::DeviceSpec device;
 };
 
 // Bytes one KV block takes over all layers (K and V).
@@ -112,6 +121,8 @@ class StepExecutor {
   int64_t num_blocks() const { return cache_->num_blocks(); }
   int64_t block_size() const { return cache_->block_size(); }
   kv_cache::KvCache& cache() { return *cache_; }
+  // Decode graphs captured so far (0 without graphs).
+  size_t num_graphs() const { return graphs_ ? graphs_->num_captured() : 0; }
   models::DecoderModel& model() { return *model_; }
 
  private:
@@ -123,6 +134,16 @@ class StepExecutor {
   };
 
   StepExecutor(const StepExecutorOptions& options, sampling::Sampler::Options sampler_options);
+
+  // The sampled token of every plan row with `sample` (in `sampled` order).
+  // On the CPU the host sampler sees every logits row. On a device, rows
+  // that are greedy without penalties or an active min_tokens take the
+  // device argmax / logsumexp (and top logprobs), and only the other rows'
+  // logits are copied to the host sampler.
+  absl::StatusOr<std::vector<absl::StatusOr<sampling::SampledToken>>> Sample(
+      const kernels::Tensor& logits, const kernels::Tensor* argmax,
+      const kernels::Tensor* row_max, const kernels::Tensor* logsumexp,
+      const std::vector<sampling::SamplingRow>& rows);
 
   absl::Status Validate(const control::v1::StepPlan& plan,
                         std::vector<sampling::SamplingParams>* params) const;
@@ -136,6 +157,7 @@ class StepExecutor {
   std::unique_ptr<weights::ModelWeights> owned_weights_;
   std::unique_ptr<models::DecoderModel> model_;
   std::unique_ptr<kv_cache::KvCache> cache_;
+  std::unique_ptr<models::DecodeGraphs> graphs_;  // null: eager only
   sampling::Sampler sampler_;
   std::unordered_map<std::string, History> history_;
   uint64_t steps_ = 0;

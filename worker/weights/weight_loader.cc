@@ -9,6 +9,8 @@
 #include "common/safetensors/checkpoint.h"
 #include "common/shape.h"
 #include "common/status.h"
+#include "kernels/device.h"
+#include "kernels/ops.h"
 #include "worker/weights/checkpoint_binding.h"
 #include "worker/weights/dtype_policy.h"
 
@@ -28,13 +30,16 @@ uint64_t SplitMix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
+// Uniform with standard deviation 0.02.
+const float kDummyHalfWidth = 0.02f * std::sqrt(3.0f);
+
 // Seeded values, independent of rank and placement: norms 1, everything else
 // uniform with standard deviation 0.02 (as HF initialises linear layers).
 absl::Status FillDummy(const TensorSpec& spec, uint64_t seed, kernels::Tensor* t) {
   constexpr int64_t kChunk = 1 << 16;
   std::vector<float> chunk(static_cast<size_t>(std::min<int64_t>(kChunk, t->numel())));
   uint64_t state = seed ^ Fnv1a(spec.name);
-  const float half_width = 0.02f * std::sqrt(3.0f);
+  const float half_width = kDummyHalfWidth;
   char* out = static_cast<char*>(t->mutable_data());
   size_t elem = DataTypeSize(t->dtype);
   for (int64_t start = 0; start < t->numel(); start += kChunk) {
@@ -130,6 +135,29 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     LOG_INFO("cpu backend keeps {} weights and computes in float32", DataTypeName(report.weight_dtype));
   }
 
+  // A device must hold every tensor of this rank: refuse up front, with the
+  // numbers, rather than fail part-way.
+  if (options.device != nullptr && options.device->device().type != kernels::DeviceType::kCpu) {
+    uint64_t needed = 0;
+    for (const TensorSpec& spec : specs) {
+      if (spec.expert >= 0 && !IsLocalExpert(options.expert_to_rank, options.rank, spec.expert)) {
+        continue;
+      }
+      needed += static_cast<uint64_t>(NumElements(spec.shape)) *
+                DataTypeSize(StorageDtype(spec.role, report.weight_dtype));
+    }
+    ASSIGN_OR_RETURN(kernels::DeviceProperties props,
+                     kernels::QueryDevice(options.device->device()));
+    if (needed > props.free_memory_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          model_dir, ": the ", DataTypeName(report.weight_dtype), " weights of rank ",
+          options.rank, " need ", needed, " bytes (", needed >> 20, " MiB) but ",
+          props.spec.ToString(), " (", props.name, ") has ", props.free_memory_bytes, " (",
+          props.free_memory_bytes >> 20, " MiB) free of ", props.total_memory_bytes,
+          "; use more expert-parallel workers, a smaller --dtype, or a larger GPU"));
+    }
+  }
+
   std::map<std::pair<DataType, DataType>, int64_t> casts;
   for (size_t i = 0; i < specs.size(); ++i) {
     const TensorSpec& spec = specs[i];
@@ -138,7 +166,11 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     }
     DataType target = StorageDtype(spec.role, report.weight_dtype);
     kernels::Tensor t;
-    if (options.format == LoadFormat::kDummy) {
+    if (options.format == LoadFormat::kDummy && options.device != nullptr) {
+      ASSIGN_OR_RETURN(t, options.device->Empty(target, spec.shape));
+      RETURN_IF_ERROR(options.device->FillDummy(&t, options.seed ^ Fnv1a(spec.name),
+                                                kDummyHalfWidth, IsNormRole(spec.role)));
+    } else if (options.format == LoadFormat::kDummy) {
       ASSIGN_OR_RETURN(t, kernels::EmptyHostTensor(target, spec.shape));
       RETURN_IF_ERROR(FillDummy(spec, options.seed, &t));
     } else {

@@ -21,6 +21,9 @@
 namespace epserve::safetensors {
 class SafetensorsCheckpoint;
 }
+namespace epserve::kernels {
+class Backend;
+}
 
 namespace epserve::weights {
 
@@ -39,6 +42,10 @@ struct LoadOptions {
   uint32_t rank = 0;
   uint64_t seed = 0;  // dummy weights
   std::string backend = "cpu";  // for messages
+  // Dummy weights are made directly in this backend's memory (a GPU fills
+  // them in a kernel: no host copy of a 60 GB model); null: host tensors.
+  // The values are the same either way.
+  kernels::Backend* device = nullptr;
 };
 
 struct LoadReport {

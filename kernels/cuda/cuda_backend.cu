@@ -1,0 +1,323 @@
+// CudaBackend: device memory, copies, the device error word, graph capture
+// and the cuBLAS GEMMs. The other ops are in cuda_ops.cu.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/cuda/cuda_status.h"
+#include "common/status.h"
+#include "kernels/cuda/cuda_backend_impl.cuh"
+#include "kernels/cuda/elementwise.cuh"
+
+namespace epserve::kernels::cuda {
+namespace {
+
+// Device memory from the stream-ordered pool, freed on the context's stream
+// (see DeviceContext for frees during a capture).
+class DeviceStorage final : public Storage {
+ public:
+  DeviceStorage(void* data, size_t bytes, std::shared_ptr<DeviceContext> ctx, uint64_t capture_id)
+      : data_(data), bytes_(bytes), ctx_(std::move(ctx)), capture_id_(capture_id) {}
+  ~DeviceStorage() override {
+    if (data_ == nullptr) return;
+    if (ctx_->capturing && capture_id_ != ctx_->capture_id) {
+      ctx_->deferred_frees.push_back(data_);
+      return;
+    }
+    cudaFreeAsync(data_, ctx_->stream);
+  }
+  const void* data() const override { return data_; }
+  void* mutable_data() override { return data_; }
+  size_t size_bytes() const override { return bytes_; }
+  DeviceSpec device() const override { return DeviceSpec{DeviceType::kCuda, ctx_->ordinal}; }
+
+ private:
+  void* data_;
+  size_t bytes_;
+  std::shared_ptr<DeviceContext> ctx_;
+  uint64_t capture_id_;
+};
+
+class PinnedStorage final : public Storage {
+ public:
+  PinnedStorage(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
+  ~PinnedStorage() override { cudaFreeHost(data_); }
+  const void* data() const override { return data_; }
+  void* mutable_data() override { return data_; }
+  size_t size_bytes() const override { return bytes_; }
+  DeviceSpec device() const override { return DeviceSpec{}; }  // host memory
+
+ private:
+  void* data_;
+  size_t bytes_;
+};
+
+class CudaGraph final : public Backend::Graph {
+ public:
+  CudaGraph(cudaGraph_t graph, cudaGraphExec_t exec, cudaStream_t stream)
+      : graph_(graph), exec_(exec), stream_(stream) {}
+  ~CudaGraph() override {
+    cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+  }
+  absl::Status Replay() override {
+    RETURN_IF_CUDA_ERROR(cudaGraphLaunch(exec_, stream_));
+    return absl::OkStatus();
+  }
+
+ private:
+  cudaGraph_t graph_;
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
+std::string DeviceErrorNames(uint32_t bits) {
+  std::vector<std::string> names;
+  if (bits & kErrEmbeddingId) names.push_back("Embedding: a token id outside the table");
+  if (bits & kErrKvSlot) names.push_back("WriteKvCache: a slot outside the cache");
+  if (bits & kErrBlockTable) {
+    names.push_back("PagedAttention: a block table entry or context length outside the cache");
+  }
+  if (bits & kErrExpertId) names.push_back("MoePermute: an expert id outside [0, E)");
+  if (bits & kErrMissingExpert) {
+    names.push_back("GroupedExpertMatMul: rows routed to an expert this worker does not hold");
+  }
+  if (bits & kErrPosition) names.push_back("Rope: a negative position");
+  return absl::StrJoin(names, "; ");
+}
+
+}  // namespace
+
+DeviceContext::~DeviceContext() {
+  if (stream != nullptr) {
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    const CudaBackendOptions& options) {
+  int count = 0;
+  if (cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrCat("cuda:", options.ordinal,
+                                                      " requested but no usable CUDA device: ",
+                                                      cudaGetErrorString(err)));
+  }
+  if (options.ordinal < 0 || options.ordinal >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda:", options.ordinal,
+                                                   " requested but this machine has ", count,
+                                                   " CUDA device(s)"));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->ctx_ = std::make_shared<DeviceContext>();
+  b->ctx_->ordinal = options.ordinal;
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(options.ordinal));
+  RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&b->ctx_->stream, cudaStreamNonBlocking));
+  // Keep freed pool memory for reuse instead of returning it to the driver
+  // at every synchronisation.
+  cudaMemPool_t pool = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaDeviceGetDefaultMemPool(&pool, options.ordinal));
+  uint64_t threshold = std::numeric_limits<uint64_t>::max();
+  RETURN_IF_CUDA_ERROR(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  RETURN_IF_CUBLAS_ERROR(cublasCreate(&b->cublas_));
+  RETURN_IF_CUBLAS_ERROR(cublasSetStream(b->cublas_, b->ctx_->stream));
+  RETURN_IF_CUDA_ERROR(cudaMalloc(&b->cublas_workspace_, options.cublas_workspace_bytes));
+  RETURN_IF_CUBLAS_ERROR(
+      cublasSetWorkspace(b->cublas_, b->cublas_workspace_, options.cublas_workspace_bytes));
+  RETURN_IF_CUBLAS_ERROR(cublasSetMathMode(b->cublas_, CUBLAS_DEFAULT_MATH));
+  RETURN_IF_CUDA_ERROR(cudaMalloc(&b->errors_, sizeof(uint32_t)));
+  RETURN_IF_CUDA_ERROR(cudaMemset(b->errors_, 0, sizeof(uint32_t)));
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  if (ctx_ != nullptr) cudaStreamSynchronize(ctx_->stream);
+  inv_freq_cache_.clear();
+  expert_ptr_cache_.clear();
+  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
+  if (errors_ != nullptr) cudaFree(errors_);
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> b, CudaBackend::Create(options));
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
+absl::Status CudaBackend::CheckDeviceErrors() {
+  uint32_t bits = 0;
+  RETURN_IF_CUDA_ERROR(cudaMemcpy(&bits, errors_, sizeof(bits), cudaMemcpyDeviceToHost));
+  if (bits == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaMemset(errors_, 0, sizeof(uint32_t)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("CUDA kernels rejected their input: ", DeviceErrorNames(bits)));
+}
+
+absl::Status CudaBackend::Synchronize() {
+  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s()));
+  return CheckDeviceErrors();
+}
+
+absl::StatusOr<Tensor> CudaBackend::Empty(DataType dtype, std::vector<int64_t> shape) {
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Empty: shape: expected non-negative dimensions, found ", ShapeString(shape)));
+    }
+  }
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  // 256-byte granules keep every tensor aligned for vector loads.
+  const size_t bytes = std::max<size_t>(256, (t.nbytes() + 255) / 256 * 256);
+  void* p = nullptr;
+  cudaError_t err = cudaMallocAsync(&p, bytes, s());
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cuda:", ctx_->ordinal, ": cannot allocate ", bytes, " bytes for a ",
+        ShapeString(t.shape), " ", DataTypeName(dtype), " tensor (", free_bytes, " of ",
+        total_bytes, " bytes free): ", cudaGetErrorString(err)));
+  }
+  t.storage = std::make_shared<DeviceStorage>(p, bytes, ctx_,
+                                              ctx_->capturing ? ctx_->capture_id : 0);
+  return t;
+}
+
+absl::StatusOr<Tensor> CudaBackend::ToDevice(const Tensor& host) {
+  if (!host.defined()) {
+    return absl::InvalidArgumentError("ToDevice: host: expected a tensor, found an undefined one");
+  }
+  const DeviceSpec where = host.storage->device();
+  if (where.type == DeviceType::kCuda && where.ordinal == ctx_->ordinal) return host;
+  if (where.type != DeviceType::kCpu) {
+    return absl::InvalidArgumentError(absl::StrCat("ToDevice: host: expected a host tensor, found one on ", where.ToString()));
+  }
+  ASSIGN_OR_RETURN(Tensor t, Empty(host.dtype, host.shape));
+  if (host.nbytes() > 0) {
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(t.mutable_data(), host.data(), host.nbytes(),
+                                         cudaMemcpyHostToDevice, s()));
+    // The host tensor (maybe a mapped checkpoint) may go away after return.
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s()));
+  }
+  return t;
+}
+
+absl::StatusOr<std::shared_ptr<Storage>> CudaBackend::AllocateStagingHost(size_t bytes) {
+  void* p = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), cudaHostAllocDefault));
+  return std::shared_ptr<Storage>(new PinnedStorage(p, bytes));
+}
+
+absl::Status CudaBackend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
+  if (t == nullptr || !t->defined() || t->mutable_data() == nullptr) {
+    return absl::InvalidArgumentError("FillDummy: t: expected a writable tensor");
+  }
+  const DeviceSpec where = t->storage->device();
+  if (where.type != DeviceType::kCuda || where.ordinal != ctx_->ordinal) {
+    return Backend::FillDummy(t, state0, half_width, ones);
+  }
+  ASSIGN_OR_RETURN(Elem elem, ElemOf(t->dtype));
+  return cuda::FillDummy(t->mutable_data(), elem, t->numel(), state0, half_width, ones, s());
+}
+
+absl::Status CudaBackend::CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) {
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(dst->mutable_data(), src, bytes, cudaMemcpyHostToDevice, s()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) {
+  if (bytes > 0) {
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src.data(), bytes, cudaMemcpyDeviceToHost, s()));
+  }
+  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s()));
+  return CheckDeviceErrors();
+}
+
+absl::StatusOr<Tensor> CudaBackend::Scratch(size_t bytes) {
+  return Empty(DataType::kUInt8, {static_cast<int64_t>(std::max<size_t>(bytes, 1))});
+}
+
+absl::StatusOr<std::unique_ptr<Backend::Graph>> CudaBackend::Capture(
+    const std::function<absl::Status()>& body) {
+  DeviceContext& cs = *ctx_;
+  if (cs.capturing) return absl::FailedPreconditionError("Capture: a capture is already running");
+  cs.capturing = true;
+  ++cs.capture_id;
+  cudaGraph_t graph = nullptr;
+  const absl::Status status = [&]() -> absl::Status {
+    RETURN_IF_CUDA_ERROR(cudaStreamBeginCapture(s(), cudaStreamCaptureModeThreadLocal));
+    const absl::Status body_status = body();
+    const cudaError_t end = cudaStreamEndCapture(s(), &graph);
+    RETURN_IF_ERROR(body_status);
+    RETURN_IF_CUDA_ERROR(end);
+    return absl::OkStatus();
+  }();
+  cs.capturing = false;
+  for (void* p : cs.deferred_frees) cudaFreeAsync(p, s());
+  cs.deferred_frees.clear();
+  cudaGetLastError();
+  if (!status.ok()) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    return status;
+  }
+  cudaGraphExec_t exec = nullptr;
+  if (cudaError_t err = cudaGraphInstantiate(&exec, graph, 0); err != cudaSuccess) {
+    cudaGraphDestroy(graph);
+    return cuda_internal::CudaError(err, "cudaGraphInstantiate", __FILE__, __LINE__);
+  }
+  return std::unique_ptr<Graph>(new CudaGraph(graph, exec, s()));
+}
+
+// ---- cuBLAS GEMMs ----
+
+absl::Status CudaBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                     Tensor* y) {
+  const int64_t t = x.shape[0], k = x.shape[1], n = w.shape[0];
+  if (t == 0 || n == 0) return absl::OkStatus();
+  if (k == 0) {
+    RETURN_IF_CUDA_ERROR(cudaMemsetAsync(y->mutable_data(), 0, y->nbytes(), s()));
+  } else if (t > std::numeric_limits<int>::max() || n > std::numeric_limits<int>::max() ||
+             k > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("MatMul: dimensions ", t, "x", k, "x", n,
+                                                   " exceed cuBLAS's int range"));
+  } else {
+    // Row-major y[T,N] = x[T,K] · w[N,K]^T is column-major y^T = w^T' · x':
+    // A = w (transposed, lda K), B = x (lda K), C = y (ldc N).
+    const float one = 1.0f, zero = 0.0f;
+    if (w.dtype == DataType::kFloat32) {
+      RETURN_IF_CUBLAS_ERROR(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                         static_cast<int>(t), static_cast<int>(k), &one,
+                                         w.data_as<float>(), static_cast<int>(k),
+                                         x.data_as<float>(), static_cast<int>(k), &zero,
+                                         y->mutable_data_as<float>(), static_cast<int>(n)));
+    } else {
+      ASSIGN_OR_RETURN(Elem elem, ElemOf(w.dtype));
+      const cudaDataType_t type = elem == Elem::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+      ASSIGN_OR_RETURN(Tensor xs, Scratch(static_cast<size_t>(t * k) * 2));
+      RETURN_IF_ERROR(CastFromF32(x.data_as<float>(), t * k, elem, xs.mutable_data(), s()));
+      RETURN_IF_CUBLAS_ERROR(cublasGemmEx(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(t),
+          static_cast<int>(k), &one, w.data(), type, static_cast<int>(k), xs.data(), type,
+          static_cast<int>(k), &zero, y->mutable_data(), CUDA_R_32F, static_cast<int>(n),
+          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+  }
+  if (bias.defined()) {
+    ASSIGN_OR_RETURN(Elem bias_elem, ElemOf(bias.dtype));
+    RETURN_IF_ERROR(AddBias(y->mutable_data_as<float>(), bias.data(), bias_elem, t, n, s()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace epserve::kernels::cuda

@@ -1,0 +1,108 @@
+// The CudaBackend class, shared by cuda_backend.cu (memory, copies, errors,
+// graphs, GEMMs) and cuda_ops.cu (the other ops). Private to kernels/cuda.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace epserve::kernels::cuda {
+
+// What outlives the backend object as long as a tensor of it lives: device
+// memory is freed on this stream.
+// memory is freed on this stream. While a graph capture runs, buffers
+// allocated before it are not freed into the graph (the free would repeat at
+// every replay) but after the capture ends.
+struct DeviceContext {
+  int ordinal = 0;
+  cudaStream_t stream = nullptr;
+  bool capturing = false;
+  uint64_t capture_id = 0;  // of the running (or last) capture
+  std::vector<void*> deferred_frees;
+  ~DeviceContext();
+};
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const CudaBackendOptions& options);
+  ~CudaBackend() override;
+
+  DeviceSpec device() const override { return DeviceSpec{DeviceType::kCuda, ctx_->ordinal}; }
+  void* stream() const override { return ctx_->stream; }
+  absl::Status Synchronize() override;
+  absl::StatusOr<Tensor> Empty(DataType dtype, std::vector<int64_t> shape) override;
+  absl::StatusOr<Tensor> ToDevice(const Tensor& host) override;
+  absl::StatusOr<std::shared_ptr<Storage>> AllocateStagingHost(size_t bytes) override;
+  absl::Status FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) override;
+  bool SupportsGraphs() const override { return true; }
+  absl::StatusOr<std::unique_ptr<Graph>> Capture(
+      const std::function<absl::Status()>& body) override;
+
+ protected:
+  absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) override;
+  absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) override;
+  absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+                          Tensor* y) override;
+  absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) override;
+  absl::Status RmsNormImpl(const Tensor& x, Tensor* residual, const Tensor& w, float eps,
+                           Tensor* y) override;
+  absl::Status HeadRmsNormImpl(Tensor* x, const Tensor& w, float eps) override;
+  absl::Status RopeImpl(const RopeFrequencies& freqs, RopeLayout layout, int64_t head_dim,
+                        const Tensor& positions, Tensor* q, Tensor* k) override;
+  absl::Status SiluAndMulImpl(const Tensor& gate, const Tensor* up, Tensor* out) override;
+  absl::Status AddImpl(const Tensor& a, const Tensor& b, Tensor* out) override;
+  absl::Status SigmoidGateMulAddImpl(const Tensor& gate_logit, const Tensor& x,
+                                     Tensor* out) override;
+  absl::Status WriteKvCacheImpl(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                                Tensor* k_cache, Tensor* v_cache) override;
+  absl::Status PagedAttentionImpl(const PagedAttentionArgs& args, float scale,
+                                  Tensor* out) override;
+  absl::Status MoeGateImpl(const Tensor& router_logits, int64_t top_k, bool renormalize,
+                           Tensor* topk_ids, Tensor* topk_weights) override;
+  absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
+                              MoePermutation* out) override;
+  absl::Status GroupedExpertMatMulImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                       absl::Span<const Tensor> weights,
+                                       Tensor* out) override;
+  absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
+                                const MoePermutation& perm, Tensor* out) override;
+  absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                       absl::Span<const Tensor> gate, absl::Span<const Tensor> up,
+                                       Tensor* out) override;
+  absl::Status LogitsArgmaxImpl(const Tensor& logits, Tensor* argmax, Tensor* row_max,
+                                Tensor* logsumexp) override;
+  absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
+                              Tensor* values) override;
+
+ private:
+  CudaBackend() = default;
+  cudaStream_t s() const { return ctx_->stream; }
+  // Scratch device memory for one op (freed, stream-ordered, after it).
+  absl::StatusOr<Tensor> Scratch(size_t bytes);
+  // Reads and clears the device error word (the stream must be idle).
+  absl::Status CheckDeviceErrors();
+  // The device copy of rope inverse frequencies (cached: uploaded once per
+  // distinct table, before any capture uses it).
+  absl::StatusOr<const float*> DeviceInvFreq(const std::vector<float>& inv_freq);
+  // A device array of the experts' weight pointers (cached per weight set).
+  absl::StatusOr<const void* const*> DeviceExpertPointers(absl::Span<const Tensor> weights);
+  // The one storage type of the held experts (InvalidArgument naming the
+  // first that differs); float32 when none is held.
+  static absl::StatusOr<DataType> ExpertDtype(const char* op, absl::Span<const Tensor> weights);
+
+  std::shared_ptr<DeviceContext> ctx_;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  uint32_t* errors_ = nullptr;  // device error word
+  std::map<std::vector<float>, std::shared_ptr<Storage>> inv_freq_cache_;
+  std::map<std::vector<const void*>, std::shared_ptr<Storage>> expert_ptr_cache_;
+};
+
+}  // namespace epserve::kernels::cuda
