@@ -51,10 +51,14 @@ grpc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"])'
 metrics=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"])' "$ports")
 "$bin/epserve" health --server "$grpc" --wait-serving-s 120 > /dev/null
 
-# Sum of epserve_step_duration_seconds_sum over workers and phases.
+# Sum of epserve_step_duration_seconds_sum over workers and phases (the
+# workers' step time as reported to the router), and the router's own step
+# time (epserve_router_step_seconds_sum).
 step_seconds() {
   curl -s "http://$metrics/metrics" |
-    awk '/^epserve_step_duration_seconds_sum/ { s += $2 } END { printf "%.6f\n", s }'
+    awk '/^epserve_step_duration_seconds_sum/ { s += $2 }
+         /^epserve_router_step_seconds_sum/ { r += $2 }
+         END { printf "%.6f %.6f\n", s, r }'
 }
 worker_metrics=$("$bin/epserve" info --server "$grpc" |
   python3 -c 'import json,sys; print(" ".join(w["metrics_address"] for w in json.load(sys.stdin)["server"]["workers"]))')
@@ -86,7 +90,7 @@ print("| concurrency | requests | req/s | output tok/s | TTFT p50 ms | TTFT p99 
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in conc:
     j = json.load(open(f"{out}/c{c}.json"))
-    before, after = map(float, open(f"{out}/c{c}.steps").read().split())
+    before, router_before, after, router_after = map(float, open(f"{out}/c{c}.steps").read().split())
     # Warm-up requests ran before the timed window; their steps are in the
     # difference too, so the share is a slight overestimate.
     busy = (after - before) / (j["duration"] * workers)
@@ -95,12 +99,12 @@ for c in conc:
     # Dispatch + combine time (all-to-all-v of rows and counts, regrouping,
     # and the wait for the slowest rank) over the workers' step time.
     share = f"{100 * exchange / step:.0f} %" if exchange > 0 and step > 0 else "-"
-    # The router's step (plan sent -> every result back) minus the slowest
-    # worker's Execute: plan building, gRPC both ways, result handling. With
-    # one worker, router step seconds - worker step seconds over the window.
-    router_step = after - before
-    overhead = (f"{100 * (router_step - step / workers) / router_step:.1f} %"
-                if router_step > 0 and step > 0 else "-")
+    # The router's step (scheduling, plans out, every result back, tokens
+    # handled) minus the workers' Execute time: plan building, gRPC both
+    # ways, detokenizing and streaming. Exact with one worker.
+    router_step = router_after - router_before
+    overhead = (f"{100 * (router_step - (after - before) / workers) / router_step:.1f} %"
+                if router_step > 0 and after > before else "-")
     print(f"| {c} | {j['completed']} | {j['request_throughput']:.1f} | {j['output_throughput']:.0f} "
           f"| {j['median_ttft_ms']:.2f} | {j['p99_ttft_ms']:.2f} | {j['median_itl_ms']:.2f} "
           f"| {j['p99_itl_ms']:.2f} | {100 * busy:.0f} % | {overhead} | {share} |")

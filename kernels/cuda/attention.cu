@@ -67,7 +67,7 @@ constexpr int kGenericKeys = 32;     // keys per generic tile (one per lane)
 // Split-K policy for decode (a pure function of the sizes): enough CTAs to
 // keep ~2 per SM busy, but no split shorter than kMinSplitTokens.
 constexpr int64_t kTargetCtas = 256;
-constexpr int64_t kMinSplitTokens = 256;
+constexpr int64_t kMinSplitTokens = 64;
 constexpr int64_t kMaxSplits = 64;
 
 // Everything a kernel reads, sizes as int (checked to fit at the entry).

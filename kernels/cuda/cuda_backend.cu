@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend_impl.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/skinny_gemm.cuh"
 
 namespace epserve::kernels::cuda {
 namespace {
@@ -295,6 +296,18 @@ absl::Status CudaBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Ten
     // Row-major y[T,N] = x[T,K] · w[N,K]^T is column-major y^T = w^T' · x':
     // A = w (transposed, lda K), B = x (lda K), C = y (ldc N).
     const float one = 1.0f, zero = 0.0f;
+    if (w.dtype != DataType::kFloat32 && SkinnyGemmApplies(t, k, x.data(), w.data())) {
+      // Decode-sized: fp32 activations straight into a memory-bound kernel,
+      // bias fused, one launch.
+      ASSIGN_OR_RETURN(Elem elem, ElemOf(w.dtype));
+      Elem bias_elem = elem;
+      if (bias.defined()) {
+        ASSIGN_OR_RETURN(bias_elem, ElemOf(bias.dtype));
+      }
+      return SkinnyGemm(x.data_as<float>(), t, k, w.data(), elem, n,
+                        bias.defined() ? bias.data() : nullptr, bias_elem,
+                        y->mutable_data_as<float>(), s());
+    }
     if (w.dtype == DataType::kFloat32) {
       RETURN_IF_CUBLAS_ERROR(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
                                          static_cast<int>(t), static_cast<int>(k), &one,

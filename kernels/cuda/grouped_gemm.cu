@@ -320,9 +320,11 @@ __global__ void __launch_bounds__(kGemvThreads, 1) GemvKernel(const Problem p) {
   uint4* ring = s_ring + warp * (kStages * S::kSlots * 32) + lane;
   // This warp's t-th chunk -> stage t % kStages.
   auto issue = [&](int t) {
-    const int kk = (warp + kGemvWarps * t) * 32 + 8 * q;
-    const bool k_in = kk < k;  // k % 16 == 0: 8 elements all in or all out
-    const int ks = k_in ? kk : 0;
+    // w_lo / w_hi / x_row already include this lane's 8 * q: offset them by
+    // the chunk start only (adding kk would count 8 * q twice).
+    const int k0 = (warp + kGemvWarps * t) * 32;
+    const bool k_in = k0 + 8 * q < k;  // k % 16 == 0: 8 elements all in or all out
+    const int ks = k_in ? k0 : 0;
     uint4* dst = ring + (t % kStages) * (S::kSlots * 32);
 #pragma unroll
     for (int m = 0; m < kMats; ++m) {
@@ -761,6 +763,8 @@ int64_t MeanRows(int64_t num_rows, int64_t num_experts) {
   return CeilDiv(num_rows, std::max<int64_t>(1, std::min(num_rows, num_experts)));
 }
 
+// GemvKernel takes batches of up to this many mean rows per expert; 0 sends
+// every bf16/fp16 problem to TcKernel.
 constexpr int64_t kGemvMaxMeanRows = 32;
 
 // GateUp runs as gate -> workspace, then up with a silu-mul epilogue.

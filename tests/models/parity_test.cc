@@ -115,9 +115,9 @@ class ParityTest : public ::testing::TestWithParam<Case> {
            runner_->weights().report().weight_dtype != DataType::kFloat32;
   }
   double tolerance() const { return gpu_low_precision() ? kGpuBf16Tolerance : kParityTolerance; }
-  // Step-shape invariance: exact math on the CPU; on a GPU the GEMMs of
-  // different row counts may take other cuBLAS kernels (other summation
-  // orders).
+  // Step-shape invariance: exact math on the CPU; on a GPU with bf16 weights
+  // steps of different sizes take different GEMM kernels (other summation
+  // orders of bf16 products).
   double invariance_tolerance() const { return gpu_low_precision() ? 1e-2 : 1e-5; }
 
   // Runs `ids` in chunks of `chunk` tokens, all logits rows.
@@ -274,7 +274,7 @@ TEST_P(ParityTest, BatchInvariance) {
                             host->begin() + (row + ref_.prompts[i].ids.size()) * vocab());
     row += ref_.prompts[i].ids.size();
     const double err = RelativeError(mine, alone[i], ref_.prompts[i].max_abs_logit);
-    EXPECT_LE(err, 1e-5);
+    EXPECT_LE(err, invariance_tolerance());
     std::printf("BATCH %s %s %s max_rel_diff = %.3g\n", GetParam().fixture.c_str(),
                 GetParam().dtype.c_str(), ref_.prompts[i].name.c_str(), err);
     ASSERT_TRUE(runner_->allocator().Free(batch.sequences[i].block_table).ok());
