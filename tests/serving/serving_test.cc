@@ -677,5 +677,47 @@ TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
   EXPECT_THAT(refused.status.error_message(), HasSubstr("not serving"));
 }
 
+// ---- GPU resources (EPSERVE_TEST_DEVICE=cuda only) ----
+
+// A GPU worker whose weights cannot fit says so, with the numbers, before it
+// loads anything; the router never serves. Mixtral-8x7B in float32 is
+// 187 GB, more than any single GPU has.
+TEST(Serving, GpuWorkerRefusesWeightsLargerThanTheDevice) {
+  if (!OnGpu()) GTEST_SKIP() << "GPU only (EPSERVE_TEST_DEVICE=cuda)";
+  auto router = RouterHandle::Start(
+      {"--model=" EPSERVE_SOURCE_DIR "/tools/configs/mixtral-8x7b-v0.1", "--local-workers=1",
+       "--device=cuda", "--load-format=dummy", "--dtype=float32", "--log-level=warn"});
+  ASSERT_NE(router, nullptr);
+  EXPECT_TRUE(WaitFor(
+      [&] { return router->process().output().find("bytes free") != std::string::npos ||
+                   router->process().output().find("MiB) free") != std::string::npos; },
+      seconds(60)))
+      << router->process().output();
+  const std::string out = router->process().output();
+  EXPECT_NE(out.find("weights of rank 0 need"), std::string::npos) << out;
+  EXPECT_FALSE(router->Serving());
+}
+
+// A --gpu-memory-utilization that leaves no room for one KV block stops the
+// worker at start-up with the allowance, the use and the block size.
+TEST(Serving, GpuWorkerWithoutRoomForOneKvBlockSaysSo) {
+  if (!OnGpu()) GTEST_SKIP() << "GPU only (EPSERVE_TEST_DEVICE=cuda)";
+  auto router = RouterHandle::Start({"--model=" + std::string(kModel), "--local-workers=1",
+                                     "--device=cuda", "--gpu-memory-utilization=0.001",
+                                     "--log-level=warn"});
+  ASSERT_NE(router, nullptr);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return router->process().output().find("no memory for a single KV block") !=
+               std::string::npos;
+      },
+      seconds(60)))
+      << router->process().output();
+  const std::string out = router->process().output();
+  EXPECT_NE(out.find("--gpu-memory-utilization 0.001"), std::string::npos) << out;
+  EXPECT_NE(out.find("one block of 16 tokens needs"), std::string::npos) << out;
+  EXPECT_FALSE(router->Serving());
+}
+
 }  // namespace
 }  // namespace epserve::testing
