@@ -143,6 +143,11 @@ int main(int argc, char** argv) {
                  2);
   }
   options.expert_parallel = expert_parallel > 0;
+  if (options.expert_parallel && options.local_workers && options.worker_device == "cuda") {
+    epserve::Die("--expert-parallel with --device cuda: expert parallelism between GPU workers "
+                 "is not supported yet (the exchange runs over Gloo on host tensors; the NCCL "
+                 "exchange is not built); use data parallel GPU workers or --device cpu", 2);
+  }
   options.worker_cpu_threads = absl::GetFlag(FLAGS_worker_cpu_threads);
   if (options.worker_cpu_threads < 0) epserve::Die("--worker-cpu-threads must be >= 0", 2);
   options.kv_block_size = PositiveFlag("kv-block-size", absl::GetFlag(FLAGS_kv_block_size));

@@ -45,8 +45,10 @@ absl::StatusOr<std::unique_ptr<AllToAllTokenDispatcher>> AllToAllTokenDispatcher
     std::vector<uint32_t> expert_to_rank, comm::Communicator* comm) {
   if (backend.device().type != kernels::DeviceType::kCpu) {
     return absl::UnimplementedError(absl::StrCat(
-        "AllToAllTokenDispatcher: tensors on ", backend.device().ToString(),
-        " are not supported; the row regrouping needs host tensors (the cpu backend)"));
+        "expert parallelism on ", backend.device().ToString(),
+        " workers is not supported yet: the all-to-all exchange runs over Gloo on host "
+        "tensors (the NCCL exchange between GPUs is not built); run GPU workers data "
+        "parallel (without --expert-parallel) or expert-parallel workers on --device cpu"));
   }
   if (num_experts < 1 || num_experts > std::numeric_limits<int32_t>::max()) {
     return BadArgument("num_experts", "at least 1", absl::StrCat(num_experts));
