@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,27 @@ inline std::string GpuUnavailableReason() {
         ::epserve::kernels::testing::GpuUnavailableReason();               \
     if (!epserve_gpu_reason_.empty()) GTEST_SKIP() << epserve_gpu_reason_; \
   } while (0)
+
+// EPSERVE_TEST_DEVICE (cpu, cuda, cuda:K) as a device; cpu when unset or
+// unparsable. Suites that also run on a GPU read their device from it.
+inline DeviceSpec TestDeviceFromEnv() {
+  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
+  if (env == nullptr || *env == '\0') return {};
+  auto d = ParseDevice(env);
+  return d.ok() ? *d : DeviceSpec{};
+}
+
+// Skips every test of the binary, printing why, when EPSERVE_TEST_DEVICE
+// names a GPU that is not usable here. Register with
+// ::testing::AddGlobalTestEnvironment(new GpuTestEnvironment).
+class GpuTestEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (TestDeviceFromEnv().type == DeviceType::kCpu) return;
+    const std::string reason = GpuUnavailableReason();
+    if (!reason.empty()) GTEST_SKIP() << reason;
+  }
+};
 
 // max |got - want| / max(1e-30, max |want|).
 inline double MaxRelError(const std::vector<float>& got, const std::vector<float>& want) {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "kernels/device.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/models/fixture_reference.h"
 #include "worker/models/offline_runner.h"
 
@@ -38,25 +39,9 @@ constexpr double kGpuBf16Tolerance = 3e-2;
 // EPSERVE_TEST_DEVICE=cuda:K runs the suite on a GPU (ctest's
 // models_parity_gpu, label gpu); without a usable GPU every test skips with
 // the reason.
-kernels::DeviceSpec TestDevice() {
-  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
-  if (env == nullptr || *env == '\0') return {};
-  auto d = kernels::ParseDevice(env);
-  return d.ok() ? *d : kernels::DeviceSpec{};
-}
-
-class DeviceEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    const kernels::DeviceSpec d = TestDevice();
-    if (d.type == kernels::DeviceType::kCpu) return;
-    if (!kernels::CudaBackendBuilt()) GTEST_SKIP() << "this build has no CUDA backend";
-    auto props = kernels::QueryDevice(d);
-    if (!props.ok()) GTEST_SKIP() << "no usable GPU: " << props.status().message();
-  }
-};
-const auto* const kDeviceEnvironment =
-    ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
+kernels::DeviceSpec TestDevice() { return kernels::testing::TestDeviceFromEnv(); }
+const auto* const kGpuEnvironment =
+    ::testing::AddGlobalTestEnvironment(new kernels::testing::GpuTestEnvironment);
 
 struct Case {
   std::string fixture;

@@ -9,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <random>
@@ -19,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/device.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
 
@@ -135,26 +135,13 @@ v1::GenerateRequest Greedy(const std::string& prompt, int max_tokens = kMaxToken
   return req;
 }
 
-class GpuEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (!std::getenv("EPSERVE_TEST_DEVICE")) return;
-    const std::string d = std::getenv("EPSERVE_TEST_DEVICE");
-    if (d.rfind("cuda", 0) != 0) return;
-    if (!kernels::CudaBackendBuilt()) GTEST_SKIP() << "this build has no CUDA backend";
-    auto props = kernels::QueryDevice(kernels::DeviceSpec{kernels::DeviceType::kCuda, 0});
-    if (!props.ok()) GTEST_SKIP() << "no usable GPU: " << props.status().message();
-  }
-};
-const auto* const kGpuEnvironment = ::testing::AddGlobalTestEnvironment(new GpuEnvironment);
+const auto* const kGpuEnvironment =
+    ::testing::AddGlobalTestEnvironment(new kernels::testing::GpuTestEnvironment);
 
 // EPSERVE_TEST_DEVICE=cuda runs the router's local workers on GPUs (worker K
 // on cuda:K; ctest's serving_gpu, label gpu). A test that needs more workers
 // than the machine has GPUs skips saying so; without a GPU every test skips.
-bool OnGpu() {
-  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
-  return env != nullptr && std::string(env).rfind("cuda", 0) == 0;
-}
+bool OnGpu() { return kernels::testing::TestDeviceFromEnv().type == kernels::DeviceType::kCuda; }
 
 int GpuCount() {
   int n = 0;

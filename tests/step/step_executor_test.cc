@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "kernels/device.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/models/fixture_reference.h"
 
 namespace epserve::step {
@@ -37,25 +38,9 @@ constexpr int64_t kNumBlocks = 256;
 // step_executor_gpu_* tests, label gpu): device sampling and, with
 // EPSERVE_TEST_GRAPHS=1, decode graphs. Without a usable GPU every test
 // skips with the reason.
-kernels::DeviceSpec TestDevice() {
-  const char* env = std::getenv("EPSERVE_TEST_DEVICE");
-  if (env == nullptr || *env == '\0') return {};
-  auto d = kernels::ParseDevice(env);
-  return d.ok() ? *d : kernels::DeviceSpec{};
-}
-
-class DeviceEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    const kernels::DeviceSpec d = TestDevice();
-    if (d.type == kernels::DeviceType::kCpu) return;
-    if (!kernels::CudaBackendBuilt()) GTEST_SKIP() << "this build has no CUDA backend";
-    auto props = kernels::QueryDevice(d);
-    if (!props.ok()) GTEST_SKIP() << "no usable GPU: " << props.status().message();
-  }
-};
-const auto* const kDeviceEnvironment =
-    ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
+kernels::DeviceSpec TestDevice() { return kernels::testing::TestDeviceFromEnv(); }
+const auto* const kGpuEnvironment =
+    ::testing::AddGlobalTestEnvironment(new kernels::testing::GpuTestEnvironment);
 
 std::unique_ptr<StepExecutor> LoadExecutor(const std::string& fixture,
                                            StepExecutorOptions options = {}) {
