@@ -577,26 +577,23 @@ absl::StatusOr<std::shared_ptr<Storage>> Backend::AllocateStagingHost(size_t byt
   return AllocateHostStorage(bytes);
 }
 
-absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
+absl::Status FillDummyHost(Tensor* t, uint64_t state0, float half_width, bool ones) {
   if (t == nullptr || !t->defined()) return Bad("FillDummy", "t", "a tensor", "none");
   if (t->dtype != DataType::kFloat32 && t->dtype != DataType::kBFloat16 &&
       t->dtype != DataType::kFloat16) {
     return Bad("FillDummy", "t", "dtype float32, bfloat16 or float16", DataTypeName(t->dtype));
   }
+  if (t->storage->device().type != DeviceType::kCpu || t->mutable_data() == nullptr) {
+    return Bad("FillDummy", "t", "a writable host tensor",
+               absl::StrCat("one on ", t->storage->device().ToString(),
+                            t->mutable_data() == nullptr ? " (read-only)" : ""));
+  }
   constexpr int64_t kChunk = 1 << 16;
   const int64_t n = t->numel();
   const size_t elem = DataTypeSize(t->dtype);
   std::vector<float> chunk(static_cast<size_t>(std::min<int64_t>(kChunk, std::max<int64_t>(n, 1))));
-  // On the CPU the tensor is host memory: fill it in place.
-  const bool in_place = device().type == DeviceType::kCpu;
-  Tensor host = *t;
-  if (!in_place) {
-    ASSIGN_OR_RETURN(host, EmptyHostTensor(t->dtype, t->shape));
-  } else if (t->mutable_data() == nullptr) {
-    return Bad("FillDummy", "t", "a writable tensor", "read-only storage");
-  }
   uint64_t state = state0;
-  char* out = static_cast<char*>(host.mutable_data());
+  char* out = static_cast<char*>(t->mutable_data());
   for (int64_t start = 0; start < n; start += kChunk) {
     const int64_t m = std::min(kChunk, n - start);
     for (int64_t i = 0; i < m; ++i) {
@@ -614,7 +611,15 @@ absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bo
     RETURN_IF_ERROR(ConvertElements(chunk.data(), DataType::kFloat32, out + start * elem,
                                     t->dtype, m));
   }
-  if (in_place) return absl::OkStatus();
+  return absl::OkStatus();
+}
+
+absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
+  if (t == nullptr || !t->defined()) return Bad("FillDummy", "t", "a tensor", "none");
+  // On the CPU the tensor is host memory: fill it in place.
+  if (device().type == DeviceType::kCpu) return FillDummyHost(t, state0, half_width, ones);
+  ASSIGN_OR_RETURN(Tensor host, EmptyHostTensor(t->dtype, t->shape));
+  RETURN_IF_ERROR(FillDummyHost(&host, state0, half_width, ones));
   return CopyFromHost(host.data(), host.nbytes(), t);
 }
 

@@ -328,6 +328,10 @@ class Backend {
                                       Tensor* values) = 0;
 };
 
+// Backend::FillDummy's values (see there) written into a writable host
+// tensor: the reference every backend's FillDummy reproduces.
+absl::Status FillDummyHost(Tensor* t, uint64_t state0, float half_width, bool ones);
+
 // Preallocates a MoePermutation for T tokens, top-k, width H, E experts.
 absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num_tokens,
                                                    int64_t top_k, int64_t hidden,

@@ -26,7 +26,7 @@ struct PagedAttentionParams {
   int64_t num_blocks = 0;
   int64_t block_size = 0;
   int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;  // 64, 128 or 256 supported (others: Unimplemented)
+  int64_t head_dim = 0;  // tensor cores: 64, 128, 256; fp32 kernel: 8, 12, 16, 24, 32, 48, 80, 96
   int64_t num_q_heads = 0;  // multiple of num_kv_heads
   const int32_t* query_start = nullptr;   // [num_seqs + 1]
   const int32_t* context_lens = nullptr;  // [num_seqs]

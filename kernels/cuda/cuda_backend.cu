@@ -12,6 +12,7 @@
 #include "common/cuda/cuda_status.h"
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend_impl.cuh"
+#include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
 
@@ -103,18 +104,9 @@ DeviceContext::~DeviceContext() {
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     const CudaBackendOptions& options) {
-  int count = 0;
-  if (cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
-    cudaGetLastError();
-    return absl::FailedPreconditionError(absl::StrCat("cuda:", options.ordinal,
-                                                      " requested but no usable CUDA device: ",
-                                                      cudaGetErrorString(err)));
-  }
-  if (options.ordinal < 0 || options.ordinal >= count) {
-    return absl::InvalidArgumentError(absl::StrCat("cuda:", options.ordinal,
-                                                   " requested but this machine has ", count,
-                                                   " CUDA device(s)"));
-  }
+  // No driver / GPU, or an ordinal beyond the devices: the device query's
+  // errors, which name the device count.
+  RETURN_IF_ERROR(QueryCudaDevice(options.ordinal).status());
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->ctx_ = std::make_shared<DeviceContext>();
   b->ctx_->ordinal = options.ordinal;
@@ -223,8 +215,11 @@ absl::Status CudaBackend::FillDummy(Tensor* t, uint64_t state0, float half_width
     return absl::InvalidArgumentError("FillDummy: t: expected a writable tensor");
   }
   const DeviceSpec where = t->storage->device();
-  if (where.type != DeviceType::kCuda || where.ordinal != ctx_->ordinal) {
-    return Backend::FillDummy(t, state0, half_width, ones);
+  if (where.type == DeviceType::kCpu) return FillDummyHost(t, state0, half_width, ones);
+  if (where.ordinal != ctx_->ordinal) {
+    return absl::InvalidArgumentError(absl::StrCat("FillDummy: t: expected a tensor on ",
+                                                   device().ToString(), ", found one on ",
+                                                   where.ToString()));
   }
   ASSIGN_OR_RETURN(Elem elem, ElemOf(t->dtype));
   return cuda::FillDummy(t->mutable_data(), elem, t->numel(), state0, half_width, ones, s());

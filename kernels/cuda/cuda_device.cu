@@ -13,7 +13,7 @@ absl::StatusOr<DeviceProperties> QueryCudaDevice(int ordinal) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cuda:", ordinal, " requested but no usable CUDA device: ", cudaGetErrorString(err)));
   }
-  if (ordinal >= count) {
+  if (ordinal < 0 || ordinal >= count) {
     return absl::InvalidArgumentError(
         absl::StrCat("cuda:", ordinal, " requested but this machine has ", count,
                      " CUDA device(s) (cuda:0..cuda:", count - 1, ")"));

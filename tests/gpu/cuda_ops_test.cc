@@ -129,11 +129,7 @@ TEST_F(CudaOpsTest, NormsMatchCpu) {
   EXPECT_LE(MaxRelError(Down(y), ToVector(y_cpu)), 1e-5);
 
   Tensor res_cpu = MakeF32({t, h}, Random(t * h, 7));
-  Tensor res = Up(res_cpu);
-  Tensor res_gpu = GpuEmpty(DataType::kFloat32, {t, h});
-  {  // a private device copy: Up() of a host tensor is a fresh allocation
-    res_gpu = res;
-  }
+  Tensor res_gpu = Up(res_cpu);  // a device copy, taken before res_cpu is updated
   Tensor y2_cpu = Zeros({t, h});
   ASSERT_TRUE(cpu_->AddRmsNorm(x, &res_cpu, w, 1e-6f, &y2_cpu).ok());
   Tensor y2 = GpuEmpty(DataType::kFloat32, {t, h});

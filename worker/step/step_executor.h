@@ -99,7 +99,8 @@ class StepExecutor {
       std::unique_ptr<models::TokenDispatcher> dispatcher = nullptr);
 
   // Convenience for a single-process worker and tests: loads `model_dir`
-  // (config + weights with `load` options) on the CPU backend, all owned by
+  // (config + weights with `load` options) on a backend for options.device
+  // (dummy weights are made there), all owned by
   // the executor.
   static absl::StatusOr<std::unique_ptr<StepExecutor>> Load(const std::string& model_dir,
                                                             const weights::LoadOptions& load,

@@ -23,39 +23,9 @@ uint64_t Fnv1a(const std::string& s) {
   return h;
 }
 
-uint64_t SplitMix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Uniform with standard deviation 0.02.
+// Norms 1, everything else uniform with standard deviation 0.02 (as HF
+// initialises linear layers).
 const float kDummyHalfWidth = 0.02f * std::sqrt(3.0f);
-
-// Seeded values, independent of rank and placement: norms 1, everything else
-// uniform with standard deviation 0.02 (as HF initialises linear layers).
-absl::Status FillDummy(const TensorSpec& spec, uint64_t seed, kernels::Tensor* t) {
-  constexpr int64_t kChunk = 1 << 16;
-  std::vector<float> chunk(static_cast<size_t>(std::min<int64_t>(kChunk, t->numel())));
-  uint64_t state = seed ^ Fnv1a(spec.name);
-  const float half_width = kDummyHalfWidth;
-  char* out = static_cast<char*>(t->mutable_data());
-  size_t elem = DataTypeSize(t->dtype);
-  for (int64_t start = 0; start < t->numel(); start += kChunk) {
-    int64_t n = std::min(kChunk, t->numel() - start);
-    for (int64_t i = 0; i < n; ++i) {
-      if (IsNormRole(spec.role)) {
-        chunk[i] = 1.0f;
-      } else {
-        float u = static_cast<float>(SplitMix64(state) >> 40) / static_cast<float>(1 << 24);
-        chunk[i] = (2.0f * u - 1.0f) * half_width;
-      }
-    }
-    RETURN_IF_ERROR(ConvertElements(chunk.data(), DataType::kFloat32, out + start * elem, t->dtype, n));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -166,13 +136,19 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     }
     DataType target = StorageDtype(spec.role, report.weight_dtype);
     kernels::Tensor t;
-    if (options.format == LoadFormat::kDummy && options.device != nullptr) {
-      ASSIGN_OR_RETURN(t, options.device->Empty(target, spec.shape));
-      RETURN_IF_ERROR(options.device->FillDummy(&t, options.seed ^ Fnv1a(spec.name),
-                                                kDummyHalfWidth, IsNormRole(spec.role)));
-    } else if (options.format == LoadFormat::kDummy) {
-      ASSIGN_OR_RETURN(t, kernels::EmptyHostTensor(target, spec.shape));
-      RETURN_IF_ERROR(FillDummy(spec, options.seed, &t));
+    if (options.format == LoadFormat::kDummy) {
+      // Seeded per tensor name: the same values whatever the rank, placement
+      // or device.
+      const uint64_t state0 = options.seed ^ Fnv1a(spec.name);
+      if (options.device != nullptr) {
+        ASSIGN_OR_RETURN(t, options.device->Empty(target, spec.shape));
+        RETURN_IF_ERROR(
+            options.device->FillDummy(&t, state0, kDummyHalfWidth, IsNormRole(spec.role)));
+      } else {
+        ASSIGN_OR_RETURN(t, kernels::EmptyHostTensor(target, spec.shape));
+        RETURN_IF_ERROR(
+            kernels::FillDummyHost(&t, state0, kDummyHalfWidth, IsNormRole(spec.role)));
+      }
     } else {
       const TensorSource& src = binding.sources[i];
       ASSIGN_OR_RETURN(absl::Span<const uint8_t> bytes, w.checkpoint_->Data(src.checkpoint_name));
