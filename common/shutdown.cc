@@ -1,26 +1,50 @@
 #include "common/shutdown.h"
 
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <thread>
 
 namespace epserve {
+namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+// Async-signal-safe: one write of one byte.
+void OnSignal(int sig) {
+  const int saved = errno;
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+}  // namespace
 
 void InstallShutdownHandler(std::function<void(int signal)> on_signal) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  // A peer that closes a socket must not kill the process.
-  signal(SIGPIPE, SIG_IGN);
-  std::thread([set, on_signal = std::move(on_signal)] {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return;
+  std::thread([on_signal = std::move(on_signal)] {
+    unsigned char byte = 0;
     while (true) {
-      int sig = 0;
-      if (sigwait(&set, &sig) == 0) on_signal(sig);
+      const ssize_t n = read(g_signal_pipe[0], &byte, 1);
+      if (n == 1) {
+        on_signal(byte);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        return;
+      }
     }
   }).detach();
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  // A peer that closes a socket must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
 }
 
 }  // namespace epserve

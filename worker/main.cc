@@ -110,8 +110,7 @@ int main(int argc, char** argv) {
   if (protocol < 0) epserve::Die("--protocol-version must be >= 0", 2);
   options.protocol_version = static_cast<unsigned>(protocol);
 
-  // Signals are handled before any thread exists (the metrics server starts
-  // threads), so that every thread inherits the blocked mask.
+  // SIGTERM / SIGINT: Stop() the worker (a second one exits at once).
   static std::atomic<epserve::worker::Worker*> running{nullptr};
   epserve::InstallShutdownHandler([](int sig) {
     static int count = 0;
