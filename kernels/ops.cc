@@ -577,43 +577,6 @@ absl::StatusOr<std::shared_ptr<Storage>> Backend::AllocateStagingHost(size_t byt
   return AllocateHostStorage(bytes);
 }
 
-absl::Status FillDummyHost(Tensor* t, uint64_t state0, float half_width, bool ones) {
-  if (t == nullptr || !t->defined()) return Bad("FillDummy", "t", "a tensor", "none");
-  if (t->dtype != DataType::kFloat32 && t->dtype != DataType::kBFloat16 &&
-      t->dtype != DataType::kFloat16) {
-    return Bad("FillDummy", "t", "dtype float32, bfloat16 or float16", DataTypeName(t->dtype));
-  }
-  if (t->storage->device().type != DeviceType::kCpu || t->mutable_data() == nullptr) {
-    return Bad("FillDummy", "t", "a writable host tensor",
-               absl::StrCat("one on ", t->storage->device().ToString(),
-                            t->mutable_data() == nullptr ? " (read-only)" : ""));
-  }
-  constexpr int64_t kChunk = 1 << 16;
-  const int64_t n = t->numel();
-  const size_t elem = DataTypeSize(t->dtype);
-  std::vector<float> chunk(static_cast<size_t>(std::min<int64_t>(kChunk, std::max<int64_t>(n, 1))));
-  uint64_t state = state0;
-  char* out = static_cast<char*>(t->mutable_data());
-  for (int64_t start = 0; start < n; start += kChunk) {
-    const int64_t m = std::min(kChunk, n - start);
-    for (int64_t i = 0; i < m; ++i) {
-      if (ones) {
-        chunk[i] = 1.0f;
-      } else {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        const float u = static_cast<float>(z >> 40) / static_cast<float>(1 << 24);
-        chunk[i] = (2.0f * u - 1.0f) * half_width;
-      }
-    }
-    RETURN_IF_ERROR(ConvertElements(chunk.data(), DataType::kFloat32, out + start * elem,
-                                    t->dtype, m));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
   if (t == nullptr || !t->defined()) return Bad("FillDummy", "t", "a tensor", "none");
   // On the CPU the tensor is host memory: fill it in place.
