@@ -179,6 +179,8 @@ void Engine::Stop() {
     if (c.kind == Command::kAdd) requests_.emplace(c.id, std::move(c.request));
   }
   FailAll(status);
+  PublishStats();
+  FinishStreams();
 }
 
 bool Engine::draining() const {
@@ -220,9 +222,21 @@ void Engine::Loop() {
     }
     ApplyCommands(std::move(commands));
     ExpireDeadlines(EngineClock::now());
+    if (!finishing_.empty()) {
+      // Aborted, cancelled or expired: ended now, not after the next step.
+      PublishStats();
+      FinishStreams();
+    }
     if (!requests_.empty() && scheduler_ != nullptr) RunStep();
     PublishStats();
+    FinishStreams();
   }
+}
+
+void Engine::FinishStreams() {
+  std::vector<std::pair<std::shared_ptr<GenerateStream>, absl::Status>> ending;
+  ending.swap(finishing_);
+  for (auto& [stream, status] : ending) stream->Finish(status);
 }
 
 void Engine::EnsureScheduler(std::string* reason) {
@@ -348,7 +362,6 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
     std::lock_guard<std::mutex> lock(mu_);
     live_ids_.erase(id);
   }
-  t.req.stream->Finish(status);
   if (metrics_ != nullptr) {
     const char* label = reason ? MetricReason(*reason)
                         : absl::IsCancelled(status) || absl::IsDeadlineExceeded(status)
@@ -356,6 +369,7 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
                             : "error";
     metrics_->RequestFinished(label, Seconds(now - t.req.arrival));
   }
+  finishing_.emplace_back(t.req.stream, status);
   if (t.worker >= 0 && static_cast<size_t>(t.worker) < release_.size()) {
     release_[static_cast<size_t>(t.worker)].push_back(id);
   }

@@ -30,6 +30,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -175,6 +176,10 @@ class Engine {
   void HandleUpdate(const scheduler::SequenceUpdate& update, const v1::TokenLogprob* logprob,
                     EngineClock::time_point now);
   void PublishStats();
+  // Ends the streams of the requests ended since the last call. The loop
+  // calls it after PublishStats, so a client that saw its stream end reads
+  // metrics and stats that already count the request as finished.
+  void FinishStreams();
 
   const EngineOptions options_;
   StepTransport* const transport_;
@@ -204,6 +209,8 @@ class Engine {
   std::vector<std::vector<std::string>> release_;  // per rank, for the next plan
   uint64_t preemptions_seen_ = 0;
   uint64_t next_step_id_ = 0;
+  // Ended requests whose streams FinishStreams has yet to end.
+  std::vector<std::pair<std::shared_ptr<GenerateStream>, absl::Status>> finishing_;
 
   std::thread loop_;
 };

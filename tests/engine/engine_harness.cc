@@ -62,6 +62,32 @@ void EngineTest::Start(EngineOptions options, GroupView group, Model model,
   transport_->Attach(engine_.get());
 }
 
+double EngineTest::Metric(const std::string& name,
+                          const std::map<std::string, std::string>& labels) const {
+  for (const prometheus::MetricFamily& family : registry_->Collect()) {
+    if (family.name != name) continue;
+    for (const prometheus::ClientMetric& m : family.metric) {
+      size_t matched = 0;
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        auto it = labels.find(l.name);
+        if (it != labels.end() && it->second == l.value) ++matched;
+      }
+      if (matched != labels.size()) continue;
+      switch (family.type) {
+        case prometheus::MetricType::Counter:
+          return m.counter.value;
+        case prometheus::MetricType::Gauge:
+          return m.gauge.value;
+        case prometheus::MetricType::Histogram:
+          return static_cast<double>(m.histogram.sample_count);
+        default:
+          return -1;
+      }
+    }
+  }
+  return -1;
+}
+
 void EngineTest::TearDown() {
   if (engine_ == nullptr) return;
   engine_->Stop();

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,12 @@ class EngineTest : public ::testing::Test {
 
   FakeTransport& transport() { return *transport_; }
   Engine& engine() { return *engine_; }
+
+  // The value of the engine's metric `name` whose labels include `labels`:
+  // a counter's or gauge's value, a histogram's sample count; -1 when no
+  // such series exists. Thread-safe (a stream's OnFinish may call it).
+  double Metric(const std::string& name,
+                const std::map<std::string, std::string>& labels = {}) const;
 
  private:
   std::unique_ptr<prometheus::Registry> registry_;

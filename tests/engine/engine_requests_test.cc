@@ -119,6 +119,70 @@ TEST_F(EngineRequestTest, IdIsFreeOnceItsStreamFinished) {
   }
 }
 
+// What a client reads once its stream ended (Stats, /metrics) already counts
+// the request as ended: a request that finished by length, and one aborted
+// while queued behind a running step. Read inside Finish, the earliest point
+// a client can act.
+TEST_F(EngineRequestTest, StatsAndMetricsCountARequestEndedBeforeItsStreamEnds) {
+  StartOneRank();
+  struct Seen {
+    EngineStats stats;
+    double e2e_count = -1;
+    double finished = -1;
+    double running = -1;
+    double waiting = -1;
+    double kv_usage = -1;
+    double generated = -1;
+  };
+  auto observe = [this](Seen* seen, const std::string& reason) {
+    seen->stats = engine().Stats();
+    seen->e2e_count = Metric("epserve_e2e_request_latency_seconds");
+    seen->finished = Metric("epserve_requests_total", {{"finish_reason", reason}});
+    seen->running = Metric("epserve_requests_running");
+    seen->waiting = Metric("epserve_requests_waiting");
+    seen->kv_usage = Metric("epserve_kv_cache_usage_ratio", {{"worker", "0"}});
+    seen->generated = Metric("epserve_generation_tokens_total");
+  };
+
+  Seen done;
+  NewRequest a = MakeRequest("a", {1, 2}, 3);
+  StreamOf(a)->SetOnFinish([&](const absl::Status&) { observe(&done, "length"); });
+  auto a_stream = Submit(std::move(a));
+  ASSERT_TRUE(a_stream->WaitFinished(kWait));
+  EXPECT_EQ(done.stats.running, 0);
+  EXPECT_EQ(done.stats.waiting, 0);
+  ASSERT_EQ(done.stats.workers.size(), 1u);
+  EXPECT_EQ(done.stats.workers[0].kv_blocks_used, 0);
+  EXPECT_EQ(done.e2e_count, 1);
+  EXPECT_EQ(done.finished, 1);
+  EXPECT_EQ(done.running, 0);
+  EXPECT_EQ(done.waiting, 0);
+  EXPECT_EQ(done.kv_usage, 0);
+  EXPECT_EQ(done.generated, 3);
+
+  transport().SetHold(true);
+  auto c = Submit("c", {5, 6}, 100);
+  ASSERT_TRUE(transport().WaitForHeldStep(kWait));
+  Seen aborted;
+  NewRequest b = MakeRequest("b", {3, 4}, 100);
+  StreamOf(b)->SetOnFinish([&](const absl::Status&) { observe(&aborted, "abort"); });
+  auto b_stream = Submit(std::move(b));
+  EXPECT_EQ(engine().Abort("b"), absl::OkStatus());
+  transport().DeliverHeld();
+  ASSERT_TRUE(b_stream->WaitFinished(kWait));
+  EXPECT_EQ(aborted.stats.running, 1);  // c
+  EXPECT_EQ(aborted.stats.waiting, 0);
+  EXPECT_EQ(aborted.e2e_count, 2);
+  EXPECT_EQ(aborted.finished, 1);
+  EXPECT_EQ(aborted.running, 1);
+  EXPECT_EQ(aborted.waiting, 0);
+
+  EXPECT_EQ(engine().Abort("c"), absl::OkStatus());
+  transport().SetHold(false);
+  ASSERT_TRUE(c->WaitFinished(kWait));
+  IdleStats();
+}
+
 TEST_F(EngineRequestTest, CancelEndsTheStreamAndReleasesTheRequest) {
   StartOneRank();
   transport().SetHold(true);
