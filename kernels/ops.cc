@@ -379,6 +379,62 @@ absl::Status Backend::WriteKvCache(const Tensor& k, const Tensor& v, const Tenso
   return WriteKvCacheImpl(k, v, slot_mapping, k_cache, v_cache);
 }
 
+absl::Status Backend::AttentionPrologue(const AttentionPrologueArgs& a) {
+  const char* op = "AttentionPrologue";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(CheckOutPtr(op, "q", a.q));
+  RETURN_IF_ERROR(CheckOutPtr(op, "k", a.k));
+  RETURN_IF_ERROR(CheckOutPtr(op, "v", a.v));
+  RETURN_IF_ERROR(CheckOutPtr(op, "positions", a.positions));
+  RETURN_IF_ERROR(CheckOutPtr(op, "slot_mapping", a.slot_mapping));
+  RETURN_IF_ERROR(CheckOutPtr(op, "k_cache", a.k_cache));
+  RETURN_IF_ERROR(CheckOutPtr(op, "v_cache", a.v_cache));
+  const int64_t d = a.head_dim;
+  if (d <= 0 || d % 2 != 0) return Bad(op, "head_dim", "a positive even number", absl::StrCat(d));
+  auto freqs = ComputeRopeFrequencies(a.rope, d);
+  if (!freqs.ok()) return Annotate(freqs.status(), op);
+  RETURN_IF_ERROR(Check(op, "positions", *a.positions, dev, false, kI32, {kAny}));
+  const int64_t t = a.positions->shape[0];
+  RETURN_IF_ERROR(Check(op, "q", *a.q, dev, true, kF32, {t, kAny}));
+  RETURN_IF_ERROR(Check(op, "k", *a.k, dev, true, kF32, {t, kAny}));
+  if (a.q->shape[1] % d != 0) {
+    return Bad(op, "q", absl::StrCat("a width that is a multiple of head_dim ", d),
+               ShapeString(a.q->shape));
+  }
+  if (a.k->shape[1] % d != 0) {
+    return Bad(op, "k", absl::StrCat("a width that is a multiple of head_dim ", d),
+               ShapeString(a.k->shape));
+  }
+  if (t > 0 && a.k->data() == a.q->data()) return Bad(op, "k", "a buffer distinct from q", "q");
+  const int64_t num_kv = a.k->shape[1] / d;
+  RETURN_IF_ERROR(Check(op, "v", *a.v, dev, false, kF32, {t, num_kv * d}));
+  RETURN_IF_ERROR(Check(op, "slot_mapping", *a.slot_mapping, dev, false, kI32, {t}));
+  RETURN_IF_ERROR(Check(op, "k_cache", *a.k_cache, dev, true, kWeight, {kAny, kAny, num_kv, d}));
+  const auto& cs = a.k_cache->shape;
+  RETURN_IF_ERROR(CheckStorage(op, "v_cache", *a.v_cache, dev, true));
+  RETURN_IF_ERROR(CheckDtype(op, "v_cache", *a.v_cache, {a.k_cache->dtype}));
+  RETURN_IF_ERROR(CheckShape(op, "v_cache", *a.v_cache, {cs[0], cs[1], cs[2], cs[3]}));
+  if (a.q_norm != nullptr) RETURN_IF_ERROR(Check(op, "q_norm", *a.q_norm, dev, false, kF32, {d}));
+  if (a.k_norm != nullptr) RETURN_IF_ERROR(Check(op, "k_norm", *a.k_norm, dev, false, kF32, {d}));
+  if ((a.q_norm != nullptr || a.k_norm != nullptr) && !(a.norm_eps >= 0.0f)) {
+    return Bad(op, "norm_eps", ">= 0", absl::StrCat(a.norm_eps));
+  }
+  return AttentionPrologueImpl(a, *freqs);
+}
+
+absl::Status Backend::AttentionPrologueImpl(const AttentionPrologueArgs& a,
+                                            const RopeFrequencies& freqs) {
+  // The separate ops' implementations, in the model's order (their checks
+  // are covered by AttentionPrologue's).
+  auto compose = [&]() -> absl::Status {
+    if (a.q_norm != nullptr) RETURN_IF_ERROR(HeadRmsNormImpl(a.q, *a.q_norm, a.norm_eps));
+    if (a.k_norm != nullptr) RETURN_IF_ERROR(HeadRmsNormImpl(a.k, *a.k_norm, a.norm_eps));
+    RETURN_IF_ERROR(RopeImpl(freqs, a.rope.layout, a.head_dim, *a.positions, a.q, a.k));
+    return WriteKvCacheImpl(*a.k, *a.v, *a.slot_mapping, a.k_cache, a.v_cache);
+  };
+  return Annotate(compose(), "AttentionPrologue");
+}
+
 absl::Status Backend::PagedAttention(const PagedAttentionArgs& args, Tensor* out) {
   const char* op = "PagedAttention";
   const DeviceSpec dev = device();
@@ -571,6 +627,67 @@ absl::Status Backend::LogitsTopN(const Tensor& logits, int64_t n, Tensor* ids, T
   RETURN_IF_ERROR(Check(op, "ids", *ids, dev, true, kI32, {r, n}));
   RETURN_IF_ERROR(Check(op, "values", *values, dev, true, kF32, {r, n}));
   return LogitsTopNImpl(logits, n, ids, values);
+}
+
+absl::Status Backend::SampleTokens(const Tensor& logits, absl::Span<const SampleRow> rows,
+                                   absl::Span<const SampleEdit> edits, int64_t top_n,
+                                   bool processed_logprobs, Tensor* packed) {
+  const char* op = "SampleTokens";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "logits", logits, dev, false, kF32, {kAny, kAny}));
+  const int64_t num_logits = logits.shape[0];
+  const int64_t vocab = logits.shape[1];
+  if (vocab < 1 || vocab > (int64_t{1} << 30)) {
+    return Bad(op, "logits.shape[1]", "1..2^30", absl::StrCat(vocab));
+  }
+  if (top_n < 0 || top_n > 20 || top_n > vocab) {
+    return Bad(op, "top_n", absl::StrCat("0..", std::min<int64_t>(20, vocab)),
+               absl::StrCat(top_n));
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SampleRow& r = rows[i];
+    auto bad = [&](const char* field, const std::string& expected, const std::string& got) {
+      return Bad(op, absl::StrCat("rows[", i, "].", field).c_str(), expected, got);
+    };
+    if (r.logits_row < 0 || r.logits_row >= num_logits) {
+      return bad("logits_row", absl::StrCat("0..", num_logits - 1), absl::StrCat(r.logits_row));
+    }
+    if (!(r.temperature == 0.0f || (r.temperature > 0.0f && std::isfinite(r.temperature)))) {
+      return bad("temperature", "0 or finite > 0", absl::StrCat(r.temperature));
+    }
+    if (!(r.top_p > 0.0f && r.top_p <= 1.0f)) {
+      return bad("top_p", "(0, 1]", absl::StrCat(r.top_p));
+    }
+    if (r.num_top_logprobs < 0 || r.num_top_logprobs > top_n) {
+      return bad("num_top_logprobs", absl::StrCat("0..", top_n), absl::StrCat(r.num_top_logprobs));
+    }
+    if (r.edits_begin < 0 || r.edits_end < r.edits_begin ||
+        static_cast<size_t>(r.edits_end) > edits.size()) {
+      return bad("edits_begin..edits_end", absl::StrCat("a range within [0, ", edits.size(), "]"),
+                 absl::StrCat(r.edits_begin, "..", r.edits_end));
+    }
+    for (int32_t e = r.edits_begin; e < r.edits_end; ++e) {
+      if (edits[static_cast<size_t>(e)].token_id < 0 ||
+          edits[static_cast<size_t>(e)].token_id >= vocab) {
+        return Bad(op, absl::StrCat("edits[", e, "].token_id").c_str(),
+                   absl::StrCat("0..", vocab - 1),
+                   absl::StrCat(edits[static_cast<size_t>(e)].token_id));
+      }
+    }
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, "packed", packed));
+  RETURN_IF_ERROR(Check(op, "packed", *packed, dev, true, kI32,
+                        {static_cast<int64_t>(rows.size()), kSampleHeader + 2 * top_n}));
+  if (rows.empty()) return absl::OkStatus();
+  return SampleTokensImpl(logits, rows, edits, top_n, processed_logprobs, packed);
+}
+
+absl::Status Backend::SampleTokensImpl(const Tensor& /*logits*/, absl::Span<const SampleRow> /*rows*/,
+                                       absl::Span<const SampleEdit> /*edits*/, int64_t /*top_n*/,
+                                       bool /*processed_logprobs*/, Tensor* /*packed*/) {
+  return absl::UnimplementedError(absl::StrCat(
+      "SampleTokens is not implemented on ", device().ToString(),
+      "; the CPU worker samples host logits with sampling::Sampler"));
 }
 
 absl::StatusOr<std::shared_ptr<Storage>> Backend::AllocateStagingHost(size_t bytes) {

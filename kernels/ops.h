@@ -18,6 +18,7 @@
 //    D head_dim, Hq / Hkv query / key-value heads, E experts, k top-k.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -97,6 +98,28 @@ struct PagedAttentionArgs {
   float scale = 0.0f;       // softmax scale; <= 0 means 1/sqrt(D)
 };
 
+// Everything of one layer's attention between the q/k/v projections and
+// PagedAttention (Backend::AttentionPrologue):
+//
+//   q, k ─HeadRmsNorm(q_norm / k_norm, when given)─► Rope(positions) ─► q, k (in place)
+//                                                     k, v ─WriteKvCache(slot_mapping)─► caches
+//
+// The full-width q/k norm (OLMoE) is a RmsNorm before this op, not part of it.
+struct AttentionPrologueArgs {
+  Tensor* q = nullptr;                   // [T, Hq*D] float32, updated in place
+  Tensor* k = nullptr;                   // [T, Hkv*D] float32, updated in place
+  const Tensor* v = nullptr;             // [T, Hkv*D] float32
+  const Tensor* q_norm = nullptr;        // [D] float32 per-head weight; nullptr: no q norm
+  const Tensor* k_norm = nullptr;        // [D] float32 per-head weight; nullptr: no k norm
+  float norm_eps = 1e-6f;                // used when a norm weight is given
+  RopeConfig rope;
+  int64_t head_dim = 0;                  // D
+  const Tensor* positions = nullptr;     // [T] int32, >= 0
+  const Tensor* slot_mapping = nullptr;  // [T] int32 (as WriteKvCache: -1 skips the token)
+  Tensor* k_cache = nullptr;             // [num_blocks, block_size, Hkv, D] f32/bf16/f16
+  Tensor* v_cache = nullptr;             // same shape and dtype as k_cache
+};
+
 // ---- MoE ---------------------------------------------------------------
 
 // Token rows grouped by expert. Assignment a = t*k + j is token t's j-th
@@ -111,6 +134,47 @@ struct MoePermutation {
   Tensor permuted_to_assignment;  // [T*k] int32: row r holds assignment a
   Tensor assignment_to_permuted;  // [T*k] int32: inverse of the above
 };
+
+// ---- Sampling ------------------------------------------------------------
+
+// One row of Backend::SampleTokens: the parameters of sampling::SamplingParams
+// the device needs, resolved on the host (a drawn seed for unseeded
+// requests, log(min_p) computed once).
+struct SampleRow {
+  int32_t logits_row = 0;  // which row of `logits`
+  float temperature = 1.0f;  // 0: greedy; otherwise already >= kMinTemperature
+  float top_p = 1.0f;
+  int32_t top_k = 0;                 // <= 0: off
+  double log_min_p = -INFINITY;      // log(min_p); -inf: off
+  float repetition_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  uint64_t seed = 0;
+  uint64_t step = 0;                 // the Philox counter: tokens generated so far
+  int32_t num_top_logprobs = 0;      // <= SampleTokens' top_n
+  int32_t logprobs = 0;              // 1: compute the token's logprob
+  int32_t edits_begin = 0;           // this row's edits: [edits_begin, edits_end)
+  int32_t edits_end = 0;
+};
+
+// A logit edit applied before sanitising, in the host sampler's order: the
+// min_tokens mask (-inf) and the penalties of a token of the history. Within
+// a row each token id appears at most once.
+struct SampleEdit {
+  int32_t token_id = 0;
+  uint32_t output_count = 0;  // occurrences among the generated tokens
+  uint8_t in_history = 0;     // in prompt or output: repetition penalty applies
+  uint8_t mask = 0;           // min_tokens mask: the logit becomes -inf
+  uint16_t pad = 0;
+};
+
+enum SampleStatus : int32_t {
+  kSampleOk = 0,
+  // No token has a finite logit after NaN masking, penalties and min_tokens
+  // masking (every logit is NaN or -inf).
+  kSampleNoFiniteLogit = 1,
+};
+inline constexpr int64_t kSampleHeader = 3;
 
 // ---- The backend -------------------------------------------------------
 
@@ -164,6 +228,25 @@ class Backend {
                           int64_t n,
                           Tensor* ids,      // [R, n] int32
                           Tensor* values);  // [R, n] float32
+
+  // Draws one token per row on the device, so that only the ids and the
+  // requested logprobs leave it: the worker's sampler (worker/sampling,
+  // sampler.h) in full — min_tokens masking and penalties (as `edits`),
+  // sanitising, greedy or temperature / min_p / top_k / top_p and the
+  // Philox inverse-CDF draw, raw or processed logprobs and top logprobs.
+  // The same logits, params, edits, seed and step give the same token as
+  // the host sampler (up to the last-ulp differences of exp between host and
+  // device, which only matter for a draw within ~1e-7 of a boundary).
+  // `packed` receives per row kSampleHeader + 2 * top_n int32 words:
+  //   [0] token id, [1] SampleStatus, [2] the token's logprob (float bits),
+  //   [3, 3 + top_n) top ids, [3 + top_n, 3 + 2 top_n) their logprobs (float
+  //   bits); a row's unused top entries are id -1.
+  // The default is UNIMPLEMENTED: the CPU worker samples host logits with
+  // sampling::Sampler directly.
+  absl::Status SampleTokens(const Tensor& logits,  // [L, V] float32
+                            absl::Span<const SampleRow> rows, absl::Span<const SampleEdit> edits,
+                            int64_t top_n, bool processed_logprobs,
+                            Tensor* packed);  // [rows.size(), kSampleHeader + 2 top_n] int32
 
   // -- step graphs (CUDA graphs; optional) --
   // A recorded sequence of ops replayed with the same buffers. Replay()
@@ -239,6 +322,11 @@ class Backend {
                             const Tensor& slot_mapping,  // [T] int32
                             Tensor* k_cache,  // [num_blocks, block_size, Hkv, D] f32/bf16/f16
                             Tensor* v_cache);             // same as k_cache
+  // HeadRmsNorm(q, q_norm), HeadRmsNorm(k, k_norm) (each when given),
+  // Rope(q, k), WriteKvCache(k, v) as one op, with the semantics of those
+  // (see AttentionPrologueArgs). The default runs exactly those ops; the
+  // CUDA backend fuses them into one kernel where it can (same results).
+  absl::Status AttentionPrologue(const AttentionPrologueArgs& args);
   // Causal GQA attention over the paged cache, fp32 accumulation, stable
   // softmax. See AttentionMetadata for the batch layout.
   absl::Status PagedAttention(const PagedAttentionArgs& args,
@@ -306,6 +394,10 @@ class Backend {
   virtual absl::Status WriteKvCacheImpl(const Tensor& k, const Tensor& v,
                                         const Tensor& slot_mapping, Tensor* k_cache,
                                         Tensor* v_cache) = 0;
+  // Default: HeadRmsNormImpl, RopeImpl and WriteKvCacheImpl in turn, errors
+  // prefixed with "AttentionPrologue: ". `freqs` are those of args.rope.
+  virtual absl::Status AttentionPrologueImpl(const AttentionPrologueArgs& args,
+                                             const RopeFrequencies& freqs);
   virtual absl::Status PagedAttentionImpl(const PagedAttentionArgs& args, float scale,
                                           Tensor* out) = 0;
   virtual absl::Status MoeGateImpl(const Tensor& router_logits, int64_t top_k,
@@ -326,6 +418,9 @@ class Backend {
                                         Tensor* logsumexp) = 0;
   virtual absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
                                       Tensor* values) = 0;
+  virtual absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
+                                        absl::Span<const SampleEdit> edits, int64_t top_n,
+                                        bool processed_logprobs, Tensor* packed);
 };
 
 // Backend::FillDummy's values (see there) written into a writable host

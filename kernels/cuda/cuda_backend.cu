@@ -90,6 +90,8 @@ std::string DeviceErrorNames(uint32_t bits) {
     names.push_back("GroupedExpertMatMul: rows routed to an expert this worker does not hold");
   }
   if (bits & kErrPosition) names.push_back("Rope: a negative position");
+  if (bits & kErrPrologueSlot) names.push_back("AttentionPrologue: a slot outside the cache");
+  if (bits & kErrProloguePosition) names.push_back("AttentionPrologue: a negative position");
   return absl::StrJoin(names, "; ");
 }
 
@@ -292,10 +294,12 @@ absl::Status CudaBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Ten
     // A = w (transposed, lda K), B = x (lda K), C = y (ldc N).
     const float one = 1.0f, zero = 0.0f;
     // Up to 4 rows the skinny kernel beats cuBLAS (measured: Qwen3-8B decode
-    // at batch 8 was slower through it than batch 64 through cuBLAS).
+    // at batch 8 was slower through it than batch 64 through cuBLAS). For
+    // float32 weights (the MoE router) cuBLAS SGEMM at one row is a dot +
+    // reduce kernel pair; the skinny kernel does it in one memory-bound
+    // launch in plain fp32 (no TF32, x not rounded), as SGEMM does.
     constexpr int64_t kSkinnyRows = 4;
-    if (w.dtype != DataType::kFloat32 && t <= kSkinnyRows &&
-        SkinnyGemmApplies(t, k, x.data(), w.data())) {
+    if (t <= kSkinnyRows && SkinnyGemmApplies(t, k, x.data(), w.data())) {
       // Decode-sized: fp32 activations straight into a memory-bound kernel,
       // bias fused, one launch.
       ASSIGN_OR_RETURN(Elem elem, ElemOf(w.dtype));

@@ -62,6 +62,8 @@ class CudaBackend final : public Backend {
                                      Tensor* out) override;
   absl::Status WriteKvCacheImpl(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                                 Tensor* k_cache, Tensor* v_cache) override;
+  absl::Status AttentionPrologueImpl(const AttentionPrologueArgs& args,
+                                     const RopeFrequencies& freqs) override;
   absl::Status PagedAttentionImpl(const PagedAttentionArgs& args, float scale,
                                   Tensor* out) override;
   absl::Status MoeGateImpl(const Tensor& router_logits, int64_t top_k, bool renormalize,
@@ -80,6 +82,9 @@ class CudaBackend final : public Backend {
                                 Tensor* logsumexp) override;
   absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
                               Tensor* values) override;
+  absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
+                                absl::Span<const SampleEdit> edits, int64_t top_n,
+                                bool processed_logprobs, Tensor* packed) override;
 
  private:
   CudaBackend() = default;

@@ -34,6 +34,8 @@ enum DeviceError : uint32_t {
   kErrExpertId = 1u << 3,         // MoePermute: expert id outside [0, E)
   kErrMissingExpert = 1u << 4,    // GroupedExpertMatMul: rows routed to an expert not held
   kErrPosition = 1u << 5,         // Rope: negative position
+  kErrPrologueSlot = 1u << 6,     // AttentionPrologue: slot outside [-1, num_slots)
+  kErrProloguePosition = 1u << 7,  // AttentionPrologue: negative position
 };
 
 inline absl::StatusOr<Elem> ElemOf(DataType dtype) {

@@ -10,6 +10,7 @@
 #include "common/cuda/cuda_status.h"
 #include "common/status.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_prologue.cuh"
 #include "kernels/cuda/cuda_backend_impl.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/moe.cuh"
@@ -91,6 +92,43 @@ absl::Status CudaBackend::WriteKvCacheImpl(const Tensor& k, const Tensor& v,
   return cuda::WriteKvCache(k.data_as<float>(), v.data_as<float>(), slot_mapping.data_as<int32_t>(),
                       k.shape[0], k.shape[1], num_slots, elem, k_cache->mutable_data(),
                       v_cache->mutable_data(), errors_, s());
+}
+
+absl::Status CudaBackend::AttentionPrologueImpl(const AttentionPrologueArgs& args,
+                                                const RopeFrequencies& freqs) {
+  const Tensor& kc = *args.k_cache;
+  AttentionPrologueParams p;
+  p.num_tokens = args.positions->shape[0];
+  if (p.num_tokens == 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(p.cache_type, ElemOf(kc.dtype));
+  p.q = args.q->mutable_data_as<float>();
+  p.k = args.k->mutable_data_as<float>();
+  p.v = args.v->data_as<float>();
+  p.q_norm = args.q_norm != nullptr ? args.q_norm->data_as<float>() : nullptr;
+  p.k_norm = args.k_norm != nullptr ? args.k_norm->data_as<float>() : nullptr;
+  p.eps = args.norm_eps;
+  p.attention_factor = freqs.attention_factor;
+  p.neox = args.rope.layout == RopeLayout::kNeox;
+  p.positions = args.positions->data_as<int32_t>();
+  p.slots = args.slot_mapping->data_as<int32_t>();
+  p.head_dim = args.head_dim;
+  p.q_heads = args.q->shape[1] / args.head_dim;
+  p.kv_heads = args.k->shape[1] / args.head_dim;
+  p.num_slots = kc.shape[0] * kc.shape[1];
+  p.k_cache = args.k_cache->mutable_data();
+  p.v_cache = args.v_cache->mutable_data();
+  p.errors = errors_;
+  // Sizes or alignments the single kernel does not take: the separate
+  // kernels (decided from host-known values only, so a captured graph
+  // replays the same choice).
+  if (!cuda::AttentionPrologueFusable(p)) return Backend::AttentionPrologueImpl(args, freqs);
+  if (p.num_slots > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "AttentionPrologue: k_cache: ", p.num_slots, " slots exceed the int32 slot range"));
+  }
+  // Uploaded once per rope table, before any capture (as Rope).
+  ASSIGN_OR_RETURN(p.inv_freq, DeviceInvFreq(freqs.inv_freq));
+  return cuda::AttentionPrologue(p, s());
 }
 
 absl::Status CudaBackend::PagedAttentionImpl(const PagedAttentionArgs& args, float scale,

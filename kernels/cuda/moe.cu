@@ -45,10 +45,125 @@ __device__ __forceinline__ int WarpInclusiveSum(int v) {
 }
 
 // ---- MoeGate -------------------------------------------------------------
+//
+// One warp per token row, in either of two kernels with bit-identical
+// results: for E <= kGateRegMaxExperts (every MoE model in use) the row's
+// logits stay in registers and each top-k round is two warp reductions
+// (redux.sync); beyond, they live in shared memory and each round is a
+// shuffle butterfly. Both mirror kernels/cpu/moe_gate.cc.
 
 constexpr int kGateMaxWarps = 4;
+// Most logits per lane of MoeGateWarpKernel (E <= 32 * this).
+constexpr int kGateMaxPerLane = 16;
+constexpr int64_t kGateRegMaxExperts = 32 * kGateMaxPerLane;
 
-// One warp per token row. probs live in shared memory, lane l owning entries
+// One warp per token row, logits in registers: lane l owns experts l + 32 q,
+// q < kPerLane, the ownership of MoeGateKernel's loops, so every sum (per
+// lane in ascending q, then the same xor butterfly) and every result is the
+// same bits. Top-k round: each lane's best untaken entry (strict > in
+// ascending id keeps the lower id), then the warp's largest probability by
+// an int max over the float bits (probabilities are +0 or positive and
+// finite, taken / absent entries -1.0f, and on those the int order of the
+// bits is the float order) and the lowest id holding it by an int min: the
+// (prob desc, id asc) winner of the butterfly.
+template <int kPerLane>
+__global__ void __launch_bounds__(kGateMaxWarps * 32)
+    MoeGateWarpKernel(const float* __restrict__ logits, int num_tokens, int num_experts, int top_k,
+                      bool renormalize, int32_t* __restrict__ topk_ids,
+                      float* __restrict__ topk_weights) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * (blockDim.x >> 5) + warp;
+  if (row >= num_tokens) return;  // whole warps: the rest of the warp stays
+  const int e = num_experts;
+  const float* x = logits + static_cast<int64_t>(row) * e;
+
+  float p[kPerLane];
+#pragma unroll
+  for (int q = 0; q < kPerLane; ++q) {
+    const int i = lane + 32 * q;
+    p[q] = i < e ? __ldg(x + i) : 0.0f;
+  }
+
+  int num_pos_inf = 0;
+  float mx = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < kPerLane; ++q) {
+    if (lane + 32 * q >= e) continue;
+    const float v = p[q];
+    if (isnan(v)) continue;
+    if (v == INFINITY) ++num_pos_inf;
+    mx = fmaxf(mx, v);
+  }
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) {
+    num_pos_inf += __shfl_xor_sync(kFullMask, num_pos_inf, d);
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, d));
+  }
+  if (num_pos_inf > 0) {
+    const float share = 1.0f / static_cast<float>(num_pos_inf);
+#pragma unroll
+    for (int q = 0; q < kPerLane; ++q) p[q] = p[q] == INFINITY ? share : 0.0f;
+  } else if (mx == -INFINITY) {  // all -inf or NaN
+    const float uniform = 1.0f / static_cast<float>(e);
+#pragma unroll
+    for (int q = 0; q < kPerLane; ++q) p[q] = uniform;
+  } else {
+    float sum = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kPerLane; ++q) {
+      if (lane + 32 * q >= e) continue;
+      const float v = p[q];
+      const float ex = isnan(v) ? 0.0f : expf(v - mx);
+      p[q] = ex;
+      sum += ex;
+    }
+#pragma unroll
+    for (int d = 16; d > 0; d >>= 1) sum += __shfl_xor_sync(kFullMask, sum, d);
+#pragma unroll
+    for (int q = 0; q < kPerLane; ++q) p[q] = p[q] / sum;  // sum >= 1
+  }
+#pragma unroll
+  for (int q = 0; q < kPerLane; ++q) {
+    if (lane + 32 * q >= e) p[q] = -1.0f;  // never selected
+  }
+
+  // k rounds; a taken entry becomes -1. k <= E, so each round finds an
+  // untaken entry (the winning key is >= 0).
+  int my_id = 0;
+  float my_prob = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    float best = -1.0f;
+    int best_id = INT_MAX;
+#pragma unroll
+    for (int q = 0; q < kPerLane; ++q) {
+      if (p[q] > best) {
+        best = p[q];
+        best_id = lane + 32 * q;
+      }
+    }
+    const int key = __reduce_max_sync(kFullMask, __float_as_int(best));
+    const int win = __reduce_min_sync(kFullMask, __float_as_int(best) == key ? best_id : INT_MAX);
+#pragma unroll
+    for (int q = 0; q < kPerLane; ++q) {
+      if (lane + 32 * q == win) p[q] = -1.0f;
+    }
+    if (lane == j) {
+      my_id = win;
+      my_prob = __int_as_float(key);
+    }
+  }
+  float sum = 0.0f;  // j ascending, as the CPU reference
+  for (int j = 0; j < top_k; ++j) sum += __shfl_sync(kFullMask, my_prob, j);
+  if (lane < top_k) {
+    const int64_t o = static_cast<int64_t>(row) * top_k + lane;
+    topk_ids[o] = my_id;
+    // sum > 0: the most probable expert has probability >= 1/E.
+    topk_weights[o] = renormalize ? my_prob / sum : my_prob;
+  }
+}
+
+// E > kGateRegMaxExperts: one warp per token row. probs live in shared
+// memory, lane l owning entries
 // l, l+32, ... in every pass, so the warp needs no barriers. Mirrors
 // kernels/cpu/moe_gate.cc: the non-finite rule, softmax in fp32 with IEEE
 // division, top-k by (prob desc, id asc), the renormalising sum over j
@@ -138,8 +253,10 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32)
 
 // ---- MoePermute ----------------------------------------------------------
 //
-// A stable counting sort in one block (R = T*k is at most a few ten
-// thousand, E at most kMaxExperts):
+// A stable counting sort. Up to kWarpSortMaxAssignments assignments (decode:
+// R = T*k), one warp (MoePermuteSortWarpKernel below) with __syncwarp only.
+// Beyond, in one block (R = T*k is at most a few ten thousand, E at most
+// kMaxExperts):
 //   1. histogram of expert ids (warp-aggregated shared atomics);
 //   2. exclusive scan -> expert_offsets; cursor[e] = offsets[e];
 //   3. chunks of blockDim assignments in ascending order: rank within the
@@ -229,6 +346,87 @@ __global__ void MoePermuteSortKernel(const int32_t* __restrict__ ids, int num_as
   }
 }
 
+// Most assignments MoePermuteSortWarpKernel takes: kWarpSortChunks per lane,
+// held in registers.
+constexpr int kWarpSortChunks = 8;
+constexpr int64_t kWarpSortMaxAssignments = 32 * kWarpSortChunks;
+
+// The block sort's result in one warp, for R <= kWarpSortMaxAssignments:
+//   1. ids into registers (assignment 32 c + lane in chunk c); histogram in
+//      shared memory (one shared atomic per (chunk, expert), by the lowest
+//      lane of __match_any_sync's group);
+//   2. exclusive scan -> expert_offsets and cursor[e] = offsets[e]: lane l
+//      sums experts [l * per, (l + 1) * per) (per = ceil(E / 32)), one warp
+//      scan of the 32 sums, then lane l writes its experts' offsets;
+//   3. chunks in ascending order: permuted row = cursor[e] + rank within the
+//      chunk among the lanes of the same expert (lower lanes are lower
+//      assignments); then the group's lowest lane advances cursor[e].
+// Assignment a of expert e so lands at offsets[e] + #{a' < a of expert e}:
+// the CPU backend's (and the block sort's) order. Bad ids count as E-1 and
+// set kErrExpertId, as in the block sort.
+__global__ void __launch_bounds__(32)
+    MoePermuteSortWarpKernel(const int32_t* __restrict__ ids, int num_assignments, int num_experts,
+                             int32_t* __restrict__ expert_offsets,
+                             int32_t* __restrict__ permuted_to_assignment,
+                             int32_t* __restrict__ assignment_to_permuted, uint32_t* errors) {
+  extern __shared__ int warp_sort_smem[];
+  int* cursor = warp_sort_smem;  // [E]: counts, then next free row
+  const int e_count = num_experts;
+  const int lane = threadIdx.x & 31;
+  const unsigned lanes_below = (1u << lane) - 1u;
+
+  bool bad = false;
+  int expert[kWarpSortChunks];  // -1 past the end
+#pragma unroll
+  for (int c = 0; c < kWarpSortChunks; ++c) {
+    expert[c] = ExpertOf(ids, 32 * c + lane, num_assignments, e_count, &bad);
+  }
+  if (bad) atomicOr(errors, kErrExpertId);
+  for (int i = lane; i < e_count; i += 32) cursor[i] = 0;
+  __syncwarp();
+
+#pragma unroll
+  for (int c = 0; c < kWarpSortChunks; ++c) {
+    if (32 * c >= num_assignments) break;  // warp-uniform
+    const unsigned peers = __match_any_sync(kFullMask, expert[c]);
+    if (expert[c] >= 0 && (peers & lanes_below) == 0) {
+      atomicAdd(&cursor[expert[c]], __popc(peers));
+    }
+  }
+  __syncwarp();
+
+  const int per = (e_count + 31) / 32;
+  const int e0 = min(lane * per, e_count), e1 = min(e0 + per, e_count);
+  int local = 0;
+  for (int i = e0; i < e1; ++i) local += cursor[i];
+  const int incl = WarpInclusiveSum(local);
+  int run = incl - local;
+  for (int i = e0; i < e1; ++i) {
+    const int count = cursor[i];
+    cursor[i] = run;
+    expert_offsets[i] = run;
+    run += count;
+  }
+  if (lane == 31) expert_offsets[e_count] = incl;  // == R
+  __syncwarp();
+
+#pragma unroll
+  for (int c = 0; c < kWarpSortChunks; ++c) {
+    if (32 * c >= num_assignments) break;  // warp-uniform
+    const int e = expert[c];
+    const unsigned peers = __match_any_sync(kFullMask, e);
+    if (e >= 0) {
+      const int a = 32 * c + lane;
+      const int pos = cursor[e] + __popc(peers & lanes_below);
+      assignment_to_permuted[a] = pos;
+      permuted_to_assignment[pos] = a;
+    }
+    __syncwarp();
+    if (e >= 0 && (peers & lanes_below) == 0) cursor[e] += __popc(peers);
+    __syncwarp();
+  }
+}
+
 constexpr int kGatherWarps = 8;
 
 // rows[r] = hidden[permuted_to_assignment[r] / k]; one warp per row.
@@ -315,6 +513,33 @@ absl::Status MoeGate(const float* router_logits, int64_t num_tokens, int64_t num
                                  top_k));
   }
   if (num_tokens == 0) return absl::OkStatus();
+  if (num_experts <= kGateRegMaxExperts) {
+    // Logits in registers: kPerLane = ceil(E / 32) rounded up to a power of
+    // two. No shared memory; as many warps as rows, up to kGateMaxWarps.
+    const int warps = static_cast<int>(std::min<int64_t>(kGateMaxWarps, num_tokens));
+    const unsigned blocks = static_cast<unsigned>(CeilDiv(num_tokens, warps));
+    const int64_t per_lane = CeilDiv(num_experts, 32);
+    const int t = static_cast<int>(num_tokens), e = static_cast<int>(num_experts),
+              k = static_cast<int>(top_k);
+    if (per_lane <= 1) {
+      MoeGateWarpKernel<1><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
+    } else if (per_lane <= 2) {
+      MoeGateWarpKernel<2><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
+    } else if (per_lane <= 4) {
+      MoeGateWarpKernel<4><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
+    } else if (per_lane <= 8) {
+      MoeGateWarpKernel<8><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
+    } else {
+      static_assert(kGateMaxPerLane == 16);
+      MoeGateWarpKernel<16><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                               topk_ids, topk_weights);
+    }
+    return LaunchStatus("MoeGateWarpKernel");
+  }
   // warps * E floats of shared memory, at most 48 KiB.
   const int warps = static_cast<int>(std::clamp<int64_t>(12288 / num_experts, 1, kGateMaxWarps));
   const size_t smem = sizeof(float) * warps * static_cast<size_t>(num_experts);
@@ -357,14 +582,22 @@ absl::Status MoePermute(const float* hidden, const int32_t* topk_ids, int64_t nu
     return absl::OkStatus();
   }
 
-  // num_warps * E <= 8192 keeps the shared memory at most 48 KiB.
   const int e = static_cast<int>(num_experts);
-  const int num_warps = std::max(1, std::min(32, 8192 / e));
-  const size_t smem = sizeof(int) * static_cast<size_t>(e) * (1 + num_warps);
-  MoePermuteSortKernel<<<1, num_warps * 32, smem, stream>>>(topk_ids, static_cast<int>(r), e,
-                                                            expert_offsets, permuted_to_assignment,
-                                                            assignment_to_permuted, errors);
-  RETURN_IF_ERROR(LaunchStatus("MoePermuteSortKernel"));
+  if (r <= kWarpSortMaxAssignments) {
+    // Decode: one warp, no block barriers (E ints of shared memory, <= 16 KiB).
+    MoePermuteSortWarpKernel<<<1, 32, sizeof(int) * static_cast<size_t>(e), stream>>>(
+        topk_ids, static_cast<int>(r), e, expert_offsets, permuted_to_assignment,
+        assignment_to_permuted, errors);
+    RETURN_IF_ERROR(LaunchStatus("MoePermuteSortWarpKernel"));
+  } else {
+    // num_warps * E <= 8192 keeps the shared memory at most 48 KiB.
+    const int num_warps = std::max(1, std::min(32, 8192 / e));
+    const size_t smem = sizeof(int) * static_cast<size_t>(e) * (1 + num_warps);
+    MoePermuteSortKernel<<<1, num_warps * 32, smem, stream>>>(
+        topk_ids, static_cast<int>(r), e, expert_offsets, permuted_to_assignment,
+        assignment_to_permuted, errors);
+    RETURN_IF_ERROR(LaunchStatus("MoePermuteSortKernel"));
+  }
 
   if (hidden_size == 0) return absl::OkStatus();
   const unsigned blocks = static_cast<unsigned>(CeilDiv(r, kGatherWarps));

@@ -1,46 +1,48 @@
 // SkinnyGemm (see skinny_gemm.cuh for the contract): y = x · w^T (+ bias)
-// for 1..16 float32 rows x and a bf16 / fp16 weight matrix w [N, K].
+// for 1..16 float32 rows x and a bf16 / fp16 / float32 weight matrix w [N, K].
 //
-// Memory-bound GEMV-style kernel with plain fp32 FMAs (no tensor cores: x is
-// never rounded). One CTA is 4 warps (128 threads):
+// Memory-bound GEMV-style kernel with plain fp32 FMAs (no tensor cores, no
+// TF32). One CTA is 4 warps (128 threads):
 //
 //   lane = slot * 8 + lk         4 row slots x 8 lanes along K per warp
 //   warp = group * ks + split    4/ks row groups x ks K splits per CTA
 //
 // A thread owns kR consecutive weight rows (output columns); per step it
-// reads one 16-byte chunk (8 elements) of each, the 8 lanes of a slot
-// covering 128 contiguous bytes (one whole line) of a row, so a warp load
-// touches 4 whole lines. A warp covers 4 * kR rows and walks its K split 8
-// chunks (64 elements) per step. Steps come in batches of kU (kU * kR loads
-// per thread), double-buffered: the next batch's loads are issued before
-// this batch's FMAs. Weights use ld.global.nc.L1::no_allocate.L2::256B (read
-// once; L1 is left to x). x is read through L1 / L2 with float4 __ldg (at
-// most 16 * K floats, read by every CTA): two float4 per token row per
-// chunk, each used for the thread's kR rows, and since the 4 slots of a warp
-// read the same x addresses, one x load serves 4 * kR weight rows. Weight
-// chunks are widened to float once (4 elements at a time) and used for every
-// token row.
+// reads one 16-byte chunk of each (8 bf16 / fp16 elements, 4 float32: kChunk),
+// the 8 lanes of a slot covering 128 contiguous bytes (one whole line) of a
+// row, so a warp load touches 4 whole lines. A warp covers 4 * kR rows and
+// walks its K split 8 chunks (64 or 32 elements) per step. Steps come in
+// batches of kU (kU * kR loads per thread), double-buffered: the next
+// batch's loads are issued before this batch's FMAs. Weights use
+// ld.global.nc.L1::no_allocate.L2::256B (read once; L1 is left to x). x is
+// read through L1 / L2 with float4 __ldg (at most 16 * K floats, read by
+// every CTA): one float4 per token row per 4 elements of a chunk (two for
+// 16-bit weights, one for float32), each used for the thread's kR rows, and
+// since the 4 slots of a warp read the same x addresses, one x load serves
+// 4 * kR weight rows. Weight chunks are widened to float once (4 elements at
+// a time) and used for every token row.
 //
 // Accumulation: acc[t][r] = fmaf(x[t][k], w[r][k], acc[t][r]), one chain per
 // lane in ascending k; then an xor butterfly over the slot's 8 lanes (1, 2,
 // 4; every lane ends with the same bits); then, when ks > 1, the ks warps of
 // a row group summed in split order through shared memory; the bias last.
-// The order depends on ks alone, chosen from (N, K, SM count) and never from
-// T or kR: results are deterministic, and a token row's outputs do not
-// depend on T or on the other rows (batch invariance).
+// The order depends on ks alone, chosen from (N, K, weight type, SM count)
+// and never from T or kR: results are deterministic, and a token row's
+// outputs do not depend on T or on the other rows (batch invariance).
 //
 // Token rows: template bucket kRows in {1, 2, 4, 8, 16} >= T; rows >= T
 // re-read row T-1 (valid memory) and are never stored. Registers: ptxas
-// issues every x load of a batch up front (kRows * 2 * kU float4), so kU
-// shrinks as kRows grows and the larger buckets run fewer CTAs per SM
-// (MinBlocks): 16 rows x kR = 4 is ~246 registers, 8 warps per SM, no
-// spills (checked with -Xptxas -v for every instance).
+// issues every x load of a batch up front (kRows * XVecs * kU float4), so
+// kU shrinks as kRows grows and the larger buckets run fewer CTAs per SM
+// (MinBlocks): 16 rows x kR = 4 is ~250 registers, 8 warps per SM, no
+// spills (checked with -Xptxas -v for every instance, float32 included).
 //
 // Launch shape (host): ks = smallest of 1, 2, 4 giving >= 2 CTAs per SM at
 // kR = 4 (while each warp keeps >= 2 steps of K); then kR = largest of 4, 2,
 // 1 giving >= 1 CTA per SM. lm_head (N = 151936) runs ks = 1, kR = 4: 2374
 // CTAs of 64 rows x all of K; q / o_proj-sized N splits K over the CTA's
-// warps; k / v / router (N <= 512) run kR = 1.
+// warps; k / v / router (N <= 512) run kR = 1 (the fp32 MoE router, N = 128,
+// K = 2048: 128 CTAs of 4 rows, K split over the 4 warps).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -48,7 +50,6 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
-#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/skinny_gemm.cuh"
@@ -60,10 +61,21 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kLanesK = 8;            // lanes of a row slot, along K
 constexpr int kSlots = 32 / kLanesK;  // row slots per warp
-constexpr int kChunk = 8;             // weight elements per 16-byte load
+constexpr int kKMultiple = 8;         // K granularity (one 16-byte bf16 chunk)
 constexpr int kMaxSplits = kWarps;    // K splits per CTA (ks)
 // x row offsets are int: (kMaxSkinnyRows - 1) * kMaxK < 2^31.
-constexpr int64_t kMaxK = (int64_t{1} << 27) - kChunk;
+constexpr int64_t kMaxK = (int64_t{1} << 27) - kKMultiple;
+
+// Weight elements per 16-byte load (a chunk): 8 for bf16 / fp16, 4 for
+// float32; and the x float4 each chunk needs per token row.
+template <typename T>
+constexpr int ChunkElems() {
+  return 16 / static_cast<int>(sizeof(T));
+}
+template <typename T>
+constexpr int XVecs() {
+  return ChunkElems<T>() / 4;
+}
 
 struct Params {
   const float* x;  // [t, k]
@@ -80,22 +92,26 @@ struct Params {
 
 // Steps per batch. A batch is kU * kR 16-byte weight loads per thread (at
 // most 8 for 1-2 token rows, 4 beyond; two batches in flight) and
-// 2 * kRows * kU float4 x loads (at most 16; 32 at 16 rows), which ptxas
-// hoists into registers.
-template <int kRows, int kR>
+// XVecs * kRows * kU float4 x loads (at most 16; 32 at 16 rows), which
+// ptxas hoists into registers.
+template <typename T, int kRows, int kR>
 constexpr int Unroll() {
   constexpr int by_weights = (kRows <= 2 ? 8 : 4) / kR;
-  constexpr int by_x = 8 / kRows;
+  constexpr int by_x = 16 / (XVecs<T>() * kRows);
   constexpr int u = by_weights < by_x ? by_weights : by_x;
   return u < 1 ? 1 : u;
 }
 
 // CTAs per SM the registers must allow (at most 65536 / (128 * this) per
 // thread): 255 for 16 token rows (64 accumulators, 32 x floats and two
-// weight batches in flight), 168 for 8, 128 below.
-template <int kRows>
+// weight batches in flight), 168 for 8, 128 below. Float32 weights take 168
+// from 2 rows: a float32 load needs half the x of a 16-bit one, so at the
+// same x budget their batches are twice as deep (twice the weight registers).
+template <typename T, int kRows>
 constexpr int MinBlocks() {
-  return kRows >= 16 ? 2 : (kRows >= 8 ? 3 : 4);
+  if (kRows >= 16) return 2;
+  if (kRows >= 8 || (XVecs<T>() == 1 && kRows >= 2)) return 3;
+  return 4;
 }
 
 // Streamed once: bypass L1, let L2 fetch 256-byte blocks (the next step of
@@ -108,12 +124,22 @@ __device__ __forceinline__ uint4 LoadWeights16(const void* p) {
   return v;
 }
 
-// 4 packed 16-bit elements (element 2i in the low half of word i) to float.
+// Elements 4h .. 4h+3 of a 16-byte chunk as float (h < XVecs<T>()); 16-bit
+// elements are packed two to a word, element 2i in the low half.
 template <typename T>
-__device__ __forceinline__ void Widen4(uint32_t u0, uint32_t u1, float (&f)[4]);
+__device__ __forceinline__ void Widen4(const uint4& v, int h, float (&f)[4]);
 
 template <>
-__device__ __forceinline__ void Widen4<__nv_bfloat16>(uint32_t u0, uint32_t u1, float (&f)[4]) {
+__device__ __forceinline__ void Widen4<float>(const uint4& v, int /*h*/, float (&f)[4]) {
+  f[0] = __uint_as_float(v.x);
+  f[1] = __uint_as_float(v.y);
+  f[2] = __uint_as_float(v.z);
+  f[3] = __uint_as_float(v.w);
+}
+
+template <>
+__device__ __forceinline__ void Widen4<__nv_bfloat16>(const uint4& v, int h, float (&f)[4]) {
+  const uint32_t u0 = h == 0 ? v.x : v.z, u1 = h == 0 ? v.y : v.w;
   f[0] = __uint_as_float(u0 << 16);
   f[1] = __uint_as_float(u0 & 0xffff0000u);
   f[2] = __uint_as_float(u1 << 16);
@@ -121,7 +147,8 @@ __device__ __forceinline__ void Widen4<__nv_bfloat16>(uint32_t u0, uint32_t u1, 
 }
 
 template <>
-__device__ __forceinline__ void Widen4<__half>(uint32_t u0, uint32_t u1, float (&f)[4]) {
+__device__ __forceinline__ void Widen4<__half>(const uint4& v, int h, float (&f)[4]) {
+  const uint32_t u0 = h == 0 ? v.x : v.z, u1 = h == 0 ? v.y : v.w;
   f[0] = __half2float(__ushort_as_half(static_cast<unsigned short>(u0 & 0xffffu)));
   f[1] = __half2float(__ushort_as_half(static_cast<unsigned short>(u0 >> 16)));
   f[2] = __half2float(__ushort_as_half(static_cast<unsigned short>(u1 & 0xffffu)));
@@ -136,27 +163,26 @@ __device__ __forceinline__ float LoadBias(const void* bias, Elem type, int64_t i
   }
 }
 
-// acc[t][r] += x[t][k0 .. k0+8) · chunk r, one fmaf chain in ascending k.
-// Two halves of 4 k: the widened weights (4 * kR floats) and one float4 of
-// x live at a time, which keeps registers for the accumulators.
+// acc[t][r] += x[t][k0 .. k0+kChunk) · chunk r, one fmaf chain in ascending
+// k. XVecs groups of 4 k: the widened weights (4 * kR floats) and one float4
+// of x live at a time, which keeps registers for the accumulators.
 // xk = x + k0; row t of x at xk + xoff[t].
 template <typename T, int kRows, int kR>
 __device__ __forceinline__ void Accumulate(float (&acc)[kRows][kR], const uint4 (&wv)[kR],
                                            const float* __restrict__ xk,
                                            const int (&xoff)[kRows]) {
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
+  for (int h = 0; h < XVecs<T>(); ++h) {
     float wf[kR][4];
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      Widen4<T>(h == 0 ? wv[r].x : wv[r].z, h == 0 ? wv[r].y : wv[r].w, wf[r]);
-    }
+    for (int r = 0; r < kR; ++r) Widen4<T>(wv[r], h, wf[r]);
 #pragma unroll
     for (int t = 0; t < kRows; ++t) {
       const float4 a = __ldg(reinterpret_cast<const float4*>(xk + xoff[t]) + h);
       // Activations rounded to the weight type, as cuBLAS sees them on the
       // many-row path: a token's result does not depend on which path its
-      // batch size takes (products and sums stay fp32).
+      // batch size takes (products and sums stay fp32). The identity for
+      // float32 weights.
       const float xv[4] = {ToF32(FromF32<T>(a.x)), ToF32(FromF32<T>(a.y)),
                            ToF32(FromF32<T>(a.z)), ToF32(FromF32<T>(a.w))};
 #pragma unroll
@@ -168,8 +194,10 @@ __device__ __forceinline__ void Accumulate(float (&acc)[kRows][kR], const uint4 
 }
 
 template <typename T, int kRows, int kR>
-__global__ void __launch_bounds__(kThreads, MinBlocks<kRows>()) SkinnyGemmKernel(const Params p) {
-  constexpr int kU = Unroll<kRows, kR>();
+__global__ void __launch_bounds__(kThreads, MinBlocks<T, kRows>())
+    SkinnyGemmKernel(const Params p) {
+  constexpr int kU = Unroll<T, kRows, kR>();
+  constexpr int kChunk = ChunkElems<T>();
   __shared__ float s_part[kWarps][kSlots][kR][kRows];  // ks > 1 only
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -344,10 +372,33 @@ absl::Status LaunchRows(const Params& p, int r, cudaStream_t stream) {
   }
 }
 
+// Launch shape from (N, K, T's chunk size, SMs) only, so the summation
+// order (ks) never depends on the number of token rows.
+template <typename T>
+absl::Status LaunchType(Params p, cudaStream_t stream) {
+  const int64_t sms = NumSms();
+  const int64_t chunks = p.k / ChunkElems<T>();
+  int ks = 1;
+  while (ks < kMaxSplits && CeilDiv(p.n, CtaRows(ks, 4)) < 2 * sms &&
+         chunks >= 2 * kLanesK * (2 * ks)) {
+    ks *= 2;
+  }
+  int r = 4;
+  while (r > 1 && CeilDiv(p.n, CtaRows(ks, r)) < sms) r /= 2;
+  p.ks = ks;
+  p.split_chunks = CeilDiv(CeilDiv(chunks, ks), kLanesK) * kLanesK;
+
+  if (p.t == 1) return LaunchRows<T, 1>(p, r, stream);
+  if (p.t == 2) return LaunchRows<T, 2>(p, r, stream);
+  if (p.t <= 4) return LaunchRows<T, 4>(p, r, stream);
+  if (p.t <= 8) return LaunchRows<T, 8>(p, r, stream);
+  return LaunchRows<T, 16>(p, r, stream);
+}
+
 }  // namespace
 
 bool SkinnyGemmApplies(int64_t t, int64_t k, const void* x, const void* w) {
-  return t >= 1 && t <= kMaxSkinnyRows && k >= 0 && k <= kMaxK && k % kChunk == 0 &&
+  return t >= 1 && t <= kMaxSkinnyRows && k >= 0 && k <= kMaxK && k % kKMultiple == 0 &&
          AlignedTo(x, 16) && AlignedTo(w, 16);
 }
 
@@ -355,15 +406,15 @@ absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Ele
                         int64_t n, const void* bias, Elem bias_type, float* y,
                         cudaStream_t stream) {
   if (t < 1 || t > kMaxSkinnyRows) return Bad("rows must be in [1, 16], got", t);
-  if (k < 0 || k > kMaxK || k % kChunk != 0) {
+  if (k < 0 || k > kMaxK || k % kKMultiple != 0) {
     return Bad("k must be a multiple of 8 in [0, 2^27), got", k);
   }
   if (n < 0) return Bad("n must be non-negative, got", n);
   if (!AlignedTo(x, 16) || !AlignedTo(w, 16)) {
     return absl::InvalidArgumentError("SkinnyGemm: x and w must be 16-byte aligned");
   }
-  if (w_type != Elem::kBF16 && w_type != Elem::kF16) {
-    return absl::InvalidArgumentError("SkinnyGemm: weights must be bfloat16 or float16");
+  if (w_type != Elem::kF32 && w_type != Elem::kBF16 && w_type != Elem::kF16) {
+    return absl::InvalidArgumentError("SkinnyGemm: unknown weight element type");
   }
   if (bias != nullptr && bias_type != Elem::kF32 && bias_type != Elem::kBF16 &&
       bias_type != Elem::kF16) {
@@ -374,18 +425,6 @@ absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Ele
     return absl::InvalidArgumentError("SkinnyGemm: null x, w or y");
   }
 
-  // Launch shape from (N, K, SMs) only, so the summation order (ks) never
-  // depends on T.
-  const int64_t sms = NumSms();
-  const int64_t chunks = k / kChunk;
-  int ks = 1;
-  while (ks < kMaxSplits && CeilDiv(n, CtaRows(ks, 4)) < 2 * sms &&
-         chunks >= 2 * kLanesK * (2 * ks)) {
-    ks *= 2;
-  }
-  int r = 4;
-  while (r > 1 && CeilDiv(n, CtaRows(ks, r)) < sms) r /= 2;
-
   Params p{};
   p.x = x;
   p.t = t;
@@ -395,21 +434,8 @@ absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Ele
   p.bias = bias;
   p.bias_type = bias_type;
   p.y = y;
-  p.ks = ks;
-  p.split_chunks = CeilDiv(CeilDiv(chunks, ks), kLanesK) * kLanesK;
-
-  return DispatchElem(w_type, [&](auto tag) -> absl::Status {
-    using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float>) {
-      return absl::InvalidArgumentError("SkinnyGemm: weights must be bfloat16 or float16");
-    } else {
-      if (t == 1) return LaunchRows<T, 1>(p, r, stream);
-      if (t == 2) return LaunchRows<T, 2>(p, r, stream);
-      if (t <= 4) return LaunchRows<T, 4>(p, r, stream);
-      if (t <= 8) return LaunchRows<T, 8>(p, r, stream);
-      return LaunchRows<T, 16>(p, r, stream);
-    }
-  });
+  return DispatchElem(
+      w_type, [&](auto tag) -> absl::Status { return LaunchType<decltype(tag)>(p, stream); });
 }
 
 }  // namespace epserve::kernels::cuda

@@ -1,7 +1,7 @@
 // Skinny GEMM for decode: a few float32 activation rows times a large bf16 /
-// fp16 weight matrix in nn.Linear layout, in one memory-bound launch (no cast
-// kernel, no cuBLAS). Callers check SkinnyGemmApplies and fall back to cuBLAS
-// otherwise.
+// fp16 / float32 weight matrix in nn.Linear layout, in one memory-bound
+// launch (no cast kernel, no cuBLAS). Callers check SkinnyGemmApplies and
+// fall back to cuBLAS otherwise.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,22 +18,24 @@ inline constexpr int64_t kMaxSkinnyRows = 16;
 
 // Whether SkinnyGemm takes t rows of width k at these pointers:
 // 1 <= t <= kMaxSkinnyRows, 0 <= k < 2^27, k % 8 == 0, x and w 16-byte
-// aligned. The weight type is the caller's check (bf16 / fp16 only).
+// aligned. Every weight type (bf16, fp16, float32) is taken.
 bool SkinnyGemmApplies(int64_t t, int64_t k, const void* x, const void* w);
 
 // y[T, N] = x[T, K] · w[N, K]^T (+ bias[N]), x and y float32 row-major, w of
-// w_type (bf16 or fp16), bias of bias_type or null. One launch; each weight
-// element is read once, with 16-byte loads. Requires 1 <= T <= kMaxSkinnyRows
-// and K % 8 == 0 (K < 2^27) and 16-byte aligned x and w (InvalidArgument
-// otherwise, as for a float32 w_type, so the caller can fall back to
-// cuBLAS). y must not overlap x, w or bias. No host synchronisation; safe to
-// capture in a CUDA graph (launch shape from host-known sizes only).
+// w_type (bf16, fp16 or float32), bias of bias_type or null. One launch; each
+// weight element is read once, with 16-byte loads. Requires 1 <= T <=
+// kMaxSkinnyRows and K % 8 == 0 (K < 2^27) and 16-byte aligned x and w
+// (InvalidArgument otherwise, so the caller can fall back to cuBLAS). y must
+// not overlap x, w or bias. No host synchronisation; safe to capture in a
+// CUDA graph (launch shape from host-known sizes only).
 //
-// Numerics: x is rounded to w's type (as the cuBLAS path for more rows
-// does), w is widened exactly, products are fp32 fmas
-// summed in a fixed order that depends only on (N, K) and the device's SM
-// count: deterministic, and each output row is bit-identical whatever T is
-// and whatever the other rows hold. The bias is added last, in fp32.
+// Numerics: for bf16 / fp16 weights x is rounded to w's type (as the cuBLAS
+// path for more rows does) and w is widened exactly; for float32 weights x
+// and w are used as they are (plain fp32, no TF32, as cuBLAS SGEMM with the
+// default math mode). Products are fp32 fmas summed in a fixed order that
+// depends only on (N, K, w_type) and the device's SM count: deterministic,
+// and each output row is bit-identical whatever T is and whatever the other
+// rows hold. The bias is added last, in fp32.
 absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Elem w_type,
                         int64_t n, const void* bias, Elem bias_type, float* y,
                         cudaStream_t stream);

@@ -1,8 +1,10 @@
 // WriteKvCache + PagedAttention: against a naive causal GQA reference in
 // double; chunked prefill, prefill-then-decode and batch composition give
-// bit-identical outputs to one full prefill.
+// bit-identical outputs to one full prefill. AttentionPrologue: the
+// separate ops (HeadRmsNorm, Rope, WriteKvCache) bit for bit; its errors.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -231,6 +233,105 @@ TEST(PagedAttentionErrors, NameTheArgument) {
   Tensor k_bad = Zeros({2, 15});
   s = backend->WriteKvCache(k_bad, v, MakeI32({2}, {3, 1}), &f.k_cache(), &f.v_cache());
   EXPECT_THAT(s.message(), HasSubstr("WriteKvCache: k: expected shape [*, 16], found [2, 15]"));
+}
+
+// AttentionPrologue on the CPU is HeadRmsNorm (q, k), Rope and WriteKvCache
+// run one after the other, bit for bit.
+TEST(AttentionPrologue, EqualsTheSeparateOps) {
+  auto backend = cpu::CreateCpuBackend();
+  const int64_t t = 5, hq = 4, hkv = 2, d = 16, num_blocks = 4, bs = 4;
+  RopeConfig rope;
+  rope.theta = 1e6;
+  Tensor q_norm = MakeF32({d}, Random(d, 1, 0.5f, 1.5f));
+  Tensor k_norm = MakeF32({d}, Random(d, 2, 0.5f, 1.5f));
+  Tensor pos = MakeI32({t}, {0, 3, 7, 8, 1000});
+  Tensor slots = MakeI32({t}, {5, -1, 0, 15, 9});
+  Tensor v = MakeF32({t, hkv * d}, Random(t * hkv * d, 3));
+  for (bool norm : {true, false}) {
+    for (DataType cache_type : {DataType::kFloat32, DataType::kBFloat16}) {
+      SCOPED_TRACE(::testing::Message() << "norm=" << norm << " " << DataTypeName(cache_type));
+      const std::vector<int64_t> cache_shape = {num_blocks, bs, hkv, d};
+      const std::vector<float> cache_init = Random(num_blocks * bs * hkv * d, 4);
+      Tensor q1 = MakeF32({t, hq * d}, Random(t * hq * d, 5, -3.0f, 3.0f));
+      Tensor k1 = MakeF32({t, hkv * d}, Random(t * hkv * d, 6, -3.0f, 3.0f));
+      Tensor q2 = MakeF32({t, hq * d}, ToVector(q1)), k2 = MakeF32({t, hkv * d}, ToVector(k1));
+      Tensor kc1 = MakeTyped(cache_type, cache_shape, cache_init);
+      Tensor vc1 = MakeTyped(cache_type, cache_shape, cache_init);
+      Tensor kc2 = MakeTyped(cache_type, cache_shape, cache_init);
+      Tensor vc2 = MakeTyped(cache_type, cache_shape, cache_init);
+      if (norm) {
+        ASSERT_TRUE(backend->HeadRmsNorm(&q1, q_norm, 1e-6f).ok());
+        ASSERT_TRUE(backend->HeadRmsNorm(&k1, k_norm, 1e-6f).ok());
+      }
+      ASSERT_TRUE(backend->Rope(rope, d, pos, &q1, &k1).ok());
+      ASSERT_TRUE(backend->WriteKvCache(k1, v, slots, &kc1, &vc1).ok());
+
+      AttentionPrologueArgs a;
+      a.q = &q2;
+      a.k = &k2;
+      a.v = &v;
+      a.q_norm = norm ? &q_norm : nullptr;
+      a.k_norm = norm ? &k_norm : nullptr;
+      a.norm_eps = 1e-6f;
+      a.rope = rope;
+      a.head_dim = d;
+      a.positions = &pos;
+      a.slot_mapping = &slots;
+      a.k_cache = &kc2;
+      a.v_cache = &vc2;
+      absl::Status s = backend->AttentionPrologue(a);
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_EQ(ToVector(q2), ToVector(q1));
+      EXPECT_EQ(ToVector(k2), ToVector(k1));
+      EXPECT_EQ(std::memcmp(kc2.data(), kc1.data(), kc1.nbytes()), 0);
+      EXPECT_EQ(std::memcmp(vc2.data(), vc1.data(), vc1.nbytes()), 0);
+    }
+  }
+}
+
+TEST(AttentionPrologueErrors, NameTheArgument) {
+  auto backend = cpu::CreateCpuBackend();
+  PagedFixture f(4, 2, 8, 4, DataType::kFloat32, {6});  // cache [5, 4, 2, 8]
+  Tensor q = Zeros({2, 32}), k = Zeros({2, 16}), v = Zeros({2, 16});
+  Tensor pos = MakeI32({2}, {0, 1}), slots = MakeI32({2}, {3, 1});
+  Tensor norm = MakeF32({8}, std::vector<float>(8, 1.0f)), short_norm = Zeros({4});
+  AttentionPrologueArgs a;
+  a.q = &q;
+  a.k = &k;
+  a.v = &v;
+  a.q_norm = &norm;
+  a.k_norm = &norm;
+  a.head_dim = 8;
+  a.positions = &pos;
+  a.slot_mapping = &slots;
+  a.k_cache = &f.k_cache();
+  a.v_cache = &f.v_cache();
+  absl::Status s = backend->AttentionPrologue(a);
+  EXPECT_TRUE(s.ok()) << s;
+
+  a.k_norm = &short_norm;
+  s = backend->AttentionPrologue(a);
+  EXPECT_THAT(s.message(), HasSubstr("AttentionPrologue: k_norm: expected shape [8], found [4]"));
+  a.k_norm = &norm;
+  a.head_dim = 16;  // k is then one head of 16, the cache two of 8
+  s = backend->AttentionPrologue(a);
+  EXPECT_THAT(s.message(), HasSubstr("AttentionPrologue: k_cache: expected shape [*, *, 1, 16], "
+                                     "found [5, 4, 2, 8]"));
+  a.head_dim = 7;
+  s = backend->AttentionPrologue(a);
+  EXPECT_THAT(s.message(),
+              HasSubstr("AttentionPrologue: head_dim: expected a positive even number, found 7"));
+  a.head_dim = 8;
+  a.slot_mapping = nullptr;
+  s = backend->AttentionPrologue(a);
+  EXPECT_THAT(s.message(),
+              HasSubstr("AttentionPrologue: slot_mapping: expected a tensor, found nullptr"));
+  // Content errors name the op and the step that found them.
+  Tensor bad_slots = MakeI32({2}, {3, 1000});
+  a.slot_mapping = &bad_slots;
+  s = backend->AttentionPrologue(a);
+  EXPECT_THAT(s.message(), HasSubstr("AttentionPrologue: WriteKvCache: slot_mapping[1] = 1000 is "
+                                     "outside the cache"));
 }
 
 }  // namespace

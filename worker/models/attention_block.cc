@@ -49,20 +49,28 @@ absl::Status AttentionBlock::Forward(kernels::Backend& backend, const StepBatch&
   RETURN_IF_ERROR(backend.MatMul(x, w_->q_proj, w_->q_bias, &q));
   RETURN_IF_ERROR(backend.MatMul(x, w_->k_proj, w_->k_bias, &k));
   RETURN_IF_ERROR(backend.MatMul(x, w_->v_proj, w_->v_bias, &v));
-  switch (shape_.qk_norm) {
-    case QkNormKind::kNone:
-      break;
-    case QkNormKind::kPerHead:  // Qwen3: [D] weight on every head
-      RETURN_IF_ERROR(backend.HeadRmsNorm(&q, w_->q_norm, shape_.norm_eps));
-      RETURN_IF_ERROR(backend.HeadRmsNorm(&k, w_->k_norm, shape_.norm_eps));
-      break;
-    case QkNormKind::kFull:  // OLMoE: one norm across all heads of the projection
-      RETURN_IF_ERROR(backend.RmsNorm(q, w_->q_norm, shape_.norm_eps, &q));
-      RETURN_IF_ERROR(backend.RmsNorm(k, w_->k_norm, shape_.norm_eps, &k));
-      break;
+  if (shape_.qk_norm == QkNormKind::kFull) {  // OLMoE: one norm across all heads
+    RETURN_IF_ERROR(backend.RmsNorm(q, w_->q_norm, shape_.norm_eps, &q));
+    RETURN_IF_ERROR(backend.RmsNorm(k, w_->k_norm, shape_.norm_eps, &k));
   }
-  RETURN_IF_ERROR(backend.Rope(shape_.rope, shape_.head_dim, batch.positions, &q, &k));
-  RETURN_IF_ERROR(backend.WriteKvCache(k, v, batch.slot_mapping, k_cache, v_cache));
+  // Per-head q/k norm (Qwen3: [D] weight on every head), rope and the cache
+  // write in one op (one kernel on a GPU).
+  kernels::AttentionPrologueArgs prologue;
+  prologue.q = &q;
+  prologue.k = &k;
+  prologue.v = &v;
+  if (shape_.qk_norm == QkNormKind::kPerHead) {
+    prologue.q_norm = &w_->q_norm;
+    prologue.k_norm = &w_->k_norm;
+  }
+  prologue.norm_eps = shape_.norm_eps;
+  prologue.rope = shape_.rope;
+  prologue.head_dim = shape_.head_dim;
+  prologue.positions = &batch.positions;
+  prologue.slot_mapping = &batch.slot_mapping;
+  prologue.k_cache = k_cache;
+  prologue.v_cache = v_cache;
+  RETURN_IF_ERROR(backend.AttentionPrologue(prologue));
 
   ASSIGN_OR_RETURN(kernels::Tensor attn, backend.Empty(DataType::kFloat32, {t, q_width}));
   kernels::PagedAttentionArgs args;

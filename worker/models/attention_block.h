@@ -1,8 +1,9 @@
 // Self-attention of one decoder layer over the paged KV cache:
 //
 //   x [T,H] ─q/k/v proj (+bias)─► q [T,Hq·D], k,v [T,Hkv·D]
-//          ─q/k norm (per head [D] | full width [Hq·D]/[Hkv·D] | none)─► rope(q, k)
-//          ─WriteKvCache(k, v)─► PagedAttention(q, cache) [T,Hq·D] ─o proj (+bias)─► out [T,H]
+//          ─full-width q/k norm [Hq·D]/[Hkv·D] (OLMoE only)─►
+//          ─AttentionPrologue: per-head q/k norm [D] (Qwen3 only), rope(q, k), WriteKvCache(k, v)─►
+//          ─PagedAttention(q, cache) [T,Hq·D] ─o proj (+bias)─► out [T,H]
 #pragma once
 
 #include <cstdint>

@@ -47,9 +47,6 @@ absl::StatusOr<std::unique_ptr<DecodeGraphs>> DecodeGraphs::Create(
   ASSIGN_OR_RETURN(g->device_ints_, b.Empty(DataType::kInt32, {total}));
   const int64_t vocab = model.desc().vocab_size;
   ASSIGN_OR_RETURN(g->logits_, b.Empty(DataType::kFloat32, {options.max_batch, vocab}));
-  ASSIGN_OR_RETURN(g->argmax_, b.Empty(DataType::kInt32, {options.max_batch}));
-  ASSIGN_OR_RETURN(g->row_max_, b.Empty(DataType::kFloat32, {options.max_batch}));
-  ASSIGN_OR_RETURN(g->logsumexp_, b.Empty(DataType::kFloat32, {options.max_batch}));
   return g;
 }
 
@@ -150,13 +147,7 @@ absl::StatusOr<DecodeGraphs::Output> DecodeGraphs::Run(const StepInput& input) {
   RETURN_IF_ERROR(Stage(input, b));
   const StepBatch batch = BatchViews(b);
   kernels::Tensor logits = View(logits_, 0, {b, model_.desc().vocab_size});
-  kernels::Tensor argmax = View(argmax_, 0, {b});
-  kernels::Tensor row_max = View(row_max_, 0, {b});
-  kernels::Tensor lse = View(logsumexp_, 0, {b});
-  auto body = [&]() -> absl::Status {
-    RETURN_IF_ERROR(model_.ForwardBatch(batch, cache_, &logits));
-    return backend.LogitsArgmax(logits, &argmax, &row_max, &lse);
-  };
+  auto body = [&]() -> absl::Status { return model_.ForwardBatch(batch, cache_, &logits); };
   auto it = graphs_.find(b);
   if (it == graphs_.end()) {
     // First use of the bucket: run eagerly (this step's result), then record.
@@ -168,9 +159,6 @@ absl::StatusOr<DecodeGraphs::Output> DecodeGraphs::Run(const StepInput& input) {
   }
   Output out;
   out.logits = View(logits_, 0, {s, model_.desc().vocab_size});
-  out.argmax = View(argmax_, 0, {s});
-  out.row_max = View(row_max_, 0, {s});
-  out.logsumexp = View(logsumexp_, 0, {s});
   return out;
 }
 

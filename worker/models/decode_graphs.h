@@ -9,7 +9,8 @@
 //     [ ids | positions | slots | query_start | context_lens | logit_rows |
 //       block_tables (bucket × width) ]
 //   graph: DecoderModel::ForwardBatch(views) ─► logits [bucket, V]
-//          LogitsArgmax ─► argmax / row_max / logsumexp [bucket]
+//   (sampling, Backend::SampleTokens, runs after the replay: its inputs
+//   change every step)
 //
 // A batch of S sequences runs in the smallest bucket >= S; the extra rows
 // are padding (slot -1: nothing is written to the KV cache; block 0,
@@ -57,10 +58,7 @@ class DecodeGraphs {
   // Views of the last Run's outputs, valid until the next Run: the S real
   // rows (batch order).
   struct Output {
-    kernels::Tensor logits;     // [S, vocab] float32
-    kernels::Tensor argmax;     // [S] int32
-    kernels::Tensor row_max;    // [S] float32
-    kernels::Tensor logsumexp;  // [S] float32
+    kernels::Tensor logits;  // [S, vocab] float32
   };
   // Runs an accepted step (the caller validated ids and block tables, as
   // StepExecutor does). Enqueues the copy and the replay; nothing waits.
@@ -90,7 +88,6 @@ class DecodeGraphs {
   std::shared_ptr<kernels::Storage> staging_;  // pinned host, int32
   kernels::Tensor device_ints_;               // int32 [staging size]
   kernels::Tensor logits_;                    // [max_batch, vocab]
-  kernels::Tensor argmax_, row_max_, logsumexp_;  // [max_batch]
   std::map<int64_t, std::unique_ptr<kernels::Backend::Graph>> graphs_;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "common/model_config/model_config.h"
 #include "common/status.h"
 #include "worker/models/offline_runner.h"
+#include "worker/sampling/philox.h"
 #include "worker/step/sampling_params_proto.h"
 
 namespace epserve::step {
@@ -221,91 +223,140 @@ bool StepExecutor::Release(const std::string& request_id) {
 
 namespace {
 
-// Whether the device argmax is this row's token: greedy, and nothing the
-// host sampler would change first (penalties, min_tokens masking).
-bool DeviceGreedy(const sampling::SamplingRow& row) {
-  const sampling::SamplingParams& p = *row.params;
-  return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
-         p.presence_penalty == 0.0f && row.output_ids.size() >= p.min_tokens;
+bool HasPenalties(const sampling::SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
 }
 
-kernels::Tensor RowView(const kernels::Tensor& m, int64_t row) {
-  kernels::Tensor t = m;
-  t.shape = {1, m.shape[1]};
-  t.byte_offset += static_cast<size_t>(row * m.shape[1]) * DataTypeSize(m.dtype);
-  return t;
+void AddToIndex(int32_t id, bool output, absl::flat_hash_map<int32_t, uint32_t>& slot,
+                std::vector<int32_t>& ids, std::vector<uint32_t>& counts) {
+  auto [it, inserted] = slot.try_emplace(id, static_cast<uint32_t>(ids.size()));
+  if (inserted) {
+    ids.push_back(id);
+    counts.push_back(0);
+  }
+  if (output) ++counts[it->second];
 }
 
 }  // namespace
 
 absl::StatusOr<std::vector<absl::StatusOr<sampling::SampledToken>>> StepExecutor::Sample(
-    const kernels::Tensor& logits, const kernels::Tensor* argmax, const kernels::Tensor* row_max,
-    const kernels::Tensor* logsumexp, const std::vector<sampling::SamplingRow>& rows) {
+    const kernels::Tensor& logits, const std::vector<sampling::SamplingRow>& rows,
+    const std::vector<History*>& histories) {
   kernels::Backend& b = model_->backend();
   const int64_t vocab = model_->desc().vocab_size;
   if (b.device().type == kernels::DeviceType::kCpu) {
     ASSIGN_OR_RETURN(std::vector<float> host, models::ToHostFloats(b, logits));
     return sampler_.SampleBatch(host, vocab, rows);
   }
-  const int64_t r = static_cast<int64_t>(rows.size());
-  kernels::Tensor ids_d, max_d, lse_d;
-  if (argmax == nullptr) {
-    ASSIGN_OR_RETURN(ids_d, b.Empty(DataType::kInt32, {r}));
-    ASSIGN_OR_RETURN(max_d, b.Empty(DataType::kFloat32, {r}));
-    ASSIGN_OR_RETURN(lse_d, b.Empty(DataType::kFloat32, {r}));
-    RETURN_IF_ERROR(b.LogitsArgmax(logits, &ids_d, &max_d, &lse_d));
-    argmax = &ids_d;
-    row_max = &max_d;
-    logsumexp = &lse_d;
-  }
+  const sampling::Sampler::Options& so = sampler_.options();
+  std::vector<kernels::SampleRow> specs(rows.size());
+  std::vector<kernels::SampleEdit> edits;
   int64_t top_n = 0;
-  for (const sampling::SamplingRow& row : rows) {
-    if (DeviceGreedy(row) && row.params->logprobs) {
-      top_n = std::max<int64_t>(top_n, row.params->top_logprobs);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const sampling::SamplingRow& row = rows[i];
+    const sampling::SamplingParams& p = *row.params;
+    kernels::SampleRow& spec = specs[i];
+    spec.logits_row = static_cast<int32_t>(i);
+    spec.temperature =
+        sampling::IsGreedy(p) ? 0.0f : std::max(p.temperature, sampling::kMinTemperature);
+    spec.top_p = p.top_p;
+    spec.top_k = p.top_k;
+    spec.log_min_p = p.min_p > 0.0f ? std::log(static_cast<double>(p.min_p))
+                                    : -std::numeric_limits<double>::infinity();
+    spec.repetition_penalty = p.repetition_penalty;
+    spec.frequency_penalty = p.frequency_penalty;
+    spec.presence_penalty = p.presence_penalty;
+    spec.seed = p.seed.has_value() ? *p.seed : sampling::DrawSeed();
+    spec.step = row.step;
+    spec.logprobs = p.logprobs ? 1 : 0;
+    spec.num_top_logprobs =
+        p.logprobs ? static_cast<int32_t>(std::min<int64_t>(p.top_logprobs, vocab)) : 0;
+    top_n = std::max<int64_t>(top_n, spec.num_top_logprobs);
+    spec.edits_begin = static_cast<int32_t>(edits.size());
+    // Penalties: every distinct id of the history once (only the generated
+    // ones when there is no repetition penalty).
+    absl::flat_hash_map<int32_t, uint32_t> local_slot;  // edits of this row by id
+    if (HasPenalties(p)) {
+      History& h = *histories[i];
+      if (h.penalties == nullptr) h.penalties = std::make_unique<PenaltyIndex>();
+      PenaltyIndex& index = *h.penalties;
+      for (; index.prompt_seen < h.prompt.size(); ++index.prompt_seen) {
+        AddToIndex(h.prompt[index.prompt_seen], false, index.slot, index.ids, index.output_count);
+      }
+      for (; index.output_seen < h.output.size(); ++index.output_seen) {
+        AddToIndex(h.output[index.output_seen], true, index.slot, index.ids, index.output_count);
+      }
+      const bool repetition = p.repetition_penalty != 1.0f;
+      for (size_t j = 0; j < index.ids.size(); ++j) {
+        if (!repetition && index.output_count[j] == 0) continue;
+        kernels::SampleEdit& e = edits.emplace_back();
+        e.token_id = index.ids[j];
+        e.output_count = index.output_count[j];
+        e.in_history = 1;
+      }
     }
+    // min_tokens: stop ids and EOS become -inf (merged into a penalty edit
+    // of the same id: each id once per row).
+    if (row.output_ids.size() < p.min_tokens) {
+      const size_t row_begin = static_cast<size_t>(spec.edits_begin);
+      auto mask = [&](int32_t id) {
+        if (id < 0 || id >= vocab) return;
+        if (local_slot.empty() && edits.size() > row_begin) {
+          for (size_t k = row_begin; k < edits.size(); ++k) {
+            local_slot.emplace(edits[k].token_id, static_cast<uint32_t>(k));
+          }
+        }
+        auto [it, inserted] = local_slot.try_emplace(id, static_cast<uint32_t>(edits.size()));
+        if (inserted) {
+          kernels::SampleEdit& e = edits.emplace_back();
+          e.token_id = id;
+        }
+        edits[it->second].mask = 1;
+      };
+      for (int32_t id : p.stop_token_ids) mask(id);
+      if (!p.ignore_eos) {
+        for (int32_t id : so.eos_token_ids) mask(id);
+      }
+    }
+    spec.edits_end = static_cast<int32_t>(edits.size());
   }
-  top_n = std::min(top_n, vocab);
-  kernels::Tensor top_ids_d, top_values_d;
-  if (top_n > 0) {
-    ASSIGN_OR_RETURN(top_ids_d, b.Empty(DataType::kInt32, {r, top_n}));
-    ASSIGN_OR_RETURN(top_values_d, b.Empty(DataType::kFloat32, {r, top_n}));
-    RETURN_IF_ERROR(b.LogitsTopN(logits, top_n, &top_ids_d, &top_values_d));
-  }
-  std::vector<int32_t> ids(static_cast<size_t>(r));
-  std::vector<float> maxes(static_cast<size_t>(r)), lses(static_cast<size_t>(r));
-  std::vector<int32_t> top_ids(static_cast<size_t>(r * top_n));
-  std::vector<float> top_values(static_cast<size_t>(r * top_n));
-  if (top_n > 0) {
-    RETURN_IF_ERROR(b.CopyToHost(top_ids_d, top_ids.data(), top_ids.size() * 4));
-    RETURN_IF_ERROR(b.CopyToHost(top_values_d, top_values.data(), top_values.size() * 4));
-  }
-  RETURN_IF_ERROR(b.CopyToHost(*argmax, ids.data(), ids.size() * 4));
-  RETURN_IF_ERROR(b.CopyToHost(*row_max, maxes.data(), maxes.size() * 4));
-  RETURN_IF_ERROR(b.CopyToHost(*logsumexp, lses.data(), lses.size() * 4));
+  const int64_t width = kernels::kSampleHeader + 2 * top_n;
+  const int64_t r = static_cast<int64_t>(rows.size());
+  ASSIGN_OR_RETURN(kernels::Tensor packed_d, b.Empty(DataType::kInt32, {r, width}));
+  RETURN_IF_ERROR(b.SampleTokens(logits, specs, edits, top_n,
+                                 so.logprobs_mode == sampling::LogprobsMode::kProcessed,
+                                 &packed_d));
+  std::vector<int32_t> packed(static_cast<size_t>(r * width));
+  RETURN_IF_ERROR(b.CopyToHost(packed_d, packed.data(), packed.size() * 4));
 
+  auto as_float = [](int32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
   std::vector<absl::StatusOr<sampling::SampledToken>> out;
   out.reserve(rows.size());
-  std::vector<float> host_row;
   for (int64_t i = 0; i < r; ++i) {
-    const sampling::SamplingRow& row = rows[static_cast<size_t>(i)];
-    if (DeviceGreedy(row) && std::isfinite(maxes[i]) && std::isfinite(lses[i])) {
-      sampling::SampledToken t;
-      t.token_id = ids[i];
-      if (row.params->logprobs) {
-        t.logprob = maxes[i] - lses[i];
-        for (uint32_t j = 0; j < row.params->top_logprobs && j < top_n; ++j) {
-          t.top_logprobs.push_back({top_ids[i * top_n + j], top_values[i * top_n + j] - lses[i]});
-        }
-      }
-      out.push_back(std::move(t));
+    const int32_t* w = packed.data() + i * width;
+    if (w[1] != kernels::kSampleOk) {
+      out.push_back(absl::InvalidArgumentError(absl::StrCat(
+          "row ", i,
+          ": no token has a finite logit after NaN masking, penalties and min_tokens masking "
+          "(every logit is NaN or -inf)")));
       continue;
     }
-    // Everything else samples on the host from this row's logits alone.
-    host_row.resize(static_cast<size_t>(vocab));
-    RETURN_IF_ERROR(b.CopyToHost(RowView(logits, i), host_row.data(), host_row.size() * 4));
-    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<sampling::SampledToken>> one,
-                     sampler_.SampleBatch(host_row, vocab, absl::MakeConstSpan(&row, 1)));
-    out.push_back(std::move(one[0]));
+    const sampling::SamplingParams& p = *rows[static_cast<size_t>(i)].params;
+    sampling::SampledToken t;
+    t.token_id = w[0];
+    if (p.logprobs) {
+      t.logprob = as_float(w[2]);
+      const int32_t n = specs[static_cast<size_t>(i)].num_top_logprobs;
+      for (int32_t j = 0; j < n; ++j) {
+        t.top_logprobs.push_back({w[kernels::kSampleHeader + j],
+                                  as_float(w[kernels::kSampleHeader + top_n + j])});
+      }
+    }
+    out.push_back(std::move(t));
   }
   return out;
 }
@@ -356,20 +407,19 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
   }
   if (!sampled.empty()) {
     std::vector<sampling::SamplingRow> rows;
+    std::vector<History*> histories;
     rows.reserve(sampled.size());
     for (int i : sampled) {
-      const History& h = *records[static_cast<size_t>(i)];
+      History& h = *records[static_cast<size_t>(i)];
+      histories.push_back(&h);
       sampling::SamplingRow& row = rows.emplace_back();
       row.params = &params[static_cast<size_t>(i)];
       row.prompt_ids = h.prompt;
       row.output_ids = h.output;
       row.step = h.output.size();
     }
-    ASSIGN_OR_RETURN(
-        std::vector<absl::StatusOr<sampling::SampledToken>> tokens,
-        Sample(logits, graph_out ? &graph_out->argmax : nullptr,
-               graph_out ? &graph_out->row_max : nullptr,
-               graph_out ? &graph_out->logsumexp : nullptr, rows));
+    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<sampling::SampledToken>> tokens,
+                     Sample(logits, rows, histories));
     for (size_t r = 0; r < sampled.size(); ++r) {
       const int i = sampled[r];
       const std::string& id = plan.sequences(i).request_id();

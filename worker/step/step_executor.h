@@ -43,6 +43,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
 #include "epserve/control/v1/control.pb.h"
@@ -127,24 +128,35 @@ class StepExecutor {
   models::DecoderModel& model() { return *model_; }
 
  private:
+  // What device sampling needs of a history for penalties, kept up to date
+  // incrementally (built when a request with penalties first samples on a
+  // device): every distinct id of prompt and output once, with its count
+  // among the outputs.
+  struct PenaltyIndex {
+    absl::flat_hash_map<int32_t, uint32_t> slot;  // id -> index into ids
+    std::vector<int32_t> ids;
+    std::vector<uint32_t> output_count;
+    size_t prompt_seen = 0;  // prompt / output tokens absorbed so far
+    size_t output_seen = 0;
+  };
   struct History {
     std::vector<int32_t> prompt;  // tokens fed before the first sample
     std::vector<int32_t> output;  // sampled tokens (and any fed after them)
     uint64_t last_step = 0;       // executor step counter, for eviction
+    std::unique_ptr<PenaltyIndex> penalties;  // device sampling with penalties only
     int64_t size() const { return static_cast<int64_t>(prompt.size() + output.size()); }
   };
 
   StepExecutor(const StepExecutorOptions& options, sampling::Sampler::Options sampler_options);
 
-  // The sampled token of every plan row with `sample` (in `sampled` order).
-  // On the CPU the host sampler sees every logits row. On a device, rows
-  // that are greedy without penalties or an active min_tokens take the
-  // device argmax / logsumexp (and top logprobs), and only the other rows'
-  // logits are copied to the host sampler.
+  // The sampled token of every plan row with `sample` (in `sampled` order;
+  // histories[i] is rows[i]'s record). On the CPU the host sampler sees
+  // every logits row. On a device, Backend::SampleTokens draws every row
+  // there (penalties and min_tokens as sparse edits from the histories) and
+  // one copy brings back the ids and the requested logprobs.
   absl::StatusOr<std::vector<absl::StatusOr<sampling::SampledToken>>> Sample(
-      const kernels::Tensor& logits, const kernels::Tensor* argmax,
-      const kernels::Tensor* row_max, const kernels::Tensor* logsumexp,
-      const std::vector<sampling::SamplingRow>& rows);
+      const kernels::Tensor& logits, const std::vector<sampling::SamplingRow>& rows,
+      const std::vector<History*>& histories);
 
   absl::Status Validate(const control::v1::StepPlan& plan,
                         std::vector<sampling::SamplingParams>* params) const;
