@@ -239,6 +239,46 @@ absl::Status Backend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bia
   return MatMulImpl(x, w, bias, y);
 }
 
+absl::Status Backend::MatMulShared(const Tensor& x, absl::Span<const Tensor* const> ws,
+                                   absl::Span<const Tensor* const> biases,
+                                   absl::Span<Tensor* const> ys) {
+  const char* op = "MatMulShared";
+  const DeviceSpec dev = device();
+  if (ws.size() > 4) return Bad(op, "ws", "at most 4 weights", absl::StrCat(ws.size()));
+  if (biases.size() != ws.size() || ys.size() != ws.size()) {
+    return Bad(op, "biases, ys", absl::StrCat(ws.size(), " each (one per weight)"),
+               absl::StrCat(biases.size(), " and ", ys.size()));
+  }
+  RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
+  const int64_t t = x.shape[0], k = x.shape[1];
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const std::string w_name = absl::StrCat("ws[", i, "]");
+    const std::string b_name = absl::StrCat("biases[", i, "]");
+    const std::string y_name = absl::StrCat("ys[", i, "]");
+    RETURN_IF_ERROR(CheckOutPtr(op, w_name.c_str(), ws[i]));
+    RETURN_IF_ERROR(Check(op, w_name.c_str(), *ws[i], dev, false, kWeight, {kAny, k}));
+    const int64_t n = ws[i]->shape[0];
+    if (biases[i] != nullptr && biases[i]->defined()) {
+      RETURN_IF_ERROR(Check(op, b_name.c_str(), *biases[i], dev, false, kWeight, {n}));
+    }
+    RETURN_IF_ERROR(CheckOutPtr(op, y_name.c_str(), ys[i]));
+    RETURN_IF_ERROR(Check(op, y_name.c_str(), *ys[i], dev, true, kF32, {t, n}));
+    if (t > 0 && ys[i]->data() == x.data()) {
+      return Bad(op, y_name.c_str(), "a buffer distinct from x", "x");
+    }
+  }
+  return MatMulSharedImpl(x, ws, biases, ys);
+}
+
+absl::Status Backend::MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+                                       absl::Span<const Tensor* const> biases,
+                                       absl::Span<Tensor* const> ys) {
+  for (size_t i = 0; i < ws.size(); ++i) {
+    RETURN_IF_ERROR(MatMulImpl(x, *ws[i], biases[i] != nullptr ? *biases[i] : Tensor(), ys[i]));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Backend::Embedding(const Tensor& ids, const Tensor& table, Tensor* out) {
   const char* op = "Embedding";
   const DeviceSpec dev = device();

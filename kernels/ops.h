@@ -268,6 +268,12 @@ class Backend {
                       const Tensor& w,     // [N, K] f32/bf16/f16
                       const Tensor& bias,  // [N] f32/bf16/f16, or undefined
                       Tensor* y);          // [T, N] float32, not aliasing x
+  // ys[i] = x · ws[i]^T (+ biases[i]) for up to 4 weights reading the same x
+  // (the q, k and v projections), each exactly as MatMul computes it;
+  // biases[i] may be null or undefined. The CUDA backend runs decode-sized
+  // ones in one launch.
+  absl::Status MatMulShared(const Tensor& x, absl::Span<const Tensor* const> ws,
+                            absl::Span<const Tensor* const> biases, absl::Span<Tensor* const> ys);
   // out[t] = table[ids[t]]; an id outside [0, V) fails naming the id.
   absl::Status Embedding(const Tensor& ids,    // [T] int32
                          const Tensor& table,  // [V, H] f32/bf16/f16
@@ -378,6 +384,10 @@ class Backend {
   virtual absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) = 0;
   virtual absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
                                   Tensor* y) = 0;
+  // Arguments checked as MatMul's; the default runs MatMulImpl per weight.
+  virtual absl::Status MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+                                        absl::Span<const Tensor* const> biases,
+                                        absl::Span<Tensor* const> ys);
   virtual absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) = 0;
   // residual == nullptr: plain norm of x.
   virtual absl::Status RmsNormImpl(const Tensor& x, Tensor* residual, const Tensor& w,

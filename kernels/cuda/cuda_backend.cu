@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -279,6 +281,41 @@ absl::StatusOr<std::unique_ptr<Backend::Graph>> CudaBackend::Capture(
 
 // ---- cuBLAS GEMMs ----
 
+// Up to 4 rows the skinny kernel beats cuBLAS (measured: Qwen3-8B decode
+// at batch 8 was slower through it than batch 64 through cuBLAS).
+constexpr int64_t kSkinnyRows = 4;
+
+// Decode-sized weights of one type sharing x: one skinny launch, each output
+// bit-identical to its MatMul. Anything else: MatMul per weight.
+absl::Status CudaBackend::MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+                                           absl::Span<const Tensor* const> biases,
+                                           absl::Span<Tensor* const> ys) {
+  const int64_t t = x.shape[0], k = x.shape[1];
+  bool one_launch = ws.size() > 1 && t >= 1 && t <= kSkinnyRows && k > 0;
+  std::optional<DataType> bias_dtype;
+  for (size_t i = 0; one_launch && i < ws.size(); ++i) {
+    one_launch = ws[i]->dtype == ws[0]->dtype && ws[i]->shape[0] > 0 &&
+                 SkinnyGemmApplies(t, k, x.data(), ws[i]->data());
+    if (biases[i] != nullptr && biases[i]->defined()) {
+      if (bias_dtype && *bias_dtype != biases[i]->dtype) one_launch = false;
+      bias_dtype = biases[i]->dtype;
+    }
+  }
+  if (!one_launch) return Backend::MatMulSharedImpl(x, ws, biases, ys);
+  ASSIGN_OR_RETURN(Elem elem, ElemOf(ws[0]->dtype));
+  Elem bias_elem = elem;
+  if (bias_dtype) {
+    ASSIGN_OR_RETURN(bias_elem, ElemOf(*bias_dtype));
+  }
+  std::vector<SkinnyOutput> outputs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const bool has_bias = biases[i] != nullptr && biases[i]->defined();
+    outputs.push_back({ws[i]->data(), ws[i]->shape[0], has_bias ? biases[i]->data() : nullptr,
+                       ys[i]->mutable_data_as<float>()});
+  }
+  return SkinnyGemmShared(x.data_as<float>(), t, k, outputs, elem, bias_elem, s());
+}
+
 absl::Status CudaBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
                                      Tensor* y) {
   const int64_t t = x.shape[0], k = x.shape[1], n = w.shape[0];
@@ -293,12 +330,10 @@ absl::Status CudaBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Ten
     // Row-major y[T,N] = x[T,K] · w[N,K]^T is column-major y^T = w^T' · x':
     // A = w (transposed, lda K), B = x (lda K), C = y (ldc N).
     const float one = 1.0f, zero = 0.0f;
-    // Up to 4 rows the skinny kernel beats cuBLAS (measured: Qwen3-8B decode
-    // at batch 8 was slower through it than batch 64 through cuBLAS). For
+    // Up to kSkinnyRows rows the skinny kernel beats cuBLAS. For
     // float32 weights (the MoE router) cuBLAS SGEMM at one row is a dot +
     // reduce kernel pair; the skinny kernel does it in one memory-bound
     // launch in plain fp32 (no TF32, x not rounded), as SGEMM does.
-    constexpr int64_t kSkinnyRows = 4;
     if (t <= kSkinnyRows && SkinnyGemmApplies(t, k, x.data(), w.data())) {
       // Decode-sized: fp32 activations straight into a memory-bound kernel,
       // bias fused, one launch.

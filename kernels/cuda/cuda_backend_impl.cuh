@@ -47,6 +47,9 @@ class CudaBackend final : public Backend {
 
  protected:
   absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) override;
+  absl::Status MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+                                absl::Span<const Tensor* const> biases,
+                                absl::Span<Tensor* const> ys) override;
   absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) override;
   absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
                           Tensor* y) override;

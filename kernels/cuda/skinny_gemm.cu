@@ -88,6 +88,20 @@ struct Params {
   float* y;  // [t, n]
   int ks;                // K splits per CTA: 1, 2 or 4 (divides kWarps)
   int64_t split_chunks;  // 16-byte chunks per K split, a multiple of kLanesK
+  // SkinnyGemmShared: CTAs [parts[i].cta_begin, parts[i + 1].cta_begin)
+  // compute weight i (its w, n, bias, y, ks and split_chunks replace the
+  // fields above); num_parts 0 for a single weight.
+  struct Part {
+    const void* w;
+    int64_t n;
+    const void* bias;
+    float* y;
+    int ks;
+    int64_t split_chunks;
+    int64_t cta_begin;
+  };
+  int num_parts;
+  Part parts[kMaxSkinnyShared];
 };
 
 // Steps per batch. A batch is kU * kR 16-byte weight loads per thread (at
@@ -195,7 +209,21 @@ __device__ __forceinline__ void Accumulate(float (&acc)[kRows][kR], const uint4 
 
 template <typename T, int kRows, int kR>
 __global__ void __launch_bounds__(kThreads, MinBlocks<T, kRows>())
-    SkinnyGemmKernel(const Params p) {
+    SkinnyGemmKernel(const Params params) {
+  Params p = params;
+  int64_t cta = blockIdx.x;
+  if (p.num_parts > 0) {
+    int m = 0;
+    while (m + 1 < p.num_parts && cta >= params.parts[m + 1].cta_begin) ++m;
+    const Params::Part& part = params.parts[m];
+    p.w = part.w;
+    p.n = part.n;
+    p.bias = part.bias;
+    p.y = part.y;
+    p.ks = part.ks;
+    p.split_chunks = part.split_chunks;
+    cta -= part.cta_begin;
+  }
   constexpr int kU = Unroll<T, kRows, kR>();
   constexpr int kChunk = ChunkElems<T>();
   __shared__ float s_part[kWarps][kSlots][kR][kRows];  // ks > 1 only
@@ -206,7 +234,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<T, kRows>())
   const int groups = kWarps / ks;
   const int group = warp / ks, split = warp % ks;
   const int64_t cta_rows = static_cast<int64_t>(groups) * kSlots * kR;
-  const int64_t cta_row0 = static_cast<int64_t>(blockIdx.x) * cta_rows;
+  const int64_t cta_row0 = cta * cta_rows;
   const int64_t row0 = cta_row0 + (static_cast<int64_t>(group) * kSlots + slot) * kR;
 
   // Rows past N re-read row N-1 (only in the last CTA) and are not stored.
@@ -356,8 +384,16 @@ absl::Status Bad(const char* what, int64_t value) {
 int64_t CtaRows(int ks, int r) { return static_cast<int64_t>(kWarps / ks) * kSlots * r; }
 
 template <typename T, int kRows, int kR>
-absl::Status Launch(const Params& p, cudaStream_t stream) {
-  const int64_t ctas = CeilDiv(p.n, CtaRows(p.ks, kR));
+absl::Status Launch(Params p, cudaStream_t stream) {
+  int64_t ctas = 0;
+  if (p.num_parts == 0) {
+    ctas = CeilDiv(p.n, CtaRows(p.ks, kR));
+  } else {
+    for (int i = 0; i < p.num_parts; ++i) {
+      p.parts[i].cta_begin = ctas;
+      ctas += CeilDiv(p.parts[i].n, CtaRows(p.parts[i].ks, kR));
+    }
+  }
   if (ctas > INT_MAX) return Bad("n too large:", p.n);
   SkinnyGemmKernel<T, kRows, kR><<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p);
   return LaunchStatus("SkinnyGemmKernel");
@@ -375,18 +411,43 @@ absl::Status LaunchRows(const Params& p, int r, cudaStream_t stream) {
 // Launch shape from (N, K, T's chunk size, SMs) only, so the summation
 // order (ks) never depends on the number of token rows.
 template <typename T>
-absl::Status LaunchType(Params p, cudaStream_t stream) {
-  const int64_t sms = NumSms();
-  const int64_t chunks = p.k / ChunkElems<T>();
+int KSplits(int64_t n, int64_t chunks, int64_t sms) {
   int ks = 1;
-  while (ks < kMaxSplits && CeilDiv(p.n, CtaRows(ks, 4)) < 2 * sms &&
+  while (ks < kMaxSplits && CeilDiv(n, CtaRows(ks, 4)) < 2 * sms &&
          chunks >= 2 * kLanesK * (2 * ks)) {
     ks *= 2;
   }
+  return ks;
+}
+
+// Each weight keeps the K split a launch of its own would use, so its
+// outputs are bit-identical to SkinnyGemm's; r (rows per slot) does not
+// change the sums and is chosen for the launch as a whole.
+template <typename T>
+absl::Status LaunchType(Params p, cudaStream_t stream) {
+  const int64_t sms = NumSms();
+  const int64_t chunks = p.k / ChunkElems<T>();
+  auto split_chunks = [&](int ks) { return CeilDiv(CeilDiv(chunks, ks), kLanesK) * kLanesK; };
   int r = 4;
-  while (r > 1 && CeilDiv(p.n, CtaRows(ks, r)) < sms) r /= 2;
-  p.ks = ks;
-  p.split_chunks = CeilDiv(CeilDiv(chunks, ks), kLanesK) * kLanesK;
+  if (p.num_parts == 0) {
+    const int ks = KSplits<T>(p.n, chunks, sms);
+    while (r > 1 && CeilDiv(p.n, CtaRows(ks, r)) < sms) r /= 2;
+    p.ks = ks;
+    p.split_chunks = split_chunks(ks);
+  } else {
+    for (int i = 0; i < p.num_parts; ++i) {
+      p.parts[i].ks = KSplits<T>(p.parts[i].n, chunks, sms);
+      p.parts[i].split_chunks = split_chunks(p.parts[i].ks);
+    }
+    auto total_ctas = [&](int rows) {
+      int64_t c = 0;
+      for (int i = 0; i < p.num_parts; ++i) c += CeilDiv(p.parts[i].n, CtaRows(p.parts[i].ks, rows));
+      return c;
+    };
+    while (r > 1 && total_ctas(r) < sms) r /= 2;
+    p.w = p.parts[0].w;
+    p.n = p.parts[0].n;
+  }
 
   if (p.t == 1) return LaunchRows<T, 1>(p, r, stream);
   if (p.t == 2) return LaunchRows<T, 2>(p, r, stream);
@@ -434,6 +495,51 @@ absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Ele
   p.bias = bias;
   p.bias_type = bias_type;
   p.y = y;
+  return DispatchElem(
+      w_type, [&](auto tag) -> absl::Status { return LaunchType<decltype(tag)>(p, stream); });
+}
+
+absl::Status SkinnyGemmShared(const float* x, int64_t t, int64_t k,
+                              absl::Span<const SkinnyOutput> outputs, Elem w_type, Elem bias_type,
+                              cudaStream_t stream) {
+  if (outputs.empty()) return absl::OkStatus();
+  if (outputs.size() > static_cast<size_t>(kMaxSkinnyShared)) {
+    return Bad("at most 4 weights share an input, got", static_cast<int64_t>(outputs.size()));
+  }
+  if (outputs.size() == 1) {
+    return SkinnyGemm(x, t, k, outputs[0].w, w_type, outputs[0].n, outputs[0].bias, bias_type,
+                      outputs[0].y, stream);
+  }
+  if (t < 1 || t > kMaxSkinnyRows) return Bad("rows must be in [1, 16], got", t);
+  if (k < 0 || k > kMaxK || k % kKMultiple != 0) {
+    return Bad("k must be a multiple of 8 in [0, 2^27), got", k);
+  }
+  if (x == nullptr || !AlignedTo(x, 16)) {
+    return absl::InvalidArgumentError("SkinnyGemm: x must be non-null and 16-byte aligned");
+  }
+  if (w_type != Elem::kF32 && w_type != Elem::kBF16 && w_type != Elem::kF16) {
+    return absl::InvalidArgumentError("SkinnyGemm: unknown weight element type");
+  }
+  Params p{};
+  p.x = x;
+  p.t = t;
+  p.k = k;
+  p.bias_type = bias_type;
+  for (const SkinnyOutput& o : outputs) {
+    if (o.n < 1) return Bad("every n must be positive, got", o.n);
+    if (o.w == nullptr || o.y == nullptr || !AlignedTo(o.w, 16)) {
+      return absl::InvalidArgumentError("SkinnyGemm: null or misaligned w, or null y");
+    }
+    if (o.bias != nullptr && bias_type != Elem::kF32 && bias_type != Elem::kBF16 &&
+        bias_type != Elem::kF16) {
+      return absl::InvalidArgumentError("SkinnyGemm: unknown bias element type");
+    }
+    Params::Part& part = p.parts[p.num_parts++];
+    part.w = o.w;
+    part.n = o.n;
+    part.bias = o.bias;
+    part.y = o.y;
+  }
   return DispatchElem(
       w_type, [&](auto tag) -> absl::Status { return LaunchType<decltype(tag)>(p, stream); });
 }

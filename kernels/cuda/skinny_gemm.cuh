@@ -9,12 +9,15 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace epserve::kernels::cuda {
 
 // Most activation rows (tokens) SkinnyGemm takes.
 inline constexpr int64_t kMaxSkinnyRows = 16;
+// Most weights SkinnyGemmShared takes.
+inline constexpr int kMaxSkinnyShared = 4;
 
 // Whether SkinnyGemm takes t rows of width k at these pointers:
 // 1 <= t <= kMaxSkinnyRows, 0 <= k < 2^27, k % 8 == 0, x and w 16-byte
@@ -39,5 +42,21 @@ bool SkinnyGemmApplies(int64_t t, int64_t k, const void* x, const void* w);
 absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Elem w_type,
                         int64_t n, const void* bias, Elem bias_type, float* y,
                         cudaStream_t stream);
+
+// One weight of SkinnyGemmShared: y[T, n] = x · w[n, K]^T (+ bias[n]).
+struct SkinnyOutput {
+  const void* w;
+  int64_t n;
+  const void* bias;  // or null
+  float* y;
+};
+
+// SkinnyGemm for up to kMaxSkinnyShared weights of one type reading the same
+// x (the q, k and v projections), in one launch: each output bit-identical
+// to its own SkinnyGemm (same K split). Same requirements as SkinnyGemm for
+// each weight; biases, where present, all of bias_type.
+absl::Status SkinnyGemmShared(const float* x, int64_t t, int64_t k,
+                              absl::Span<const SkinnyOutput> outputs, Elem w_type, Elem bias_type,
+                              cudaStream_t stream);
 
 }  // namespace epserve::kernels::cuda

@@ -7,7 +7,7 @@
 //
 // Tolerances (max |gpu - cpu| / max |cpu| over the output):
 //   MatMul, float32 weights ........ 1e-5  (same fp32 math, another summation order)
-//   MoeGate weights ................ 1e-6  (expf vs std::exp, another sum order)
+//   MoeGate weights ................ 4e-6  (expf within 2 ulp of std::exp, another sum order)
 //   MoeGate ids, permutations ...... exact
 //   skinny rows at T = 1 vs T = 4 .. exact (the kernel's batch invariance)
 #include <gtest/gtest.h>
@@ -94,6 +94,57 @@ TEST_F(CudaMoeSmallTest, MatMulFloat32WeightsAtFewRowsMatchesCpu) {
       EXPECT_LE(MaxRelError(Down(y), ToVector(y_cpu)), 1e-5);
     }
   }
+}
+
+// MatMulShared (the q, k and v projections in one launch at decode sizes)
+// gives each output the exact bits of its own MatMul: Qwen3-30B-A3B's and
+// Mixtral's projections, Qwen2's biased ones, every weight type, 1..5 rows
+// (5: the per-weight fallback), and mixed weight types (the fallback).
+TEST_F(CudaMoeSmallTest, MatMulSharedIsBitIdenticalToMatMulPerWeight) {
+  struct Qkv {
+    int64_t hidden, q, kv;
+    bool bias;
+  };
+  for (const Qkv& sh : {Qkv{2048, 4096, 512, false}, Qkv{4096, 4096, 1024, false},
+                        Qkv{3584, 3584, 512, true}}) {
+    for (DataType wt : {DataType::kBFloat16, DataType::kFloat16, DataType::kFloat32}) {
+      for (int64_t t : {1, 2, 3, 4, 5}) {
+        SCOPED_TRACE(::testing::Message() << "hidden=" << sh.hidden << " q=" << sh.q << " kv="
+                                          << sh.kv << " " << DtypeName(wt) << " T=" << t);
+        Tensor x = Up(MakeF32({t, sh.hidden}, Random(t * sh.hidden, 300 + t)));
+        const int64_t ns[3] = {sh.q, sh.kv, sh.kv};
+        Tensor w[3], b[3], shared[3], single[3];
+        for (int i = 0; i < 3; ++i) {
+          w[i] = Up(MakeTyped(wt, {ns[i], sh.hidden},
+                              Random(ns[i] * sh.hidden, 310 + i, -0.05f, 0.05f)));
+          if (sh.bias) b[i] = Up(MakeTyped(wt, {ns[i]}, Random(ns[i], 320 + i)));
+          shared[i] = GpuEmpty(DataType::kFloat32, {t, ns[i]});
+          single[i] = GpuEmpty(DataType::kFloat32, {t, ns[i]});
+          ASSERT_TRUE(gpu_->MatMul(x, w[i], b[i], &single[i]).ok());
+        }
+        const Tensor* ws[] = {&w[0], &w[1], &w[2]};
+        const Tensor* bs[] = {&b[0], &b[1], &b[2]};
+        Tensor* ys[] = {&shared[0], &shared[1], &shared[2]};
+        absl::Status st = gpu_->MatMulShared(x, ws, bs, ys);
+        ASSERT_TRUE(st.ok()) << st;
+        for (int i = 0; i < 3; ++i) EXPECT_EQ(Down(shared[i]), Down(single[i])) << "weight " << i;
+      }
+    }
+  }
+  // Mixed weight types: one MatMul each, same bits.
+  Tensor x = Up(MakeF32({1, 256}, Random(256, 330)));
+  Tensor w0 = Up(MakeTyped(DataType::kBFloat16, {64, 256}, Random(64 * 256, 331)));
+  Tensor w1 = Up(MakeTyped(DataType::kFloat32, {32, 256}, Random(32 * 256, 332)));
+  Tensor y0 = GpuEmpty(DataType::kFloat32, {1, 64}), y1 = GpuEmpty(DataType::kFloat32, {1, 32});
+  Tensor r0 = GpuEmpty(DataType::kFloat32, {1, 64}), r1 = GpuEmpty(DataType::kFloat32, {1, 32});
+  const Tensor* ws[] = {&w0, &w1};
+  const Tensor* bs[] = {nullptr, nullptr};
+  Tensor* ys[] = {&y0, &y1};
+  ASSERT_TRUE(gpu_->MatMulShared(x, ws, bs, ys).ok());
+  ASSERT_TRUE(gpu_->MatMul(x, w0, Tensor{}, &r0).ok());
+  ASSERT_TRUE(gpu_->MatMul(x, w1, Tensor{}, &r1).ok());
+  EXPECT_EQ(Down(y0), Down(r0));
+  EXPECT_EQ(Down(y1), Down(r1));
 }
 
 TEST_F(CudaMoeSmallTest, MatMulFloat32RowIsTheSameBitsAtOneAndFourRows) {
@@ -188,7 +239,7 @@ TEST_F(CudaMoeSmallTest, MoeGateMatchesCpuAtFewAndManyRows) {
           Tensor w = GpuEmpty(DataType::kFloat32, {t, k});
           ASSERT_TRUE(gpu_->MoeGate(Up(lg), k, renorm, &ids, &w).ok());
           ASSERT_EQ(DownInt(ids), ToIntVector(ids_cpu));
-          ASSERT_LE(MaxRelError(Down(w), ToVector(w_cpu)), 1e-6);
+          ASSERT_LE(MaxRelError(Down(w), ToVector(w_cpu)), 4e-6);
         }
       }
     }

@@ -81,6 +81,43 @@ TEST(MatMulErrors, NameTheArgument) {
   EXPECT_THAT(s.message(), HasSubstr("MatMul: w: expected a tensor"));
 }
 
+// MatMulShared computes each weight as MatMul does (the CPU default runs
+// MatMul per weight), and names the argument that is wrong.
+TEST(MatMulShared, EqualsMatMulPerWeightAndNamesBadArguments) {
+  auto backend = cpu::CreateCpuBackend();
+  Tensor x = MakeF32({3, 16}, Random(48, 40));
+  Tensor w0 = MakeTyped(DataType::kBFloat16, {8, 16}, Random(128, 41));
+  Tensor w1 = MakeF32({4, 16}, Random(64, 42));
+  Tensor b1 = MakeF32({4}, Random(4, 43));
+  Tensor y0 = Zeros({3, 8}), y1 = Zeros({3, 4}), r0 = Zeros({3, 8}), r1 = Zeros({3, 4});
+  const Tensor* ws[] = {&w0, &w1};
+  const Tensor* bs[] = {nullptr, &b1};
+  Tensor* ys[] = {&y0, &y1};
+  ASSERT_TRUE(backend->MatMulShared(x, ws, bs, ys).ok());
+  ASSERT_TRUE(backend->MatMul(x, w0, Tensor{}, &r0).ok());
+  ASSERT_TRUE(backend->MatMul(x, w1, b1, &r1).ok());
+  EXPECT_EQ(ToVector(y0), ToVector(r0));
+  EXPECT_EQ(ToVector(y1), ToVector(r1));
+
+  Tensor bad_y = Zeros({3, 5});
+  Tensor* bad_ys[] = {&y0, &bad_y};
+  absl::Status s = backend->MatMulShared(x, ws, bs, bad_ys);
+  EXPECT_THAT(s.message(), HasSubstr("MatMulShared: ys[1]")) << s;
+  Tensor bad_w = MakeF32({4, 15}, Random(60, 44));
+  const Tensor* bad_ws[] = {&w0, &bad_w};
+  s = backend->MatMulShared(x, bad_ws, bs, ys);
+  EXPECT_THAT(s.message(), HasSubstr("MatMulShared: ws[1]")) << s;
+  const Tensor* one_bias[] = {nullptr};
+  s = backend->MatMulShared(x, ws, one_bias, ys);
+  EXPECT_THAT(s.message(), HasSubstr("biases, ys")) << s;
+  Tensor* aliasing[] = {&y0, &x};
+  Tensor w_sq = MakeF32({16, 16}, Random(256, 45));
+  const Tensor* sq_ws[] = {&w0, &w_sq};
+  const Tensor* no_bias[] = {nullptr, nullptr};
+  s = backend->MatMulShared(x, sq_ws, no_bias, aliasing);
+  EXPECT_THAT(s.message(), HasSubstr("ys[1]")) << s;
+}
+
 TEST(Embedding, GathersAndWidens) {
   auto backend = cpu::CreateCpuBackend();
   for (DataType dt : {DataType::kFloat32, DataType::kBFloat16, DataType::kFloat16}) {

@@ -46,9 +46,10 @@ absl::Status AttentionBlock::Forward(kernels::Backend& backend, const StepBatch&
   ASSIGN_OR_RETURN(kernels::Tensor q, backend.Empty(DataType::kFloat32, {t, q_width}));
   ASSIGN_OR_RETURN(kernels::Tensor k, backend.Empty(DataType::kFloat32, {t, kv_width}));
   ASSIGN_OR_RETURN(kernels::Tensor v, backend.Empty(DataType::kFloat32, {t, kv_width}));
-  RETURN_IF_ERROR(backend.MatMul(x, w_->q_proj, w_->q_bias, &q));
-  RETURN_IF_ERROR(backend.MatMul(x, w_->k_proj, w_->k_bias, &k));
-  RETURN_IF_ERROR(backend.MatMul(x, w_->v_proj, w_->v_bias, &v));
+  const kernels::Tensor* ws[] = {&w_->q_proj, &w_->k_proj, &w_->v_proj};
+  const kernels::Tensor* biases[] = {&w_->q_bias, &w_->k_bias, &w_->v_bias};
+  kernels::Tensor* ys[] = {&q, &k, &v};
+  RETURN_IF_ERROR(backend.MatMulShared(x, ws, biases, ys));
   if (shape_.qk_norm == QkNormKind::kFull) {  // OLMoE: one norm across all heads
     RETURN_IF_ERROR(backend.RmsNorm(q, w_->q_norm, shape_.norm_eps, &q));
     RETURN_IF_ERROR(backend.RmsNorm(k, w_->k_norm, shape_.norm_eps, &k));
