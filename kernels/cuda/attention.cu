@@ -319,8 +319,6 @@ __device__ void WriteBadVectors(const KernelArgs& a, int head_dim, int kv_head, 
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) DecodeKernel(const KernelArgs a) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   constexpr int kChunks = D / 32;     // 16-byte pieces per lane of a token row
   constexpr bool kEarlyV = D <= 128;  // V loads issued with K (registers permitting)
   __shared__ float sm_o[kWarps][kDecodeHeads][D];
@@ -962,8 +960,6 @@ __global__ void __launch_bounds__(kThreads) GenericKernel(const KernelArgs a) {
 // over the splits with l_k > 0; zeros when any split marked the row bad.
 template <int D>
 __global__ void __launch_bounds__(kThreads) CombineKernel(const KernelArgs a) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t items = static_cast<int64_t>(a.num_tokens) * a.num_q_heads;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -1112,8 +1108,8 @@ absl::Status Launch(const KernelArgs& a, const PagedAttentionParams& p, cudaStre
     if (IsDecodeBatch(p)) {
       const int64_t blocks = p.num_seqs * a.num_splits * CeilDiv(group, kDecodeHeads);
       const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.num_kv_heads));
-      RETURN_IF_ERROR(LaunchPdl("PagedAttention decode", DecodeKernel<T, D>, grid, dim3(kThreads),
-                                0, stream, a));
+      DecodeKernel<T, D><<<grid, kThreads, 0, stream>>>(a);
+      RETURN_IF_ERROR(LaunchStatus("PagedAttention decode"));
     } else {
       constexpr int kSmem = PrefillShape<D>::kSmemBytes;
       RETURN_IF_ERROR(AllowSmem(PrefillKernel<T, D>, kSmem));
@@ -1133,9 +1129,8 @@ absl::Status Launch(const KernelArgs& a, const PagedAttentionParams& p, cudaStre
   }
   if (a.num_splits > 1) {
     const int64_t items = p.num_tokens * p.num_q_heads;
-    RETURN_IF_ERROR(LaunchPdl("PagedAttention combine", CombineKernel<D>,
-                              dim3(static_cast<unsigned>(CeilDiv(items, kWarps))), dim3(kThreads),
-                              0, stream, a));
+    CombineKernel<D><<<static_cast<unsigned>(CeilDiv(items, kWarps)), kThreads, 0, stream>>>(a);
+    RETURN_IF_ERROR(LaunchStatus("PagedAttention combine"));
   }
   return absl::OkStatus();
 }

@@ -38,8 +38,6 @@ constexpr int64_t kMaxHeadDim = 32 * kNormCache * 4;
 template <bool kNeox, typename T>
 __global__ void __launch_bounds__(kMaxWarps * 32, 4)
     AttentionPrologueKernel(AttentionPrologueParams p) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   constexpr int kPairs = kNeox ? 4 : 2;  // float4 accesses in RopeStep
   // [cos | sin] (D floats), then D floats per warp; float4 for alignment.
   extern __shared__ float4 smem_raw[];
@@ -102,8 +100,8 @@ absl::Status Launch(const AttentionPrologueParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned int>(std::min(p.num_tokens, kMaxBlocks)),
                   static_cast<unsigned int>(CeilDiv(heads, warps)));
   const size_t smem = static_cast<size_t>(p.head_dim) * (1 + warps) * sizeof(float);
-  return LaunchPdl("AttentionPrologue", AttentionPrologueKernel<kNeox, T>, grid,
-                   dim3(static_cast<unsigned>(warps * 32)), smem, stream, p);
+  AttentionPrologueKernel<kNeox, T><<<grid, warps * 32, smem, stream>>>(p);
+  return LaunchStatus("AttentionPrologue");
 }
 
 }  // namespace

@@ -3,11 +3,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <optional>
-#include <string>
 #include <utility>
 #include <vector>
 
@@ -282,14 +280,6 @@ absl::StatusOr<std::unique_ptr<Backend::Graph>> CudaBackend::Capture(
 }
 
 // ---- cuBLAS GEMMs ----
-
-bool PdlEnabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("EPSERVE_DISABLE_PDL");
-    return env == nullptr || std::string(env) != "1";
-  }();
-  return enabled;
-}
 
 // Up to 4 rows the skinny kernel beats cuBLAS (measured: Qwen3-8B decode
 // at batch 8 was slower through it than batch 64 through cuBLAS).

@@ -12,11 +12,9 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -96,54 +94,5 @@ inline absl::Status LaunchStatus(const char* kernel) {
 }
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// ---- Programmatic dependent launch (sm_90) ----------------------------------
-//
-// A kernel launched with LaunchPdl may begin while the kernel before it on
-// the stream is still finishing: its CTAs are scheduled as soon as every CTA
-// of the previous kernel has started, and wait in PdlWait() until that
-// kernel has completed and its memory is visible. Every kernel launched with
-// LaunchPdl calls PdlWait() before it reads or writes any global memory (its
-// first statement), so only launch latency and CTA scheduling overlap; data
-// dependencies are exactly those of ordinary stream order (transitively, as
-// every such kernel waits for its predecessor). PdlLaunchDependents() lets
-// the next kernel be scheduled right away. On older GPUs, or launched
-// without the attribute, both are no-ops. EPSERVE_DISABLE_PDL=1 launches
-// without the attribute (for measurement).
-__device__ __forceinline__ void PdlWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void PdlLaunchDependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-bool PdlEnabled();
-
-template <typename... KernelArgs, typename... Args>
-absl::Status LaunchPdl(const char* name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
-                       size_t smem, cudaStream_t stream, Args&&... args) {
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attribute;
-  config.numAttrs = PdlEnabled() ? 1 : 0;
-  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    return absl::InternalError(absl::StrCat("CUDA kernel ", name, " failed to launch: ",
-                                            cudaGetErrorName(err), " (", cudaGetErrorString(err),
-                                            ")"));
-  }
-  return LaunchStatus(name);
-}
 
 }  // namespace epserve::kernels::cuda

@@ -246,8 +246,6 @@ struct FillDummyOp {
 template <int W, bool kWarp>
 __global__ void RmsNormKernel(const float* x, float* residual, const float* w, float eps,
                               int64_t rows, int64_t hidden, float* y) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   __shared__ float smem[32];
   if constexpr (kWarp) {
     const int warps = blockDim.x / 32;
@@ -273,16 +271,15 @@ absl::Status LaunchRmsNorm(const float* x, float* residual, const float* w, floa
   const int64_t num_packs = hidden / W;
   if (num_packs <= 32 * kNormCache) {
     constexpr int kRowsPerBlock = kThreads / 32;
-    return LaunchPdl("RmsNorm", RmsNormKernel<W, true>, dim3(Blocks(rows, kRowsPerBlock)),
-                     dim3(kThreads), 0, stream, x, residual, w, eps, rows, hidden, y);
+    RmsNormKernel<W, true><<<Blocks(rows, kRowsPerBlock), kThreads, 0, stream>>>(
+        x, residual, w, eps, rows, hidden, y);
   } else {
     // Enough threads that the register cache holds the row (up to 1024).
     const int64_t threads =
         std::min<int64_t>(1024, CeilDiv(CeilDiv(num_packs, kNormCache), 32) * 32);
-    return LaunchPdl("RmsNorm", RmsNormKernel<W, false>,
-                     dim3(static_cast<unsigned int>(std::min(rows, kMaxBlocks))),
-                     dim3(static_cast<unsigned int>(threads)), 0, stream, x, residual, w, eps, rows,
-                     hidden, y);
+    RmsNormKernel<W, false>
+        <<<static_cast<unsigned int>(std::min(rows, kMaxBlocks)),
+           static_cast<unsigned int>(threads), 0, stream>>>(x, residual, w, eps, rows, hidden, y);
   }
   return LaunchStatus("RmsNorm");
 }

@@ -274,8 +274,6 @@ struct GemvShape {
 
 template <typename T, int kMi, int kNj, bool kFused>
 __global__ void __launch_bounds__(kGemvThreads, 1) GemvKernel(const Problem p) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   using S = GemvShape<kMi, kNj, kFused>;
   constexpr int kMats = S::kMats;
   constexpr int kStages = S::kStages;
@@ -444,8 +442,6 @@ constexpr int kTcLd = kTcBk + 8;  // 80-byte smem rows: ldmatrix bank-conflict f
 
 template <typename T, int kBm>
 __global__ void __launch_bounds__(kTcThreads, 2) TcKernel(const Problem p) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   constexpr int kWm = kBm / 2;                         // warp tile rows
   constexpr int kMi = kWm / 16;                        // m16 tiles per warp
   constexpr int kNi = 4;                               // n8 tiles per warp (32 columns)
@@ -588,8 +584,6 @@ static_assert(kF32Bm == kF32Bn && kF32Bm * kF32Bk % kF32Threads == 0,
               "F32Kernel loads both tiles in one loop");
 
 __global__ void __launch_bounds__(kF32Threads) F32Kernel(const Problem p) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   __shared__ float s_a[kF32Bk][kF32Bm + 4];
   __shared__ float s_b[kF32Bk][kF32Bn + 4];
   __shared__ int s_off[kMaxExperts + 1];
@@ -697,8 +691,8 @@ absl::Status Launch(void (*kernel)(Problem), const char* name, int64_t bm, int64
     return Bad("GroupedExpertMatMul", absl::StrCat("n = ", p.n, " is too large"));
   }
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(n_tiles));
-  return LaunchPdl(name, kernel, grid, dim3(static_cast<unsigned>(threads)),
-                   static_cast<size_t>(smem), stream, p);
+  kernel<<<grid, threads, smem, stream>>>(p);
+  return LaunchStatus(name);
 }
 
 template <typename T, int kMi, int kNj, bool kFused>

@@ -71,8 +71,6 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32)
     MoeGateWarpKernel(const float* __restrict__ logits, int num_tokens, int num_experts, int top_k,
                       bool renormalize, int32_t* __restrict__ topk_ids,
                       float* __restrict__ topk_weights) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x >> 5) + warp;
   if (row >= num_tokens) return;  // whole warps: the rest of the warp stays
@@ -371,8 +369,6 @@ __global__ void __launch_bounds__(32)
                              int32_t* __restrict__ expert_offsets,
                              int32_t* __restrict__ permuted_to_assignment,
                              int32_t* __restrict__ assignment_to_permuted, uint32_t* errors) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   extern __shared__ int warp_sort_smem[];
   int* cursor = warp_sort_smem;  // [E]: counts, then next free row
   const int e_count = num_experts;
@@ -439,8 +435,6 @@ __global__ void __launch_bounds__(kGatherWarps * 32)
     MoeGatherRowsKernel(const float* __restrict__ hidden,
                         const int32_t* __restrict__ permuted_to_assignment, int num_rows, int top_k,
                         int hidden_size, float* __restrict__ rows) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   const int r = blockIdx.x * kGatherWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= num_rows) return;
@@ -470,8 +464,6 @@ __global__ void __launch_bounds__(kUnpermuteThreads)
     MoeUnpermuteKernel(const float* __restrict__ expert_out, const float* __restrict__ topk_weights,
                        const int32_t* __restrict__ assignment_to_permuted, int top_k,
                        int num_assignments, int hidden_size, float* __restrict__ out) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   const int64_t t = blockIdx.x;
   const int c = blockIdx.y * kUnpermuteThreads + threadIdx.x;
   const int width = kVec4 ? hidden_size / 4 : hidden_size;
@@ -530,26 +522,21 @@ absl::Status MoeGate(const float* router_logits, int64_t num_tokens, int64_t num
     const int t = static_cast<int>(num_tokens), e = static_cast<int>(num_experts),
               k = static_cast<int>(top_k);
     if (per_lane <= 1) {
-      return LaunchPdl("MoeGateWarpKernel", MoeGateWarpKernel<1>, dim3(blocks),
-                       dim3(static_cast<unsigned>(warps * 32)), 0, stream, router_logits, t, e,
-                       k, renormalize, topk_ids, topk_weights);
+      MoeGateWarpKernel<1><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
     } else if (per_lane <= 2) {
-      return LaunchPdl("MoeGateWarpKernel", MoeGateWarpKernel<2>, dim3(blocks),
-                       dim3(static_cast<unsigned>(warps * 32)), 0, stream, router_logits, t, e,
-                       k, renormalize, topk_ids, topk_weights);
+      MoeGateWarpKernel<2><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
     } else if (per_lane <= 4) {
-      return LaunchPdl("MoeGateWarpKernel", MoeGateWarpKernel<4>, dim3(blocks),
-                       dim3(static_cast<unsigned>(warps * 32)), 0, stream, router_logits, t, e,
-                       k, renormalize, topk_ids, topk_weights);
+      MoeGateWarpKernel<4><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
     } else if (per_lane <= 8) {
-      return LaunchPdl("MoeGateWarpKernel", MoeGateWarpKernel<8>, dim3(blocks),
-                       dim3(static_cast<unsigned>(warps * 32)), 0, stream, router_logits, t, e,
-                       k, renormalize, topk_ids, topk_weights);
+      MoeGateWarpKernel<8><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                              topk_ids, topk_weights);
     } else {
       static_assert(kGateMaxPerLane == 16);
-      return LaunchPdl("MoeGateWarpKernel", MoeGateWarpKernel<16>, dim3(blocks),
-                       dim3(static_cast<unsigned>(warps * 32)), 0, stream, router_logits, t, e,
-                       k, renormalize, topk_ids, topk_weights);
+      MoeGateWarpKernel<16><<<blocks, warps * 32, 0, stream>>>(router_logits, t, e, k, renormalize,
+                                                               topk_ids, topk_weights);
     }
     return LaunchStatus("MoeGateWarpKernel");
   }
@@ -598,10 +585,10 @@ absl::Status MoePermute(const float* hidden, const int32_t* topk_ids, int64_t nu
   const int e = static_cast<int>(num_experts);
   if (r <= kWarpSortMaxAssignments) {
     // Decode: one warp, no block barriers (E ints of shared memory, <= 16 KiB).
-    RETURN_IF_ERROR(LaunchPdl("MoePermuteSortWarpKernel", MoePermuteSortWarpKernel, dim3(1),
-                              dim3(32), sizeof(int) * static_cast<size_t>(e), stream, topk_ids,
-                              static_cast<int>(r), e, expert_offsets, permuted_to_assignment,
-                              assignment_to_permuted, errors));
+    MoePermuteSortWarpKernel<<<1, 32, sizeof(int) * static_cast<size_t>(e), stream>>>(
+        topk_ids, static_cast<int>(r), e, expert_offsets, permuted_to_assignment,
+        assignment_to_permuted, errors);
+    RETURN_IF_ERROR(LaunchStatus("MoePermuteSortWarpKernel"));
   } else {
     // num_warps * E <= 8192 keeps the shared memory at most 48 KiB.
     const int num_warps = std::max(1, std::min(32, 8192 / e));
@@ -616,15 +603,13 @@ absl::Status MoePermute(const float* hidden, const int32_t* topk_ids, int64_t nu
   const unsigned blocks = static_cast<unsigned>(CeilDiv(r, kGatherWarps));
   const bool vec4 = hidden_size % 4 == 0 && Aligned16(hidden) && Aligned16(rows);
   if (vec4) {
-    return LaunchPdl("MoeGatherRowsKernel", MoeGatherRowsKernel<true>, dim3(blocks),
-                     dim3(kGatherWarps * 32), 0, stream, hidden, permuted_to_assignment,
-                     static_cast<int>(r), static_cast<int>(top_k), static_cast<int>(hidden_size),
-                     rows);
+    MoeGatherRowsKernel<true><<<blocks, kGatherWarps * 32, 0, stream>>>(
+        hidden, permuted_to_assignment, static_cast<int>(r), static_cast<int>(top_k),
+        static_cast<int>(hidden_size), rows);
   } else {
-    return LaunchPdl("MoeGatherRowsKernel", MoeGatherRowsKernel<false>, dim3(blocks),
-                     dim3(kGatherWarps * 32), 0, stream, hidden, permuted_to_assignment,
-                     static_cast<int>(r), static_cast<int>(top_k), static_cast<int>(hidden_size),
-                     rows);
+    MoeGatherRowsKernel<false><<<blocks, kGatherWarps * 32, 0, stream>>>(
+        hidden, permuted_to_assignment, static_cast<int>(r), static_cast<int>(top_k),
+        static_cast<int>(hidden_size), rows);
   }
   return LaunchStatus("MoeGatherRowsKernel");
 }
@@ -654,15 +639,13 @@ absl::Status MoeUnpermute(const float* expert_out, const float* topk_weights,
   }
   const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(chunks));
   if (vec4) {
-    return LaunchPdl("MoeUnpermuteKernel", MoeUnpermuteKernel<true>, grid,
-                     dim3(kUnpermuteThreads), 0, stream, expert_out, topk_weights,
-                     assignment_to_permuted, static_cast<int>(top_k), static_cast<int>(r),
-                     static_cast<int>(hidden_size), out);
+    MoeUnpermuteKernel<true><<<grid, kUnpermuteThreads, 0, stream>>>(
+        expert_out, topk_weights, assignment_to_permuted, static_cast<int>(top_k),
+        static_cast<int>(r), static_cast<int>(hidden_size), out);
   } else {
-    return LaunchPdl("MoeUnpermuteKernel", MoeUnpermuteKernel<false>, grid,
-                     dim3(kUnpermuteThreads), 0, stream, expert_out, topk_weights,
-                     assignment_to_permuted, static_cast<int>(top_k), static_cast<int>(r),
-                     static_cast<int>(hidden_size), out);
+    MoeUnpermuteKernel<false><<<grid, kUnpermuteThreads, 0, stream>>>(
+        expert_out, topk_weights, assignment_to_permuted, static_cast<int>(top_k),
+        static_cast<int>(r), static_cast<int>(hidden_size), out);
   }
   return LaunchStatus("MoeUnpermuteKernel");
 }

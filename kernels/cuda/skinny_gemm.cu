@@ -210,8 +210,6 @@ __device__ __forceinline__ void Accumulate(float (&acc)[kRows][kR], const uint4 
 template <typename T, int kRows, int kR>
 __global__ void __launch_bounds__(kThreads, MinBlocks<T, kRows>())
     SkinnyGemmKernel(const Params params) {
-  PdlWait();  // LaunchPdl: the previous kernel has finished
-  PdlLaunchDependents();
   Params p = params;
   int64_t cta = blockIdx.x;
   if (p.num_parts > 0) {
@@ -397,8 +395,8 @@ absl::Status Launch(Params p, cudaStream_t stream) {
     }
   }
   if (ctas > INT_MAX) return Bad("n too large:", p.n);
-  return LaunchPdl("SkinnyGemmKernel", SkinnyGemmKernel<T, kRows, kR>,
-                   dim3(static_cast<unsigned>(ctas)), dim3(kThreads), 0, stream, p);
+  SkinnyGemmKernel<T, kRows, kR><<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p);
+  return LaunchStatus("SkinnyGemmKernel");
 }
 
 template <typename T, int kRows>
