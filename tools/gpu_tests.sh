@@ -5,7 +5,8 @@
 # paths of the build they came from (/work/main, /work/main/build/bin), so
 # those are linked to this checkout first. Logs go to $OUT (default /tmp).
 #
-#   tools/device_bundle.sh cuda_ops_test models_parity_test step_executor_test \
+#   tools/device_bundle.sh cuda_ops_test cuda_sampling_test cuda_moe_small_test \
+#       cuda_attention_prologue_test models_parity_test step_executor_test \
 #       serving_test epserve-router epserve-worker epserve-run epserve
 #   device: tools/gpu_tests.sh
 set -uo pipefail
@@ -29,6 +30,9 @@ run() {  # name, env..., command
 }
 B=.device/bin
 run cuda_ops timeout 300 $B/cuda_ops_test
+run cuda_sampling timeout 300 $B/cuda_sampling_test
+run cuda_moe_small timeout 300 $B/cuda_moe_small_test
+run cuda_attention_prologue timeout 300 $B/cuda_attention_prologue_test
 run models_parity_gpu EPSERVE_TEST_DEVICE=cuda:0 timeout 600 $B/models_parity_test
 run step_executor_gpu_eager EPSERVE_TEST_DEVICE=cuda:0 timeout 300 $B/step_executor_test
 run step_executor_gpu_graphs EPSERVE_TEST_DEVICE=cuda:0 EPSERVE_TEST_GRAPHS=1 timeout 300 \
