@@ -103,25 +103,8 @@ __device__ __forceinline__ void NormRow(const float* x, float* residual, const f
   const int64_t num_packs = hidden / W;
   Pack<W> cache[kNormCache];
   float sum = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kNormCache; ++k) {
-    const int64_t p = lane + static_cast<int64_t>(k) * group_size;
-    if (p < num_packs) {
-      Pack<W> a = Load<float, W>(x + p * W);
-      if (residual != nullptr) {
-        const Pack<W> r = Load<float, W>(residual + p * W);
-#pragma unroll
-        for (int j = 0; j < W; ++j) a.v[j] = r.v[j] + a.v[j];
-        Store<float, W>(residual + p * W, a);
-      }
-#pragma unroll
-      for (int j = 0; j < W; ++j) sum += a.v[j] * a.v[j];
-      cache[k] = a;
-    }
-  }
-  // Rows wider than the register cache: the rest is read again in pass 2.
-  for (int64_t p = lane + static_cast<int64_t>(kNormCache) * group_size; p < num_packs;
-       p += group_size) {
+  // Pack p of r (residual + x written back to residual), added squared to sum.
+  auto load_and_square = [&](int64_t p) {
     Pack<W> a = Load<float, W>(x + p * W);
     if (residual != nullptr) {
       const Pack<W> r = Load<float, W>(residual + p * W);
@@ -131,6 +114,17 @@ __device__ __forceinline__ void NormRow(const float* x, float* residual, const f
     }
 #pragma unroll
     for (int j = 0; j < W; ++j) sum += a.v[j] * a.v[j];
+    return a;
+  };
+#pragma unroll
+  for (int k = 0; k < kNormCache; ++k) {
+    const int64_t p = lane + static_cast<int64_t>(k) * group_size;
+    if (p < num_packs) cache[k] = load_and_square(p);
+  }
+  // Rows wider than the register cache: the rest is read again in pass 2.
+  for (int64_t p = lane + static_cast<int64_t>(kNormCache) * group_size; p < num_packs;
+       p += group_size) {
+    (void)load_and_square(p);
   }
   sum = kWarp ? WarpSum(sum) : BlockSum(sum, smem);
   const float mean = sum / static_cast<float>(hidden);

@@ -81,41 +81,33 @@ struct Scratch {
   double red_d[kWarps];
   float red_f[kWarps];
   int32_t red_i[kWarps];
-  int32_t red_i2[kWarps];
   uint32_t pick_digit;
   double pick_mass;  // mass of the digits above the chosen one
   int pick_count;
   int32_t found;
 };
 
+// One value per thread combined over the block with `op` (warp shuffles,
+// then the warps' results in `slots`, in warp order); every thread gets it.
+template <typename T, typename Op>
+__device__ __forceinline__ T BlockReduce(T v, Op op, T (&slots)[kWarps]) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(kFull, v, o));
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) slots[threadIdx.x / 32] = v;
+  __syncthreads();
+  T t = slots[0];
+  for (int w = 1; w < kWarps; ++w) t = op(t, slots[w]);
+  return t;
+}
+
 __device__ __forceinline__ int BlockSumInt(int v, Scratch& s) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) s.red_i[threadIdx.x / 32] = v;
-  __syncthreads();
-  int t = 0;
-  for (int w = 0; w < kWarps; ++w) t += s.red_i[w];
-  return t;
+  return BlockReduce(v, [](int a, int b) { return a + b; }, s.red_i);
 }
-
 __device__ __forceinline__ double BlockSumDouble(double v, Scratch& s) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) s.red_d[threadIdx.x / 32] = v;
-  __syncthreads();
-  double t = 0.0;
-  for (int w = 0; w < kWarps; ++w) t += s.red_d[w];
-  return t;
+  return BlockReduce(v, [](double a, double b) { return a + b; }, s.red_d);
 }
-
 __device__ __forceinline__ float BlockMax(float v, Scratch& s) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) s.red_f[threadIdx.x / 32] = v;
-  __syncthreads();
-  float t = -CUDART_INF_F;
-  for (int w = 0; w < kWarps; ++w) t = fmaxf(t, s.red_f[w]);
-  return t;
+  return BlockReduce(v, [](float a, float b) { return fmaxf(a, b); }, s.red_f);
 }
 
 // The best (value, id) of the block by Before; id INT32_MAX when empty.
@@ -451,13 +443,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     token = s.found;
     if (token == INT32_MAX) {  // rounding left the target unreached: the last kept id
-      int32_t v = last_kept;
-      for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(kFull, v, o));
-      if (tid % 32 == 0) s.red_i2[tid / 32] = v;
-      __syncthreads();
-      int32_t t = -1;
-      for (int w = 0; w < kWarps; ++w) t = t > s.red_i2[w] ? t : s.red_i2[w];
-      token = t;
+      token = BlockReduce(last_kept, [](int32_t a, int32_t b) { return a > b ? a : b; }, s.red_i);
     }
     // x now stands for the processed distribution only where kept.
     if (processed_logprobs && (r.logprobs || r.num_top_logprobs > 0)) {

@@ -463,59 +463,18 @@ bool SkinnyGemmApplies(int64_t t, int64_t k, const void* x, const void* w) {
          AlignedTo(x, 16) && AlignedTo(w, 16);
 }
 
-absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Elem w_type,
-                        int64_t n, const void* bias, Elem bias_type, float* y,
-                        cudaStream_t stream) {
-  if (t < 1 || t > kMaxSkinnyRows) return Bad("rows must be in [1, 16], got", t);
-  if (k < 0 || k > kMaxK || k % kKMultiple != 0) {
-    return Bad("k must be a multiple of 8 in [0, 2^27), got", k);
-  }
-  if (n < 0) return Bad("n must be non-negative, got", n);
-  if (!AlignedTo(x, 16) || !AlignedTo(w, 16)) {
-    return absl::InvalidArgumentError("SkinnyGemm: x and w must be 16-byte aligned");
-  }
-  if (w_type != Elem::kF32 && w_type != Elem::kBF16 && w_type != Elem::kF16) {
-    return absl::InvalidArgumentError("SkinnyGemm: unknown weight element type");
-  }
-  if (bias != nullptr && bias_type != Elem::kF32 && bias_type != Elem::kBF16 &&
-      bias_type != Elem::kF16) {
-    return absl::InvalidArgumentError("SkinnyGemm: unknown bias element type");
-  }
-  if (n == 0) return absl::OkStatus();
-  if (x == nullptr || w == nullptr || y == nullptr) {
-    return absl::InvalidArgumentError("SkinnyGemm: null x, w or y");
-  }
+namespace {
 
-  Params p{};
-  p.x = x;
-  p.t = t;
-  p.k = k;
-  p.w = w;
-  p.n = n;
-  p.bias = bias;
-  p.bias_type = bias_type;
-  p.y = y;
-  return DispatchElem(
-      w_type, [&](auto tag) -> absl::Status { return LaunchType<decltype(tag)>(p, stream); });
-}
-
-absl::Status SkinnyGemmShared(const float* x, int64_t t, int64_t k,
-                              absl::Span<const SkinnyOutput> outputs, Elem w_type, Elem bias_type,
-                              cudaStream_t stream) {
-  if (outputs.empty()) return absl::OkStatus();
+// SkinnyGemm and SkinnyGemmShared: the checks, then one launch (num_parts 0
+// for a single weight, whose launch shape is then exactly SkinnyGemm's).
+absl::Status Run(const float* x, int64_t t, int64_t k, absl::Span<const SkinnyOutput> outputs,
+                 Elem w_type, Elem bias_type, cudaStream_t stream) {
   if (outputs.size() > static_cast<size_t>(kMaxSkinnyShared)) {
     return Bad("at most 4 weights share an input, got", static_cast<int64_t>(outputs.size()));
   }
-  if (outputs.size() == 1) {
-    return SkinnyGemm(x, t, k, outputs[0].w, w_type, outputs[0].n, outputs[0].bias, bias_type,
-                      outputs[0].y, stream);
-  }
   if (t < 1 || t > kMaxSkinnyRows) return Bad("rows must be in [1, 16], got", t);
   if (k < 0 || k > kMaxK || k % kKMultiple != 0) {
     return Bad("k must be a multiple of 8 in [0, 2^27), got", k);
-  }
-  if (x == nullptr || !AlignedTo(x, 16)) {
-    return absl::InvalidArgumentError("SkinnyGemm: x must be non-null and 16-byte aligned");
   }
   if (w_type != Elem::kF32 && w_type != Elem::kBF16 && w_type != Elem::kF16) {
     return absl::InvalidArgumentError("SkinnyGemm: unknown weight element type");
@@ -526,13 +485,17 @@ absl::Status SkinnyGemmShared(const float* x, int64_t t, int64_t k,
   p.k = k;
   p.bias_type = bias_type;
   for (const SkinnyOutput& o : outputs) {
-    if (o.n < 1) return Bad("every n must be positive, got", o.n);
-    if (o.w == nullptr || o.y == nullptr || !AlignedTo(o.w, 16)) {
-      return absl::InvalidArgumentError("SkinnyGemm: null or misaligned w, or null y");
+    if (o.n < 0) return Bad("n must be non-negative, got", o.n);
+    if (!AlignedTo(x, 16) || !AlignedTo(o.w, 16)) {
+      return absl::InvalidArgumentError("SkinnyGemm: x and w must be 16-byte aligned");
     }
     if (o.bias != nullptr && bias_type != Elem::kF32 && bias_type != Elem::kBF16 &&
         bias_type != Elem::kF16) {
       return absl::InvalidArgumentError("SkinnyGemm: unknown bias element type");
+    }
+    if (o.n == 0) continue;  // nothing to compute for this weight
+    if (x == nullptr || o.w == nullptr || o.y == nullptr) {
+      return absl::InvalidArgumentError("SkinnyGemm: null x, w or y");
     }
     Params::Part& part = p.parts[p.num_parts++];
     part.w = o.w;
@@ -540,8 +503,31 @@ absl::Status SkinnyGemmShared(const float* x, int64_t t, int64_t k,
     part.bias = o.bias;
     part.y = o.y;
   }
+  if (p.num_parts == 0) return absl::OkStatus();
+  if (p.num_parts == 1) {  // one weight: the plain launch
+    p.w = p.parts[0].w;
+    p.n = p.parts[0].n;
+    p.bias = p.parts[0].bias;
+    p.y = p.parts[0].y;
+    p.num_parts = 0;
+  }
   return DispatchElem(
       w_type, [&](auto tag) -> absl::Status { return LaunchType<decltype(tag)>(p, stream); });
+}
+
+}  // namespace
+
+absl::Status SkinnyGemm(const float* x, int64_t t, int64_t k, const void* w, Elem w_type,
+                        int64_t n, const void* bias, Elem bias_type, float* y,
+                        cudaStream_t stream) {
+  const SkinnyOutput one{w, n, bias, y};
+  return Run(x, t, k, absl::MakeConstSpan(&one, 1), w_type, bias_type, stream);
+}
+
+absl::Status SkinnyGemmShared(const float* x, int64_t t, int64_t k,
+                              absl::Span<const SkinnyOutput> outputs, Elem w_type, Elem bias_type,
+                              cudaStream_t stream) {
+  return Run(x, t, k, outputs, w_type, bias_type, stream);
 }
 
 }  // namespace epserve::kernels::cuda

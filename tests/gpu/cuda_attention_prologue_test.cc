@@ -72,35 +72,14 @@ std::vector<PrologueCase> Cases() {
   };
 }
 
-class CudaAttentionPrologueTest : public ::testing::Test {
+class CudaAttentionPrologueTest : public GpuTest<> {
  protected:
   void SetUp() override {
-    EPSERVE_REQUIRE_GPU();
-    auto gpu = CreateBackend(DeviceSpec{DeviceType::kCuda, 0});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = std::move(*gpu);
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     cpu_ = cpu::CreateCpuBackend();
   }
 
-  Tensor Up(const Tensor& host) {
-    auto t = gpu_->ToDevice(host);
-    EXPECT_TRUE(t.ok()) << t.status();
-    return *t;
-  }
-  std::vector<float> Down(const Tensor& t) {
-    std::vector<float> v(static_cast<size_t>(t.numel()));
-    absl::Status s = gpu_->CopyToHost(t, v.data(), t.nbytes());
-    EXPECT_TRUE(s.ok()) << s;
-    return v;
-  }
-  std::vector<uint8_t> DownBytes(const Tensor& t) {
-    std::vector<uint8_t> v(t.nbytes());
-    absl::Status s = gpu_->CopyToHost(t, v.data(), v.size());
-    EXPECT_TRUE(s.ok()) << s;
-    return v;
-  }
-
-  std::unique_ptr<Backend> gpu_;
   std::unique_ptr<Backend> cpu_;
 };
 

@@ -41,40 +41,14 @@ double CacheTolerance(DataType c) {
   }
 }
 
-class CudaOpsTest : public ::testing::Test {
+class CudaOpsTest : public GpuTest<> {
  protected:
   void SetUp() override {
-    EPSERVE_REQUIRE_GPU();
-    auto gpu = CreateBackend(DeviceSpec{DeviceType::kCuda, 0});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = std::move(*gpu);
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     cpu_ = cpu::CreateCpuBackend();
   }
 
-  Tensor Up(const Tensor& host) {
-    auto t = gpu_->ToDevice(host);
-    EXPECT_TRUE(t.ok()) << t.status();
-    return *t;
-  }
-  Tensor GpuEmpty(DataType d, std::vector<int64_t> shape) {
-    auto t = gpu_->Empty(d, std::move(shape));
-    EXPECT_TRUE(t.ok()) << t.status();
-    return *t;
-  }
-  std::vector<float> Down(const Tensor& t) {
-    std::vector<float> v(static_cast<size_t>(t.numel()));
-    absl::Status s = gpu_->CopyToHost(t, v.data(), t.nbytes());
-    EXPECT_TRUE(s.ok()) << s;
-    return v;
-  }
-  std::vector<int32_t> DownInt(const Tensor& t) {
-    std::vector<int32_t> v(static_cast<size_t>(t.numel()));
-    absl::Status s = gpu_->CopyToHost(t, v.data(), t.nbytes());
-    EXPECT_TRUE(s.ok()) << s;
-    return v;
-  }
-
-  std::unique_ptr<Backend> gpu_;
   std::unique_ptr<Backend> cpu_;
 };
 

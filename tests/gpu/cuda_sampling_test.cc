@@ -76,14 +76,8 @@ void AddEdits(const Case& c, int64_t vocab, SampleRow* spec, std::vector<SampleE
   spec->edits_end = static_cast<int32_t>(edits->size());
 }
 
-class CudaSamplingTest : public ::testing::TestWithParam<bool /*processed logprobs*/> {
+class CudaSamplingTest : public GpuTest<::testing::TestWithParam<bool /*processed logprobs*/>> {
  protected:
-  void SetUp() override {
-    EPSERVE_REQUIRE_GPU();
-    auto gpu = CreateBackend(DeviceSpec{DeviceType::kCuda, 0});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = std::move(*gpu);
-  }
 
   // Samples every case at `steps` generation steps on both sides and
   // compares.
@@ -184,8 +178,6 @@ class CudaSamplingTest : public ::testing::TestWithParam<bool /*processed logpro
     std::memcpy(t->mutable_data_as<float>(), v.data(), v.size() * 4);
     return *t;
   }
-
-  std::unique_ptr<Backend> gpu_;
 };
 
 std::vector<float> RandomLogits(int64_t rows, int64_t vocab, float scale, uint32_t seed) {

@@ -8,11 +8,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
 
@@ -52,6 +54,44 @@ class GpuTestEnvironment : public ::testing::Environment {
     const std::string reason = GpuUnavailableReason();
     if (!reason.empty()) GTEST_SKIP() << reason;
   }
+};
+
+// A fixture on cuda:0 (skipped with the reason when there is none) with the
+// host <-> device helpers the op tests share. Base: ::testing::Test or a
+// parameterised base. A derived SetUp calls GpuTest::SetUp() first and
+// returns when IsSkipped() or HasFatalFailure().
+template <typename Base = ::testing::Test>
+class GpuTest : public Base {
+ protected:
+  void SetUp() override {
+    EPSERVE_REQUIRE_GPU();
+    auto gpu = CreateBackend(DeviceSpec{DeviceType::kCuda, 0});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = std::move(*gpu);
+  }
+
+  Tensor Up(const Tensor& host) {
+    auto t = gpu_->ToDevice(host);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : Tensor{};
+  }
+  Tensor GpuEmpty(DataType d, std::vector<int64_t> shape) {
+    auto t = gpu_->Empty(d, std::move(shape));
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : Tensor{};
+  }
+  template <typename T>
+  std::vector<T> DownAs(const Tensor& t) {
+    std::vector<T> v(t.nbytes() / sizeof(T));
+    absl::Status s = gpu_->CopyToHost(t, v.data(), v.size() * sizeof(T));
+    EXPECT_TRUE(s.ok()) << s;
+    return v;
+  }
+  std::vector<float> Down(const Tensor& t) { return DownAs<float>(t); }
+  std::vector<int32_t> DownInt(const Tensor& t) { return DownAs<int32_t>(t); }
+  std::vector<uint8_t> DownBytes(const Tensor& t) { return DownAs<uint8_t>(t); }
+
+  std::unique_ptr<Backend> gpu_;
 };
 
 // max |got - want| / max(1e-30, max |want|).
