@@ -637,38 +637,6 @@ absl::Status Backend::MoeUnpermute(const Tensor& expert_out, const Tensor& topk_
   return MoeUnpermuteImpl(expert_out, topk_weights, perm, out);
 }
 
-absl::Status Backend::LogitsArgmax(const Tensor& logits, Tensor* argmax, Tensor* row_max,
-                                   Tensor* logsumexp) {
-  const char* op = "LogitsArgmax";
-  const DeviceSpec dev = device();
-  RETURN_IF_ERROR(Check(op, "logits", logits, dev, false, kF32, {kAny, kAny}));
-  const int64_t r = logits.shape[0];
-  RETURN_IF_ERROR(CheckOutPtr(op, "argmax", argmax));
-  RETURN_IF_ERROR(CheckOutPtr(op, "row_max", row_max));
-  RETURN_IF_ERROR(CheckOutPtr(op, "logsumexp", logsumexp));
-  RETURN_IF_ERROR(Check(op, "argmax", *argmax, dev, true, kI32, {r}));
-  RETURN_IF_ERROR(Check(op, "row_max", *row_max, dev, true, kF32, {r}));
-  RETURN_IF_ERROR(Check(op, "logsumexp", *logsumexp, dev, true, kF32, {r}));
-  if (logits.shape[1] == 0) return Bad(op, "logits", "a non-empty vocabulary", "width 0");
-  return LogitsArgmaxImpl(logits, argmax, row_max, logsumexp);
-}
-
-absl::Status Backend::LogitsTopN(const Tensor& logits, int64_t n, Tensor* ids, Tensor* values) {
-  const char* op = "LogitsTopN";
-  const DeviceSpec dev = device();
-  RETURN_IF_ERROR(Check(op, "logits", logits, dev, false, kF32, {kAny, kAny}));
-  const int64_t r = logits.shape[0];
-  if (n < 1 || n > 20 || n > logits.shape[1]) {
-    return Bad(op, "n", absl::StrCat("1..", std::min<int64_t>(20, logits.shape[1])),
-               absl::StrCat(n));
-  }
-  RETURN_IF_ERROR(CheckOutPtr(op, "ids", ids));
-  RETURN_IF_ERROR(CheckOutPtr(op, "values", values));
-  RETURN_IF_ERROR(Check(op, "ids", *ids, dev, true, kI32, {r, n}));
-  RETURN_IF_ERROR(Check(op, "values", *values, dev, true, kF32, {r, n}));
-  return LogitsTopNImpl(logits, n, ids, values);
-}
-
 absl::Status Backend::SampleTokens(const Tensor& logits, absl::Span<const SampleRow> rows,
                                    absl::Span<const SampleEdit> edits, int64_t top_n,
                                    bool processed_logprobs, Tensor* packed) {

@@ -213,22 +213,7 @@ class Backend {
   // and copies it; the CUDA backend fills in a kernel.
   virtual absl::Status FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones);
 
-  // -- sampling support (so that only ids and logprobs leave the device) --
-  // Per row of logits: the argmax (ties: lowest id; NaN counts as -inf; a
-  // row without a finite or +inf entry gives 0), the row maximum and
-  // log(sum(exp(x))) over the row (NaN as -inf; +inf or all -inf rows give
-  // a non-finite maximum, for which the caller uses the host sampler).
-  absl::Status LogitsArgmax(const Tensor& logits,  // [R, V] float32
-                            Tensor* argmax,        // [R] int32
-                            Tensor* row_max,       // [R] float32
-                            Tensor* logsumexp);    // [R] float32
-  // The n (1..20) largest logits of every row, descending, ties by lower id,
-  // NaN as -inf.
-  absl::Status LogitsTopN(const Tensor& logits,  // [R, V] float32
-                          int64_t n,
-                          Tensor* ids,      // [R, n] int32
-                          Tensor* values);  // [R, n] float32
-
+  // -- sampling (so that only ids and logprobs leave the device) --
   // Draws one token per row on the device, so that only the ids and the
   // requested logprobs leave it: the worker's sampler (worker/sampling,
   // sampler.h) in full — min_tokens masking and penalties (as `edits`),
@@ -424,10 +409,6 @@ class Backend {
   virtual absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
                                                absl::Span<const Tensor> gate,
                                                absl::Span<const Tensor> up, Tensor* out);
-  virtual absl::Status LogitsArgmaxImpl(const Tensor& logits, Tensor* argmax, Tensor* row_max,
-                                        Tensor* logsumexp) = 0;
-  virtual absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
-                                      Tensor* values) = 0;
   virtual absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                         absl::Span<const SampleEdit> edits, int64_t top_n,
                                         bool processed_logprobs, Tensor* packed);

@@ -65,10 +65,6 @@ class CpuBackend final : public Backend {
                                        Tensor* out) override;
   absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
                                 const MoePermutation& perm, Tensor* out) override;
-  absl::Status LogitsArgmaxImpl(const Tensor& logits, Tensor* argmax, Tensor* row_max,
-                                Tensor* logsumexp) override;
-  absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
-                              Tensor* values) override;
 
  private:
   int num_threads_;  // > 0

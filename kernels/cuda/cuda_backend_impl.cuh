@@ -81,10 +81,6 @@ class CudaBackend final : public Backend {
   absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
                                        absl::Span<const Tensor> gate, absl::Span<const Tensor> up,
                                        Tensor* out) override;
-  absl::Status LogitsArgmaxImpl(const Tensor& logits, Tensor* argmax, Tensor* row_max,
-                                Tensor* logsumexp) override;
-  absl::Status LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
-                              Tensor* values) override;
   absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                 absl::Span<const SampleEdit> edits, int64_t top_n,
                                 bool processed_logprobs, Tensor* packed) override;

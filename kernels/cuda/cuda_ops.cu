@@ -14,7 +14,6 @@
 #include "kernels/cuda/cuda_backend_impl.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/moe.cuh"
-#include "kernels/cuda/sampling.cuh"
 
 namespace epserve::kernels::cuda {
 
@@ -274,21 +273,6 @@ absl::Status CudaBackend::MoeUnpermuteImpl(const Tensor& expert_out, const Tenso
                       perm.assignment_to_permuted.data_as<int32_t>(), topk_weights.shape[0],
                       topk_weights.shape[1], expert_out.shape[1], out->mutable_data_as<float>(),
                       s());
-}
-
-absl::Status CudaBackend::LogitsArgmaxImpl(const Tensor& logits, Tensor* argmax, Tensor* row_max,
-                                           Tensor* logsumexp) {
-  if (logits.shape[0] == 0) return absl::OkStatus();
-  return RowArgmaxLogsumexp(logits.data_as<float>(), logits.shape[0], logits.shape[1],
-                            argmax->mutable_data_as<int32_t>(), row_max->mutable_data_as<float>(),
-                            logsumexp->mutable_data_as<float>(), s());
-}
-
-absl::Status CudaBackend::LogitsTopNImpl(const Tensor& logits, int64_t n, Tensor* ids,
-                                         Tensor* values) {
-  if (logits.shape[0] == 0) return absl::OkStatus();
-  return RowTopN(logits.data_as<float>(), logits.shape[0], logits.shape[1], static_cast<int>(n),
-                 ids->mutable_data_as<int32_t>(), values->mutable_data_as<float>(), s());
 }
 
 }  // namespace epserve::kernels::cuda

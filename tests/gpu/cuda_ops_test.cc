@@ -450,34 +450,6 @@ TEST_F(CudaOpsTest, GroupedExpertMatMulFlagsRowsForMissingExperts) {
 
 // ---- sampling support, dummy weights, graphs, devices ----
 
-TEST_F(CudaOpsTest, LogitsArgmaxAndTopNMatchCpu) {
-  const int64_t r = 4, v = 151936;
-  std::vector<float> x = Random(r * v, 95, -10.0f, 10.0f);
-  x[0 * v + 7] = 30.0f;
-  x[0 * v + 9] = 30.0f;  // tie: lower id wins
-  x[1 * v + 100] = NAN;
-  x[2 * v + 151935] = 50.0f;
-  Tensor logits = MakeF32({r, v}, x);
-  Tensor ids_c = MakeI32({r}, std::vector<int32_t>(r)), mx_c = Zeros({r}), lse_c = Zeros({r});
-  ASSERT_TRUE(cpu_->LogitsArgmax(logits, &ids_c, &mx_c, &lse_c).ok());
-  Tensor ld = Up(logits);
-  Tensor ids = GpuEmpty(DataType::kInt32, {r}), mx = GpuEmpty(DataType::kFloat32, {r}),
-         lse = GpuEmpty(DataType::kFloat32, {r});
-  ASSERT_TRUE(gpu_->LogitsArgmax(ld, &ids, &mx, &lse).ok());
-  EXPECT_EQ(DownInt(ids), ToIntVector(ids_c));
-  EXPECT_EQ(DownInt(ids)[0], 7);
-  EXPECT_EQ(Down(mx), ToVector(mx_c));
-  EXPECT_LE(MaxRelError(Down(lse), ToVector(lse_c)), 1e-5);
-
-  const int64_t n = 20;
-  Tensor tid_c = MakeI32({r, n}, std::vector<int32_t>(r * n)), tv_c = Zeros({r, n});
-  ASSERT_TRUE(cpu_->LogitsTopN(logits, n, &tid_c, &tv_c).ok());
-  Tensor tid = GpuEmpty(DataType::kInt32, {r, n}), tv = GpuEmpty(DataType::kFloat32, {r, n});
-  ASSERT_TRUE(gpu_->LogitsTopN(ld, n, &tid, &tv).ok());
-  EXPECT_EQ(DownInt(tid), ToIntVector(tid_c));
-  EXPECT_EQ(Down(tv), ToVector(tv_c));
-}
-
 TEST_F(CudaOpsTest, FillDummyIsBitIdenticalToTheHost) {
   for (DataType d : {DataType::kFloat32, DataType::kBFloat16, DataType::kFloat16}) {
     auto host = EmptyHostTensor(d, {1000, 77});
