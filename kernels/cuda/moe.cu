@@ -57,6 +57,59 @@ constexpr int kGateMaxWarps = 4;
 constexpr int kGateMaxPerLane = 16;
 constexpr int64_t kGateRegMaxExperts = 32 * kGateMaxPerLane;
 
+// The gate's softmax over one row, shared by both kernels. `each(f)` calls
+// f(float& p) for every entry the lane owns, in ascending id (lane l owns
+// l, l + 32, ...), so the per-lane sums run in the same order in both. The
+// non-finite rule of kernels/cpu/moe_gate.cc: NaN counts as absent; any
+// +inf shares the mass equally; all absent or -inf: uniform.
+template <typename Each>
+__device__ __forceinline__ void GateSoftmax(Each each, int num_experts) {
+  int num_pos_inf = 0;
+  float mx = -INFINITY;
+  each([&](float& v) {
+    if (isnan(v)) return;
+    if (v == INFINITY) ++num_pos_inf;
+    mx = fmaxf(mx, v);
+  });
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) {
+    num_pos_inf += __shfl_xor_sync(kFullMask, num_pos_inf, d);
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, d));
+  }
+  if (num_pos_inf > 0) {
+    const float share = 1.0f / static_cast<float>(num_pos_inf);
+    each([&](float& v) { v = v == INFINITY ? share : 0.0f; });
+  } else if (mx == -INFINITY) {  // all -inf or NaN
+    const float uniform = 1.0f / static_cast<float>(num_experts);
+    each([&](float& v) { v = uniform; });
+  } else {
+    float sum = 0.0f;
+    each([&](float& v) {
+      v = isnan(v) ? 0.0f : expf(v - mx);
+      sum += v;
+    });
+#pragma unroll
+    for (int d = 16; d > 0; d >>= 1) sum += __shfl_xor_sync(kFullMask, sum, d);
+    each([&](float& v) { v = v / sum; });  // sum >= 1
+  }
+}
+
+// Lane j < top_k holds the row's j-th pick (my_id, my_prob): writes them,
+// renormalised by their sum over j ascending, as the CPU reference.
+__device__ __forceinline__ void WriteGateRow(int row, int top_k, bool renormalize, int my_id,
+                                             float my_prob, int32_t* __restrict__ topk_ids,
+                                             float* __restrict__ topk_weights) {
+  const int lane = threadIdx.x & 31;
+  float sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) sum += __shfl_sync(kFullMask, my_prob, j);
+  if (lane < top_k) {
+    const int64_t o = static_cast<int64_t>(row) * top_k + lane;
+    topk_ids[o] = my_id;
+    // sum > 0: the most probable expert has probability >= 1/E.
+    topk_weights[o] = renormalize ? my_prob / sum : my_prob;
+  }
+}
+
 // One warp per token row, logits in registers: lane l owns experts l + 32 q,
 // q < kPerLane, the ownership of MoeGateKernel's loops, so every sum (per
 // lane in ascending q, then the same xor butterfly) and every result is the
@@ -84,44 +137,14 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32)
     p[q] = i < e ? __ldg(x + i) : 0.0f;
   }
 
-  int num_pos_inf = 0;
-  float mx = -INFINITY;
+  GateSoftmax(
+      [&](auto f) {
 #pragma unroll
-  for (int q = 0; q < kPerLane; ++q) {
-    if (lane + 32 * q >= e) continue;
-    const float v = p[q];
-    if (isnan(v)) continue;
-    if (v == INFINITY) ++num_pos_inf;
-    mx = fmaxf(mx, v);
-  }
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) {
-    num_pos_inf += __shfl_xor_sync(kFullMask, num_pos_inf, d);
-    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, d));
-  }
-  if (num_pos_inf > 0) {
-    const float share = 1.0f / static_cast<float>(num_pos_inf);
-#pragma unroll
-    for (int q = 0; q < kPerLane; ++q) p[q] = p[q] == INFINITY ? share : 0.0f;
-  } else if (mx == -INFINITY) {  // all -inf or NaN
-    const float uniform = 1.0f / static_cast<float>(e);
-#pragma unroll
-    for (int q = 0; q < kPerLane; ++q) p[q] = uniform;
-  } else {
-    float sum = 0.0f;
-#pragma unroll
-    for (int q = 0; q < kPerLane; ++q) {
-      if (lane + 32 * q >= e) continue;
-      const float v = p[q];
-      const float ex = isnan(v) ? 0.0f : expf(v - mx);
-      p[q] = ex;
-      sum += ex;
-    }
-#pragma unroll
-    for (int d = 16; d > 0; d >>= 1) sum += __shfl_xor_sync(kFullMask, sum, d);
-#pragma unroll
-    for (int q = 0; q < kPerLane; ++q) p[q] = p[q] / sum;  // sum >= 1
-  }
+        for (int q = 0; q < kPerLane; ++q) {
+          if (lane + 32 * q < e) f(p[q]);
+        }
+      },
+      e);
 #pragma unroll
   for (int q = 0; q < kPerLane; ++q) {
     if (lane + 32 * q >= e) p[q] = -1.0f;  // never selected
@@ -152,14 +175,7 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32)
       my_prob = __int_as_float(key);
     }
   }
-  float sum = 0.0f;  // j ascending, as the CPU reference
-  for (int j = 0; j < top_k; ++j) sum += __shfl_sync(kFullMask, my_prob, j);
-  if (lane < top_k) {
-    const int64_t o = static_cast<int64_t>(row) * top_k + lane;
-    topk_ids[o] = my_id;
-    // sum > 0: the most probable expert has probability >= 1/E.
-    topk_weights[o] = renormalize ? my_prob / sum : my_prob;
-  }
+  WriteGateRow(row, top_k, renormalize, my_id, my_prob, topk_ids, topk_weights);
 }
 
 // E > kGateRegMaxExperts: one warp per token row. probs live in shared
@@ -179,39 +195,12 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32)
   const int e = num_experts;
   float* p = gate_smem + warp * e;
   const float* x = logits + static_cast<int64_t>(row) * e;
-
-  int num_pos_inf = 0;
-  float mx = -INFINITY;
-  for (int i = lane; i < e; i += 32) {
-    const float v = x[i];
-    p[i] = v;
-    if (isnan(v)) continue;
-    if (v == INFINITY) ++num_pos_inf;
-    mx = fmaxf(mx, v);
-  }
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) {
-    num_pos_inf += __shfl_xor_sync(kFullMask, num_pos_inf, d);
-    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, d));
-  }
-  if (num_pos_inf > 0) {
-    const float share = 1.0f / static_cast<float>(num_pos_inf);
-    for (int i = lane; i < e; i += 32) p[i] = p[i] == INFINITY ? share : 0.0f;
-  } else if (mx == -INFINITY) {  // all -inf or NaN
-    const float uniform = 1.0f / static_cast<float>(e);
-    for (int i = lane; i < e; i += 32) p[i] = uniform;
-  } else {
-    float sum = 0.0f;
-    for (int i = lane; i < e; i += 32) {
-      const float v = p[i];
-      const float ex = isnan(v) ? 0.0f : expf(v - mx);
-      p[i] = ex;
-      sum += ex;
-    }
-#pragma unroll
-    for (int d = 16; d > 0; d >>= 1) sum += __shfl_xor_sync(kFullMask, sum, d);
-    for (int i = lane; i < e; i += 32) p[i] = p[i] / sum;  // sum >= 1
-  }
+  for (int i = lane; i < e; i += 32) p[i] = x[i];
+  GateSoftmax(
+      [&](auto f) {
+        for (int i = lane; i < e; i += 32) f(p[i]);
+      },
+      e);
 
   // k rounds of warp argmax; a taken entry becomes -1 (every prob is >= 0).
   // k <= E, so each round finds an untaken entry.
@@ -241,14 +230,7 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32)
       my_prob = best;
     }
   }
-  float sum = 0.0f;  // j ascending, as the CPU reference
-  for (int j = 0; j < top_k; ++j) sum += __shfl_sync(kFullMask, my_prob, j);
-  if (lane < top_k) {
-    const int64_t o = static_cast<int64_t>(row) * top_k + lane;
-    topk_ids[o] = my_id;
-    // sum > 0: the most probable expert has probability >= 1/E.
-    topk_weights[o] = renormalize ? my_prob / sum : my_prob;
-  }
+  WriteGateRow(row, top_k, renormalize, my_id, my_prob, topk_ids, topk_weights);
 }
 
 // ---- MoePermute ----------------------------------------------------------
