@@ -315,6 +315,40 @@ __device__ void WriteBadVectors(const KernelArgs& a, int head_dim, int kv_head, 
   }
 }
 
+// The query vectors of a prefill / generic CTA: tile gridDim.x - 1 -
+// blockIdx.x (last tiles first: they have the longest causal ranges, and
+// idle CTAs past the real work exit at once) of `tile_vectors` vectors.
+struct TileWork {
+  int s;        // sequence
+  int q0, ctx;  // its first query row and context length
+  int q_len;    // its query rows
+  int v_begin, v_end;  // this CTA's query vectors (row * group + head)
+};
+
+// Fills *w and returns true when the CTA has work. False when it has none,
+// or when the sequence's metadata or block table is bad: then its vectors
+// are written as WriteBadVectors does and kErrBlockTable is set. Every
+// thread of the CTA must call it (a block-wide vote).
+__device__ bool BeginTile(const KernelArgs& a, int tile_vectors, int head_dim, int kv_head,
+                          int split, TileWork* w) {
+  int s = 0, tile = 0;
+  if (!FindTile(a, tile_vectors, gridDim.x - 1 - blockIdx.x, &s, &tile)) return false;
+  const int q0 = a.query_start[s], q1 = a.query_start[s + 1], ctx = a.context_lens[s];
+  bool ok = SeqMetadataOk(a, q0, q1, ctx);
+  if (ok) ok = BlocksOk(a, s, ctx);
+  const bool bad = __syncthreads_or(!ok) != 0;
+  const int q_len = static_cast<int>(Min64(int64_t{q1} - q0, a.num_tokens));
+  const int v_begin = tile * tile_vectors;
+  const int v_end = MinI(q_len * a.group, v_begin + tile_vectors);
+  if (bad) {
+    WriteBadVectors(a, head_dim, kv_head, split, q0, v_begin, v_end);
+    if (threadIdx.x == 0) atomicOr(a.errors, kErrBlockTable);
+    return false;
+  }
+  *w = TileWork{s, q0, ctx, q_len, v_begin, v_end};
+  return true;
+}
+
 // ---- decode: tensor cores, split-K ---------------------------------------
 
 template <typename T, int D>
@@ -608,24 +642,10 @@ __global__ void __launch_bounds__(kThreads) PrefillKernel(const KernelArgs a) {
   const int r = lane >> 2, c = lane & 3;
   const int kv_head = blockIdx.y;
   if (blockIdx.x == 0 && blockIdx.y == 0) CheckQueryLayout(a);
-  int s = 0, tile = 0;
-  // Last tiles first: they have the longest causal ranges (and the idle
-  // CTAs past the real work exit at once).
-  if (!FindTile(a, kPrefillVectors, gridDim.x - 1 - blockIdx.x, &s, &tile)) return;
-
-  const int q0 = a.query_start[s], q1 = a.query_start[s + 1], ctx = a.context_lens[s];
-  bool ok = SeqMetadataOk(a, q0, q1, ctx);
-  if (ok) ok = BlocksOk(a, s, ctx);
-  const bool bad = __syncthreads_or(!ok) != 0;
-  const int q_len = static_cast<int>(Min64(int64_t{q1} - q0, a.num_tokens));
-  const int num_vectors = q_len * a.group;
-  const int v_begin = tile * kPrefillVectors;
-  const int v_end = MinI(num_vectors, v_begin + kPrefillVectors);
-  if (bad) {
-    WriteBadVectors(a, D, kv_head, 0, q0, v_begin, v_end);
-    if (threadIdx.x == 0) atomicOr(a.errors, kErrBlockTable);
-    return;
-  }
+  TileWork w;
+  if (!BeginTile(a, kPrefillVectors, D, kv_head, /*split=*/0, &w)) return;
+  const int s = w.s, q0 = w.q0, ctx = w.ctx, q_len = w.q_len;
+  const int v_begin = w.v_begin, v_end = w.v_end;
   const int first_pos = ctx - q_len;                       // position of query row 0
   const int kend = first_pos + (v_end - 1) / a.group + 1;  // keys [0, kend) are used
   const int num_tiles = (kend + kKeys - 1) / kKeys;
@@ -814,22 +834,10 @@ __global__ void __launch_bounds__(kThreads) GenericKernel(const KernelArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kv_head = blockIdx.y, split = blockIdx.z;
   if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) CheckQueryLayout(a);
-  int s = 0, tile = 0;
-  if (!FindTile(a, kGenericVectors, gridDim.x - 1 - blockIdx.x, &s, &tile)) return;
-
-  const int q0 = a.query_start[s], q1 = a.query_start[s + 1], ctx = a.context_lens[s];
-  bool ok = SeqMetadataOk(a, q0, q1, ctx);
-  if (ok) ok = BlocksOk(a, s, ctx);
-  const bool bad = __syncthreads_or(!ok) != 0;
-  const int q_len = static_cast<int>(Min64(int64_t{q1} - q0, a.num_tokens));
-  const int num_vectors = q_len * a.group;
-  const int v_begin = tile * kGenericVectors;
-  const int v_end = MinI(num_vectors, v_begin + kGenericVectors);
-  if (bad) {
-    WriteBadVectors(a, D, kv_head, split, q0, v_begin, v_end);
-    if (threadIdx.x == 0) atomicOr(a.errors, kErrBlockTable);
-    return;
-  }
+  TileWork w;
+  if (!BeginTile(a, kGenericVectors, D, kv_head, split, &w)) return;
+  const int s = w.s, q0 = w.q0, ctx = w.ctx, q_len = w.q_len;
+  const int v_begin = w.v_begin, v_end = w.v_end;
   const int first_pos = ctx - q_len;
   const int kend = first_pos + (v_end - 1) / a.group + 1;
   int k0 = 0, k1 = kend;
