@@ -225,17 +225,33 @@ absl::Status Backend::CopyToHost(const Tensor& src, void* dst, size_t bytes) {
 
 // ---- dense ----
 
+namespace {
+
+// MatMul's checks of one weight (named w_name, ...) against an x already
+// checked as [T, K] float32.
+absl::Status CheckLinear(const char* op, const DeviceSpec& dev, const Tensor& x,
+                         const char* w_name, const Tensor* w, const char* bias_name,
+                         const Tensor* bias, const char* y_name, const Tensor* y) {
+  const int64_t t = x.shape[0], k = x.shape[1];
+  RETURN_IF_ERROR(CheckOutPtr(op, w_name, w));
+  RETURN_IF_ERROR(Check(op, w_name, *w, dev, false, kWeight, {kAny, k}));
+  const int64_t n = w->shape[0];
+  if (bias != nullptr && bias->defined()) {
+    RETURN_IF_ERROR(Check(op, bias_name, *bias, dev, false, kWeight, {n}));
+  }
+  RETURN_IF_ERROR(CheckOutPtr(op, y_name, y));
+  RETURN_IF_ERROR(Check(op, y_name, *y, dev, true, kF32, {t, n}));
+  if (t > 0 && y->data() == x.data()) return Bad(op, y_name, "a buffer distinct from x", "x");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Backend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y) {
   const char* op = "MatMul";
   const DeviceSpec dev = device();
   RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
-  const int64_t t = x.shape[0], k = x.shape[1];
-  RETURN_IF_ERROR(Check(op, "w", w, dev, false, kWeight, {kAny, k}));
-  const int64_t n = w.shape[0];
-  if (bias.defined()) RETURN_IF_ERROR(Check(op, "bias", bias, dev, false, kWeight, {n}));
-  RETURN_IF_ERROR(CheckOutPtr(op, "y", y));
-  RETURN_IF_ERROR(Check(op, "y", *y, dev, true, kF32, {t, n}));
-  if (t > 0 && y->data() == x.data()) return Bad(op, "y", "a buffer distinct from x", "x");
+  RETURN_IF_ERROR(CheckLinear(op, dev, x, "w", &w, "bias", &bias, "y", y));
   return MatMulImpl(x, w, bias, y);
 }
 
@@ -250,22 +266,12 @@ absl::Status Backend::MatMulShared(const Tensor& x, absl::Span<const Tensor* con
                absl::StrCat(biases.size(), " and ", ys.size()));
   }
   RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
-  const int64_t t = x.shape[0], k = x.shape[1];
   for (size_t i = 0; i < ws.size(); ++i) {
     const std::string w_name = absl::StrCat("ws[", i, "]");
     const std::string b_name = absl::StrCat("biases[", i, "]");
     const std::string y_name = absl::StrCat("ys[", i, "]");
-    RETURN_IF_ERROR(CheckOutPtr(op, w_name.c_str(), ws[i]));
-    RETURN_IF_ERROR(Check(op, w_name.c_str(), *ws[i], dev, false, kWeight, {kAny, k}));
-    const int64_t n = ws[i]->shape[0];
-    if (biases[i] != nullptr && biases[i]->defined()) {
-      RETURN_IF_ERROR(Check(op, b_name.c_str(), *biases[i], dev, false, kWeight, {n}));
-    }
-    RETURN_IF_ERROR(CheckOutPtr(op, y_name.c_str(), ys[i]));
-    RETURN_IF_ERROR(Check(op, y_name.c_str(), *ys[i], dev, true, kF32, {t, n}));
-    if (t > 0 && ys[i]->data() == x.data()) {
-      return Bad(op, y_name.c_str(), "a buffer distinct from x", "x");
-    }
+    RETURN_IF_ERROR(CheckLinear(op, dev, x, w_name.c_str(), ws[i], b_name.c_str(), biases[i],
+                                y_name.c_str(), ys[i]));
   }
   return MatMulSharedImpl(x, ws, biases, ys);
 }
