@@ -72,16 +72,7 @@ std::vector<PrologueCase> Cases() {
   };
 }
 
-class CudaAttentionPrologueTest : public GpuTest<> {
- protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    cpu_ = cpu::CreateCpuBackend();
-  }
-
-  std::unique_ptr<Backend> cpu_;
-};
+using CudaAttentionPrologueTest = GpuCpuTest;
 
 // A cache's elements as float32 (bytes of `dtype`).
 std::vector<float> CacheValues(const void* bytes, DataType dtype, int64_t n) {
@@ -94,6 +85,18 @@ std::vector<float> CacheValues(const void* bytes, DataType dtype, int64_t n) {
 struct Inputs {
   Tensor q, k, v, q_norm, k_norm, positions, slots, k_cache, v_cache;
 };
+
+// A device copy of every tensor of `host`.
+Inputs Upload(Backend& gpu, const Inputs& host) {
+  auto up = [&](const Tensor& t) {
+    auto d = gpu.ToDevice(t);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? *d : Tensor{};
+  };
+  return Inputs{up(host.q),      up(host.k),     up(host.v),
+                up(host.q_norm), up(host.k_norm), up(host.positions),
+                up(host.slots),  up(host.k_cache), up(host.v_cache)};
+}
 
 Inputs MakeInputs(const PrologueCase& c, int64_t t, DataType cache_type, uint32_t seed) {
   const int64_t d = c.head_dim, block = 16;
@@ -152,18 +155,8 @@ TEST_F(CudaAttentionPrologueTest, MatchesCpuAndTheSeparateKernels) {
         Inputs host = MakeInputs(c, t, cache_type, seed);
         // Two device copies (the op, the separate kernels), taken before the
         // CPU updates the host tensors in place.
-        Inputs dev, sep;
-        for (Inputs* x : {&dev, &sep}) {
-          x->q = Up(host.q);
-          x->k = Up(host.k);
-          x->v = Up(host.v);
-          x->q_norm = Up(host.q_norm);
-          x->k_norm = Up(host.k_norm);
-          x->positions = Up(host.positions);
-          x->slots = Up(host.slots);
-          x->k_cache = Up(host.k_cache);
-          x->v_cache = Up(host.v_cache);
-        }
+        Inputs dev = Upload(*gpu_, host);
+        Inputs sep = Upload(*gpu_, host);
         absl::Status s = cpu_->AttentionPrologue(ArgsFor(c, host));
         ASSERT_TRUE(s.ok()) << s;
         s = gpu_->AttentionPrologue(ArgsFor(c, dev));
@@ -199,16 +192,7 @@ TEST_F(CudaAttentionPrologueTest, BadSlotIsReportedWithTheOpName) {
   Inputs host = MakeInputs(c, 3, DataType::kBFloat16, 7);
   const int64_t num_slots = host.k_cache.shape[0] * host.k_cache.shape[1];
   host.slots = MakeI32({3}, {0, static_cast<int32_t>(num_slots), 2});  // one past the end
-  Inputs dev;
-  dev.q = Up(host.q);
-  dev.k = Up(host.k);
-  dev.v = Up(host.v);
-  dev.q_norm = Up(host.q_norm);
-  dev.k_norm = Up(host.k_norm);
-  dev.positions = Up(host.positions);
-  dev.slots = Up(host.slots);
-  dev.k_cache = Up(host.k_cache);
-  dev.v_cache = Up(host.v_cache);
+  Inputs dev = Upload(*gpu_, host);
   ASSERT_TRUE(gpu_->AttentionPrologue(ArgsFor(c, dev)).ok());  // enqueued
   absl::Status s = gpu_->Synchronize();
   ASSERT_FALSE(s.ok());
@@ -233,16 +217,7 @@ TEST_F(CudaAttentionPrologueTest, GraphReplayEqualsEager) {
   const PrologueCase c = Cases()[0];
   const int64_t t = 8;
   Inputs host = MakeInputs(c, t, DataType::kBFloat16, 50);
-  Inputs dev;
-  dev.q = Up(host.q);
-  dev.k = Up(host.k);
-  dev.v = Up(host.v);
-  dev.q_norm = Up(host.q_norm);
-  dev.k_norm = Up(host.k_norm);
-  dev.positions = Up(host.positions);
-  dev.slots = Up(host.slots);
-  dev.k_cache = Up(host.k_cache);
-  dev.v_cache = Up(host.v_cache);
+  Inputs dev = Upload(*gpu_, host);
   const AttentionPrologueArgs args = ArgsFor(c, dev);
   // Once eagerly first: uploads the rope table (as a step's warm-up does).
   ASSERT_TRUE(gpu_->AttentionPrologue(args).ok());

@@ -28,16 +28,7 @@
 namespace epserve::kernels::testing {
 namespace {
 
-class CudaMoeSmallTest : public GpuTest<> {
- protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    cpu_ = cpu::CreateCpuBackend();
-  }
-
-  std::unique_ptr<Backend> cpu_;
-};
+using CudaMoeSmallTest = GpuCpuTest;
 
 // ---- MatMul, float32 weights, 1..4 rows ----
 

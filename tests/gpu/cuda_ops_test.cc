@@ -41,16 +41,7 @@ double CacheTolerance(DataType c) {
   }
 }
 
-class CudaOpsTest : public GpuTest<> {
- protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    cpu_ = cpu::CreateCpuBackend();
-  }
-
-  std::unique_ptr<Backend> cpu_;
-};
+using CudaOpsTest = GpuCpuTest;
 
 // ---- dense ----
 

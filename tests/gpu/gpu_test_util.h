@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
 
@@ -92,6 +93,18 @@ class GpuTest : public Base {
   std::vector<uint8_t> DownBytes(const Tensor& t) { return DownAs<uint8_t>(t); }
 
   std::unique_ptr<Backend> gpu_;
+};
+
+// GpuTest with the CPU reference backend as cpu_: the op-by-op comparisons.
+class GpuCpuTest : public GpuTest<> {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    cpu_ = cpu::CreateCpuBackend();
+  }
+
+  std::unique_ptr<Backend> cpu_;
 };
 
 // max |got - want| / max(1e-30, max |want|).
