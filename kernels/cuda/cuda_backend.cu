@@ -140,6 +140,7 @@ CudaBackend::~CudaBackend() {
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
   if (errors_ != nullptr) cudaFree(errors_);
+  if (sample_args_copied_ != nullptr) cudaEventDestroy(sample_args_copied_);
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {

@@ -107,6 +107,11 @@ class CudaBackend final : public Backend {
   uint32_t* errors_ = nullptr;  // device error word
   std::map<std::vector<float>, std::shared_ptr<Storage>> inv_freq_cache_;
   std::map<std::vector<const void*>, std::shared_ptr<Storage>> expert_ptr_cache_;
+  // SampleTokens' rows and edits: pinned, reused every step (so the upload
+  // does not wait for the forward pass); the event marks the last upload
+  // from it done before it is rewritten.
+  std::shared_ptr<Storage> sample_args_host_;
+  cudaEvent_t sample_args_copied_ = nullptr;
 };
 
 }  // namespace epserve::kernels::cuda

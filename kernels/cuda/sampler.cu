@@ -23,9 +23,9 @@
 // same digit (__match_any_sync), since logits concentrate in few exponents.
 #include <math_constants.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_backend_impl.cuh"
@@ -534,8 +534,8 @@ absl::Status SampleRows(const float* logits, int64_t vocab, const SampleRow* row
   return LaunchStatus("SampleTokens");
 }
 
-// Rows and edits travel in one upload; each row's processed logits get a
-// scratch row of the vocabulary.
+// Rows and edits travel in one upload from pinned memory; each row's
+// processed logits get a scratch row of the vocabulary.
 absl::Status CudaBackend::SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                            absl::Span<const SampleEdit> edits, int64_t top_n,
                                            bool processed_logprobs, Tensor* packed) {
@@ -543,12 +543,22 @@ absl::Status CudaBackend::SampleTokensImpl(const Tensor& logits, absl::Span<cons
   const size_t rows_bytes = rows.size() * sizeof(SampleRow);
   const size_t edits_offset = (rows_bytes + 15) / 16 * 16;
   const size_t edits_bytes = edits.size() * sizeof(SampleEdit);
-  std::vector<unsigned char> host(edits_offset + edits_bytes);
-  std::memcpy(host.data(), rows.data(), rows_bytes);
-  if (edits_bytes > 0) std::memcpy(host.data() + edits_offset, edits.data(), edits_bytes);
-  ASSIGN_OR_RETURN(Tensor args, Scratch(host.size()));
-  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(args.mutable_data_as<unsigned char>(), host.data(),
-                                       host.size(), cudaMemcpyHostToDevice, s()));
+  const size_t bytes = edits_offset + edits_bytes;
+  if (sample_args_copied_ == nullptr) {
+    RETURN_IF_CUDA_ERROR(cudaEventCreateWithFlags(&sample_args_copied_, cudaEventDisableTiming));
+  } else {
+    RETURN_IF_CUDA_ERROR(cudaEventSynchronize(sample_args_copied_));  // the last upload is done
+  }
+  if (sample_args_host_ == nullptr || sample_args_host_->size_bytes() < bytes) {
+    ASSIGN_OR_RETURN(sample_args_host_, AllocateStagingHost(std::max<size_t>(bytes, 64 << 10) * 2));
+  }
+  auto* host = static_cast<unsigned char*>(sample_args_host_->mutable_data());
+  std::memcpy(host, rows.data(), rows_bytes);
+  if (edits_bytes > 0) std::memcpy(host + edits_offset, edits.data(), edits_bytes);
+  ASSIGN_OR_RETURN(Tensor args, Scratch(bytes));
+  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(args.mutable_data_as<unsigned char>(), host, bytes,
+                                       cudaMemcpyHostToDevice, s()));
+  RETURN_IF_CUDA_ERROR(cudaEventRecord(sample_args_copied_, s()));
   ASSIGN_OR_RETURN(Tensor work, Empty(DataType::kFloat32,
                                       {static_cast<int64_t>(rows.size()), vocab}));
   const unsigned char* base = args.data_as<unsigned char>();
