@@ -13,7 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${EPSERVE_BUILD_DIR:-$root/build}/bin"
-model="$root/models/tiny-qwen3-moe"
+model="$root/checkpoints/tiny-random-qwen3-moe"
 workers=1
 concurrency="1 8 32"
 per_client=16

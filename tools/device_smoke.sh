@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run="$root/tools/device_run.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$run" device_test
-"$run" epserve-router --model "$root/models/tiny-qwen3-moe" --local-workers 1 --device cuda \
+"$run" epserve-router --model "$root/checkpoints/tiny-random-qwen3-moe" --local-workers 1 --device cuda \
   --listen 127.0.0.1:50551 --metrics-listen 127.0.0.1:0 &
 router=$!
 "$run" epserve health --router 127.0.0.1:50551 --wait-serving-s 60

@@ -181,11 +181,11 @@ FIXTURES = [
         "rope": {"rope_type": "default", "rope_theta": 1000000.0},
     },
     {
-        # The bundled tiny model: the shapes of models/tiny-qwen3-moe/config.json.
+        # The bundled tiny model: the shapes of checkpoints/tiny-random-qwen3-moe/config.json.
         "name": "tiny-qwen3-moe",
         "arch": "Qwen3MoeForCausalLM",
         "seed": 1009,
-        "varies": "the bundled tiny model (shapes of models/tiny-qwen3-moe/config.json): 8 experts "
+        "varies": "the bundled tiny model (shapes of checkpoints/tiny-random-qwen3-moe/config.json): 8 experts "
                   "top-2, norm_topk_prob true, 2 MoE layers, GQA 2:1, untied",
         "config": {
             "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

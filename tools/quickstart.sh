@@ -12,7 +12,7 @@ keep=0
 bash "$root/tools/build.sh"
 bin="$build/bin"
 port="${EPSERVE_PORT:-50051}"
-model="$root/models/tiny-qwen3-moe"
+model="$root/checkpoints/tiny-random-qwen3-moe"
 
 echo
 echo "== starting epserve-router --model $model --local-workers 2 (port $port)"

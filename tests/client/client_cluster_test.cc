@@ -25,7 +25,7 @@ namespace {
 
 using std::chrono::seconds;
 
-constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
 constexpr char kPrompt[] = "Hello, world! The capital of France is";
 
 // Runs `argv` through /bin/sh with stdout and stderr in separate files.

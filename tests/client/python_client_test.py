@@ -86,7 +86,7 @@ def main():
     require_modules()
     epserve = os.path.join(args.bin_dir, "epserve")
     example = os.path.join(args.source_dir, "tools", "examples", "python_client.py")
-    model = os.path.join(args.source_dir, "models", "tiny-qwen3-moe")
+    model = os.path.join(args.source_dir, "checkpoints", "tiny-random-qwen3-moe")
 
     with tempfile.TemporaryDirectory(prefix="epserve_python_client_") as scratch:
         router, address, log = start_router(args.bin_dir, model, scratch)

@@ -14,7 +14,7 @@ namespace {
 using ::testing::HasSubstr;
 using std::chrono::seconds;
 
-constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
 
 size_t Lines(const std::string& text) {
   size_t n = 0;

@@ -46,7 +46,7 @@ std::string ReadFile(const std::string& path) {
 std::string ConfigOnlyModel() {
   std::filesystem::path dir = std::filesystem::path(ScratchDir()) / "config_only_model";
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe/config.json",
+  std::filesystem::copy_file(EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe/config.json",
                              dir / "config.json",
                              std::filesystem::copy_options::overwrite_existing);
   return dir.string();

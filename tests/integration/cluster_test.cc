@@ -21,7 +21,7 @@ using ::testing::HasSubstr;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
 
 Process StartWorker(RouterHandle& router, int rank, const std::string& tag,
                     std::vector<std::string> extra = {}) {

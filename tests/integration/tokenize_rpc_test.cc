@@ -16,7 +16,7 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
 
 TEST(TokenizeRpc, MatchesTheLibraryAndRejectsBadIds) {
   fs::path vocab = fs::path(EPSERVE_TOKENIZER_DIR) / "qwen3";

@@ -18,7 +18,7 @@ std::string FixtureReferenceDir(const std::string& fixture) {
 
 std::string FixtureModelDir(const std::string& fixture) {
   if (fixture == "tiny-qwen3-moe") {
-    return (fs::path(EPSERVE_SOURCE_DIR) / "models/tiny-qwen3-moe").string();
+    return (fs::path(EPSERVE_SOURCE_DIR) / "checkpoints/tiny-random-qwen3-moe").string();
   }
   return FixtureReferenceDir(fixture);
 }

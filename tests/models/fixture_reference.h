@@ -27,7 +27,7 @@ struct FixtureReference {
 
 absl::StatusOr<FixtureReference> LoadFixtureReference(const std::string& dir);
 
-// Where a fixture's model files are (models/tiny-qwen3-moe keeps its own;
+// Where a fixture's model files are (checkpoints/tiny-random-qwen3-moe keeps its own;
 // every other fixture directory holds its checkpoint).
 std::string FixtureModelDir(const std::string& fixture);
 std::string FixtureReferenceDir(const std::string& fixture);

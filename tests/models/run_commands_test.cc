@@ -136,7 +136,7 @@ std::vector<int> GeneratedIds(const Result& r) {
 }
 
 TEST(GenerateCommand, SeededSamplingIsReproducibleAndFlagsAreValidated) {
-  const std::string model = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+  const std::string model = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
   std::vector<std::string> base = {"generate", "--model", model, "--prompt", "Hello, world!",
                                    "--max-tokens", "12", "--ignore-eos", "--temperature", "1.0"};
   auto with = [&](std::vector<std::string> extra) {

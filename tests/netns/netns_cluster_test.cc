@@ -23,7 +23,7 @@ namespace {
 using std::chrono::seconds;
 using ::testing::HasSubstr;
 
-constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
 constexpr char kPrompt[] = "Hello world";
 constexpr int kMaxTokens = 8;
 constexpr int kNumWorkers = 2;

@@ -29,7 +29,7 @@ using ::testing::HasSubstr;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr char kModel[] = EPSERVE_SOURCE_DIR "/models/tiny-qwen3-moe";
+constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe";
 constexpr int kMaxTokens = 16;
 
 const std::vector<std::string>& Prompts() {

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 const fs::path kFixtures = fs::path(EPSERVE_SOURCE_DIR) / "tests/fixtures/models";
 
 std::vector<fs::path> ModelDirs() {
-  std::vector<fs::path> dirs = {fs::path(EPSERVE_SOURCE_DIR) / "models/tiny-qwen3-moe"};
+  std::vector<fs::path> dirs = {fs::path(EPSERVE_SOURCE_DIR) / "checkpoints/tiny-random-qwen3-moe"};
   for (const auto& e : fs::directory_iterator(kFixtures)) {
     if (fs::exists(e.path() / "model.safetensors")) dirs.push_back(e.path());
   }
