@@ -30,6 +30,9 @@ sanitizer_pass() {
 
 # A filtered run (arguments for ctest) skips the sanitizer and fuzz passes.
 if [ $# -eq 0 ] && [ "${EPSERVE_SKIP_SANITIZERS:-0}" != 1 ]; then
+  # clang-format and clang-tidy on the lines the last commit changed
+  # (tools/lint.sh --base REV checks a longer range).
+  bash "$root/tools/lint.sh" --build "$build"
   sanitizer_pass
   # Short, deterministic libFuzzer runs (clang, ASan/UBSan) from the committed
   # corpora; `tools/fuzz.sh --seconds N` runs them open-ended on purpose.
