@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -523,12 +524,13 @@ absl::Status Backend::PagedAttention(const PagedAttentionArgs& args, Tensor* out
 
 // ---- MoE ----
 
-absl::Status Backend::MoeGate(const Tensor& router_logits, int64_t top_k, bool renormalize,
+absl::Status Backend::MoeGate(const Tensor& router_logits, const RoutingParams& routing,
                               Tensor* topk_ids, Tensor* topk_weights) {
   const char* op = "MoeGate";
   const DeviceSpec dev = device();
   RETURN_IF_ERROR(Check(op, "router_logits", router_logits, dev, false, kF32, {kAny, kAny}));
   const int64_t t = router_logits.shape[0], e = router_logits.shape[1];
+  const int64_t top_k = routing.top_k;
   if (top_k < 1 || top_k > e) {
     return Bad(op, "top_k", absl::StrCat("1..", e, " (num_experts)"), absl::StrCat(top_k));
   }
@@ -536,7 +538,11 @@ absl::Status Backend::MoeGate(const Tensor& router_logits, int64_t top_k, bool r
   RETURN_IF_ERROR(CheckOutPtr(op, "topk_weights", topk_weights));
   RETURN_IF_ERROR(Check(op, "topk_ids", *topk_ids, dev, true, kI32, {t, top_k}));
   RETURN_IF_ERROR(Check(op, "topk_weights", *topk_weights, dev, true, kF32, {t, top_k}));
-  return MoeGateImpl(router_logits, top_k, renormalize, topk_ids, topk_weights);
+  if (std::optional<UnsupportedRoutingField> f = FindUnsupportedRouting(routing)) {
+    return absl::UnimplementedError(
+        absl::StrCat(op, ": routing.", f->field, ": expected ", f->expected, ", found ", f->found));
+  }
+  return MoeGateImpl(router_logits, routing, topk_ids, topk_weights);
 }
 
 absl::Status Backend::MoePermute(const Tensor& hidden, const Tensor& topk_ids,

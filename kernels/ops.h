@@ -28,6 +28,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
+#include "common/moe_routing.h"
+#include "common/rope.h"
 #include "kernels/device.h"
 #include "kernels/tensor.h"
 
@@ -35,33 +37,11 @@ namespace epserve::kernels {
 
 // ---- Rope --------------------------------------------------------------
 
-enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
-enum class RopeLayout {
-  kNeox,         // rotate-half: pairs (i, i + D/2) (HF Llama/Qwen/Mixtral/OLMoE)
-  kInterleaved,  // pairs (2i, 2i + 1) (GPT-J / Meta checkpoints)
-};
-
-// Rope parameters as transformers' modeling_rope_utils reads them, already
-// resolved by the config parser (no defaults are invented here except where
-// noted). The rotary dimension is the full head_dim.
-struct RopeConfig {
-  RopeType type = RopeType::kDefault;
-  RopeLayout layout = RopeLayout::kNeox;
-  double theta = 10000.0;
-  double factor = 1.0;                        // linear, llama3, yarn
-  double low_freq_factor = 1.0;               // llama3
-  double high_freq_factor = 4.0;              // llama3
-  int64_t original_max_position_embeddings = 0;  // llama3, yarn (required > 0)
-  double beta_fast = 32.0;                    // yarn
-  double beta_slow = 1.0;                     // yarn
-  double mscale = 0.0;                        // yarn; 0 = unset
-  double mscale_all_dim = 0.0;                // yarn; 0 = unset
-  // yarn: multiplies cos and sin. <= 0 = unset: mscale ratio when both
-  // mscales are set, else 0.1*ln(factor)+1 (1 when factor <= 1). Other
-  // types: always 1.
-  double attention_factor = 0.0;
-  bool yarn_truncate = true;  // yarn: floor/ceil the correction range
-};
+// RopeType, RopeLayout and RopeConfig are common/rope.h's (the model
+// description carries the same struct).
+using ::epserve::RopeConfig;
+using ::epserve::RopeLayout;
+using ::epserve::RopeType;
 
 struct RopeFrequencies {
   std::vector<float> inv_freq;  // [head_dim / 2], float32 like transformers
@@ -324,14 +304,18 @@ class Backend {
                               Tensor* out);  // [T, Hq*D] float32
 
   // -- MoE --
-  // probs = softmax(router_logits) in fp32; the k most probable experts
-  // (ties: lower id first); weights = their probs, divided by their sum when
-  // `renormalize`. Non-finite rows (the rule, also on every backend):
+  // The router (common/moe_routing.h), k = routing.top_k: probs =
+  // softmax(router_logits) in fp32; the k most probable experts (ties: lower
+  // id first); weights = their probs, divided by their sum when
+  // routing.renormalize. Other routing fields must have the values every
+  // backend runs (FindUnsupportedRouting): otherwise UNIMPLEMENTED naming the
+  // field ("MoeGate: routing.scoring: expected softmax, found sigmoid").
+  // Non-finite rows (the rule, also on every backend):
   //   NaN counts as -inf; if some logit is +inf the +inf experts share the
   //   mass equally; if every logit is -inf/NaN the row is uniform. So ids are
   //   always k distinct experts in [0, E) and weights finite in [0, 1].
   absl::Status MoeGate(const Tensor& router_logits,  // [T, E] float32
-                       int64_t top_k, bool renormalize,
+                       const RoutingParams& routing,
                        Tensor* topk_ids,       // [T, k] int32
                        Tensor* topk_weights);  // [T, k] float32
   // Groups hidden rows by expert (see MoePermutation); preallocate `out`
@@ -395,9 +379,9 @@ class Backend {
                                              const RopeFrequencies& freqs);
   virtual absl::Status PagedAttentionImpl(const PagedAttentionArgs& args, float scale,
                                           Tensor* out) = 0;
-  virtual absl::Status MoeGateImpl(const Tensor& router_logits, int64_t top_k,
-                                   bool renormalize, Tensor* topk_ids,
-                                   Tensor* topk_weights) = 0;
+  // `routing` is one FindUnsupportedRouting accepts.
+  virtual absl::Status MoeGateImpl(const Tensor& router_logits, const RoutingParams& routing,
+                                   Tensor* topk_ids, Tensor* topk_weights) = 0;
   virtual absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
                                       MoePermutation* out) = 0;
   virtual absl::Status GroupedExpertMatMulImpl(const Tensor& rows,

@@ -17,6 +17,7 @@
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
 #include "worker/models/alltoall_dispatcher.h"
+#include "worker/models/attention/attention.h"
 #include "common/model_config/model_config.h"
 
 namespace epserve::worker {
@@ -343,7 +344,7 @@ uint64_t ActivationReserveBytes(const ModelDescription& desc,
   const uint64_t kvw = static_cast<uint64_t>(desc.num_kv_heads * desc.head_dim);
   const uint64_t dense = static_cast<uint64_t>(desc.intermediate_size);
   const uint64_t moe = desc.moe.num_experts > 0
-                           ? static_cast<uint64_t>(desc.moe.top_k) *
+                           ? static_cast<uint64_t>(desc.moe.routing.top_k) *
                                  (3 * static_cast<uint64_t>(desc.moe.moe_intermediate_size) + 3 * h)
                            : 0;
   const uint64_t per_token = 4 * (6 * h + 3 * q + 2 * kvw + std::max(3 * dense, moe));
@@ -405,7 +406,7 @@ absl::StatusOr<int64_t> Worker::GpuKvBlocks(const ModelDescription& desc,
   const uint64_t reserve = ActivationReserveBytes(desc, kv, options_.cuda_graph_max_batch);
   const uint64_t allowed = static_cast<uint64_t>(options_.gpu_memory_utilization *
                                                  static_cast<double>(total));
-  const kv_cache::KvCacheShape shape{desc.num_layers, desc.num_kv_heads, desc.head_dim};
+  const kv_cache::KvCacheShape shape = models::KvCacheShapeOf(desc);
   const uint64_t per_block = step::KvBlockBytes(shape, options.block_size, options.kv_cache_dtype);
   const uint64_t budget = allowed > used + reserve ? allowed - used - reserve : 0;
   ASSIGN_OR_RETURN(int64_t blocks, step::KvBlocksForBudget(shape, options.block_size,
@@ -433,7 +434,7 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   if (!kv.dtype().empty() && kv.dtype() != "auto") {
     ASSIGN_OR_RETURN(options.kv_cache_dtype, ParseDataType(kv.dtype()));
   }
-  const kv_cache::KvCacheShape shape{desc.num_layers, desc.num_kv_heads, desc.head_dim};
+  const kv_cache::KvCacheShape shape = models::KvCacheShapeOf(desc);
   if (kv.num_blocks() > 0) {
     options.num_blocks = kv.num_blocks();
   } else if (options_.device.type != kernels::DeviceType::kCpu) {
@@ -467,8 +468,8 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   if (desc.moe.num_experts > 0 && registration_.world_size() > 1 && !owners.empty()) {
     ASSIGN_OR_RETURN(std::unique_ptr<models::AllToAllTokenDispatcher> a2a,
                      models::AllToAllTokenDispatcher::Create(
-                         *backend_, desc.moe.num_experts, desc.moe.top_k,
-                         desc.hidden_size, {owners.begin(), owners.end()}, nullptr));
+                         *backend_, desc.moe.num_experts, desc.moe.routing.top_k, desc.hidden_size,
+                         {owners.begin(), owners.end()}, nullptr));
     moe_metrics_ = std::make_unique<MoeMetrics>(*metrics_registry_, desc.moe.num_experts);
     a2a->SetObserver(moe_metrics_.get());
     ep_dispatcher_ = a2a.get();

@@ -21,11 +21,11 @@ using json = nlohmann::json;
 
 json Describe(const ModelDescription& d) {
   json layers = json::array();
-  for (LayerKind k : d.layer_kinds) layers.push_back(LayerKindName(k));
+  for (LayerKind k : d.layer_kinds()) layers.push_back(LayerKindName(k));
   json rope = {{"theta", d.rope.theta},
                {"type", RopeTypeName(d.rope.type)},
                {"factor", d.rope.factor},
-               {"neox_layout", d.rope.neox_layout}};
+               {"neox_layout", d.rope.layout == RopeLayout::kNeox}};
   if (d.rope.original_max_position_embeddings > 0) {
     rope["original_max_position_embeddings"] = d.rope.original_max_position_embeddings;
   }
@@ -50,10 +50,10 @@ json Describe(const ModelDescription& d) {
               {"quantization", QuantMethodName(d.quantization.method)}};
   if (d.is_moe()) {
     out["moe"] = {{"num_experts", d.moe.num_experts},
-                  {"top_k", d.moe.top_k},
+                  {"top_k", d.moe.routing.top_k},
                   {"num_moe_layers", d.num_moe_layers()},
                   {"moe_intermediate_size", d.moe.moe_intermediate_size},
-                  {"norm_topk_prob", d.moe.norm_topk_prob},
+                  {"norm_topk_prob", d.moe.routing.renormalize},
                   {"shared_expert_intermediate_size", d.moe.shared_expert_intermediate_size},
                   {"shared_expert_gate", d.moe.shared_expert_gate}};
   }

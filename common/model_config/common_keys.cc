@@ -31,7 +31,7 @@ absl::StatusOr<DataType> ReadDtype(const ConfigReader& reader, absl::string_view
 }
 
 absl::Status ReadRopeScaling(const ConfigReader& r, const char* type_key, int64_t max_positions,
-                             RopeParams* rope) {
+                             RopeConfig* rope) {
   ASSIGN_OR_RETURN(std::string type, r.String(type_key, ""));
   if (type.empty() && std::string(type_key) == "rope_type") {
     ASSIGN_OR_RETURN(type, r.String("type", "default"));  // legacy spelling
@@ -59,9 +59,13 @@ absl::Status ReadRopeScaling(const ConfigReader& r, const char* type_key, int64_
                      r.Int("original_max_position_embeddings", max_positions));
     ASSIGN_OR_RETURN(rope->beta_fast, r.Double("beta_fast", 32.0));
     ASSIGN_OR_RETURN(rope->beta_slow, r.Double("beta_slow", 1.0));
-    ASSIGN_OR_RETURN(rope->mscale, r.OptionalDouble("mscale"));
-    ASSIGN_OR_RETURN(rope->mscale_all_dim, r.OptionalDouble("mscale_all_dim"));
-    ASSIGN_OR_RETURN(rope->attention_factor, r.OptionalDouble("attention_factor"));
+    // Absent: 0, which RopeConfig reads as unset.
+    ASSIGN_OR_RETURN(std::optional<double> mscale, r.OptionalDouble("mscale"));
+    ASSIGN_OR_RETURN(std::optional<double> mscale_all_dim, r.OptionalDouble("mscale_all_dim"));
+    ASSIGN_OR_RETURN(std::optional<double> attention_factor, r.OptionalDouble("attention_factor"));
+    rope->mscale = mscale.value_or(0.0);
+    rope->mscale_all_dim = mscale_all_dim.value_or(0.0);
+    rope->attention_factor = attention_factor.value_or(0.0);
   } else {
     return r.Unsupported(type_key, absl::StrCat("'", type,
                                                 "' is not supported (supported: default, "
@@ -82,8 +86,8 @@ absl::StatusOr<int64_t> RequiredPositive(const ConfigReader& reader, absl::strin
 }
 
 absl::Status ReadRope(const ConfigReader& reader, double default_theta,
-                      int64_t max_position_embeddings, RopeParams* rope) {
-  *rope = RopeParams();
+                      int64_t max_position_embeddings, RopeConfig* rope) {
+  *rope = RopeConfig();
   ASSIGN_OR_RETURN(std::optional<ConfigReader> params, reader.Object("rope_parameters"));
   if (params) {  // transformers v5
     // rope_theta lives inside rope_parameters; a top-level one is a v4 leftover.
@@ -227,21 +231,70 @@ absl::Status ReadRoutedExperts(const ConfigReader& r, const char* num_experts_ke
                      absl::StrCat("must be in [1, ", e, "] (found ", k, ")"));
   }
   moe->num_experts = static_cast<int>(e);
-  moe->top_k = static_cast<int>(k);
-  moe->routing = RoutingKind::kSoftmaxTopK;
+  moe->routing = RoutingParams();
+  moe->routing.top_k = static_cast<int>(k);
+  moe->routing.scoring = RoutingScoring::kSoftmax;
   return absl::OkStatus();
 }
 
-absl::Status ReadQwenMoeFeedForward(const ConfigReader& r, const char* num_experts_key,
-                                    ModelDescription* d) {
+absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeFeedForward(const ConfigReader& r,
+                                                              const char* num_experts_key,
+                                                              ModelDescription* d) {
   RETURN_IF_ERROR(ReadRoutedExperts(r, num_experts_key, &d->moe));
   ASSIGN_OR_RETURN(d->moe.moe_intermediate_size, RequiredPositive(r, "moe_intermediate_size"));
-  ASSIGN_OR_RETURN(d->moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
-  ASSIGN_OR_RETURN(d->layer_kinds, ReadQwenMoeLayerKinds(r, d->num_layers, d->moe.num_experts));
-  if (d->num_moe_layers() < d->num_layers) {  // dense layers need their width
+  ASSIGN_OR_RETURN(d->moe.routing.renormalize, r.Bool("norm_topk_prob", false));
+  ASSIGN_OR_RETURN(std::vector<LayerKind> kinds,
+                   ReadQwenMoeLayerKinds(r, d->num_layers, d->moe.num_experts));
+  if (std::count(kinds.begin(), kinds.end(), LayerKind::kDense) > 0) {
+    // dense layers need their width
     ASSIGN_OR_RETURN(d->intermediate_size, RequiredPositive(r, "intermediate_size"));
   }
-  return absl::OkStatus();
+  return kinds;
+}
+
+AttentionSpec GqaAttention(const ModelDescription& d) {
+  AttentionSpec a;
+  a.kind = AttentionKind::kGqa;
+  a.num_heads = d.num_heads;
+  a.num_kv_heads = d.num_kv_heads;
+  a.head_dim = d.head_dim;
+  a.qk_norm = d.qk_norm;
+  a.qkv_bias = d.attention_bias;
+  a.out_bias = d.attention_out_bias;
+  a.use_rope = true;
+  a.rope = d.rope;
+  a.chunk_size = 0;
+  return a;
+}
+
+FeedForwardSpec DenseFeedForward(const ModelDescription& d) {
+  FeedForwardSpec f;
+  f.kind = FeedForwardKind::kDense;
+  f.intermediate_size = d.intermediate_size;
+  return f;
+}
+
+FeedForwardSpec MoeFeedForward(const ModelDescription& d) {
+  FeedForwardSpec f;
+  f.kind = d.moe.shared_expert_intermediate_size > 0 ? FeedForwardKind::kMoeShared
+                                                     : FeedForwardKind::kMoe;
+  f.num_experts = d.moe.num_experts;
+  f.expert_intermediate_size = d.moe.moe_intermediate_size;
+  f.routing = d.moe.routing;
+  f.shared_intermediate_size = d.moe.shared_expert_intermediate_size;
+  f.shared_expert_gate = d.moe.shared_expert_gate;
+  return f;
+}
+
+void FillLayers(const std::vector<LayerKind>& kinds, ModelDescription* d) {
+  d->layers.clear();
+  d->layers.reserve(kinds.size());
+  for (LayerKind kind : kinds) {
+    LayerSpec layer;
+    layer.attention = GqaAttention(*d);
+    layer.feed_forward = kind == LayerKind::kMoe ? MoeFeedForward(*d) : DenseFeedForward(*d);
+    d->layers.push_back(layer);
+  }
 }
 
 absl::Status ReadQwenCommonKeys(const ConfigReader& r, int64_t default_head_dim,

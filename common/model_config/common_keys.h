@@ -35,7 +35,7 @@ absl::Status ReadCommonKeys(const ConfigReader& reader, const CommonDefaults& de
 // v5 `rope_parameters` {rope_type, rope_theta, factor, ...} when present, else
 // v4 `rope_theta` + `rope_scaling` {rope_type | type, factor, ...}.
 absl::Status ReadRope(const ConfigReader& reader, double default_theta,
-                      int64_t max_position_embeddings, RopeParams* rope);
+                      int64_t max_position_embeddings, RopeConfig* rope);
 
 // `quantization_config`, absent -> kNone.
 absl::Status ReadQuantization(const ConfigReader& reader, QuantizationParams* quant);
@@ -48,13 +48,16 @@ absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeLayerKinds(const ConfigReader&
 
 // The feed-forward part shared by Qwen2-MoE and Qwen3-MoE: routed experts
 // (count under `num_experts_key`, num_experts_per_tok), moe_intermediate_size,
-// norm_topk_prob (default false), the layer kinds by the Qwen MoE rule, and
-// intermediate_size when some layer is dense.
-absl::Status ReadQwenMoeFeedForward(const ConfigReader& reader, const char* num_experts_key,
-                                    ModelDescription* desc);
+// norm_topk_prob (default false) as moe.routing.renormalize, and
+// intermediate_size when some layer is dense. Returns the layer kinds by the
+// Qwen MoE rule (for FillLayers).
+absl::StatusOr<std::vector<LayerKind>> ReadQwenMoeFeedForward(const ConfigReader& reader,
+                                                              const char* num_experts_key,
+                                                              ModelDescription* desc);
 
 // Reads the routed-expert count under `num_experts_key` (required, > 0) and
-// num_experts_per_tok (required, 1..num_experts) into moe.
+// num_experts_per_tok (required, 1..num_experts) into moe: routing is softmax
+// top-k, renormalize false (the caller sets it), no bias, groups or scaling.
 absl::Status ReadRoutedExperts(const ConfigReader& reader, const char* num_experts_key,
                                MoeParams* moe);
 
@@ -65,6 +68,19 @@ absl::Status ReadRoutedExperts(const ConfigReader& reader, const char* num_exper
 // false) must be false: sliding window attention is not supported.
 absl::Status ReadQwenCommonKeys(const ConfigReader& reader, int64_t default_head_dim,
                                 ModelDescription* out);
+
+// Layer specs from the model-wide fields an architecture has read.
+// GqaAttention: grouped-query attention with rope (every layer of today's
+// architectures). DenseFeedForward: the SwiGLU MLP of intermediate_size.
+// MoeFeedForward: routed experts with moe.routing, kMoeShared when
+// moe.shared_expert_intermediate_size > 0.
+AttentionSpec GqaAttention(const ModelDescription& desc);
+FeedForwardSpec DenseFeedForward(const ModelDescription& desc);
+FeedForwardSpec MoeFeedForward(const ModelDescription& desc);
+
+// desc->layers: one layer per kind, GqaAttention and DenseFeedForward or
+// MoeFeedForward. Called last, once every model-wide field is read.
+void FillLayers(const std::vector<LayerKind>& kinds, ModelDescription* desc);
 
 // Reads a size that must be > 0 (required).
 absl::StatusOr<int64_t> RequiredPositive(const ConfigReader& reader, absl::string_view key);

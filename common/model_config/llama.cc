@@ -20,7 +20,7 @@ absl::StatusOr<ModelDescription> ParseLlama(const ConfigReader& r) {
   d.attention_out_bias = d.attention_bias;
   ASSIGN_OR_RETURN(bool mlp_bias, r.Bool("mlp_bias", false));
   if (mlp_bias) return r.Unsupported("mlp_bias", "= true is not supported");
-  d.layer_kinds.assign(d.num_layers, LayerKind::kDense);
+  FillLayers(std::vector<LayerKind>(d.num_layers, LayerKind::kDense), &d);
   return d;
 }
 

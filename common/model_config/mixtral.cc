@@ -19,13 +19,13 @@ absl::StatusOr<ModelDescription> ParseMixtral(const ConfigReader& r) {
   RETURN_IF_ERROR(ReadCommonKeys(r, defaults, &d));
   RETURN_IF_ERROR(ReadRoutedExperts(r, "num_local_experts", &d.moe));
   ASSIGN_OR_RETURN(d.moe.moe_intermediate_size, RequiredPositive(r, "intermediate_size"));
-  d.moe.norm_topk_prob = true;
+  d.moe.routing.renormalize = true;
   d.intermediate_size = 0;  // no dense layer
   if (r.Has("sliding_window")) {
     ASSIGN_OR_RETURN(int64_t window, RequiredPositive(r, "sliding_window"));
     d.sliding_window = window;
   }
-  d.layer_kinds.assign(d.num_layers, LayerKind::kMoe);
+  FillLayers(std::vector<LayerKind>(d.num_layers, LayerKind::kMoe), &d);
   return d;
 }
 

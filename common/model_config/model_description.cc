@@ -27,16 +27,24 @@ const char* QkNormKindName(QkNormKind kind) {
   return "?";
 }
 
-const char* RopeTypeName(RopeType type) {
-  switch (type) {
-    case RopeType::kDefault:
-      return "default";
-    case RopeType::kLinear:
-      return "linear";
-    case RopeType::kLlama3:
-      return "llama3";
-    case RopeType::kYarn:
-      return "yarn";
+const char* AttentionKindName(AttentionKind kind) {
+  switch (kind) {
+    case AttentionKind::kGqa:
+      return "gqa";
+    case AttentionKind::kMla:
+      return "mla";
+  }
+  return "?";
+}
+
+const char* FeedForwardKindName(FeedForwardKind kind) {
+  switch (kind) {
+    case FeedForwardKind::kDense:
+      return "dense";
+    case FeedForwardKind::kMoe:
+      return "moe";
+    case FeedForwardKind::kMoeShared:
+      return "moe_shared";
   }
   return "?";
 }
@@ -57,9 +65,16 @@ const char* QuantMethodName(QuantMethod m) {
   return "?";
 }
 
+std::vector<LayerKind> ModelDescription::layer_kinds() const {
+  std::vector<LayerKind> kinds;
+  kinds.reserve(layers.size());
+  for (const LayerSpec& l : layers) kinds.push_back(l.feed_forward.layer_kind());
+  return kinds;
+}
+
 int ModelDescription::num_moe_layers() const {
   int n = 0;
-  for (LayerKind k : layer_kinds) n += k == LayerKind::kMoe ? 1 : 0;
+  for (const LayerSpec& l : layers) n += l.feed_forward.is_moe() ? 1 : 0;
   return n;
 }
 
@@ -81,7 +96,7 @@ int64_t ModelDescription::active_params_per_token() const {
       active += NumElements(t.shape);
     }
   }
-  if (moe.num_experts > 0) active += routed / moe.num_experts * moe.top_k;
+  if (moe.num_experts > 0) active += routed / moe.num_experts * moe.routing.top_k;
   return active;
 }
 

@@ -11,10 +11,12 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/moe_routing.h"
+#include "common/rope.h"
 
 namespace epserve {
 
-// What the feed-forward block of a decoder layer is.
+// What the feed-forward block of a decoder layer is, coarsely.
 enum class LayerKind {
   kDense,  // SwiGLU MLP of width intermediate_size
   kMoe,    // router + routed experts (+ shared expert where the architecture has one)
@@ -28,52 +30,71 @@ enum class QkNormKind {
              // normalising across all heads of the projection at once
 };
 
-enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
-
-// How router logits become expert weights.
-enum class RoutingKind {
-  // softmax over all experts (fp32) -> top-k -> renormalise the k weights to
-  // sum 1 iff norm_topk_prob.
-  kSoftmaxTopK,
-};
-
 enum class QuantMethod { kNone, kFp8, kAwq, kGptq, kOther };
 
 const char* LayerKindName(LayerKind kind);    // "dense", "moe"
 const char* QkNormKindName(QkNormKind kind);  // "none", "per_head", "full"
-const char* RopeTypeName(RopeType type);      // "default", "linear", "llama3", "yarn"
 const char* QuantMethodName(QuantMethod m);   // "none", "fp8", "awq", "gptq", "other"
 
-// Rotary position embedding. Every supported architecture rotates halves
-// (GPT-NeoX layout: pairs (i, i + rotary_dim/2)), never interleaved pairs.
-struct RopeParams {
-  double theta = 10000.0;
-  RopeType type = RopeType::kDefault;
-  bool neox_layout = true;  // rotate-half
-  // linear, llama3, yarn: the context extension factor.
-  double factor = 1.0;
-  // llama3: frequency band edges. yarn: the pre-training context length
-  // (defaults to max_position_embeddings when the config omits it).
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int64_t original_max_position_embeddings = 0;  // 0: not applicable
-  // yarn only. Unset optionals follow the YaRN defaults: attention_factor =
-  // 0.1 * ln(factor) + 1, or mscale/mscale_all_dim ratio when both are given.
-  double beta_fast = 32.0;
-  double beta_slow = 1.0;
-  std::optional<double> mscale;
-  std::optional<double> mscale_all_dim;
-  std::optional<double> attention_factor;
-};
-
+// The model-wide MoE keys of config.json. Which layers use them, and how,
+// is LayerSpec::feed_forward.
 struct MoeParams {
   int num_experts = 0;
-  int top_k = 0;                      // num_experts_per_tok
   int64_t moe_intermediate_size = 0;  // width of one routed expert
-  bool norm_topk_prob = false;
-  RoutingKind routing = RoutingKind::kSoftmaxTopK;
+  RoutingParams routing;              // top_k = num_experts_per_tok, renormalize = norm_topk_prob
   int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
   bool shared_expert_gate = false;              // sigmoid(x . w) scales the shared expert's output
+};
+
+// ---- Per-layer spec: what the decoder composes each layer from ----
+
+enum class AttentionKind {
+  kGqa,  // multi/grouped-query attention: q/k/v projections, K and V cached per head
+  kMla,  // multi-head latent attention: one compressed latent cached (no architecture yet)
+};
+
+const char* AttentionKindName(AttentionKind kind);  // "gqa", "mla"
+
+struct AttentionSpec {
+  AttentionKind kind = AttentionKind::kGqa;
+  int num_heads = 0;       // Hq
+  int num_kv_heads = 0;    // Hkv
+  int64_t head_dim = 0;    // D
+  int64_t latent_dim = 0;  // kMla: the cached latent's width; 0 otherwise
+  QkNormKind qk_norm = QkNormKind::kNone;
+  bool qkv_bias = false;   // q/k/v projections carry a bias
+  bool out_bias = false;   // o_proj carries a bias
+  bool use_rope = true;    // false: a NoPE layer (no rotary embedding)
+  RopeConfig rope;         // when use_rope
+  int64_t chunk_size = 0;  // > 0: chunked-local attention over chunks of this many tokens
+};
+
+enum class FeedForwardKind {
+  kDense,      // SwiGLU MLP of width intermediate_size
+  kMoe,        // router + routed experts
+  kMoeShared,  // router + routed experts + one shared expert (optionally sigmoid-gated)
+};
+
+const char* FeedForwardKindName(FeedForwardKind kind);  // "dense", "moe", "moe_shared"
+
+struct FeedForwardSpec {
+  FeedForwardKind kind = FeedForwardKind::kDense;
+  int64_t intermediate_size = 0;  // kDense: the MLP width
+  // kMoe, kMoeShared:
+  int num_experts = 0;
+  int64_t expert_intermediate_size = 0;  // width of one routed expert
+  RoutingParams routing;
+  // kMoeShared:
+  int64_t shared_intermediate_size = 0;
+  bool shared_expert_gate = false;  // sigmoid(x . w) scales the shared expert's output
+
+  bool is_moe() const { return kind != FeedForwardKind::kDense; }
+  LayerKind layer_kind() const { return is_moe() ? LayerKind::kMoe : LayerKind::kDense; }
+};
+
+struct LayerSpec {
+  AttentionSpec attention;
+  FeedForwardSpec feed_forward;
 };
 
 // quantization_config as found; recognised here, accepted or refused by the
@@ -107,7 +128,7 @@ struct ModelDescription {
   int64_t head_dim = 0;
   int64_t intermediate_size = 0;  // dense MLP width; 0 when no layer is dense
   double rms_norm_eps = 1e-6;
-  RopeParams rope;
+  RopeConfig rope;
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
 
@@ -117,8 +138,11 @@ struct ModelDescription {
   std::optional<double> clip_qkv;         // OLMoE: clamp q/k/v to [-c, c]
   std::optional<int64_t> sliding_window;  // Mixtral: attention window, if any
 
-  std::vector<LayerKind> layer_kinds;  // size num_layers
-  MoeParams moe;                       // meaningful iff is_moe()
+  MoeParams moe;  // meaningful iff is_moe()
+
+  // What each layer is (size num_layers), filled by the architecture from
+  // the fields above: the decoder composes its layers from these alone.
+  std::vector<LayerSpec> layers;
 
   std::optional<DataType> dtype;  // torch_dtype (v4) / dtype (v5)
   QuantizationParams quantization;
@@ -126,6 +150,8 @@ struct ModelDescription {
   std::vector<int64_t> bos_token_ids;  // empty: none given
   std::vector<int64_t> eos_token_ids;
 
+  // layers[i].feed_forward.layer_kind() for every layer.
+  std::vector<LayerKind> layer_kinds() const;
   bool is_moe() const { return num_moe_layers() > 0; }
   int num_moe_layers() const;
   // Sums over ExpectedTensors(*this) (tensor_spec.h). Active counts every

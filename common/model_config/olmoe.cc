@@ -24,9 +24,9 @@ absl::StatusOr<ModelDescription> ParseOlmoe(const ConfigReader& r) {
   if (d.clip_qkv && *d.clip_qkv <= 0) return r.Invalid("clip_qkv", "must be > 0 or null");
   RETURN_IF_ERROR(ReadRoutedExperts(r, "num_experts", &d.moe));
   ASSIGN_OR_RETURN(d.moe.moe_intermediate_size, RequiredPositive(r, "intermediate_size"));
-  ASSIGN_OR_RETURN(d.moe.norm_topk_prob, r.Bool("norm_topk_prob", false));
+  ASSIGN_OR_RETURN(d.moe.routing.renormalize, r.Bool("norm_topk_prob", false));
   d.intermediate_size = 0;  // no dense layer
-  d.layer_kinds.assign(d.num_layers, LayerKind::kMoe);
+  FillLayers(std::vector<LayerKind>(d.num_layers, LayerKind::kMoe), &d);
   return d;
 }
 

@@ -13,7 +13,7 @@ absl::StatusOr<ModelDescription> ParseQwen2(const ConfigReader& r) {
   ASSIGN_OR_RETURN(d.intermediate_size, RequiredPositive(r, "intermediate_size"));
   d.attention_bias = true;
   d.attention_out_bias = false;
-  d.layer_kinds.assign(d.num_layers, LayerKind::kDense);
+  FillLayers(std::vector<LayerKind>(d.num_layers, LayerKind::kDense), &d);
   return d;
 }
 

@@ -15,13 +15,14 @@ absl::StatusOr<ModelDescription> ParseQwen2Moe(const ConfigReader& r) {
   RETURN_IF_ERROR(ReadQwenCommonKeys(r, /*default_head_dim=*/0, &d));
   ASSIGN_OR_RETURN(d.attention_bias, r.Bool("qkv_bias", true));
   d.attention_out_bias = false;
-  RETURN_IF_ERROR(ReadQwenMoeFeedForward(r, "num_experts", &d));
+  ASSIGN_OR_RETURN(std::vector<LayerKind> kinds, ReadQwenMoeFeedForward(r, "num_experts", &d));
   ASSIGN_OR_RETURN(d.moe.shared_expert_intermediate_size,
                    r.RequiredInt("shared_expert_intermediate_size"));
   if (d.moe.shared_expert_intermediate_size < 0) {
     return r.Invalid("shared_expert_intermediate_size", "must be >= 0");
   }
   d.moe.shared_expert_gate = d.moe.shared_expert_intermediate_size > 0;
+  FillLayers(kinds, &d);  // MoE layers: kMoeShared when the shared expert has a width
   return d;
 }
 

@@ -17,7 +17,7 @@ absl::StatusOr<ModelDescription> ParseQwen3(const ConfigReader& r) {
   ASSIGN_OR_RETURN(d.attention_bias, r.Bool("attention_bias", false));
   d.attention_out_bias = d.attention_bias;
   d.qk_norm = QkNormKind::kPerHead;
-  d.layer_kinds.assign(d.num_layers, LayerKind::kDense);
+  FillLayers(std::vector<LayerKind>(d.num_layers, LayerKind::kDense), &d);
   return d;
 }
 

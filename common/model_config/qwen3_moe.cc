@@ -18,7 +18,8 @@ absl::StatusOr<ModelDescription> ParseQwen3Moe(const ConfigReader& r) {
   // transformers v4 writes `num_experts`, v5 `num_local_experts`.
   const char* experts_key =
       !r.Has("num_experts") && r.Has("num_local_experts") ? "num_local_experts" : "num_experts";
-  RETURN_IF_ERROR(ReadQwenMoeFeedForward(r, experts_key, &d));
+  ASSIGN_OR_RETURN(std::vector<LayerKind> kinds, ReadQwenMoeFeedForward(r, experts_key, &d));
+  FillLayers(kinds, &d);
   return d;
 }
 

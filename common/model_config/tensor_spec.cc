@@ -158,8 +158,7 @@ std::vector<TensorSpec> ExpectedTensors(const ModelDescription& d) {
     b.Add(p + "input_layernorm.weight", {h}, TensorRole::kInputNorm, i);
     AddAttention(d, i, p, b);
     b.Add(p + "post_attention_layernorm.weight", {h}, TensorRole::kPostAttnNorm, i);
-    const bool moe =
-        i < static_cast<int>(d.layer_kinds.size()) && d.layer_kinds[i] == LayerKind::kMoe;
+    const bool moe = i < static_cast<int>(d.layers.size()) && d.layers[i].feed_forward.is_moe();
     if (moe) {
       AddMoe(d, i, p, naming, b);
     } else {
@@ -204,8 +203,8 @@ absl::StatusOr<PackedSlice> PackedExpertSpec::SliceFor(TensorRole role, int expe
 std::vector<PackedExpertSpec> PackedExpertTensors(const ModelDescription& d) {
   std::vector<PackedExpertSpec> out;
   const ExpertNaming naming = NamingFor(d);
-  for (int i = 0; i < static_cast<int>(d.layer_kinds.size()); ++i) {
-    if (d.layer_kinds[i] != LayerKind::kMoe) continue;
+  for (int i = 0; i < static_cast<int>(d.layers.size()); ++i) {
+    if (!d.layers[i].feed_forward.is_moe()) continue;
     const std::string p = absl::StrCat("model.layers.", i, ".");
     PackedExpertSpec s;
     s.layer = i;

@@ -1,4 +1,6 @@
-// MoE router: softmax over experts in fp32, top-k, optional renormalisation.
+// MoE router (RoutingParams as every backend runs it: softmax scoring, no
+// correction bias, no groups, scaling 1): softmax over experts in fp32, top-k,
+// optional renormalisation.
 //
 // Non-finite logits (the rule stated in ops.h):
 //   NaN  -> treated as -inf (never preferred over a number);
@@ -49,10 +51,11 @@ void RouterSoftmax(const float* logits, int64_t e, float* probs) {
 
 }  // namespace
 
-absl::Status CpuBackend::MoeGateImpl(const Tensor& router_logits, int64_t top_k,
-                                     bool renormalize, Tensor* topk_ids,
-                                     Tensor* topk_weights) {
+absl::Status CpuBackend::MoeGateImpl(const Tensor& router_logits, const RoutingParams& routing,
+                                     Tensor* topk_ids, Tensor* topk_weights) {
   const int64_t t = router_logits.shape[0], e = router_logits.shape[1];
+  const int64_t top_k = routing.top_k;
+  const bool renormalize = routing.renormalize;
   const float* logits = router_logits.data_as<float>();
   int32_t* ids = topk_ids->mutable_data_as<int32_t>();
   float* weights = topk_weights->mutable_data_as<float>();

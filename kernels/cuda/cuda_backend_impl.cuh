@@ -69,7 +69,7 @@ class CudaBackend final : public Backend {
                                      const RopeFrequencies& freqs) override;
   absl::Status PagedAttentionImpl(const PagedAttentionArgs& args, float scale,
                                   Tensor* out) override;
-  absl::Status MoeGateImpl(const Tensor& router_logits, int64_t top_k, bool renormalize,
+  absl::Status MoeGateImpl(const Tensor& router_logits, const RoutingParams& routing,
                            Tensor* topk_ids, Tensor* topk_weights) override;
   absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
                               MoePermutation* out) override;

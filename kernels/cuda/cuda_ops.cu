@@ -162,11 +162,12 @@ absl::Status CudaBackend::PagedAttentionImpl(const PagedAttentionArgs& args, flo
   return cuda::PagedAttention(p, ws > 0 ? scratch.mutable_data() : nullptr, ws, s());
 }
 
-absl::Status CudaBackend::MoeGateImpl(const Tensor& router_logits, int64_t top_k,
-                                      bool renormalize, Tensor* topk_ids, Tensor* topk_weights) {
-  return cuda::MoeGate(router_logits.data_as<float>(), router_logits.shape[0], router_logits.shape[1],
-                 top_k, renormalize, topk_ids->mutable_data_as<int32_t>(),
-                 topk_weights->mutable_data_as<float>(), s());
+absl::Status CudaBackend::MoeGateImpl(const Tensor& router_logits, const RoutingParams& routing,
+                                      Tensor* topk_ids, Tensor* topk_weights) {
+  return cuda::MoeGate(router_logits.data_as<float>(), router_logits.shape[0],
+                       router_logits.shape[1], routing.top_k, routing.renormalize,
+                       topk_ids->mutable_data_as<int32_t>(), topk_weights->mutable_data_as<float>(),
+                       s());
 }
 
 absl::Status CudaBackend::MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,

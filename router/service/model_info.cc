@@ -64,7 +64,7 @@ absl::StatusOr<v1::GetModelInfoResponse> ReadModelInfo(const std::string& model_
   info.set_num_layers(static_cast<uint32_t>(desc.num_layers));
   if (desc.is_moe()) {
     info.set_num_experts(static_cast<uint32_t>(desc.moe.num_experts));
-    info.set_num_experts_per_token(static_cast<uint32_t>(desc.moe.top_k));
+    info.set_num_experts_per_token(static_cast<uint32_t>(desc.moe.routing.top_k));
   }
   info.set_dtype(std::string(weight_dtype));
   if (!desc.bos_token_ids.empty()) info.set_bos_token_id(static_cast<uint32_t>(desc.bos_token_ids[0]));

@@ -199,10 +199,10 @@ TEST_F(CudaMoeSmallTest, MoeGateMatchesCpuAtFewAndManyRows) {
           Tensor lg = MakeF32({t, e}, logits);
           Tensor ids_cpu = MakeI32({t, k}, std::vector<int32_t>(t * k));
           Tensor w_cpu = Zeros({t, k});
-          ASSERT_TRUE(cpu_->MoeGate(lg, k, renorm, &ids_cpu, &w_cpu).ok());
+          ASSERT_TRUE(cpu_->MoeGate(lg, SoftmaxTopK(k, renorm), &ids_cpu, &w_cpu).ok());
           Tensor ids = GpuEmpty(DataType::kInt32, {t, k});
           Tensor w = GpuEmpty(DataType::kFloat32, {t, k});
-          ASSERT_TRUE(gpu_->MoeGate(Up(lg), k, renorm, &ids, &w).ok());
+          ASSERT_TRUE(gpu_->MoeGate(Up(lg), SoftmaxTopK(k, renorm), &ids, &w).ok());
           ASSERT_EQ(DownInt(ids), ToIntVector(ids_cpu));
           ASSERT_LE(MaxRelError(Down(w), ToVector(w_cpu)), 4e-6);
         }
@@ -310,7 +310,7 @@ TEST_F(CudaMoeSmallTest, RouterGatePermuteGraphReplayEqualsEager) {
   auto body = [&]() -> absl::Status {
     absl::Status s = gpu_->MatMul(x, w, {}, &logits);
     if (!s.ok()) return s;
-    s = gpu_->MoeGate(logits, k, /*renormalize=*/true, &ids, &weights);
+    s = gpu_->MoeGate(logits, SoftmaxTopK(k, /*renormalize=*/true), &ids, &weights);
     if (!s.ok()) return s;
     return gpu_->MoePermute(x, ids, &*perm);
   };

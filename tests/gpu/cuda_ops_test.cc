@@ -302,10 +302,10 @@ TEST_F(CudaOpsTest, MoeGateMatchesCpuExactly) {
       Tensor lg = MakeF32({t, e}, logits);
       Tensor ids_cpu = MakeI32({t, k}, std::vector<int32_t>(t * k));
       Tensor w_cpu = Zeros({t, k});
-      ASSERT_TRUE(cpu_->MoeGate(lg, k, renorm, &ids_cpu, &w_cpu).ok());
+      ASSERT_TRUE(cpu_->MoeGate(lg, SoftmaxTopK(k, renorm), &ids_cpu, &w_cpu).ok());
       Tensor ids = GpuEmpty(DataType::kInt32, {t, k});
       Tensor w = GpuEmpty(DataType::kFloat32, {t, k});
-      ASSERT_TRUE(gpu_->MoeGate(Up(lg), k, renorm, &ids, &w).ok());
+      ASSERT_TRUE(gpu_->MoeGate(Up(lg), SoftmaxTopK(k, renorm), &ids, &w).ok());
       EXPECT_EQ(DownInt(ids), ToIntVector(ids_cpu));
       EXPECT_LE(MaxRelError(Down(w), ToVector(w_cpu)), 1e-6);
     }

@@ -28,7 +28,7 @@ GateOut Gate(Backend& b, int64_t t, int64_t e, const std::vector<float>& logits,
              bool renorm) {
   Tensor ids = *EmptyHostTensor(DataType::kInt32, {t, k});
   Tensor w = Zeros({t, k});
-  absl::Status s = b.MoeGate(MakeF32({t, e}, logits), k, renorm, &ids, &w);
+  absl::Status s = b.MoeGate(MakeF32({t, e}, logits), SoftmaxTopK(k, renorm), &ids, &w);
   EXPECT_TRUE(s.ok()) << s;
   return {ToIntVector(ids), ToVector(w)};
 }
@@ -152,7 +152,7 @@ std::vector<float> MoeLayer(Backend& b, const Tensor& x, const Tensor& logits, i
   const int64_t t = x.shape[0], h = x.shape[1], e = static_cast<int64_t>(wg.size());
   const int64_t m = wg[0].shape[0];
   Tensor ids = *EmptyHostTensor(DataType::kInt32, {t, k}), w = Zeros({t, k});
-  EXPECT_TRUE(b.MoeGate(logits, k, renorm, &ids, &w).ok());
+  EXPECT_TRUE(b.MoeGate(logits, SoftmaxTopK(k, renorm), &ids, &w).ok());
   MoePermutation perm = *EmptyMoePermutation(b, t, k, h, e);
   EXPECT_TRUE(b.MoePermute(x, ids, &perm).ok());
   Tensor g = Zeros({t * k, m}), u = Zeros({t * k, m}), y = Zeros({t * k, h}), out = Zeros({t, h});
@@ -255,13 +255,56 @@ TEST(Moe, MissingExpertIsAnErrorNotADrop) {
   EXPECT_TRUE(backend->GroupedExpertMatMul(rows, MakeI32({4}, {0, 3, 3, 3}), weights, &out).ok());
 }
 
+// Every RoutingParams field outside softmax / no bias / no groups / scaling 1
+// is refused at the op boundary, naming the field and the value.
+struct UnsupportedRoutingCase {
+  const char* name;
+  void (*edit)(RoutingParams*);
+  const char* message;
+};
+
+class MoeGateUnsupportedRouting : public ::testing::TestWithParam<UnsupportedRoutingCase> {};
+
+TEST_P(MoeGateUnsupportedRouting, IsRefusedNamingTheField) {
+  auto backend = cpu::CreateCpuBackend();
+  RoutingParams routing = SoftmaxTopK(2, true);
+  GetParam().edit(&routing);
+  Tensor ids = *EmptyHostTensor(DataType::kInt32, {2, 2}), w = Zeros({2, 2});
+  absl::Status s = backend->MoeGate(Zeros({2, 4}), routing, &ids, &w);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(s.message(), HasSubstr(GetParam().message));
+  // The same routing with the field back at its supported value runs.
+  EXPECT_TRUE(backend->MoeGate(Zeros({2, 4}), SoftmaxTopK(2, true), &ids, &w).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, MoeGateUnsupportedRouting,
+    ::testing::Values(
+        UnsupportedRoutingCase{"Sigmoid",
+                               [](RoutingParams* r) { r->scoring = RoutingScoring::kSigmoid; },
+                               "MoeGate: routing.scoring: expected softmax, found sigmoid"},
+        UnsupportedRoutingCase{"CorrectionBias",
+                               [](RoutingParams* r) { r->correction_bias = true; },
+                               "MoeGate: routing.correction_bias: expected false, found true"},
+        UnsupportedRoutingCase{"NGroup", [](RoutingParams* r) { r->n_group = 2; },
+                               "MoeGate: routing.n_group: expected 1 (no expert groups), found 2"},
+        UnsupportedRoutingCase{
+            "TopkGroup", [](RoutingParams* r) { r->topk_group = 2; },
+            "MoeGate: routing.topk_group: expected 1 (no expert groups), found 2"},
+        UnsupportedRoutingCase{"ScalingFactor",
+                               [](RoutingParams* r) { r->routed_scaling_factor = 2.5; },
+                               "MoeGate: routing.routed_scaling_factor: expected 1, found 2.5"}),
+    [](const ::testing::TestParamInfo<UnsupportedRoutingCase>& param_info) {
+      return param_info.param.name;
+    });
+
 TEST(MoeErrors, NameTheArgument) {
   auto backend = cpu::CreateCpuBackend();
   MoePermutation perm = *EmptyMoePermutation(*backend, 2, 1, 4, 3);
   absl::Status s = backend->MoePermute(Zeros({2, 4}), MakeI32({2, 1}, {0, 3}), &perm);
   EXPECT_THAT(s.message(), HasSubstr("MoePermute: topk_ids[1, 0] = 3 is outside the experts [0, 3)"));
   Tensor ids = *EmptyHostTensor(DataType::kInt32, {2, 4}), w = Zeros({2, 4});
-  s = backend->MoeGate(Zeros({2, 3}), 4, false, &ids, &w);
+  s = backend->MoeGate(Zeros({2, 3}), SoftmaxTopK(4, false), &ids, &w);
   EXPECT_THAT(s.message(), HasSubstr("MoeGate: top_k: expected 1..3 (num_experts), found 4"));
   Tensor out = Zeros({2, 5});
   s = backend->GroupedExpertMatMul(Zeros({2, 4}), MakeI32({3}, {0, 1, 2}),

@@ -87,4 +87,12 @@ inline std::vector<float> Random(size_t n, uint32_t seed, float lo = -1.0f, floa
 
 inline const char* DtypeName(DataType d) { return DataTypeName(d); }
 
+// The routing every backend runs: softmax, top-k, renormalise iff `renormalize`.
+inline RoutingParams SoftmaxTopK(int64_t top_k, bool renormalize) {
+  RoutingParams r;
+  r.top_k = static_cast<int>(top_k);
+  r.renormalize = renormalize;
+  return r;
+}
+
 }  // namespace epserve::kernels::testing

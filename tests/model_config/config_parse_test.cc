@@ -59,23 +59,23 @@ TEST_P(ArchTableTest, SmallConfigNormalises) {
   EXPECT_EQ(d->max_position_embeddings, 256);
   EXPECT_DOUBLE_EQ(d->rms_norm_eps, 1e-6);
   EXPECT_EQ(d->rope.type, RopeType::kDefault);
-  EXPECT_TRUE(d->rope.neox_layout);
+  EXPECT_EQ(d->rope.layout, RopeLayout::kNeox);
   EXPECT_EQ(d->dtype, DataType::kBFloat16);
   EXPECT_EQ(d->quantization.method, QuantMethod::kNone);
   EXPECT_FALSE(d->tie_word_embeddings);
   EXPECT_EQ(d->is_moe(), c.moe);
   EXPECT_EQ(d->num_moe_layers(), c.moe ? 4 : 0);
-  ASSERT_EQ(d->layer_kinds.size(), 4u);
-  for (LayerKind k : d->layer_kinds) EXPECT_EQ(k, c.moe ? M : D);
+  ASSERT_EQ(d->layer_kinds().size(), 4u);
+  for (LayerKind k : d->layer_kinds()) EXPECT_EQ(k, c.moe ? M : D);
   EXPECT_EQ(d->qk_norm, c.qk_norm);
   EXPECT_EQ(d->attention_bias, c.attention_bias);
   EXPECT_EQ(d->attention_out_bias, c.attention_out_bias);
   if (c.moe) {
     EXPECT_EQ(d->moe.num_experts, 8);
-    EXPECT_EQ(d->moe.top_k, 2);
+    EXPECT_EQ(d->moe.routing.top_k, 2);
     EXPECT_EQ(d->moe.moe_intermediate_size, c.moe_width);
-    EXPECT_EQ(d->moe.routing, RoutingKind::kSoftmaxTopK);
-    EXPECT_EQ(d->moe.norm_topk_prob, c.norm_topk_prob);
+    EXPECT_EQ(d->moe.routing.scoring, RoutingScoring::kSoftmax);
+    EXPECT_EQ(d->moe.routing.renormalize, c.norm_topk_prob);
     EXPECT_EQ(d->moe.shared_expert_intermediate_size, c.shared_expert);
     EXPECT_EQ(d->moe.shared_expert_gate, c.shared_expert > 0);
   } else {
@@ -101,6 +101,110 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ArchCase>& param_info) {
       return std::string(param_info.param.architecture);
     });
+
+// ---------------------------------------------------------------------------
+// Per-layer specs: every architecture fills one LayerSpec per layer; routing
+// as RoutingParams.
+
+struct LayerSpecCase {
+  const char* architecture;
+  FeedForwardKind feed_forward;  // of every layer of SmallConfig (4 layers)
+  QkNormKind qk_norm;
+  bool qkv_bias;
+  bool out_bias;
+  bool renormalize;      // norm_topk_prob, with the key absent (Mixtral: always)
+  int64_t expert_width;  // MoE: width of one routed expert
+  int64_t shared_width;  // kMoeShared: the shared expert's width
+  bool shared_expert_gate;
+};
+
+class LayerSpecTableTest : public ::testing::TestWithParam<LayerSpecCase> {};
+
+TEST_P(LayerSpecTableTest, ArchitectureFillsEveryLayer) {
+  const LayerSpecCase& c = GetParam();
+  absl::StatusOr<ModelDescription> d = Parse(SmallConfig(c.architecture));
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->layers.size(), 4u);
+  for (const LayerSpec& l : d->layers) {
+    const AttentionSpec& a = l.attention;
+    EXPECT_EQ(a.kind, AttentionKind::kGqa);
+    EXPECT_EQ(a.num_heads, 4);
+    EXPECT_EQ(a.num_kv_heads, 2);
+    EXPECT_EQ(a.head_dim, 16);
+    EXPECT_EQ(a.qk_norm, c.qk_norm);
+    EXPECT_EQ(a.qkv_bias, c.qkv_bias);
+    EXPECT_EQ(a.out_bias, c.out_bias);
+    EXPECT_TRUE(a.use_rope);
+    EXPECT_EQ(a.rope.type, RopeType::kDefault);
+    EXPECT_EQ(a.chunk_size, 0);
+
+    const FeedForwardSpec& f = l.feed_forward;
+    EXPECT_EQ(f.kind, c.feed_forward);
+    if (f.kind == FeedForwardKind::kDense) {
+      EXPECT_EQ(f.intermediate_size, 96);
+      continue;
+    }
+    EXPECT_EQ(f.num_experts, 8);
+    EXPECT_EQ(f.expert_intermediate_size, c.expert_width);
+    EXPECT_EQ(f.shared_intermediate_size, c.shared_width);
+    EXPECT_EQ(f.shared_expert_gate, c.shared_expert_gate);
+    const RoutingParams& r = f.routing;
+    EXPECT_EQ(r.top_k, 2);
+    EXPECT_EQ(r.scoring, RoutingScoring::kSoftmax);
+    EXPECT_EQ(r.renormalize, c.renormalize);
+    EXPECT_FALSE(r.correction_bias);
+    EXPECT_EQ(r.n_group, 1);
+    EXPECT_EQ(r.topk_group, 1);
+    EXPECT_EQ(r.routed_scaling_factor, 1.0);
+    EXPECT_FALSE(FindUnsupportedRouting(r).has_value());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Architectures, LayerSpecTableTest,
+    ::testing::Values(LayerSpecCase{"LlamaForCausalLM", FeedForwardKind::kDense, QkNormKind::kNone,
+                                    false, false, false, 0, 0, false},
+                      LayerSpecCase{"Qwen2ForCausalLM", FeedForwardKind::kDense, QkNormKind::kNone,
+                                    true, false, false, 0, 0, false},
+                      LayerSpecCase{"Qwen3ForCausalLM", FeedForwardKind::kDense,
+                                    QkNormKind::kPerHead, false, false, false, 0, 0, false},
+                      LayerSpecCase{"MixtralForCausalLM", FeedForwardKind::kMoe, QkNormKind::kNone,
+                                    false, false, true, 48, 0, false},
+                      LayerSpecCase{"Qwen2MoeForCausalLM", FeedForwardKind::kMoeShared,
+                                    QkNormKind::kNone, true, false, false, 32, 80, true},
+                      LayerSpecCase{"Qwen3MoeForCausalLM", FeedForwardKind::kMoe,
+                                    QkNormKind::kPerHead, false, false, false, 32, 0, false},
+                      LayerSpecCase{"OlmoeForCausalLM", FeedForwardKind::kMoe, QkNormKind::kFull,
+                                    false, false, false, 32, 0, false}),
+    [](const ::testing::TestParamInfo<LayerSpecCase>& param_info) {
+      return std::string(param_info.param.architecture);
+    });
+
+TEST(LayerSpecTest, QwenMoeRuleAndRoutingKeysReachEachLayer) {
+  Json j = SmallConfig("Qwen2MoeForCausalLM");
+  j["num_hidden_layers"] = 6;
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {3};
+  j["norm_topk_prob"] = true;
+  j["num_experts_per_tok"] = 3;
+  j["shared_expert_intermediate_size"] = 0;  // no shared expert: plain kMoe
+  absl::StatusOr<ModelDescription> d = Parse(j);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->layers.size(), 6u);
+  const FeedForwardKind kD = FeedForwardKind::kDense, kM = FeedForwardKind::kMoe;
+  const std::vector<FeedForwardKind> expected = {kD, kM, kD, kD, kD, kM};
+  for (int i = 0; i < 6; ++i) {
+    const FeedForwardSpec& f = d->layers[i].feed_forward;
+    EXPECT_EQ(f.kind, expected[i]) << "layer " << i;
+    if (f.is_moe()) {
+      EXPECT_EQ(f.routing.top_k, 3);
+      EXPECT_TRUE(f.routing.renormalize);
+      EXPECT_FALSE(f.shared_expert_gate);
+    } else {
+      EXPECT_EQ(f.intermediate_size, 96);
+    }
+  }
+}
 
 TEST(RegistryTest, SupportedArchitecturesListsAllSeven) {
   EXPECT_THAT(
@@ -129,7 +233,7 @@ TEST_P(QwenLayerRuleTest, LayerKinds) {
   j["mlp_only_layers"] = c.mlp_only_layers;
   absl::StatusOr<ModelDescription> d = Parse(j);
   ASSERT_TRUE(d.ok()) << d.status();
-  EXPECT_EQ(d->layer_kinds, c.expected);
+  EXPECT_EQ(d->layer_kinds(), c.expected);
   int moe = 0;
   for (LayerKind k : c.expected) moe += k == M;
   EXPECT_EQ(d->num_moe_layers(), moe);
@@ -180,7 +284,7 @@ TEST(RoutingTest, NormTopkProbIsRead) {
       j["norm_topk_prob"] = value;
       absl::StatusOr<ModelDescription> d = Parse(j);
       ASSERT_TRUE(d.ok()) << d.status();
-      EXPECT_EQ(d->moe.norm_topk_prob, value) << arch;
+      EXPECT_EQ(d->moe.routing.renormalize, value) << arch;
     }
   }
 }
@@ -191,7 +295,7 @@ TEST(RoutingTest, MixtralAlwaysRenormalisesAndReadsNoQwenKeys) {
   j["num_experts"] = "not read either";
   absl::StatusOr<ModelDescription> d = Parse(j);
   ASSERT_TRUE(d.ok()) << d.status();
-  EXPECT_TRUE(d->moe.norm_topk_prob);
+  EXPECT_TRUE(d->moe.routing.renormalize);
   EXPECT_EQ(d->moe.num_experts, 8);
   EXPECT_EQ(d->moe.moe_intermediate_size, 48);  // Mixtral experts use intermediate_size
 }
@@ -309,8 +413,8 @@ TEST(RopeTest, V4YarnWithDefaults) {
   EXPECT_EQ(d->rope.original_max_position_embeddings, 256);  // max_position_embeddings
   EXPECT_DOUBLE_EQ(d->rope.beta_fast, 32.0);
   EXPECT_DOUBLE_EQ(d->rope.beta_slow, 1.0);
-  EXPECT_FALSE(d->rope.mscale.has_value());
-  EXPECT_FALSE(d->rope.attention_factor.has_value());
+  EXPECT_EQ(d->rope.mscale, 0.0);  // unset
+  EXPECT_EQ(d->rope.attention_factor, 0.0);
 }
 
 TEST(RopeTest, V4YarnAllKeys) {
@@ -401,7 +505,7 @@ TEST_P(DenseNeverReadsMoeKeysTest, PoisonedKeysAreIgnored) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_FALSE(d->is_moe());
   EXPECT_EQ(d->moe.num_experts, 0);
-  EXPECT_EQ(d->moe.top_k, 0);
+  EXPECT_EQ(d->moe.routing.top_k, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dense, DenseNeverReadsMoeKeysTest,

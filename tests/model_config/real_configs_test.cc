@@ -35,9 +35,9 @@ TEST(RealConfigsTest, Qwen3_30B_A3B) {
   EXPECT_EQ(d.num_kv_heads, 4);
   EXPECT_EQ(d.head_dim, 128);  // explicit: hidden / heads would be 64
   EXPECT_EQ(d.moe.num_experts, 128);
-  EXPECT_EQ(d.moe.top_k, 8);
+  EXPECT_EQ(d.moe.routing.top_k, 8);
   EXPECT_EQ(d.moe.moe_intermediate_size, 768);
-  EXPECT_TRUE(d.moe.norm_topk_prob);
+  EXPECT_TRUE(d.moe.routing.renormalize);
   EXPECT_EQ(d.moe.shared_expert_intermediate_size, 0);
   EXPECT_EQ(d.qk_norm, QkNormKind::kPerHead);
   EXPECT_EQ(d.vocab_size, 151936);
@@ -59,9 +59,9 @@ TEST(RealConfigsTest, Mixtral_8x7B) {
   EXPECT_EQ(d.num_kv_heads, 8);
   EXPECT_EQ(d.head_dim, 128);
   EXPECT_EQ(d.moe.num_experts, 8);
-  EXPECT_EQ(d.moe.top_k, 2);
+  EXPECT_EQ(d.moe.routing.top_k, 2);
   EXPECT_EQ(d.moe.moe_intermediate_size, 14336);
-  EXPECT_TRUE(d.moe.norm_topk_prob);
+  EXPECT_TRUE(d.moe.routing.renormalize);
   EXPECT_EQ(d.vocab_size, 32000);
   EXPECT_EQ(d.max_position_embeddings, 32768);
   EXPECT_FALSE(d.sliding_window.has_value());
@@ -83,11 +83,11 @@ TEST(RealConfigsTest, Qwen2_57B_A14B) {
   EXPECT_TRUE(d.attention_bias);
   EXPECT_FALSE(d.attention_out_bias);
   EXPECT_EQ(d.moe.num_experts, 64);
-  EXPECT_EQ(d.moe.top_k, 8);
+  EXPECT_EQ(d.moe.routing.top_k, 8);
   EXPECT_EQ(d.moe.moe_intermediate_size, 2560);
   EXPECT_EQ(d.moe.shared_expert_intermediate_size, 20480);
   EXPECT_TRUE(d.moe.shared_expert_gate);
-  EXPECT_FALSE(d.moe.norm_topk_prob);
+  EXPECT_FALSE(d.moe.routing.renormalize);
   EXPECT_EQ(d.max_position_embeddings, 131072);
   ExpectNear(d.total_params(), 57.4e9, "total");
   ExpectNear(d.active_params_per_token(), 14.0e9, "active");
@@ -105,9 +105,9 @@ TEST(RealConfigsTest, Olmoe_1B_7B_0924) {
   EXPECT_EQ(d.qk_norm, QkNormKind::kFull);
   EXPECT_FALSE(d.clip_qkv.has_value());
   EXPECT_EQ(d.moe.num_experts, 64);
-  EXPECT_EQ(d.moe.top_k, 8);
+  EXPECT_EQ(d.moe.routing.top_k, 8);
   EXPECT_EQ(d.moe.moe_intermediate_size, 1024);
-  EXPECT_FALSE(d.moe.norm_topk_prob);
+  EXPECT_FALSE(d.moe.routing.renormalize);
   EXPECT_EQ(d.vocab_size, 50304);
   EXPECT_DOUBLE_EQ(d.rms_norm_eps, 1e-5);
   EXPECT_THAT(d.eos_token_ids, ::testing::ElementsAre(50279));

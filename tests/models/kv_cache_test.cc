@@ -12,8 +12,8 @@ namespace {
 TEST(KvCache, AllocatesOnePoolPerLayerForKAndV) {
   auto backend = kernels::CreateBackend(kernels::DeviceSpec{});
   ASSERT_TRUE(backend.ok()) << backend.status();
-  auto cache = KvCache::Create(**backend, {3, 2, 8}, {.num_blocks = 5, .block_size = 4,
-                                                      .dtype = DataType::kBFloat16});
+  auto cache = KvCache::Create(**backend, UniformKeyValueShape(3, 2, 8),
+                               {.num_blocks = 5, .block_size = 4, .dtype = DataType::kBFloat16});
   ASSERT_TRUE(cache.ok()) << cache.status();
   EXPECT_EQ(cache->num_layers(), 3);
   EXPECT_EQ(cache->capacity_tokens(), 20);
@@ -25,12 +25,53 @@ TEST(KvCache, AllocatesOnePoolPerLayerForKAndV) {
   EXPECT_EQ(cache->bytes(), 3u * 2 * 5 * 4 * 2 * 8 * 2);
 }
 
+// Bytes per block summed over the layers' pools: K and V are 2 * Hkv * D
+// elements a token, a latent latent_dim.
+TEST(KvCacheShape, BlockBytesSumOverLayerPools) {
+  const KvPoolSpec kv = KvPoolSpec::KeyValue(/*num_kv_heads=*/2, /*head_dim=*/8);
+  const KvPoolSpec latent = KvPoolSpec::Latent(/*latent_dim=*/576);
+  EXPECT_EQ(kv.elements_per_token(), 32);
+  EXPECT_EQ(latent.elements_per_token(), 576);
+  EXPECT_EQ(kv.BlockBytes(16, DataType::kBFloat16), 16u * 32 * 2);
+  EXPECT_EQ(latent.BlockBytes(16, DataType::kBFloat16), 16u * 576 * 2);
+  EXPECT_EQ(latent.BlockBytes(64, DataType::kFloat32), 64u * 576 * 4);
+  KvCacheShape mixed;
+  mixed.layers = {kv, latent, kv};
+  EXPECT_EQ(mixed.BlockBytes(16, DataType::kFloat16), 2 * 16u * 32 * 2 + 16u * 576 * 2);
+  EXPECT_EQ(UniformKeyValueShape(3, 2, 8).BlockBytes(16, DataType::kBFloat16),
+            3u * 2 * 16 * 2 * 8 * 2);
+  EXPECT_EQ(latent.ToString(), "latent(576)");
+  EXPECT_EQ(kv.ToString(), "key_value(2 x 8)");
+}
+
+TEST(KvCache, AllocatesEachLayerItsPoolKind) {
+  auto backend = kernels::CreateBackend(kernels::DeviceSpec{});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  KvCacheShape shape;
+  shape.layers = {KvPoolSpec::KeyValue(2, 8), KvPoolSpec::Latent(12)};
+  const KvCacheOptions options{.num_blocks = 5, .block_size = 4, .dtype = DataType::kFloat16};
+  auto cache = KvCache::Create(**backend, shape, options);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ(cache->shape(), shape);
+  EXPECT_EQ(cache->pool(0).k.shape, (std::vector<int64_t>{5, 4, 2, 8}));
+  EXPECT_FALSE(cache->pool(0).latent.defined());
+  EXPECT_EQ(cache->pool(1).latent.shape, (std::vector<int64_t>{5, 4, 12}));
+  EXPECT_EQ(cache->pool(1).latent.dtype, DataType::kFloat16);
+  EXPECT_FALSE(cache->pool(1).k.defined());
+  EXPECT_FALSE(cache->pool(1).v.defined());
+  EXPECT_EQ(cache->bytes(), 5 * shape.BlockBytes(4, DataType::kFloat16));
+  shape.layers[1] = KvPoolSpec::Latent(0);
+  auto bad = KvCache::Create(**backend, shape, options);
+  EXPECT_THAT(bad.status().message(), testing::HasSubstr("layer 1"));
+  EXPECT_FALSE(KvCache::Create(**backend, KvCacheShape{}, options).ok());
+}
+
 TEST(KvCache, RejectsBadOptions) {
   auto backend = kernels::CreateBackend(kernels::DeviceSpec{});
   ASSERT_TRUE(backend.ok());
-  auto zero = KvCache::Create(**backend, {1, 1, 8}, {.num_blocks = 0});
+  auto zero = KvCache::Create(**backend, UniformKeyValueShape(1, 1, 8), {.num_blocks = 0});
   EXPECT_THAT(zero.status().message(), testing::HasSubstr("num_blocks"));
-  auto int_cache = KvCache::Create(**backend, {1, 1, 8},
+  auto int_cache = KvCache::Create(**backend, UniformKeyValueShape(1, 1, 8),
                                    {.num_blocks = 1, .block_size = 4, .dtype = DataType::kInt32});
   EXPECT_THAT(int_cache.status().message(), testing::HasSubstr("dtype"));
   EXPECT_EQ(BlocksForTokens(0, 16), 0);

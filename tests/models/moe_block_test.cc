@@ -84,7 +84,7 @@ TEST_F(MoeBlockTest, OneRoutedExpertEqualsThatExpertAsDenseMlp) {
     w.expert_down.push_back(e.down_proj);
   }
   absl::Status status;
-  kernels::Tensor out = Run({kExperts, /*top_k=*/1, /*renormalize=*/true}, w, &status);
+  kernels::Tensor out = Run({kExperts, {.top_k = 1, .renormalize = true}}, w, &status);
   ASSERT_TRUE(status.ok()) << status;
   const std::vector<float> got = Host(*backend_, out);
   const std::vector<float> want = Dense(experts[2]);
@@ -99,7 +99,7 @@ TEST_F(MoeBlockTest, IdenticalExpertsUnderRenormalisedTopTwoEqualOne) {
   w.expert_up.assign(kExperts, expert.up_proj);
   w.expert_down.assign(kExperts, expert.down_proj);
   absl::Status status;
-  kernels::Tensor out = Run({kExperts, /*top_k=*/2, /*renormalize=*/true}, w, &status);
+  kernels::Tensor out = Run({kExperts, {.top_k = 2, .renormalize = true}}, w, &status);
   ASSERT_TRUE(status.ok()) << status;
   const std::vector<float> got = Host(*backend_, out);
   const std::vector<float> want = Dense(expert);
@@ -117,7 +117,7 @@ TEST_F(MoeBlockTest, SharedExpertAddsSigmoidGatedDenseMlp) {
   w.shared_expert = shared;
   w.shared_expert_gate = Filled({1, kHidden}, rng_, -0.5f, 0.5f);
   absl::Status status;
-  kernels::Tensor out = Run({kExperts, 1, true}, w, &status);
+  kernels::Tensor out = Run({kExperts, {.top_k = 1, .renormalize = true}}, w, &status);
   ASSERT_TRUE(status.ok()) << status;
   const std::vector<float> got = Host(*backend_, out);
   const std::vector<float> routed = Dense(expert), shared_out = Dense(shared);
@@ -143,7 +143,7 @@ TEST_F(MoeBlockTest, RoutingToAnExpertNotHeldIsAnError) {
   w.expert_down.assign(kExperts, expert.down_proj);
   w.expert_gate[3] = w.expert_up[3] = w.expert_down[3] = kernels::Tensor{};
   absl::Status status;
-  Run({kExperts, 1, true}, w, &status);
+  Run({kExperts, {.top_k = 1, .renormalize = true}}, w, &status);
   EXPECT_FALSE(status.ok());
   EXPECT_THAT(status.message(), ::testing::HasSubstr("3"));
 }

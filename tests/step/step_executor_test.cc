@@ -479,7 +479,7 @@ TEST(StepExecutorHistory, TrackedRequestsAreBounded) {
 
 // (7) KV block sizing from a byte budget.
 TEST(KvBlocksForBudget, FillsTheBudgetWithWholeBlocks) {
-  const kv_cache::KvCacheShape shape{.num_layers = 3, .num_kv_heads = 2, .head_dim = 8};
+  const kv_cache::KvCacheShape shape = kv_cache::UniformKeyValueShape(3, 2, 8);
   const uint64_t per_block = KvBlockBytes(shape, 16, DataType::kBFloat16);
   EXPECT_EQ(per_block, 2u * 3 * 16 * 2 * 8 * 2);
   auto n = KvBlocksForBudget(shape, 16, DataType::kBFloat16, 10 * per_block + per_block - 1);

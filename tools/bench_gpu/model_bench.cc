@@ -11,6 +11,7 @@
 #include "epserve/control/v1/control.pb.h"
 #include "tools/bench_gpu/model_cost.h"
 #include "worker/kv_cache/kv_cache.h"
+#include "worker/models/attention/attention.h"
 #include "worker/step/step_executor.h"
 #include "worker/weights/weight_loader.h"
 
@@ -300,7 +301,7 @@ absl::Status RunModelBench(const std::string& model_dir, const ModelBenchOptions
   for (int64_t t : options.prefill_tokens) {
     wanted = std::max(wanted, options.prefill_seqs * kv_cache::BlocksForTokens(t, kBlockSize));
   }
-  const kv_cache::KvCacheShape kv_shape{desc.num_layers, desc.num_kv_heads, desc.head_dim};
+  const kv_cache::KvCacheShape kv_shape = models::KvCacheShapeOf(desc);
   const uint64_t block_bytes = step::KvBlockBytes(kv_shape, kBlockSize, kKvDtype);
   ASSIGN_OR_RETURN(kernels::DeviceProperties props, kernels::QueryDevice(options.device));
   const double spare = static_cast<double>(props.free_memory_bytes) -
@@ -316,10 +317,10 @@ absl::Status RunModelBench(const std::string& model_dir, const ModelBenchOptions
   Line("model %s (%s): %d layers, hidden %d, heads %d/%d x %d, vocab %d%s", config,
        desc.architecture, desc.num_layers, desc.hidden_size, desc.num_heads, desc.num_kv_heads,
        desc.head_dim, desc.vocab_size,
-       desc.is_moe()
-           ? absl::StrFormat(", %d MoE layers x %d experts top-%d width %d", desc.num_moe_layers(),
-                             desc.moe.num_experts, desc.moe.top_k, desc.moe.moe_intermediate_size)
-           : std::string());
+       desc.is_moe() ? absl::StrFormat(", %d MoE layers x %d experts top-%d width %d",
+                                       desc.num_moe_layers(), desc.moe.num_experts,
+                                       desc.moe.routing.top_k, desc.moe.moe_intermediate_size)
+                     : std::string());
   Line(
       "  bf16 weights %.2f GB (read every decode step %.2f GB, one expert %.1f MB); KV cache "
       "%d blocks x %d tokens = %.2f GB (wanted %d); %.2f GB free",

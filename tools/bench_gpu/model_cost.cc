@@ -46,7 +46,7 @@ DecodeBytes DecodeStepBytes(const ModelDescription& desc, const WeightBytes& wei
   DecodeBytes b;
   b.weights = static_cast<double>(weights.every_step);
   b.experts = weights.num_moe_layers *
-              ExpectedDistinctExperts(desc.moe.num_experts, desc.moe.top_k, batch) *
+              ExpectedDistinctExperts(desc.moe.num_experts, desc.moe.routing.top_k, batch) *
               static_cast<double>(weights.per_expert);
   b.kv = static_cast<double>(batch) * static_cast<double>(context) * desc.num_layers * 2.0 *
          desc.num_kv_heads * static_cast<double>(desc.head_dim) *
@@ -70,7 +70,7 @@ PrefillFlops PrefillStepFlops(const ModelDescription& desc, int64_t num_seqs, in
       per_token += n;  // norms and biases (1-D) are not matrix work
     }
   }
-  if (desc.moe.num_experts > 0) per_token += routed / desc.moe.num_experts * desc.moe.top_k;
+  if (desc.moe.num_experts > 0) per_token += routed / desc.moe.num_experts * desc.moe.routing.top_k;
   const double tokens = static_cast<double>(num_seqs) * static_cast<double>(prompt_len);
   const double pairs = static_cast<double>(num_seqs) * static_cast<double>(prompt_len) *
                        static_cast<double>(prompt_len + 1) / 2.0;
@@ -91,8 +91,8 @@ std::vector<GemmShape> PrefillGemmShapes(const ModelDescription& desc, const std
       {config + " qkv_proj", num_tokens, q + 2 * kv, h},
       {config + " o_proj", num_tokens, h, q},
   };
-  const bool has_dense = std::any_of(desc.layer_kinds.begin(), desc.layer_kinds.end(),
-                                     [](LayerKind k) { return k == LayerKind::kDense; });
+  const bool has_dense = std::any_of(desc.layers.begin(), desc.layers.end(),
+                                     [](const LayerSpec& l) { return !l.feed_forward.is_moe(); });
   if (has_dense && desc.intermediate_size > 0) {
     shapes.push_back({config + " mlp gate_up", num_tokens, 2 * desc.intermediate_size, h});
     shapes.push_back({config + " mlp down", num_tokens, h, desc.intermediate_size});
@@ -103,8 +103,8 @@ std::vector<GemmShape> PrefillGemmShapes(const ModelDescription& desc, const std
       shapes.push_back({config + " shared gate_up", num_tokens, 2 * shared, h});
       shapes.push_back({config + " shared down", num_tokens, h, shared});
     }
-    const int64_t rows =
-        std::max<int64_t>(1, num_tokens * desc.moe.top_k / std::max(1, desc.moe.num_experts));
+    const int64_t rows = std::max<int64_t>(
+        1, num_tokens * desc.moe.routing.top_k / std::max(1, desc.moe.num_experts));
     const int64_t inter = desc.moe.moe_intermediate_size;
     shapes.push_back({config + " expert gate_up", rows, 2 * inter, h});
     shapes.push_back({config + " expert down", rows, h, inter});

@@ -1,9 +1,73 @@
 #include "worker/kv_cache/kv_cache.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
 namespace epserve::kv_cache {
+
+const char* KvPoolKindName(KvPoolKind kind) {
+  switch (kind) {
+    case KvPoolKind::kKeyValue:
+      return "key_value";
+    case KvPoolKind::kLatent:
+      return "latent";
+  }
+  return "?";
+}
+
+KvPoolSpec KvPoolSpec::KeyValue(int64_t num_kv_heads, int64_t head_dim) {
+  KvPoolSpec s;
+  s.kind = KvPoolKind::kKeyValue;
+  s.num_kv_heads = num_kv_heads;
+  s.head_dim = head_dim;
+  return s;
+}
+
+KvPoolSpec KvPoolSpec::Latent(int64_t latent_dim) {
+  KvPoolSpec s;
+  s.kind = KvPoolKind::kLatent;
+  s.latent_dim = latent_dim;
+  return s;
+}
+
+int64_t KvPoolSpec::elements_per_token() const {
+  switch (kind) {
+    case KvPoolKind::kKeyValue:
+      return 2 * num_kv_heads * head_dim;
+    case KvPoolKind::kLatent:
+      return latent_dim;
+  }
+  return 0;
+}
+
+uint64_t KvPoolSpec::BlockBytes(int64_t block_size, DataType dtype) const {
+  return static_cast<uint64_t>(block_size) * static_cast<uint64_t>(elements_per_token()) *
+         DataTypeSize(dtype);
+}
+
+std::string KvPoolSpec::ToString() const {
+  switch (kind) {
+    case KvPoolKind::kKeyValue:
+      return absl::StrCat("key_value(", num_kv_heads, " x ", head_dim, ")");
+    case KvPoolKind::kLatent:
+      return absl::StrCat("latent(", latent_dim, ")");
+  }
+  return "?";
+}
+
+uint64_t KvCacheShape::BlockBytes(int64_t block_size, DataType dtype) const {
+  uint64_t total = 0;
+  for (const KvPoolSpec& layer : layers) total += layer.BlockBytes(block_size, dtype);
+  return total;
+}
+
+KvCacheShape UniformKeyValueShape(int num_layers, int64_t num_kv_heads, int64_t head_dim) {
+  KvCacheShape shape;
+  shape.layers.assign(std::max(num_layers, 0), KvPoolSpec::KeyValue(num_kv_heads, head_dim));
+  return shape;
+}
 
 absl::StatusOr<KvCache> KvCache::Create(kernels::Backend& backend, const KvCacheShape& shape,
                                         const KvCacheOptions& options) {
@@ -17,32 +81,50 @@ absl::StatusOr<KvCache> KvCache::Create(kernels::Backend& backend, const KvCache
   }
   if (options.dtype != DataType::kFloat32 && options.dtype != DataType::kBFloat16 &&
       options.dtype != DataType::kFloat16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KvCache: dtype: expected float32, bfloat16 or float16, found ",
-        DataTypeName(options.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache: dtype: expected float32, bfloat16 or float16, found ",
+                     DataTypeName(options.dtype)));
   }
-  if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KvCache: shape: expected positive layers, kv heads and head_dim, found ",
-        shape.num_layers, ", ", shape.num_kv_heads, ", ", shape.head_dim));
+  if (shape.layers.empty()) {
+    return absl::InvalidArgumentError("KvCache: shape: expected at least one layer, found none");
+  }
+  for (int layer = 0; layer < shape.num_layers(); ++layer) {
+    const KvPoolSpec& s = shape.layers[layer];
+    const bool ok =
+        s.kind == KvPoolKind::kKeyValue ? s.num_kv_heads > 0 && s.head_dim > 0 : s.latent_dim > 0;
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvCache: shape: layer ", layer, ": expected positive sizes, found ", s.ToString()));
+    }
   }
   KvCache cache;
   cache.shape_ = shape;
   cache.options_ = options;
-  const std::vector<int64_t> pool = {options.num_blocks, options.block_size, shape.num_kv_heads,
-                                     shape.head_dim};
-  for (int layer = 0; layer < shape.num_layers; ++layer) {
-    ASSIGN_OR_RETURN(kernels::Tensor k, backend.Empty(options.dtype, pool));
-    ASSIGN_OR_RETURN(kernels::Tensor v, backend.Empty(options.dtype, pool));
-    cache.k_.push_back(std::move(k));
-    cache.v_.push_back(std::move(v));
+  for (const KvPoolSpec& s : shape.layers) {
+    KvPool pool;
+    pool.spec = s;
+    if (s.kind == KvPoolKind::kKeyValue) {
+      const std::vector<int64_t> dims = {options.num_blocks, options.block_size, s.num_kv_heads,
+                                         s.head_dim};
+      ASSIGN_OR_RETURN(pool.k, backend.Empty(options.dtype, dims));
+      ASSIGN_OR_RETURN(pool.v, backend.Empty(options.dtype, dims));
+    } else {
+      ASSIGN_OR_RETURN(
+          pool.latent,
+          backend.Empty(options.dtype, {options.num_blocks, options.block_size, s.latent_dim}));
+    }
+    cache.pools_.push_back(std::move(pool));
   }
   return cache;
 }
 
 uint64_t KvCache::bytes() const {
   uint64_t total = 0;
-  for (size_t i = 0; i < k_.size(); ++i) total += k_[i].nbytes() + v_[i].nbytes();
+  for (const KvPool& p : pools_) {
+    for (const kernels::Tensor* t : {&p.k, &p.v, &p.latent}) {
+      if (t->defined()) total += t->nbytes();
+    }
+  }
   return total;
 }
 

@@ -1,5 +1,9 @@
 #include "worker/models/decoder_model.h"
 
+#include <algorithm>
+#include <optional>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/models/mlp_block.h"
@@ -15,18 +19,34 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(
         desc.config_file, ": ", desc.architecture, ": clip_qkv = ", *desc.clip_qkv,
         " is not supported by the forward pass yet (no clamp op)"));
   }
-  if (static_cast<int>(desc.layer_kinds.size()) != desc.num_layers) {
-    return absl::InvalidArgumentError("model: layer_kinds does not match num_hidden_layers");
+  if (static_cast<int>(desc.layers.size()) != desc.num_layers) {
+    return absl::InvalidArgumentError("model: layers does not match num_hidden_layers");
+  }
+  const auto refuse = [&desc](const absl::Status& s) {
+    return absl::Status(s.code(),
+                        absl::StrCat(desc.config_file, ": ", desc.architecture, ": ", s.message()));
+  };
+  for (int i = 0; i < desc.num_layers; ++i) {
+    const FeedForwardSpec& ff = desc.layers[i].feed_forward;
+    if (!ff.is_moe()) continue;
+    if (std::optional<UnsupportedRoutingField> f = FindUnsupportedRouting(ff.routing)) {
+      return refuse(absl::UnimplementedError(
+          absl::StrCat("layer ", i, ": routing.", f->field, ": expected ", f->expected, ", found ",
+                       f->found, " (not supported by the backends)")));
+    }
   }
   std::unique_ptr<DecoderModel> m(new DecoderModel(desc, backend));
   ASSIGN_OR_RETURN(m->tensors_, BindModelTensors(desc, weights, backend));
-  const AttentionShape attention_shape = AttentionShapeOf(desc);
-  const MoeShape moe_shape = MoeShapeOf(desc);
+  const float eps = static_cast<float>(desc.rms_norm_eps);
   for (int i = 0; i < desc.num_layers; ++i) {
+    const LayerSpec& spec = desc.layers[i];
     const DecoderLayerWeights& l = m->tensors_.layers[i];
-    m->attention_.emplace_back(attention_shape, &l.attention);
-    m->moe_.push_back(desc.layer_kinds[i] == LayerKind::kMoe
-                          ? std::make_unique<MoeBlock>(moe_shape, &l.moe)
+    absl::StatusOr<std::unique_ptr<Attention>> attention =
+        CreateAttention(spec.attention, i, eps, &l.attention);
+    if (!attention.ok()) return refuse(attention.status());
+    m->attention_.push_back(*std::move(attention));
+    m->moe_.push_back(spec.feed_forward.is_moe()
+                          ? std::make_unique<MoeBlock>(MoeShapeOf(spec.feed_forward), &l.moe)
                           : nullptr);
   }
   m->dispatcher_ = dispatcher ? std::move(dispatcher)
@@ -45,19 +65,34 @@ absl::Status DecoderModel::ForwardNoTokens() {
   return absl::OkStatus();
 }
 
-kv_cache::KvCacheShape DecoderModel::kv_cache_shape() const {
-  return {desc_.num_layers, desc_.num_kv_heads, desc_.head_dim};
+kv_cache::KvCacheShape DecoderModel::kv_cache_shape() const { return KvCacheShapeOf(desc_); }
+
+namespace {
+
+// "(layers, kv heads, head_dim)" when every layer has the same K/V pool,
+// else "(layers: pool, pool, ...)".
+std::string DescribeKvShape(const kv_cache::KvCacheShape& s) {
+  const bool uniform = !s.layers.empty() && s.layers[0].kind == kv_cache::KvPoolKind::kKeyValue &&
+                       std::all_of(s.layers.begin(), s.layers.end(),
+                                   [&](const kv_cache::KvPoolSpec& l) { return l == s.layers[0]; });
+  if (uniform) {
+    return absl::StrCat("(", s.num_layers(), ", ", s.layers[0].num_kv_heads, ", ",
+                        s.layers[0].head_dim, ")");
+  }
+  std::string out = absl::StrCat("(", s.num_layers(), ":");
+  for (const kv_cache::KvPoolSpec& l : s.layers) absl::StrAppend(&out, " ", l.ToString());
+  return out + ")";
 }
+
+}  // namespace
 
 absl::StatusOr<StepBatch> DecoderModel::PrepareBatch(const StepInput& input,
                                                      kv_cache::KvCache& cache) const {
   const kv_cache::KvCacheShape want = kv_cache_shape();
-  if (cache.num_layers() != want.num_layers || cache.shape().num_kv_heads != want.num_kv_heads ||
-      cache.shape().head_dim != want.head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Forward: KV cache shape (layers, kv heads, head_dim): expected (", want.num_layers, ", ",
-        want.num_kv_heads, ", ", want.head_dim, "), found (", cache.num_layers(), ", ",
-        cache.shape().num_kv_heads, ", ", cache.shape().head_dim, ")"));
+  if (!(cache.shape() == want)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Forward: KV cache shape (layers, kv heads, head_dim): expected ",
+                     DescribeKvShape(want), ", found ", DescribeKvShape(cache.shape())));
   }
   StepLimits limits;
   limits.vocab_size = desc_.vocab_size;
@@ -97,7 +132,7 @@ absl::Status DecoderModel::ForwardBatch(const StepBatch& batch, kv_cache::KvCach
     } else {
       RETURN_IF_ERROR(b.AddRmsNorm(f, &residual, l.input_norm, eps, &x));
     }
-    RETURN_IF_ERROR(attention_[i].Forward(b, batch, x, cache.k(i), cache.v(i), &f));
+    RETURN_IF_ERROR(attention_[i]->Forward(b, batch, x, cache.pool(i), &f));
     RETURN_IF_ERROR(b.AddRmsNorm(f, &residual, l.post_attn_norm, eps, &x));
     if (moe_[i] != nullptr) {
       dispatcher_->SetLayer(moe_layer++);

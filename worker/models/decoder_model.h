@@ -1,10 +1,12 @@
-// One decoder-only transformer for every supported architecture, assembled
-// from its ModelDescription and written only against kernels::Backend:
+// One decoder-only transformer for every supported architecture, composed
+// layer by layer from ModelDescription::layers and written only against
+// kernels::Backend:
 //
 //   ids ─Embedding─► residual [T,H]
 //   per layer i:  x = RmsNorm(residual, input_norm)            (AddRmsNorm after layer 0)
-//                 a = Attention(x)          residual += a; x = RmsNorm(residual, post_attn_norm)
-//                 f = Mlp(x) | Moe(x)       (desc.layer_kinds[i])
+//                 a = Attention(x, pool i)  (CreateAttention(layers[i].attention))
+//                 residual += a; x = RmsNorm(residual, post_attn_norm)
+//                 f = Mlp(x) | Moe(x)       (layers[i].feed_forward.kind)
 //   residual += f; x = RmsNorm(residual, final_norm)
 //   logits [R,V] = lm_head · x[logit_rows]   (lm_head = embedding when tied)
 //
@@ -18,7 +20,7 @@
 #include "common/model_config/model_description.h"
 #include "kernels/ops.h"
 #include "worker/kv_cache/kv_cache.h"
-#include "worker/models/attention_block.h"
+#include "worker/models/attention/attention.h"
 #include "worker/models/model_tensors.h"
 #include "worker/models/moe_block.h"
 #include "worker/models/step_batch.h"
@@ -33,12 +35,13 @@ class DecoderModel {
   // Binds `weights` (the tensors are shared, not copied) to a model on
   // `backend`, which must outlive it. `dispatcher` null: a
   // LocalTokenDispatcher (world size 1, every expert local). Refuses what the
-  // forward pass does not implement (OLMoE clip_qkv) with UNIMPLEMENTED.
+  // forward pass does not implement (OLMoE clip_qkv, a layer's attention kind
+  // or routing the backends do not run) with UNIMPLEMENTED naming it.
   static absl::StatusOr<std::unique_ptr<DecoderModel>> Create(
       const ModelDescription& desc, const weights::ModelWeights& weights,
       kernels::Backend& backend, std::unique_ptr<TokenDispatcher> dispatcher = nullptr);
 
-  // The shape a KvCache for this model must have.
+  // The pools a KvCache for this model must have (KvCacheShapeOf(desc)).
   kv_cache::KvCacheShape kv_cache_shape() const;
   const ModelDescription& desc() const { return desc_; }
   kernels::Backend& backend() const { return backend_; }
@@ -76,7 +79,7 @@ class DecoderModel {
   ModelDescription desc_;
   kernels::Backend& backend_;
   ModelTensors tensors_;
-  std::vector<AttentionBlock> attention_;
+  std::vector<std::unique_ptr<Attention>> attention_;
   std::vector<std::unique_ptr<MoeBlock>> moe_;  // null for dense layers
   std::unique_ptr<TokenDispatcher> dispatcher_;
 };

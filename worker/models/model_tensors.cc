@@ -54,7 +54,7 @@ absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
   ModelTensors m;
   m.layers.resize(static_cast<size_t>(desc.num_layers));
   for (int i = 0; i < desc.num_layers; ++i) {
-    if (desc.layer_kinds[i] == LayerKind::kMoe) {
+    if (desc.layers[i].feed_forward.is_moe()) {
       const size_t e = static_cast<size_t>(desc.moe.num_experts);
       m.layers[i].moe.expert_gate.resize(e);
       m.layers[i].moe.expert_up.resize(e);

@@ -5,11 +5,10 @@
 
 namespace epserve::models {
 
-MoeShape MoeShapeOf(const ModelDescription& desc) {
+MoeShape MoeShapeOf(const FeedForwardSpec& spec) {
   MoeShape s;
-  s.num_experts = desc.moe.num_experts;
-  s.top_k = desc.moe.top_k;
-  s.renormalize = desc.moe.norm_topk_prob;
+  s.num_experts = spec.num_experts;
+  s.routing = spec.routing;
   return s;
 }
 
@@ -19,11 +18,11 @@ absl::Status MoeBlock::Forward(kernels::Backend& backend, TokenDispatcher& dispa
   ASSIGN_OR_RETURN(kernels::Tensor logits,
                    backend.Empty(DataType::kFloat32, {t, shape_.num_experts}));
   RETURN_IF_ERROR(backend.MatMul(x, w_->router, /*bias=*/{}, &logits));
-  ASSIGN_OR_RETURN(kernels::Tensor topk_ids, backend.Empty(DataType::kInt32, {t, shape_.top_k}));
+  ASSIGN_OR_RETURN(kernels::Tensor topk_ids,
+                   backend.Empty(DataType::kInt32, {t, shape_.routing.top_k}));
   ASSIGN_OR_RETURN(kernels::Tensor topk_weights,
-                   backend.Empty(DataType::kFloat32, {t, shape_.top_k}));
-  RETURN_IF_ERROR(
-      backend.MoeGate(logits, shape_.top_k, shape_.renormalize, &topk_ids, &topk_weights));
+                   backend.Empty(DataType::kFloat32, {t, shape_.routing.top_k}));
+  RETURN_IF_ERROR(backend.MoeGate(logits, shape_.routing, &topk_ids, &topk_weights));
   RETURN_IF_ERROR(RunExperts(backend, dispatcher, x, topk_ids, topk_weights, out));
   if (w_->shared_expert.gate_proj.defined()) {
     RETURN_IF_ERROR(AddSharedExpert(backend, x, out));
@@ -34,9 +33,10 @@ absl::Status MoeBlock::Forward(kernels::Backend& backend, TokenDispatcher& dispa
 absl::Status MoeBlock::ForwardNoTokens(kernels::Backend& backend, TokenDispatcher& dispatcher,
                                        int64_t hidden) const {
   ASSIGN_OR_RETURN(kernels::Tensor x, backend.Empty(DataType::kFloat32, {0, hidden}));
-  ASSIGN_OR_RETURN(kernels::Tensor topk_ids, backend.Empty(DataType::kInt32, {0, shape_.top_k}));
+  ASSIGN_OR_RETURN(kernels::Tensor topk_ids,
+                   backend.Empty(DataType::kInt32, {0, shape_.routing.top_k}));
   ASSIGN_OR_RETURN(kernels::Tensor topk_weights,
-                   backend.Empty(DataType::kFloat32, {0, shape_.top_k}));
+                   backend.Empty(DataType::kFloat32, {0, shape_.routing.top_k}));
   ASSIGN_OR_RETURN(kernels::Tensor out, backend.Empty(DataType::kFloat32, {0, hidden}));
   return RunExperts(backend, dispatcher, x, topk_ids, topk_weights, &out);
 }

@@ -1,7 +1,7 @@
 // A mixture-of-experts feed-forward block:
 //
 //   x [T,H] ─router MatMul (fp32 weights)─► logits [T,E]
-//           ─MoeGate (softmax, top-k, renormalise iff norm_topk_prob)─► ids, weights [T,k]
+//           ─MoeGate (RoutingParams: softmax, top-k, renormalise?)─► ids, weights [T,k]
 //           ─dispatcher.Dispatch─► rows [R,H] ─gate/up grouped GEMMs─► [R,M]
 //           ─SiluAndMul─► ─down grouped GEMM─► [R,H] ─dispatcher.Combine─► out [T,H]
 //   (Qwen2-MoE) out += sigmoid(x · shared_expert_gate) · SharedMlp(x)
@@ -19,11 +19,11 @@ namespace epserve::models {
 
 struct MoeShape {
   int64_t num_experts = 0;
-  int64_t top_k = 0;
-  bool renormalize = false;  // norm_topk_prob (always true for Mixtral: set by the parser)
+  RoutingParams routing;  // k = routing.top_k
 };
 
-MoeShape MoeShapeOf(const ModelDescription& desc);
+// The shape of a MoE layer (kMoe or kMoeShared feed-forward spec).
+MoeShape MoeShapeOf(const FeedForwardSpec& spec);
 
 class MoeBlock {
  public:

@@ -49,8 +49,7 @@ absl::StatusOr<std::unique_ptr<OfflineRunner>> OfflineRunner::Load(
   kv.num_blocks = kv_cache::BlocksForTokens(options.max_context_tokens, options.block_size);
   kv.dtype = options.kv_cache_dtype;
   ASSIGN_OR_RETURN(kv_cache::KvCache cache,
-                   kv_cache::KvCache::Create(
-                       *backend, {desc.num_layers, desc.num_kv_heads, desc.head_dim}, kv));
+                   kv_cache::KvCache::Create(*backend, KvCacheShapeOf(desc), kv));
   std::unique_ptr<OfflineRunner> r(
       new OfflineRunner(std::move(backend), std::move(w), std::move(cache), kv.num_blocks));
   ASSIGN_OR_RETURN(r->model_, DecoderModel::Create(r->weights_.desc(), r->weights_, *r->backend_));

@@ -32,9 +32,7 @@ bool SupportedCacheDtype(DataType dtype) {
 }  // namespace
 
 uint64_t KvBlockBytes(const kv_cache::KvCacheShape& shape, int64_t block_size, DataType dtype) {
-  return 2ull * static_cast<uint64_t>(shape.num_layers) * static_cast<uint64_t>(block_size) *
-         static_cast<uint64_t>(shape.num_kv_heads) * static_cast<uint64_t>(shape.head_dim) *
-         DataTypeSize(dtype);
+  return shape.BlockBytes(block_size, dtype);
 }
 
 absl::StatusOr<int64_t> KvBlocksForBudget(const kv_cache::KvCacheShape& shape,
@@ -43,7 +41,10 @@ absl::StatusOr<int64_t> KvBlocksForBudget(const kv_cache::KvCacheShape& shape,
   if (block_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("block_size must be > 0, got ", block_size));
   }
-  if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
+  const bool empty_pool =
+      std::any_of(shape.layers.begin(), shape.layers.end(),
+                  [](const kv_cache::KvPoolSpec& l) { return l.elements_per_token() <= 0; });
+  if (shape.layers.empty() || empty_pool) {
     return absl::InvalidArgumentError("KV cache shape must have layers, kv heads and head_dim > 0");
   }
   if (!SupportedCacheDtype(dtype)) {

@@ -79,7 +79,7 @@ struct StepExecutorOptions {
   kernels::DeviceSpec device;
 };
 
-// Bytes one KV block takes over all layers (K and V).
+// Bytes one KV block takes summed over every layer's pool (K and V, or latent).
 uint64_t KvBlockBytes(const kv_cache::KvCacheShape& shape, int64_t block_size, DataType dtype);
 
 // How many KV blocks fit in `budget_bytes` (floor; 0 when not even one does):
