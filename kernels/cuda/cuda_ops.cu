@@ -13,6 +13,7 @@
 #include "kernels/cuda/attention_prologue.cuh"
 #include "kernels/cuda/cuda_backend_impl.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/grouped_gemm.cuh"
 #include "kernels/cuda/moe.cuh"
 
 namespace epserve::kernels::cuda {

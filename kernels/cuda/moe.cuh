@@ -1,10 +1,10 @@
 // MoE routing on the GPU: gate softmax + top-k, permutation of token rows
-// into expert-major order, grouped expert GEMM, weighted un-permutation.
-// Semantics are kernels/ops.h's (MoeGate, MoePermute, GroupedExpertMatMul,
-// MoeUnpermute) and match the CPU reference (kernels/cpu/moe*.cc).
+// into expert-major order, weighted un-permutation (the grouped expert GEMMs
+// between the two: grouped_gemm.cuh). Semantics are kernels/ops.h's (MoeGate,
+// MoePermute, MoeUnpermute) and match the CPU reference (kernels/cpu/moe*.cc).
 //
 // Graph capture: launch configurations depend only on host-known sizes
-// (T, k, E, H, N, K), never on routing results in device memory.
+// (T, k, E, H), never on routing results in device memory.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -36,37 +36,6 @@ absl::Status MoePermute(const float* hidden, const int32_t* topk_ids, int64_t nu
                         int32_t* expert_offsets, int32_t* permuted_to_assignment,
                         int32_t* assignment_to_permuted, void* workspace, size_t workspace_bytes,
                         uint32_t* errors, cudaStream_t stream);
-
-// Scratch for GroupedExpertMatMul; 0 allowed.
-size_t GroupedExpertMatMulWorkspaceBytes(int64_t num_rows, int64_t k, int64_t n,
-                                         int64_t num_experts, Elem weight_type);
-
-// out [R, N] float32: rows of expert e (expert_offsets[e]..[e+1], device) times
-// weights[e]^T, weights[e] [N, K] of `weight_type` at the device pointer
-// expert_weights[e] (a device array of E pointers; null = expert not held:
-// rows routed to it set kErrMissingExpert and get zeros). rows [R, K]
-// float32. fp32 accumulation; bf16/fp16 weights use tensor cores (rows
-// rounded to the weight type), float32 weights compute in fp32. No launch per
-// expert: one launch covers every expert.
-absl::Status GroupedExpertMatMul(const float* rows, int64_t num_rows, int64_t k,
-                                 const int32_t* expert_offsets, int64_t num_experts,
-                                 const void* const* expert_weights, Elem weight_type, int64_t n,
-                                 float* out, void* workspace, size_t workspace_bytes,
-                                 uint32_t* errors, cudaStream_t stream);
-
-// Fused first half of the experts' SwiGLU MLPs, one launch for every expert:
-// out [R, N] = silu(rows · gate[e]^T) * (rows · up[e]^T) for the rows of
-// expert e. gate_weights / up_weights are device arrays of E pointers (null
-// together: expert not held; rows routed to it set kErrMissingExpert and get
-// zeros); the rest as GroupedExpertMatMul. Each weight tile of gate and up is
-// read once.
-size_t GroupedExpertGateUpWorkspaceBytes(int64_t num_rows, int64_t k, int64_t n,
-                                         int64_t num_experts, Elem weight_type);
-absl::Status GroupedExpertGateUp(const float* rows, int64_t num_rows, int64_t k,
-                                 const int32_t* expert_offsets, int64_t num_experts,
-                                 const void* const* gate_weights, const void* const* up_weights,
-                                 Elem weight_type, int64_t n, float* out, void* workspace,
-                                 size_t workspace_bytes, uint32_t* errors, cudaStream_t stream);
 
 // out[t] = sum_j topk_weights[t, j] * expert_out[assignment_to_permuted[t*k+j]],
 // j ascending, fp32. expert_out [T*k, H], out [T, H].
