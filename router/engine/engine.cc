@@ -384,7 +384,7 @@ void Engine::RunStep() {
       metrics_->RouterStep(std::chrono::duration<double>(EngineClock::now() - started).count());
     }
   };
-  absl::StatusOr<scheduler::StepBatch> batch = scheduler_->Schedule();
+  absl::StatusOr<scheduler::ScheduledBatch> batch = scheduler_->Schedule();
   if (!batch.ok()) {
     FailAll(absl::InternalError(absl::StrCat("scheduler: ", batch.status().message())));
     return;
@@ -492,7 +492,7 @@ void Engine::RunStep() {
     return;
   }
 
-  std::vector<scheduler::SampledToken> sampled;
+  std::vector<scheduler::WorkerToken> sampled;
   std::unordered_map<std::string, v1::TokenLogprob> logprobs;
   for (auto& [rank, r] : results) {
     if (!r.error().empty()) {
