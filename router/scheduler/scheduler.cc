@@ -80,6 +80,11 @@ const Request* Scheduler::Find(const std::string& id) const {
   return it == requests_.end() ? nullptr : it->second.get();
 }
 
+std::shared_ptr<const Request> Scheduler::Share(const std::string& id) const {
+  auto it = requests_.find(id);
+  return it == requests_.end() ? nullptr : it->second;
+}
+
 absl::Status Scheduler::Add(RequestSpec spec) {
   if (spec.prompt_ids.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("request ", spec.id, ": empty prompt"));
@@ -108,7 +113,7 @@ absl::Status Scheduler::Add(RequestSpec spec) {
         spec.max_tokens, ") needs ", allocators_[0].BlocksForTokens(total),
         " KV blocks; the largest worker has ", best, " usable"));
   }
-  auto r = std::make_unique<Request>();
+  auto r = std::make_shared<Request>();
   r->spec = std::move(spec);
   r->arrival = next_arrival_++;
   Request* raw = r.get();

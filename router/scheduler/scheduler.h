@@ -133,6 +133,10 @@ class Scheduler {
 
   // nullptr when not live (never added, finished or aborted).
   const Request* Find(const std::string& id) const;
+  // The live request's record, shared with the caller: it stays readable after
+  // the request leaves the scheduler (finished, aborted, or the scheduler
+  // destroyed), its token history then final. nullptr when not live.
+  std::shared_ptr<const Request> Share(const std::string& id) const;
 
   int num_workers() const { return static_cast<int>(allocators_.size()); }
   const KvBlockAllocator& allocator(int worker) const { return allocators_[worker]; }
@@ -164,7 +168,7 @@ class Scheduler {
   SchedulerOptions options_;
   std::vector<KvBlockAllocator> allocators_;
   std::vector<int> watermark_blocks_;
-  std::unordered_map<std::string, std::unique_ptr<Request>> requests_;
+  std::unordered_map<std::string, std::shared_ptr<Request>> requests_;
   std::set<Request*, QueueOrder> waiting_;
   std::vector<std::vector<Request*>> running_;  // per worker, any order
   std::unordered_set<std::string> pending_sample_;
