@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "router/frontend/output_processor.h"
 
 namespace epserve::router {
 namespace {
@@ -34,17 +35,19 @@ const char* MetricReason(v1::FinishReason r) {
 }  // namespace
 
 struct Engine::Tracked {
-  NewRequest req;
+  NewRequest req;  // prompt_ids moved into the scheduler at admission
+  size_t num_prompt_tokens = 0;
   // The sampling fields the workers use (router-only fields cleared).
   v1::SamplingParams plan_params;
-  std::unique_ptr<tokenizer::StreamingDetokenizer> detok;
-  std::vector<std::string> stop_strings;
-  std::vector<uint32_t> output_ids;
+  std::unique_ptr<frontend::OutputProcessor> output;
+  // The scheduler's record of the request (its token history) from admission
+  // on; it outlives the request's time in the scheduler.
+  std::shared_ptr<const scheduler::Request> history;
   bool computed_once = false;
   std::optional<EngineClock::time_point> last_token;
   int worker = -1;  // rank of the group it last ran on
-  std::optional<std::string> matched_stop_str;
-  std::optional<uint32_t> matched_stop_token;
+
+  size_t num_output_tokens() const { return history ? history->generated_ids.size() : 0; }
 };
 
 Engine::Engine(EngineOptions options, StepTransport* transport,
@@ -97,15 +100,9 @@ absl::Status Engine::Submit(NewRequest request) {
   t->plan_params.clear_max_tokens();
   t->plan_params.clear_include_stop_str_in_output();
   t->plan_params.clear_skip_special_tokens();
-  if (tokenizer_ != nullptr) {
-    tokenizer::StreamingOptions so;
-    so.skip_special_tokens =
-        !request.sampling.has_skip_special_tokens() || request.sampling.skip_special_tokens();
-    so.stop_strings.assign(request.sampling.stop().begin(), request.sampling.stop().end());
-    so.include_stop_str_in_output = request.sampling.include_stop_str_in_output();
-    t->stop_strings = so.stop_strings;
-    t->detok = std::make_unique<tokenizer::StreamingDetokenizer>(*tokenizer_, std::move(so));
-  }
+  t->output =
+      std::make_unique<frontend::OutputProcessor>(request.id, request.sampling, tokenizer_.get());
+  t->num_prompt_tokens = request.prompt_ids.size();
   t->req = std::move(request);
   live_ids_.insert(t->req.id);
   inbox_tokens_ += prompt_tokens;
@@ -274,7 +271,7 @@ void Engine::ApplyCommands(std::deque<Command> commands) {
       }
       scheduler::RequestSpec spec;
       spec.id = t.req.id;
-      spec.prompt_ids = t.req.prompt_ids;
+      spec.prompt_ids = std::move(t.req.prompt_ids);
       spec.max_tokens = static_cast<int>(t.req.max_tokens);
       spec.priority = t.req.priority;
       spec.stop_token_ids.assign(t.req.sampling.stop_token_ids().begin(),
@@ -286,8 +283,9 @@ void Engine::ApplyCommands(std::deque<Command> commands) {
         EndRequest(t, s, std::nullopt);
         continue;
       }
+      t.history = scheduler_->Share(t.req.id);
       if (metrics_ != nullptr) {
-        metrics_->RequestAdmitted(static_cast<int64_t>(t.req.prompt_ids.size()));
+        metrics_->RequestAdmitted(static_cast<int64_t>(t.num_prompt_tokens));
       }
       continue;
     }
@@ -313,7 +311,7 @@ void Engine::ExpireDeadlines(EngineClock::time_point now) {
     EndRequest(*t,
                absl::DeadlineExceededError(absl::StrCat(
                    "deadline passed ", Seconds(now - t->req.arrival), " s after arrival with ",
-                   t->output_ids.size(), " token(s) generated",
+                   t->num_output_tokens(), " token(s) generated",
                    t->computed_once ? "" : " (the request never ran)")),
                std::nullopt);
   }
@@ -337,25 +335,11 @@ void Engine::EndRequest(Tracked& t, const absl::Status& status,
   const std::string id = t.req.id;
   const auto now = EngineClock::now();
   if (status.ok() && reason) {
-    if (t.detok != nullptr && !t.detok->finished()) {
-      absl::StatusOr<tokenizer::Delta> d = t.detok->Finish();
-      if (d.ok() && !d->text.empty()) {
-        v1::GenerateResponse chunk;
-        chunk.set_request_id(id);
-        chunk.mutable_chunk()->set_text(std::move(d->text));
-        t.req.stream->Write(std::move(chunk));
-      }
+    const std::vector<uint32_t> none;
+    const std::vector<uint32_t>& output_ids = t.history ? t.history->generated_ids : none;
+    for (v1::GenerateResponse& r : t.output->Complete(*reason, t.num_prompt_tokens, output_ids)) {
+      t.req.stream->Write(std::move(r));
     }
-    v1::GenerateResponse done;
-    done.set_request_id(id);
-    v1::GenerateComplete* c = done.mutable_complete();
-    c->set_finish_reason(*reason);
-    if (t.matched_stop_str) c->set_stop_str(*t.matched_stop_str);
-    if (t.matched_stop_token) c->set_stop_token_id(*t.matched_stop_token);
-    c->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(t.req.prompt_ids.size()));
-    c->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(t.output_ids.size()));
-    *c->mutable_output_ids() = {t.output_ids.begin(), t.output_ids.end()};
-    t.req.stream->Write(std::move(done));
   }
   {
     // The id is free before the client can see the end of its stream.
@@ -384,10 +368,22 @@ void Engine::RunStep() {
       metrics_->RouterStep(std::chrono::duration<double>(EngineClock::now() - started).count());
     }
   };
-  absl::StatusOr<scheduler::StepBatch> batch = scheduler_->Schedule();
+  std::optional<scheduler::ScheduledBatch> batch = Plan();
+  if (!batch) return;
+  const PlannedStep step = BuildPlans(*batch);
+  if (!SendPlans(step)) return;
+  std::optional<std::map<uint32_t, control::v1::StepResult>> results = CollectResults(step);
+  if (!results) return;
+  std::optional<StepTokens> tokens = ReadTokens(step, *results);
+  if (!tokens) return;
+  ApplyTokens(step.step_id, *tokens);
+}
+
+std::optional<scheduler::ScheduledBatch> Engine::Plan() {
+  absl::StatusOr<scheduler::ScheduledBatch> batch = scheduler_->Schedule();
   if (!batch.ok()) {
     FailAll(absl::InternalError(absl::StrCat("scheduler: ", batch.status().message())));
-    return;
+    return std::nullopt;
   }
   for (const std::string& id : batch->preempted) {
     auto it = requests_.find(id);
@@ -409,21 +405,25 @@ void Engine::RunStep() {
     // scheduler consistent and do not spin.
     (void)scheduler_->OnStepResult({});
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return;
+    return std::nullopt;
   }
+  return std::move(*batch);
+}
 
-  const size_t world = batch->workers.size();
-  const uint64_t step_id = ++next_step_id_;
+Engine::PlannedStep Engine::BuildPlans(const scheduler::ScheduledBatch& batch) {
+  const size_t world = batch.workers.size();
+  PlannedStep step;
+  step.step_id = ++next_step_id_;
+  step.plans.resize(world);
+  step.phase.assign(world, nullptr);
   const auto now = EngineClock::now();
-  std::vector<control::v1::StepPlan> plans(world);
-  std::vector<const char*> phase(world, nullptr);
   for (size_t w = 0; w < world; ++w) {
-    control::v1::StepPlan& plan = plans[w];
-    plan.set_step_id(step_id);
+    control::v1::StepPlan& plan = step.plans[w];
+    plan.set_step_id(step.step_id);
     plan.set_epoch(group_.epoch);
     bool prefill = false;
     bool decode = false;
-    for (const scheduler::ScheduledSequence& s : batch->workers[w].sequences) {
+    for (const scheduler::ScheduledSequence& s : batch.workers[w].sequences) {
       Tracked& t = *requests_.at(s.request_id);
       t.worker = static_cast<int>(w);
       if (!t.computed_once) {
@@ -437,28 +437,39 @@ void Engine::RunStep() {
       *sp->mutable_block_table() = {s.block_table.begin(), s.block_table.end()};
       *sp->mutable_sampling_params() = t.plan_params;
       sp->set_sample(s.sample);
-      sp->set_num_prompt_tokens(static_cast<uint32_t>(t.req.prompt_ids.size()));
-      const bool is_decode =
-          s.token_ids.size() == 1 &&
-          s.start_position >= static_cast<int64_t>(t.req.prompt_ids.size());
+      sp->set_num_prompt_tokens(static_cast<uint32_t>(t.num_prompt_tokens));
+      const bool is_decode = s.token_ids.size() == 1 &&
+                             s.start_position >= static_cast<int64_t>(t.num_prompt_tokens);
       (is_decode ? decode : prefill) = true;
     }
-    phase[w] = prefill && decode ? "mixed" : prefill ? "prefill" : decode ? "decode" : nullptr;
+    step.phase[w] = prefill && decode ? "mixed"
+                    : prefill         ? "prefill"
+                    : decode          ? "decode"
+                                      : nullptr;
     for (std::string& id : release_[w]) plan.add_release_request_ids(std::move(id));
     release_[w].clear();
   }
+  return step;
+}
 
+bool Engine::SendPlans(const PlannedStep& step) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_step_ = step_id;
+    pending_step_ = step.step_id;
     pending_epoch_ = group_.epoch;
     results_.clear();
   }
-  if (absl::Status sent = transport_->SendStep(group_.epoch, plans); !sent.ok()) {
-    FailAll(absl::UnavailableError(absl::StrCat("cannot send step ", step_id, ": ",
-                                                sent.message())));
-    return;
+  if (absl::Status sent = transport_->SendStep(group_.epoch, step.plans); !sent.ok()) {
+    FailAll(absl::UnavailableError(
+        absl::StrCat("cannot send step ", step.step_id, ": ", sent.message())));
+    return false;
   }
+  return true;
+}
+
+std::optional<std::map<uint32_t, control::v1::StepResult>> Engine::CollectResults(
+    const PlannedStep& step) {
+  const size_t world = step.plans.size();
   std::map<uint32_t, control::v1::StepResult> results;
   bool group_changed = false;
   {
@@ -469,54 +480,59 @@ void Engine::RunStep() {
     results.swap(results_);
     group_changed = serving_changed_;
     pending_step_ = 0;
-    if (stopping_) return;  // Stop() ends everything
+    if (stopping_) return std::nullopt;  // Stop() ends everything
   }
-  if (results.size() != world) {
-    std::vector<size_t> missing;
-    for (size_t w = 0; w < world; ++w) {
-      if (results.count(static_cast<uint32_t>(w)) == 0) missing.push_back(w);
-    }
-    std::string why;
-    if (group_changed) {
-      std::string reason;
-      if (!transport_->ServingGroup(&reason)) {
-        why = reason;
-      } else {
-        why = "the collective group re-formed";
-      }
+  if (results.size() == world) return results;
+  std::vector<size_t> missing;
+  for (size_t w = 0; w < world; ++w) {
+    if (results.count(static_cast<uint32_t>(w)) == 0) missing.push_back(w);
+  }
+  std::string why;
+  if (group_changed) {
+    std::string reason;
+    if (!transport_->ServingGroup(&reason)) {
+      why = reason;
     } else {
-      why = absl::StrCat("worker rank ", absl::StrJoin(missing, ", rank "),
-                         " did not answer within ", options_.step_timeout.count(), " ms");
+      why = "the collective group re-formed";
     }
-    FailAll(absl::UnavailableError(absl::StrCat("step ", step_id, " failed: ", why)));
-    return;
+  } else {
+    why = absl::StrCat("worker rank ", absl::StrJoin(missing, ", rank "), " did not answer within ",
+                       options_.step_timeout.count(), " ms");
   }
+  FailAll(absl::UnavailableError(absl::StrCat("step ", step.step_id, " failed: ", why)));
+  return std::nullopt;
+}
 
-  std::vector<scheduler::SampledToken> sampled;
-  std::unordered_map<std::string, v1::TokenLogprob> logprobs;
-  for (auto& [rank, r] : results) {
+std::optional<Engine::StepTokens> Engine::ReadTokens(
+    const PlannedStep& step, const std::map<uint32_t, control::v1::StepResult>& results) {
+  StepTokens out;
+  for (const auto& [rank, r] : results) {
     if (!r.error().empty()) {
-      FailAll(absl::InternalError(
-          absl::StrCat("step ", step_id, " failed on worker rank ", rank, ": ", r.error())));
-      return;
+      FailAll(absl::InternalError(absl::StrCat("step ", step.step_id, " failed on worker rank ",
+                                               rank, ": ", r.error())));
+      return std::nullopt;
     }
-    if (metrics_ != nullptr && phase[rank] != nullptr) {
-      metrics_->StepDuration(static_cast<int>(rank), phase[rank], r.step_seconds());
+    if (metrics_ != nullptr && step.phase[rank] != nullptr) {
+      metrics_->StepDuration(static_cast<int>(rank), step.phase[rank], r.step_seconds());
     }
     for (const control::v1::SequenceResult& s : r.sequences()) {
       if (s.token_ids_size() != 1) {
-        FailAll(absl::InternalError(absl::StrCat("step ", step_id, ": worker rank ", rank,
+        FailAll(absl::InternalError(absl::StrCat("step ", step.step_id, ": worker rank ", rank,
                                                  " returned ", s.token_ids_size(),
                                                  " tokens for request '", s.request_id(),
                                                  "' (expected 1)")));
-        return;
+        return std::nullopt;
       }
-      sampled.push_back({s.request_id(), s.token_ids(0)});
-      if (s.logprobs_size() > 0) logprobs[s.request_id()] = s.logprobs(0);
+      out.tokens.push_back({s.request_id(), s.token_ids(0)});
+      if (s.logprobs_size() > 0) out.logprobs[s.request_id()] = s.logprobs(0);
     }
   }
+  return out;
+}
+
+void Engine::ApplyTokens(uint64_t step_id, const StepTokens& tokens) {
   absl::StatusOr<std::vector<scheduler::SequenceUpdate>> updates =
-      scheduler_->OnStepResult(sampled);
+      scheduler_->OnStepResult(tokens.tokens);
   if (!updates.ok()) {
     FailAll(absl::InternalError(absl::StrCat("step ", step_id, ": ", updates.status().message())));
     return;
@@ -524,18 +540,17 @@ void Engine::RunStep() {
   const auto done = EngineClock::now();
   if (metrics_ != nullptr) metrics_->GenerationTokens(static_cast<int64_t>(updates->size()));
   for (const scheduler::SequenceUpdate& u : *updates) {
-    auto lp = logprobs.find(u.request_id);
-    HandleUpdate(u, lp == logprobs.end() ? nullptr : &lp->second, done);
+    auto lp = tokens.logprobs.find(u.request_id);
+    OutputToken(u, lp == tokens.logprobs.end() ? nullptr : &lp->second, done);
   }
 }
 
-void Engine::HandleUpdate(const scheduler::SequenceUpdate& u, const v1::TokenLogprob* logprob,
-                          EngineClock::time_point now) {
+void Engine::OutputToken(const scheduler::SequenceUpdate& u, const v1::TokenLogprob* logprob,
+                         EngineClock::time_point now) {
   auto it = requests_.find(u.request_id);
   if (it == requests_.end()) return;
   std::shared_ptr<Tracked> keep = it->second;
   Tracked& t = *keep;
-  t.output_ids.push_back(u.token_id);
   if (metrics_ != nullptr) {
     if (!t.last_token) {
       metrics_->FirstToken(Seconds(now - t.req.arrival));
@@ -544,41 +559,14 @@ void Engine::HandleUpdate(const scheduler::SequenceUpdate& u, const v1::TokenLog
     }
   }
   t.last_token = now;
-
-  v1::GenerateResponse response;
-  response.set_request_id(t.req.id);
-  v1::GenerateChunk* chunk = response.mutable_chunk();
-  chunk->add_token_ids(u.token_id);
-  if (logprob != nullptr) *chunk->add_logprobs() = *logprob;
-  std::optional<v1::FinishReason> reason;
-  std::optional<std::string> stop_str;
-  if (t.detok != nullptr) {
-    absl::StatusOr<tokenizer::Delta> d = t.detok->Append(static_cast<int32_t>(u.token_id));
-    if (d.ok()) {
-      chunk->set_text(std::move(d->text));
-      if (d->matched_stop) {
-        reason = v1::FINISH_REASON_STOP;
-        stop_str = t.stop_strings[static_cast<size_t>(d->stop_index)];
-        if (!u.finish_reason) (void)scheduler_->Finish(t.req.id, scheduler::FinishReason::kStop);
-      }
-    }
-    // An id the tokenizer does not know (a padded vocabulary row) has no
-    // text; the token id is still returned.
+  std::optional<v1::FinishReason> ended;
+  if (u.finish_reason) ended = ToProto(*u.finish_reason);
+  frontend::TokenOutput out = t.output->OnToken(u.token_id, ended, logprob);
+  if (out.stopped_by_string && !u.finish_reason) {
+    (void)scheduler_->Finish(t.req.id, scheduler::FinishReason::kStop);
   }
-  if (!reason && u.finish_reason) reason = ToProto(*u.finish_reason);
-  if (reason && !stop_str && t.detok != nullptr && !t.detok->finished()) {
-    absl::StatusOr<tokenizer::Delta> d = t.detok->Finish();
-    if (d.ok()) chunk->mutable_text()->append(d->text);
-  }
-  t.req.stream->Write(std::move(response));
-  if (!reason) return;
-  // The complete message carries what stopped the request.
-  if (stop_str) {
-    t.matched_stop_str = std::move(stop_str);
-  } else if (*reason == v1::FINISH_REASON_STOP) {
-    t.matched_stop_token = u.token_id;
-  }
-  EndRequest(t, absl::OkStatus(), reason);
+  t.req.stream->Write(std::move(out.response));
+  if (out.finish_reason) EndRequest(t, absl::OkStatus(), out.finish_reason);
 }
 
 void Engine::PublishStats() {

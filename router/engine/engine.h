@@ -1,13 +1,23 @@
-// Engine: the router's serving loop. It owns the scheduler, drives the
-// workers in lockstep, detokenizes and streams the results.
+// Engine: the router's serving loop. It owns the scheduler and drives the
+// workers in lockstep; each request's output (text, stop strings, finish
+// reasons, usage) is its frontend::OutputProcessor's, whose messages the
+// engine writes to the request's stream.
 //
 //   Submit ─(admission limits, at once)─► inbox ─┐
 //   Abort / Cancel ──────────────────────► inbox ─┤
 //                                                 ▼  one thread:
-//   loop: apply inbox → Scheduler::Schedule() → one StepPlan per worker (all of
-//         them, empty ones too) → StepTransport::SendStep → wait for every
-//         StepResult (bounded) → Scheduler::OnStepResult → streaming
-//         detokenizer, stop strings → GenerateStream writes → next step
+//   loop: apply inbox → one step:
+//           Plan          Scheduler::Schedule()
+//           BuildPlans    one StepPlan per worker (all of them, empty ones too)
+//           SendPlans     StepTransport::SendStep
+//           CollectResults  wait for every StepResult (bounded)
+//           ReadTokens    worker errors, one sampled token per sequence
+//           ApplyTokens   Scheduler::OnStepResult → OutputProcessor per token
+//                         → GenerateStream writes
+//         → publish stats → end the streams of finished requests → next step
+//
+// A request's tokens live in the scheduler's Request only (see
+// router/scheduler/request.h); the engine holds a shared handle to it.
 //
 // Failure: a worker lost, a step error or a step that takes longer than
 // step_timeout ends every live request with a non-OK status naming the
@@ -35,16 +45,16 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/tokenizer/streaming_detokenizer.h"
 #include "common/tokenizer/tokenizer.h"
 #include "epserve/control/v1/control.pb.h"
 #include "epserve/v1/epserve.pb.h"
 #include "router/engine/serving_metrics.h"
+#include "router/frontend/generation_request.h"
 #include "router/scheduler/scheduler.h"
 
 namespace epserve::router {
 
-using EngineClock = std::chrono::steady_clock;
+using EngineClock = frontend::RequestClock;
 
 // The serving collective group as the engine sees it.
 struct GroupView {
@@ -91,14 +101,9 @@ struct EngineOptions {
   std::vector<uint32_t> eos_token_ids;
 };
 
-struct NewRequest {
-  std::string id;  // non-empty, validated
-  std::vector<uint32_t> prompt_ids;
-  v1::SamplingParams sampling;  // as validated
-  uint32_t max_tokens = 16;     // resolved against the context length
-  int priority = 0;
-  std::optional<EngineClock::time_point> deadline;
-  EngineClock::time_point arrival = EngineClock::now();
+// A request built by a front end (frontend::RequestBuilder) and the stream
+// its responses go to.
+struct NewRequest : frontend::GenerationRequest {
   std::shared_ptr<GenerateStream> stream;
 };
 
@@ -171,10 +176,42 @@ class Engine {
   void EndRequest(Tracked& t, const absl::Status& status,
                   std::optional<v1::FinishReason> reason);
   void ExpireDeadlines(EngineClock::time_point now);
-  // Runs one step; a failure ends every live request (FailAll).
+  // A step on its way to the workers.
+  struct PlannedStep {
+    uint64_t step_id = 0;
+    std::vector<control::v1::StepPlan> plans;  // one per rank
+    // Per rank: "prefill", "decode", "mixed", or null for an idle rank.
+    std::vector<const char*> phase;
+  };
+  // What the workers sampled in one step.
+  struct StepTokens {
+    std::vector<scheduler::WorkerToken> tokens;
+    std::unordered_map<std::string, v1::TokenLogprob> logprobs;  // by request id
+  };
+
+  // Runs one step, in the parts below. A failure in any part ends every live
+  // request (FailAll) and the step there; the parts then return false or
+  // nullopt.
   void RunStep();
-  void HandleUpdate(const scheduler::SequenceUpdate& update, const v1::TokenLogprob* logprob,
-                    EngineClock::time_point now);
+  // Schedules; releases the KV of preempted requests; publishes the stats.
+  // nullopt when the scheduler failed or nothing runs this step.
+  std::optional<scheduler::ScheduledBatch> Plan();
+  // The StepPlan of every rank (with the releases queued for it).
+  PlannedStep BuildPlans(const scheduler::ScheduledBatch& batch);
+  bool SendPlans(const PlannedStep& step);
+  // Waits (bounded) for every rank's StepResult; nullopt on a missing one.
+  std::optional<std::map<uint32_t, control::v1::StepResult>> CollectResults(
+      const PlannedStep& step);
+  // Step metrics and the sampled tokens; nullopt on a worker's error or a
+  // malformed result.
+  std::optional<StepTokens> ReadTokens(const PlannedStep& step,
+                                       const std::map<uint32_t, control::v1::StepResult>& results);
+  // The scheduler appends the tokens; each goes to its request's output.
+  void ApplyTokens(uint64_t step_id, const StepTokens& tokens);
+  // One token of a live request: timing metrics, the output processor's
+  // chunk, and the end of the request when it finished.
+  void OutputToken(const scheduler::SequenceUpdate& update, const v1::TokenLogprob* logprob,
+                   EngineClock::time_point now);
   void PublishStats();
   // Ends the streams of the requests ended since the last call. The loop
   // calls it after PublishStats, so a client that saw its stream end reads

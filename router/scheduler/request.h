@@ -7,6 +7,19 @@
 // OnStepResult appends to generated_ids. So a decode is simply a chunk of the
 // one token left (the last sampled one), and a recompute after preemption is
 // a prefill of the whole history (prompt + everything generated so far).
+//
+// One token history per request: this Request is the router's only record of
+// a request's tokens, and the source of truth. The engine moves the prompt in
+// at Add and keeps a shared handle (Scheduler::Share) to read the output ids
+// from when the request ends (the output processor's usage and output_ids);
+// neither the engine nor the output processor keeps a copy. It lives here
+// because scheduling needs it all: chunks are cut from it, and a preempted
+// request is recomputed from it on any worker.
+// The worker's record (worker/step StepExecutor) is a cache of the same
+// tokens for penalties, min_tokens and the seeded random stream, fed only
+// from the plans: SequencePlan.num_prompt_tokens (= spec.prompt_ids.size())
+// tells it where the prompt ends, and a recompute re-feeds the whole history,
+// so a worker that lost or never had the record rebuilds it exactly.
 #pragma once
 
 #include <cstdint>

@@ -20,7 +20,7 @@ bool QueueLess(const Request* a, const Request* b) {
 
 }  // namespace
 
-bool StepBatch::empty() const {
+bool ScheduledBatch::empty() const {
   for (const WorkerBatch& w : workers) {
     if (!w.sequences.empty()) return false;
   }
@@ -80,6 +80,11 @@ const Request* Scheduler::Find(const std::string& id) const {
   return it == requests_.end() ? nullptr : it->second.get();
 }
 
+std::shared_ptr<const Request> Scheduler::Share(const std::string& id) const {
+  auto it = requests_.find(id);
+  return it == requests_.end() ? nullptr : it->second;
+}
+
 absl::Status Scheduler::Add(RequestSpec spec) {
   if (spec.prompt_ids.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("request ", spec.id, ": empty prompt"));
@@ -108,7 +113,7 @@ absl::Status Scheduler::Add(RequestSpec spec) {
         spec.max_tokens, ") needs ", allocators_[0].BlocksForTokens(total),
         " KV blocks; the largest worker has ", best, " usable"));
   }
-  auto r = std::make_unique<Request>();
+  auto r = std::make_shared<Request>();
   r->spec = std::move(spec);
   r->arrival = next_arrival_++;
   Request* raw = r.get();
@@ -146,7 +151,7 @@ void Scheduler::Release(Request* r) {
   r->worker = -1;
 }
 
-void Scheduler::Preempt(Request* r, StepBatch& batch) {
+void Scheduler::Preempt(Request* r, ScheduledBatch& batch) {
   Release(r);
   r->num_computed_tokens = 0;
   r->status = RequestStatus::kPreempted;
@@ -158,7 +163,7 @@ void Scheduler::Preempt(Request* r, StepBatch& batch) {
 
 bool Scheduler::EnsureBlocks(Request* r, int64_t num_tokens,
                              const std::unordered_set<const Request*>& scheduled,
-                             StepBatch& batch) {
+                             ScheduledBatch& batch) {
   KvBlockAllocator& alloc = allocators_[r->worker];
   const int need = alloc.BlocksForTokens(num_tokens) - static_cast<int>(r->block_table.size());
   if (need <= 0) return true;
@@ -178,7 +183,7 @@ bool Scheduler::EnsureBlocks(Request* r, int64_t num_tokens,
   return true;
 }
 
-void Scheduler::Emit(Request* r, int64_t chunk, StepBatch& batch) {
+void Scheduler::Emit(Request* r, int64_t chunk, ScheduledBatch& batch) {
   ScheduledSequence s;
   s.request_id = r->spec.id;
   s.start_position = r->num_computed_tokens;
@@ -193,12 +198,12 @@ void Scheduler::Emit(Request* r, int64_t chunk, StepBatch& batch) {
   wb.sequences.push_back(std::move(s));
 }
 
-absl::StatusOr<StepBatch> Scheduler::Schedule() {
+absl::StatusOr<ScheduledBatch> Scheduler::Schedule() {
   if (step_outstanding_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "Schedule: step ", next_step_id_ - 1, " has no result yet (call OnStepResult first)"));
   }
-  StepBatch batch;
+  ScheduledBatch batch;
   batch.step_id = next_step_id_++;
   batch.workers.resize(num_workers());
   std::vector<int> budget(num_workers(), options_.max_tokens_per_step);
@@ -240,7 +245,7 @@ absl::StatusOr<StepBatch> Scheduler::Schedule() {
   return batch;
 }
 
-void Scheduler::Admit(StepBatch& batch, std::vector<int>& budget) {
+void Scheduler::Admit(ScheduledBatch& batch, std::vector<int>& budget) {
   while (!waiting_.empty()) {
     Request* r = *waiting_.begin();
     int best = -1;
@@ -270,13 +275,13 @@ void Scheduler::Admit(StepBatch& batch, std::vector<int>& budget) {
 }
 
 absl::StatusOr<std::vector<SequenceUpdate>> Scheduler::OnStepResult(
-    const std::vector<SampledToken>& sampled) {
+    const std::vector<WorkerToken>& sampled) {
   if (!step_outstanding_) {
     return absl::FailedPreconditionError("OnStepResult: no step outstanding");
   }
   // Validate first: nothing changes on error.
   std::unordered_set<std::string> seen;
-  for (const SampledToken& t : sampled) {
+  for (const WorkerToken& t : sampled) {
     if (!seen.insert(t.request_id).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("OnStepResult: two tokens for request ", t.request_id));
@@ -294,7 +299,7 @@ absl::StatusOr<std::vector<SequenceUpdate>> Scheduler::OnStepResult(
     }
   }
   std::vector<SequenceUpdate> updates;
-  for (const SampledToken& t : sampled) {
+  for (const WorkerToken& t : sampled) {
     auto it = requests_.find(t.request_id);
     if (it == requests_.end()) continue;
     Request* r = it->second.get();

@@ -5,8 +5,8 @@
 //
 // The step loop (lockstep: one StepResult per Schedule, always):
 //
-//   Add / Abort / Finish ... ─► Schedule() ─► StepBatch ─► router builds one
-//   StepPlan per worker (tokens, start_position, block_table, sample + the
+//   Add / Abort / Finish ... ─► Schedule() ─► ScheduledBatch ─► router builds
+//   one StepPlan per worker (tokens, start_position, block_table, sample + the
 //   request's SamplingParams) ─► workers ─► sampled ids ─► OnStepResult()
 //   ─► SequenceUpdates (token appended, maybe finished) ─► next Schedule()
 //
@@ -77,15 +77,20 @@ struct WorkerBatch {
   int num_tokens = 0;  // <= max_tokens_per_step
 };
 
-struct StepBatch {
+// The router's plan of one lockstep step over every worker: what each worker
+// computes (one WorkerBatch per rank) and who lost its KV. Router-side only;
+// a worker turns its StepPlan into its own batch (worker/models StepBatch).
+struct ScheduledBatch {
   uint64_t step_id = 0;
   std::vector<WorkerBatch> workers;     // one per worker, possibly empty
   std::vector<std::string> preempted;   // requests preempted by this step
   bool empty() const;
 };
 
-// One sampled token of a sequence scheduled with sample = true.
-struct SampledToken {
+// One token a worker sampled for a sequence scheduled with sample = true, as
+// it came back in the StepResult (the id only; the worker's sampler output is
+// worker/sampling SampledToken).
+struct WorkerToken {
   std::string request_id;
   uint32_t token_id = 0;
 };
@@ -118,16 +123,20 @@ class Scheduler {
 
   // Plans the next step. FAILED_PRECONDITION while the previous step's result
   // has not been passed to OnStepResult.
-  absl::StatusOr<StepBatch> Schedule();
+  absl::StatusOr<ScheduledBatch> Schedule();
 
   // The sampled tokens of the outstanding step: exactly one per live sequence
   // scheduled with sample = true (results for requests aborted / finished
   // since are ignored). Validates everything before changing anything.
   absl::StatusOr<std::vector<SequenceUpdate>> OnStepResult(
-      const std::vector<SampledToken>& sampled);
+      const std::vector<WorkerToken>& sampled);
 
   // nullptr when not live (never added, finished or aborted).
   const Request* Find(const std::string& id) const;
+  // The live request's record, shared with the caller: it stays readable after
+  // the request leaves the scheduler (finished, aborted, or the scheduler
+  // destroyed), its token history then final. nullptr when not live.
+  std::shared_ptr<const Request> Share(const std::string& id) const;
 
   int num_workers() const { return static_cast<int>(allocators_.size()); }
   const KvBlockAllocator& allocator(int worker) const { return allocators_[worker]; }
@@ -150,16 +159,16 @@ class Scheduler {
   // unscheduled running sequences on its worker if needed. False when r itself
   // was the victim (it is then preempted and must not be scheduled).
   bool EnsureBlocks(Request* r, int64_t num_tokens,
-                    const std::unordered_set<const Request*>& scheduled, StepBatch& batch);
-  void Preempt(Request* r, StepBatch& batch);
-  void Emit(Request* r, int64_t chunk, StepBatch& batch);
+                    const std::unordered_set<const Request*>& scheduled, ScheduledBatch& batch);
+  void Preempt(Request* r, ScheduledBatch& batch);
+  void Emit(Request* r, int64_t chunk, ScheduledBatch& batch);
   void Release(Request* r);  // frees blocks, leaves running/waiting
-  void Admit(StepBatch& batch, std::vector<int>& budget);
+  void Admit(ScheduledBatch& batch, std::vector<int>& budget);
 
   SchedulerOptions options_;
   std::vector<KvBlockAllocator> allocators_;
   std::vector<int> watermark_blocks_;
-  std::unordered_map<std::string, std::unique_ptr<Request>> requests_;
+  std::unordered_map<std::string, std::shared_ptr<Request>> requests_;
   std::set<Request*, QueueOrder> waiting_;
   std::vector<std::vector<Request*>> running_;  // per worker, any order
   std::unordered_set<std::string> pending_sample_;

@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/grpc_status.h"
@@ -128,37 +129,8 @@ ClientService::ClientService(ClientServiceOptions options, WorkerRegistry* regis
       registry_(registry),
       engine_(engine),
       metrics_(metrics),
+      builder_(options_.limits, options_.tokenizer),
       start_(Clock::now()) {}
-
-absl::StatusOr<NewRequest> ClientService::Prepare(grpc::CallbackServerContext* ctx,
-                                                  const v1::GenerateRequest& req) {
-  RETURN_IF_ERROR(ValidateGenerateRequest(req, options_.limits));
-  NewRequest r;
-  r.arrival = EngineClock::now();
-  if (req.has_token_ids()) {
-    r.prompt_ids.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
-  } else {
-    tokenizer::EncodeOptions options;
-    options.add_special_tokens = !req.has_add_special_tokens() || req.add_special_tokens();
-    absl::StatusOr<std::vector<int32_t>> ids = options_.tokenizer->Encode(req.text(), options);
-    if (!ids.ok()) return Annotate(ids.status(), "text");
-    r.prompt_ids.assign(ids->begin(), ids->end());
-  }
-  ASSIGN_OR_RETURN(r.max_tokens,
-                   ResolveMaxTokens(req.sampling_params(), r.prompt_ids.size(), options_.limits));
-  r.sampling = req.sampling_params();
-  r.priority = req.priority();
-  r.id = req.request_id().empty()
-             ? absl::StrCat("gen-", start_.time_since_epoch().count() % 1000000, "-",
-                            next_request_.fetch_add(1))
-             : req.request_id();
-  const auto deadline = ctx->deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    r.deadline = r.arrival + std::chrono::duration_cast<EngineClock::duration>(
-                                 deadline - std::chrono::system_clock::now());
-  }
-  return r;
-}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
@@ -180,12 +152,20 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
     return refuse("unavailable", absl::UnavailableError(absl::StrCat(
                                      "cluster is not serving: ", info.state_reason())));
   }
-  absl::StatusOr<NewRequest> prepared = Prepare(ctx, *req);
-  if (!prepared.ok()) return refuse("invalid", prepared.status());
-  std::shared_ptr<GenerateCall> call = GenerateCall::Create(engine_, prepared->id);
-  prepared->stream = call;
+  const EngineClock::time_point arrival = EngineClock::now();
+  std::optional<EngineClock::time_point> deadline;
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    deadline = arrival + std::chrono::duration_cast<EngineClock::duration>(
+                             ctx->deadline() - std::chrono::system_clock::now());
+  }
+  absl::StatusOr<frontend::GenerationRequest> built = builder_.Build(*req, arrival, deadline);
+  if (!built.ok()) return refuse("invalid", built.status());
+  NewRequest request;
+  static_cast<frontend::GenerationRequest&>(request) = std::move(*built);
+  std::shared_ptr<GenerateCall> call = GenerateCall::Create(engine_, request.id);
+  request.stream = call;
   // Submit counts its own rejections.
-  if (absl::Status s = engine_->Submit(std::move(*prepared)); !s.ok()) call->Finish(s);
+  if (absl::Status s = engine_->Submit(std::move(request)); !s.ok()) call->Finish(s);
   return call.get();
 }
 

@@ -1,15 +1,18 @@
-// epserve.v1.Epserve: the client API.
+// epserve.v1.Epserve: the client API. A gRPC adapter: Generate builds the
+// request with the shared frontend::RequestBuilder (validate, tokenize,
+// max_tokens; the call's deadline as a time point) and submits it to the
+// Engine, whose per-request frontend::OutputProcessor makes the responses
+// this service streams back.
 #pragma once
 
-#include <atomic>
 #include <chrono>
-
 #include <memory>
 
 #include "common/tokenizer/tokenizer.h"
 #include "epserve/v1/epserve.grpc.pb.h"
 #include "router/cluster/worker_registry.h"
 #include "router/engine/engine.h"
+#include "router/frontend/request_builder.h"
 #include "router/validation/generate_validation.h"
 
 namespace epserve::router {
@@ -53,15 +56,12 @@ class ClientService final : public v1::Epserve::CallbackService {
 
  private:
   absl::Status NeedTokenizer() const;
-  // Validates and tokenizes; the request the engine runs.
-  absl::StatusOr<NewRequest> Prepare(grpc::CallbackServerContext* ctx,
-                                     const v1::GenerateRequest& req);
 
   const ClientServiceOptions options_;
   WorkerRegistry* registry_;
   Engine* engine_;
   ServingMetrics* metrics_;
-  std::atomic<uint64_t> next_request_ = 0;
+  frontend::RequestBuilder builder_;
   const Clock::time_point start_;
 };
 

@@ -40,7 +40,7 @@ inline std::string Describe(const ScheduledSequence& s) {
 }
 
 // "w0: a@0+4*[0] | w1: -" ; preemptions appended as " preempt(b)".
-inline std::string Describe(const StepBatch& b) {
+inline std::string Describe(const ScheduledBatch& b) {
   std::vector<std::string> ws;
   for (size_t w = 0; w < b.workers.size(); ++w) {
     std::vector<std::string> seqs;
@@ -85,8 +85,8 @@ class Harness {
 
   // The simulated workers: write each chunk's tokens into its blocks, then
   // sample from the history read back through the block table.
-  std::vector<SampledToken> RunModel(const StepBatch& batch) {
-    std::vector<SampledToken> out;
+  std::vector<WorkerToken> RunModel(const ScheduledBatch& batch) {
+    std::vector<WorkerToken> out;
     const int bs = sched_->options().block_size;
     for (size_t w = 0; w < batch.workers.size(); ++w) {
       for (const ScheduledSequence& s : batch.workers[w].sequences) {
@@ -114,7 +114,7 @@ class Harness {
   // Every step: budget and running caps respected, no block owned twice, the
   // allocators' used counts equal the block tables' sizes, tables cover the
   // scheduled tokens.
-  void CheckInvariants(const StepBatch& batch) {
+  void CheckInvariants(const ScheduledBatch& batch) {
     const SchedulerOptions& o = sched_->options();
     for (size_t w = 0; w < batch.workers.size(); ++w) {
       int tokens = 0;

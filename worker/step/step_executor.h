@@ -20,8 +20,9 @@
 // * Only sequences with `sample` set get a logits row and a SequenceResult
 //   (one token; results in plan order). Non-final prefill chunks get neither.
 // * Token history for penalties / min_tokens / the seeded random stream: a
-//   per-request record of the tokens fed (prompt) and sampled (output), fed
-//   from the plans only. A decode plan re-feeding the last sampled token, or a
+//   per-request cache of the tokens fed (prompt) and sampled (output), fed
+//   from the plans only; the source of truth is the router's scheduler
+//   Request (router/scheduler/request.h). A decode plan re-feeding the last sampled token, or a
 //   recompute after preemption re-feeding prompt + output, overlaps the
 //   record and changes nothing. SequencePlan.num_prompt_tokens says where the
 //   prompt ends, so a record rebuilt from a recompute on a worker that never
