@@ -291,10 +291,10 @@ TEST(Serving, CancelledStreamsLeaveNoTraceAndOthersComplete) {
   // Cancelled requests are counted as aborted.
   std::string scraped = ScrapeMetrics(router->metrics_address());
   const double aborted =
-      MetricValue(scraped, "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-qwen3-moe\"}");
+      MetricValue(scraped, "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-random-qwen3-moe\"}");
   const double ended = aborted +
-      MetricValue(scraped, "epserve_requests_total{finish_reason=\"stop\",model=\"tiny-qwen3-moe\"}") +
-      MetricValue(scraped, "epserve_requests_total{finish_reason=\"length\",model=\"tiny-qwen3-moe\"}");
+      MetricValue(scraped, "epserve_requests_total{finish_reason=\"stop\",model=\"tiny-random-qwen3-moe\"}") +
+      MetricValue(scraped, "epserve_requests_total{finish_reason=\"length\",model=\"tiny-random-qwen3-moe\"}");
   EXPECT_EQ(ended, kStreams) << scraped;
 }
 
@@ -338,7 +338,7 @@ TEST(Serving, BurstBeyondTheQueueLimitIsRefusedAtOnce) {
   // Refusals come at once, not after the accepted requests ran.
   EXPECT_LT(slowest_refusal, 2.0);
   std::string scraped = ScrapeMetrics(router->metrics_address());
-  EXPECT_EQ(MetricValue(scraped, "epserve_requests_rejected_total{model=\"tiny-qwen3-moe\",reason=\"queue_full\"}"),
+  EXPECT_EQ(MetricValue(scraped, "epserve_requests_rejected_total{model=\"tiny-random-qwen3-moe\",reason=\"queue_full\"}"),
             refused);
   ExpectIdle(*router);
 }
@@ -366,7 +366,7 @@ TEST(Serving, KvExhaustionPreemptsAndOutputsStayExact) {
     ExpectMatchesReference(outcomes[i], refs[i], absl::StrCat("prompt ", i));
   }
   std::string scraped = ScrapeMetrics(router->metrics_address());
-  EXPECT_GT(MetricValue(scraped, "epserve_num_preemptions_total{model=\"tiny-qwen3-moe\"}"), 0)
+  EXPECT_GT(MetricValue(scraped, "epserve_num_preemptions_total{model=\"tiny-random-qwen3-moe\"}"), 0)
       << scraped;
   ExpectIdle(*router);
 }
@@ -406,10 +406,10 @@ TEST(Serving, DeadlineOnAQueuedRequestEndsItBeforeItRuns) {
   EXPECT_TRUE(WaitFor([&] { return router->Info().requests_waiting() == 0; }, seconds(5)));
   std::string scraped = ScrapeMetrics(router->metrics_address());
   EXPECT_EQ(
-      MetricValue(scraped, "epserve_request_queue_time_seconds_count{model=\"tiny-qwen3-moe\"}"), 1)
+      MetricValue(scraped, "epserve_request_queue_time_seconds_count{model=\"tiny-random-qwen3-moe\"}"), 1)
       << scraped;
   EXPECT_EQ(MetricValue(scraped,
-                   "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-qwen3-moe\"}"),
+                   "epserve_requests_total{finish_reason=\"abort\",model=\"tiny-random-qwen3-moe\"}"),
             1);
   busy_thread.join();
   EXPECT_TRUE(busy_out.status.ok()) << busy_out.status.error_message();
@@ -555,7 +555,7 @@ TEST(Serving, InvalidRequestsNameTheFieldWhileValidTrafficContinues) {
   }
   std::string scraped = ScrapeMetrics(router->metrics_address());
   EXPECT_EQ(MetricValue(scraped,
-                   "epserve_requests_rejected_total{model=\"tiny-qwen3-moe\",reason=\"invalid\"}"),
+                   "epserve_requests_rejected_total{model=\"tiny-random-qwen3-moe\",reason=\"invalid\"}"),
             static_cast<double>(cases.size()));
 }
 
@@ -573,7 +573,7 @@ TEST(Serving, MetricsAfterTraffic) {
     generated += out.complete.usage().completion_tokens();
   }
   std::string m = ScrapeMetrics(router->metrics_address());
-  const std::string model = "model=\"tiny-qwen3-moe\"";
+  const std::string model = "model=\"tiny-random-qwen3-moe\"";
   EXPECT_EQ(MetricValue(m, "epserve_prompt_tokens_total{" + model + "}"), prompt_tokens);
   EXPECT_EQ(MetricValue(m, "epserve_generation_tokens_total{" + model + "}"), generated);
   EXPECT_EQ(MetricValue(m, "epserve_time_to_first_token_seconds_count{" + model + "}"), 3);
