@@ -31,7 +31,7 @@ ROUTER_DIR = "router"
 WORKER_DIR = "worker"
 KERNELS_DIR = "kernels"
 KERNELS_NOT_CORE = ("registry.cc",)
-# Router targets defined elsewhere (none today: epserve-router is in router/).
+# Router targets by name, wherever they are defined (today also under router/).
 EXTRA_ROUTER_TARGETS = ("epserve-router",)
 # Tests of one backend against its own interface or another backend.
 BACKEND_TEST_DIRS = ("tests/kernels", "tests/gpu")
