@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace epserve {
@@ -13,5 +14,8 @@ inline int64_t NumElements(const std::vector<int64_t>& shape) {
   for (int64_t d : shape) n *= d;
   return n;
 }
+
+// "[2, 3]"; "[]" for a scalar.
+std::string ShapeString(const std::vector<int64_t>& shape);
 
 }  // namespace epserve

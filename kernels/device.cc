@@ -2,11 +2,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_device.h"
-
-#if EPSERVE_WITH_CUDA
-#include "kernels/cuda/cuda_device.h"
-#endif
 
 namespace epserve::kernels {
 
@@ -25,20 +20,6 @@ absl::StatusOr<DeviceSpec> ParseDevice(absl::string_view text) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("bad device '", text, "': expected cpu, cuda or cuda:K"));
-}
-
-bool CudaBackendBuilt() { return EPSERVE_WITH_CUDA != 0; }
-
-absl::StatusOr<DeviceProperties> QueryDevice(const DeviceSpec& spec) {
-  if (spec.type == DeviceType::kCpu) return cpu::QueryCpuDevice();
-#if EPSERVE_WITH_CUDA
-  return cuda::QueryCudaDevice(spec.ordinal);
-#else
-  return absl::FailedPreconditionError(absl::StrCat(
-      "device ", spec.ToString(),
-      " requested but this build has no CUDA backend (configure with nvcc available and "
-      "-DEPSERVE_CUDA=ON)"));
-#endif
 }
 
 }  // namespace epserve::kernels

@@ -1,5 +1,6 @@
-// Devices a worker can run on, and what they offer. Backend-neutral: the
-// CUDA-specific code lives in kernels/cuda and is reached only through here.
+// Devices a worker can run on, and what they offer. Backend-neutral: querying
+// a device is kernels/registry.h's QueryDevice, which reaches kernels/cpu and
+// kernels/cuda.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +32,5 @@ struct DeviceProperties {
 
 // "cpu", "cuda" (= cuda:0) or "cuda:K".
 absl::StatusOr<DeviceSpec> ParseDevice(absl::string_view text);
-
-// Whether this build contains the CUDA backend.
-bool CudaBackendBuilt();
-
-// Queries the device. A CUDA device fails with a clear message when the build
-// has no CUDA backend, no driver/GPU is present, or the ordinal is too large.
-absl::StatusOr<DeviceProperties> QueryDevice(const DeviceSpec& spec);
 
 }  // namespace epserve::kernels

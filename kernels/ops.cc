@@ -13,11 +13,6 @@
 #include "absl/strings/str_join.h"
 #include "common/dtype_convert.h"
 #include "common/status.h"
-#include "kernels/cpu/cpu_backend.h"
-
-#if EPSERVE_WITH_CUDA
-#include "kernels/cuda/cuda_backend.h"
-#endif
 
 namespace epserve::kernels {
 namespace {
@@ -739,20 +734,6 @@ absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num
   ASSIGN_OR_RETURN(p.permuted_to_assignment, backend.Empty(DataType::kInt32, {r}));
   ASSIGN_OR_RETURN(p.assignment_to_permuted, backend.Empty(DataType::kInt32, {r}));
   return p;
-}
-
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const DeviceSpec& device) {
-  if (device.type == DeviceType::kCpu) return cpu::CreateCpuBackend();
-#if EPSERVE_WITH_CUDA
-  cuda::CudaBackendOptions options;
-  options.ordinal = device.ordinal;
-  return cuda::CreateCudaBackend(options);
-#else
-  return absl::FailedPreconditionError(absl::StrCat(
-      "device ", device.ToString(),
-      " requested but this build has no CUDA backend (configure with nvcc available and "
-      "-DEPSERVE_CUDA=ON)"));
-#endif
 }
 
 }  // namespace epserve::kernels

@@ -407,8 +407,4 @@ absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num
                                                    int64_t top_k, int64_t hidden,
                                                    int64_t num_experts);
 
-// The backend for `device`: the CPU backend (default options), or an error
-// when the build or machine has no such device.
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const DeviceSpec& device);
-
 }  // namespace epserve::kernels

@@ -4,7 +4,6 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/shape.h"
 
 namespace epserve::kernels {
@@ -65,10 +64,6 @@ const void* Tensor::data() const {
 void* Tensor::mutable_data() {
   void* base = storage ? storage->mutable_data() : nullptr;
   return base ? static_cast<char*>(base) + byte_offset : nullptr;
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
 std::string Tensor::DebugString() const {

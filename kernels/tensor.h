@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
+#include "common/shape.h"
 #include "kernels/device.h"
 
 namespace epserve::kernels {
@@ -57,7 +58,7 @@ struct Tensor {
 };
 
 // "[2, 3]"
-std::string ShapeString(const std::vector<int64_t>& shape);
+using ::epserve::ShapeString;
 
 // A new host tensor of the given type and shape (uninitialised).
 absl::StatusOr<Tensor> EmptyHostTensor(DataType dtype, std::vector<int64_t> shape);

@@ -4,11 +4,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/load_format.h"
 #include "common/flags/flags_util.h"
 #include "common/logging.h"
 #include "common/shutdown.h"
 #include "router/router_server.h"
-#include "worker/weights/weight_loader.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, weights, tokenizer)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.load_format = absl::GetFlag(FLAGS_load_format);
   options.seed = absl::GetFlag(FLAGS_seed);
-  if (auto format = epserve::weights::ParseLoadFormat(options.load_format); !format.ok()) {
+  if (auto format = epserve::checkpoint::ParseLoadFormat(options.load_format); !format.ok()) {
     epserve::Die(format.status().message(), 2);
   }
   options.worker_log_level = absl::GetFlag(FLAGS_log_level);

@@ -9,6 +9,10 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/checkpoint_binding.h"
+#include "common/checkpoint/dtype_policy.h"
+#include "common/checkpoint/load_format.h"
+#include "common/checkpoint/quantization.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/version.h"
@@ -22,9 +26,6 @@
 #include "router/service/model_info.h"
 #include "common/model_config/model_config.h"
 #include "common/safetensors/checkpoint.h"
-#include "worker/weights/checkpoint_binding.h"
-#include "worker/weights/dtype_policy.h"
-#include "worker/weights/weight_loader.h"
 
 namespace epserve::router {
 namespace {
@@ -55,14 +56,14 @@ absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
   absl::StatusOr<ModelDescription> desc = LoadModelConfig(options.model_dir);
   if (!desc.ok()) return Annotate(desc.status(), "--model");
   std::string backend = options.local_workers ? options.worker_device : "cpu";
-  RETURN_IF_ERROR(Annotate(weights::CheckQuantizationSupported(*desc, backend), "--model"));
-  ASSIGN_OR_RETURN(weights::LoadFormat format, weights::ParseLoadFormat(options.load_format));
+  RETURN_IF_ERROR(Annotate(checkpoint::CheckQuantizationSupported(*desc, backend), "--model"));
+  ASSIGN_OR_RETURN(checkpoint::LoadFormat format, checkpoint::ParseLoadFormat(options.load_format));
   std::map<DataType, uint64_t> checkpoint_bytes;
-  if (format == weights::LoadFormat::kSafetensors) {
+  if (format == checkpoint::LoadFormat::kSafetensors) {
     auto checkpoint = safetensors::SafetensorsCheckpoint::Open(options.model_dir);
     if (checkpoint.ok()) {
-      weights::CheckpointBinding binding =
-          weights::BindCheckpoint(*desc, ExpectedTensors(*desc), **checkpoint);
+      checkpoint::CheckpointBinding binding =
+          checkpoint::BindCheckpoint(*desc, ExpectedTensors(*desc), **checkpoint);
       RETURN_IF_ERROR(Annotate(binding.ToStatus(*desc, options.model_dir), "--model"));
       checkpoint_bytes = binding.bytes_by_dtype;
     } else if (absl::IsNotFound(checkpoint.status())) {
@@ -73,7 +74,7 @@ absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
       return Annotate(checkpoint.status(), "--model");
     }
   }
-  ASSIGN_OR_RETURN(DataType dtype, weights::ResolveWeightDtype(options.dtype, *desc, checkpoint_bytes));
+  ASSIGN_OR_RETURN(DataType dtype, checkpoint::ResolveWeightDtype(options.dtype, *desc, checkpoint_bytes));
   return std::string(DataTypeName(dtype));
 }
 

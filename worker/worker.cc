@@ -6,13 +6,14 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/load_format.h"
 #include "common/logging.h"
 #include "common/rpc/grpc_status.h"
 #include "common/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/registry.h"
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
@@ -361,7 +362,7 @@ absl::Status Worker::LoadModel() {
   ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(plan.model_path()));
   weights::LoadOptions options;
   options.dtype = plan.dtype().empty() ? "auto" : plan.dtype();
-  ASSIGN_OR_RETURN(options.format, weights::ParseLoadFormat(
+  ASSIGN_OR_RETURN(options.format, checkpoint::ParseLoadFormat(
                                        plan.load_format().empty() ? "auto" : plan.load_format()));
   options.expert_to_rank.assign(plan.expert_placement().expert_to_rank().begin(),
                                 plan.expert_placement().expert_to_rank().end());
@@ -370,13 +371,9 @@ absl::Status Worker::LoadModel() {
   options.backend = options_.device.type == kernels::DeviceType::kCpu ? "cpu" : "cuda";
   // The backend first: on a GPU, dummy weights are made in device memory and
   // the weights' size is checked against it before anything is loaded.
-  if (options_.device.type == kernels::DeviceType::kCpu) {
-    kernels::cpu::CpuBackendOptions cpu_options;
-    cpu_options.num_threads = options_.cpu_threads;
-    backend_ = kernels::cpu::CreateCpuBackend(cpu_options);
-  } else {
-    ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device));
-  }
+  kernels::BackendOptions backend_options;
+  backend_options.cpu_threads = options_.cpu_threads;
+  ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device, backend_options));
   options.device = backend_.get();
   ASSIGN_OR_RETURN(weights::ModelWeights loaded, weights::LoadWeights(desc, plan.model_path(), options));
   weights_ = std::make_unique<weights::ModelWeights>(std::move(loaded));

@@ -10,7 +10,7 @@
 #include "kernels/device.h"
 #include "common/status.h"
 #include "worker/sampling/sampler.h"
-#include "worker/sampling/sampling_params.h"
+#include "common/sampling/sampling_params.h"
 #include "cli/run/logits_command.h"
 #include "common/model_config/model_config.h"
 #include "common/tokenizer/tokenizer.h"

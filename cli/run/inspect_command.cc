@@ -4,14 +4,16 @@
 
 #include "absl/strings/numbers.h"
 #include "cli/run/args.h"
+#include "common/checkpoint/checkpoint_binding.h"
+#include "common/checkpoint/dtype_policy.h"
+#include "common/checkpoint/load_format.h"
+#include "common/checkpoint/quantization.h"
 #include "common/model_config/model_config.h"
 #include "common/model_config/tensor_spec.h"
 #include "common/placement.h"
 #include "common/safetensors/checkpoint.h"
 #include "common/shape.h"
 #include "nlohmann/json.hpp"
-#include "worker/weights/checkpoint_binding.h"
-#include "worker/weights/dtype_policy.h"
 #include "worker/weights/weight_loader.h"
 
 namespace epserve::cli {
@@ -73,7 +75,7 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
     return UsageError(err, "inspect", *e);
   }
   if (!args.has("model")) return UsageError(err, "inspect", "--model DIR is required");
-  auto format = weights::ParseLoadFormat(args.get("load-format", "auto"));
+  auto format = checkpoint::ParseLoadFormat(args.get("load-format", "auto"));
   if (!format.ok()) return UsageError(err, "inspect", std::string(format.status().message()));
   int world = 1;
   if (args.has("expert-parallel") &&
@@ -91,23 +93,23 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
   }
   json report = Describe(*desc);
   report["model_dir"] = dir;
-  report["load_format"] = *format == weights::LoadFormat::kDummy ? "dummy" : "safetensors";
+  report["load_format"] = *format == checkpoint::LoadFormat::kDummy ? "dummy" : "safetensors";
   bool loadable = true;
   std::vector<std::string> problems;
-  if (absl::Status q = weights::CheckQuantizationSupported(*desc, "cpu"); !q.ok()) {
+  if (absl::Status q = checkpoint::CheckQuantizationSupported(*desc, "cpu"); !q.ok()) {
     loadable = false;
     problems.emplace_back(q.message());
   }
 
   const std::vector<TensorSpec> specs = ExpectedTensors(*desc);
   std::map<DataType, uint64_t> checkpoint_bytes;
-  if (*format == weights::LoadFormat::kSafetensors) {
+  if (*format == checkpoint::LoadFormat::kSafetensors) {
     auto checkpoint = safetensors::SafetensorsCheckpoint::Open(dir);
     if (!checkpoint.ok()) {
       loadable = false;
       problems.emplace_back(checkpoint.status().message());
     } else {
-      weights::CheckpointBinding b = weights::BindCheckpoint(*desc, specs, **checkpoint);
+      checkpoint::CheckpointBinding b = checkpoint::BindCheckpoint(*desc, specs, **checkpoint);
       checkpoint_bytes = b.bytes_by_dtype;
       if (!b.ok()) {
         loadable = false;
@@ -124,7 +126,7 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
       report["checkpoint"]["bytes_by_dtype"] = by_dtype;
     }
   }
-  auto weight_dtype = weights::ResolveWeightDtype(args.get("dtype", "auto"), *desc, checkpoint_bytes);
+  auto weight_dtype = checkpoint::ResolveWeightDtype(args.get("dtype", "auto"), *desc, checkpoint_bytes);
   if (!weight_dtype.ok()) return UsageError(err, "inspect", std::string(weight_dtype.status().message()));
   report["weight_dtype"] = DataTypeName(*weight_dtype);
 
@@ -141,7 +143,7 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
   std::map<std::string, uint64_t> loaded_bytes;
   std::vector<uint64_t> rank_bytes(static_cast<size_t>(world), 0);
   for (const TensorSpec& s : specs) {
-    DataType t = weights::StorageDtype(s.role, *weight_dtype);
+    DataType t = checkpoint::StorageDtype(s.role, *weight_dtype);
     uint64_t bytes = static_cast<uint64_t>(NumElements(s.shape)) * DataTypeSize(t);
     loaded_bytes[DataTypeName(t)] += bytes;
     for (int r = 0; r < world; ++r) {

@@ -15,7 +15,7 @@
 //   CopyToHost / Synchronize (the op itself cannot fail without a sync).
 //
 // Include only from CUDA-enabled code (kernels/); everything else reaches
-// it through kernels::CreateBackend.
+// it through kernels::CreateBackend (kernels/registry.h).
 #pragma once
 
 #include <memory>

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/sampling/sampling_params.h"
-#include "worker/step/sampling_params_proto.h"
+#include "common/sampling/sampling_params.h"
+#include "common/sampling/sampling_params_proto.h"
 
 namespace epserve::router {
 namespace {
@@ -157,7 +157,7 @@ absl::Status ValidateGenerateRequest(const v1::GenerateRequest& req, const Gener
   const v1::SamplingParams& params = req.sampling_params();
   RETURN_IF_ERROR(ValidateLengths(params, limits));
   RETURN_IF_ERROR(ValidateStops(params, limits));
-  RETURN_IF_ERROR(sampling::Validate(step::SamplingParamsFromProto(params), limits.vocab_size));
+  RETURN_IF_ERROR(sampling::Validate(sampling::SamplingParamsFromProto(params), limits.vocab_size));
   if (req.input_case() == v1::GenerateRequest::kTokenIds) {
     RETURN_IF_ERROR(
         ResolveMaxTokens(params, static_cast<size_t>(req.token_ids().ids_size()), limits));

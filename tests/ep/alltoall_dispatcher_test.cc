@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/placement.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
 #include "worker/comm/rendezvous.h"

@@ -19,6 +19,7 @@
 #include "common/dtype_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/kernels/test_util.h"
 

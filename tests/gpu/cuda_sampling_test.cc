@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "worker/sampling/sampler.h"
 

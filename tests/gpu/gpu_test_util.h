@@ -18,6 +18,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 
 namespace epserve::kernels::testing {
 

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "kernels/registry.h"
+
 namespace epserve::kernels {
 namespace {
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "worker/kv_cache/block_allocator.h"
 #include "worker/kv_cache/kv_cache.h"
 

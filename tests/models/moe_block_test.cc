@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "worker/models/mlp_block.h"
 #include "worker/models/moe_block.h"
 #include "worker/models/offline_runner.h"

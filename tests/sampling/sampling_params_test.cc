@@ -7,7 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "worker/sampling/sampling_params.h"
+#include "common/sampling/sampling_params.h"
 
 namespace epserve::sampling {
 namespace {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/device.h"
+#include "kernels/registry.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"

@@ -2,7 +2,6 @@
 // copy, missing / mis-shaped / unexpected tensors, packed experts, expert
 // subsets, dummy weights, quantized configs.
 #include "worker/weights/weight_loader.h"
-#include "worker/weights/dtype_policy.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -12,6 +11,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/dtype_policy.h"
+#include "common/checkpoint/load_format.h"
 #include "common/dtype_convert.h"
 #include "common/model_config/model_config.h"
 #include "common/placement.h"
@@ -119,7 +120,7 @@ TEST_F(WeightLoaderTest, Bf16CheckpointAsFloat16AndFloat32) {
     for (const TensorSpec& s : ExpectedTensors(Desc())) {
       const kernels::Tensor* t = w->Find(s.name);
       ASSERT_NE(t, nullptr) << s.name;
-      DataType expected = StorageDtype(s.role, target);
+      DataType expected = checkpoint::StorageDtype(s.role, target);
       EXPECT_EQ(t->dtype, expected) << s.name;
       EXPECT_EQ(t->shape, s.shape) << s.name;
       // bf16 -> fp32 is exact; -> fp16 rounds to nearest even.
@@ -271,7 +272,7 @@ TEST_F(WeightLoaderTest, RankReadsOnlyItsOwnExperts) {
 
 TEST_F(WeightLoaderTest, DummyWeightsNeedNoFilesAndAreDeterministic) {
   LoadOptions o;
-  o.format = LoadFormat::kDummy;
+  o.format = checkpoint::LoadFormat::kDummy;
   o.seed = 7;
   o.expert_to_rank = *PlaceExperts(kExperts, 2, PlacementStrategy::kLinear);
   auto a = Load(o);
@@ -317,7 +318,7 @@ TEST_F(WeightLoaderTest, BadOptions) {
   o.dtype = "auto";
   o.expert_to_rank = {0, 1};
   EXPECT_THAT(std::string(Load(o).status().message()), HasSubstr("covers 2 experts but"));
-  EXPECT_THAT(std::string(ParseLoadFormat("pt").status().message()), HasSubstr("auto, dummy"));
+  EXPECT_THAT(std::string(checkpoint::ParseLoadFormat("pt").status().message()), HasSubstr("auto, dummy"));
 }
 
 }  // namespace

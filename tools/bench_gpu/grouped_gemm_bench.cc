@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "tools/bench_gpu/reference.h"
 
 namespace epserve::bench_gpu {

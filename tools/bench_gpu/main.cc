@@ -16,6 +16,7 @@
 #include "common/model_config/model_config.h"
 #include "common/status.h"
 #include "kernels/device.h"
+#include "kernels/registry.h"
 #include "tools/bench_gpu/grouped_gemm_bench.h"
 #include "tools/bench_gpu/model_bench.h"
 #include "tools/bench_gpu/model_cost.h"

@@ -6,9 +6,11 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/load_format.h"
 #include "common/model_config/model_config.h"
 #include "common/status.h"
 #include "epserve/control/v1/control.pb.h"
+#include "kernels/registry.h"
 #include "tools/bench_gpu/model_cost.h"
 #include "worker/kv_cache/kv_cache.h"
 #include "worker/models/attention/attention.h"
@@ -331,7 +333,7 @@ absl::Status RunModelBench(const std::string& model_dir, const ModelBenchOptions
       static_cast<double>(props.free_memory_bytes) / 1e9);
 
   weights::LoadOptions load;
-  load.format = weights::LoadFormat::kDummy;
+  load.format = checkpoint::LoadFormat::kDummy;
   load.dtype = "bfloat16";
   load.seed = options.seed;
   load.backend = "cuda";

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/checkpoint/dtype_policy.h"
 #include "common/model_config/tensor_spec.h"
 #include "common/shape.h"
-#include "worker/weights/dtype_policy.h"
 
 namespace epserve::bench_gpu {
 
@@ -15,7 +15,7 @@ WeightBytes CountWeightBytes(const ModelDescription& desc, DataType weight_dtype
   uint64_t routed = 0;
   for (const TensorSpec& spec : ExpectedTensors(desc)) {
     const uint64_t bytes = static_cast<uint64_t>(NumElements(spec.shape)) *
-                           DataTypeSize(weights::StorageDtype(spec.role, weight_dtype));
+                           DataTypeSize(checkpoint::StorageDtype(spec.role, weight_dtype));
     w.total_held += bytes;
     if (IsRoutedExpertRole(spec.role)) {
       routed += bytes;

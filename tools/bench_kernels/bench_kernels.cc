@@ -11,8 +11,8 @@
 
 #include "benchmark/benchmark.h"
 #include "common/dtype_convert.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 
 namespace epserve::kernels {
 namespace {
@@ -41,7 +41,7 @@ void SetFlops(benchmark::State& state, double flops) {
 void BM_MatMul(benchmark::State& state) {
   const DataType dt = DtypeArg(state.range(0));
   const int64_t t = state.range(1), n = state.range(2), k = state.range(3);
-  auto backend = cpu::CreateCpuBackend();
+  auto backend = *CreateBackend(DeviceSpec{});
   Tensor x = RandomTensor(DataType::kFloat32, {t, k}, 1);
   Tensor w = RandomTensor(dt, {n, k}, 2);
   Tensor y = *EmptyHostTensor(DataType::kFloat32, {t, n});
@@ -73,7 +73,7 @@ void BM_AttentionDecode(benchmark::State& state) {
   const DataType dt = DtypeArg(state.range(0));
   const int64_t ctx = state.range(1), seqs = 8, hq = 16, hkv = 4, d = 128, bs = 16;
   const int64_t blocks_per_seq = (ctx + bs - 1) / bs;
-  auto backend = cpu::CreateCpuBackend();
+  auto backend = *CreateBackend(DeviceSpec{});
   Tensor kc = RandomTensor(dt, {seqs * blocks_per_seq, bs, hkv, d}, 3);
   Tensor vc = RandomTensor(dt, {seqs * blocks_per_seq, bs, hkv, d}, 4);
   Tensor q = RandomTensor(DataType::kFloat32, {seqs, hq * d}, 5);
@@ -105,7 +105,7 @@ constexpr int64_t kE = 8, kTopK = 2, kH = 1024, kM = 1024;
 void BM_MoeGrouped(benchmark::State& state) {
   const DataType dt = DtypeArg(state.range(0));
   const int64_t t = state.range(1), r = t * kTopK;
-  auto backend = cpu::CreateCpuBackend();
+  auto backend = *CreateBackend(DeviceSpec{});
   Tensor rows = RandomTensor(DataType::kFloat32, {r, kH}, 6);
   std::vector<Tensor> weights;
   for (int64_t e = 0; e < kE; ++e) weights.push_back(RandomTensor(dt, {kM, kH}, 10 + e));
@@ -126,7 +126,7 @@ void BM_MoeGrouped(benchmark::State& state) {
 void BM_MoeDenseEqualFlops(benchmark::State& state) {
   const DataType dt = DtypeArg(state.range(0));
   const int64_t t = state.range(1), r = t * kTopK;
-  auto backend = cpu::CreateCpuBackend();
+  auto backend = *CreateBackend(DeviceSpec{});
   Tensor rows = RandomTensor(DataType::kFloat32, {r, kH}, 6);
   Tensor w = RandomTensor(dt, {kM, kH}, 10);
   Tensor out = *EmptyHostTensor(DataType::kFloat32, {r, kM});

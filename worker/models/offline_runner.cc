@@ -5,8 +5,10 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/load_format.h"
 #include "common/model_config/model_config.h"
 #include "common/status.h"
+#include "kernels/registry.h"
 
 namespace epserve::models {
 
@@ -39,7 +41,7 @@ absl::StatusOr<std::unique_ptr<OfflineRunner>> OfflineRunner::Load(
                    kernels::CreateBackend(options.device));
   weights::LoadOptions load;
   load.dtype = options.dtype;
-  ASSIGN_OR_RETURN(load.format, weights::ParseLoadFormat(options.load_format));
+  ASSIGN_OR_RETURN(load.format, checkpoint::ParseLoadFormat(options.load_format));
   load.seed = options.seed;
   load.backend = options.device.ToString();
   load.device = backend.get();

@@ -9,7 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "worker/sampling/sampling_params.h"
+#include "common/sampling/sampling_params.h"
 
 namespace epserve::sampling {
 

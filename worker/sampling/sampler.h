@@ -32,7 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/sampling/logprobs.h"
-#include "worker/sampling/sampling_params.h"
+#include "common/sampling/sampling_params.h"
 
 namespace epserve::sampling {
 

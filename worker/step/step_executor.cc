@@ -10,10 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model_config/model_config.h"
+#include "common/sampling/sampling_params_proto.h"
 #include "common/status.h"
+#include "kernels/registry.h"
 #include "worker/models/offline_runner.h"
 #include "worker/sampling/philox.h"
-#include "worker/step/sampling_params_proto.h"
 
 namespace epserve::step {
 namespace {
@@ -169,7 +170,7 @@ absl::Status StepExecutor::Validate(const control::v1::StepPlan& plan,
                  absl::StrCat("= ", seq.start_position(), " leaves a gap: only ",
                               it->second.size(), " tokens of the request were fed or sampled"));
     }
-    sampling::SamplingParams p = SamplingParamsFromProto(seq.sampling_params());
+    sampling::SamplingParams p = sampling::SamplingParamsFromProto(seq.sampling_params());
     if (absl::Status s = sampling::Validate(p, vocab); !s.ok()) {
       return Bad(i, id, "sampling_params", absl::StrCat("invalid: ", s.message()));
     }

@@ -4,17 +4,28 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/checkpoint/checkpoint_binding.h"
+#include "common/checkpoint/dtype_policy.h"
+#include "common/checkpoint/quantization.h"
 #include "common/dtype_convert.h"
 #include "common/logging.h"
 #include "common/safetensors/checkpoint.h"
 #include "common/shape.h"
 #include "common/status.h"
-#include "kernels/device.h"
 #include "kernels/ops.h"
-#include "worker/weights/checkpoint_binding.h"
-#include "worker/weights/dtype_policy.h"
+#include "kernels/registry.h"
 
 namespace epserve::weights {
+
+using checkpoint::BindCheckpoint;
+using checkpoint::CheckpointBinding;
+using checkpoint::CheckQuantizationSupported;
+using checkpoint::IsNormRole;
+using checkpoint::LoadFormat;
+using checkpoint::ResolveWeightDtype;
+using checkpoint::StorageDtype;
+using checkpoint::TensorSource;
+
 namespace {
 
 uint64_t Fnv1a(const std::string& s) {
@@ -29,30 +40,8 @@ const float kDummyHalfWidth = 0.02f * std::sqrt(3.0f);
 
 }  // namespace
 
-absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name) {
-  if (name == "auto" || name == "safetensors") return LoadFormat::kSafetensors;
-  if (name == "dummy") return LoadFormat::kDummy;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--load-format: unknown format '", name, "' (accepted: auto, dummy)"));
-}
-
 bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert) {
   return expert_to_rank.empty() || expert_to_rank[static_cast<size_t>(expert)] == rank;
-}
-
-absl::Status CheckQuantizationSupported(const ModelDescription& desc, const std::string& backend) {
-  const QuantizationParams& q = desc.quantization;
-  if (q.method == QuantMethod::kNone) return absl::OkStatus();
-  std::string detail;
-  if (q.method == QuantMethod::kFp8 && !q.weight_block_size.empty()) {
-    detail = absl::StrCat(", block ", absl::StrJoin(q.weight_block_size, "x"));
-  }
-  if (q.bits > 0) detail = absl::StrCat(", ", q.bits, "-bit, group size ", q.group_size);
-  return absl::FailedPreconditionError(absl::StrCat(
-      desc.config_file, ": ", desc.architecture, " checkpoint quantized with '", q.method_name,
-      "'", detail, "; ", QuantMethodName(q.method),
-      " weights are not yet supported on the ", backend,
-      " backend (supported: unquantized float32, bfloat16, float16)"));
 }
 
 const kernels::Tensor* ModelWeights::Find(const std::string& name) const {

@@ -4,7 +4,9 @@
 //   desc ──ExpectedTensors──► specs ──BindCheckpoint──► sources (headers only)
 //        ──per local tensor──► zero-copy view (dtype matches) or one cast
 //
-// Nothing is read for tensors of experts other ranks own.
+// Nothing is read for tensors of experts other ranks own. Binding, the dtype
+// policy and the quantization check are common/checkpoint's, shared with the
+// router.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/checkpoint/load_format.h"
 #include "common/model_config/model_description.h"
 #include "common/model_config/tensor_spec.h"
 #include "kernels/tensor.h"
@@ -27,16 +30,9 @@ class Backend;
 
 namespace epserve::weights {
 
-enum class LoadFormat {
-  kSafetensors,  // "auto": read the checkpoint
-  kDummy,        // random values at the real shapes, from config.json alone
-};
-
-absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name);  // "auto" | "dummy"
-
 struct LoadOptions {
   std::string dtype = "auto";  // auto | bfloat16 | float16 | float32
-  LoadFormat format = LoadFormat::kSafetensors;
+  checkpoint::LoadFormat format = checkpoint::LoadFormat::kSafetensors;
   // expert_to_rank[e]: the rank holding expert e. Empty: every expert local.
   std::vector<uint32_t> expert_to_rank;
   uint32_t rank = 0;
@@ -84,9 +80,6 @@ class ModelWeights {
 // tensor at once (NOT_FOUND), unreadable files.
 absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std::string& model_dir,
                                          const LoadOptions& options);
-
-// FAILED_PRECONDITION when `desc` is quantized (not yet supported).
-absl::Status CheckQuantizationSupported(const ModelDescription& desc, const std::string& backend);
 
 // Whether routed expert `expert` is held by `rank` under `expert_to_rank`.
 bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert);

@@ -1,13 +1,13 @@
-#include "worker/weights/checkpoint_binding.h"
+#include "common/checkpoint/checkpoint_binding.h"
 
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "kernels/tensor.h"
+#include "common/shape.h"
 
-namespace epserve::weights {
+namespace epserve::checkpoint {
 namespace {
 
 // Tensors checkpoints carry that no model here reads.
@@ -59,8 +59,8 @@ CheckpointBinding BindCheckpoint(const ModelDescription& desc, const std::vector
     const safetensors::TensorInfo* info = checkpoint.Find(name);
     if (info->shape == expected) return true;
     auto file = checkpoint.FileOf(name);
-    b.shape_mismatches.push_back(absl::StrCat(name, ": expected ", kernels::ShapeString(expected),
-                                              ", found ", kernels::ShapeString(info->shape),
+    b.shape_mismatches.push_back(absl::StrCat(name, ": expected ", ShapeString(expected),
+                                              ", found ", ShapeString(info->shape),
                                               " (in ", file.ok() ? *file : "?", ")"));
     return false;
   };
@@ -113,4 +113,4 @@ CheckpointBinding BindCheckpoint(const ModelDescription& desc, const std::vector
   return b;
 }
 
-}  // namespace epserve::weights
+}  // namespace epserve::checkpoint

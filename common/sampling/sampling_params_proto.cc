@@ -1,12 +1,12 @@
-#include "worker/step/sampling_params_proto.h"
+#include "common/sampling/sampling_params_proto.h"
 
 #include <cstdint>
 #include <limits>
 
-namespace epserve::step {
+namespace epserve::sampling {
 
-sampling::SamplingParams SamplingParamsFromProto(const epserve::v1::SamplingParams& proto) {
-  sampling::SamplingParams p;
+SamplingParams SamplingParamsFromProto(const epserve::v1::SamplingParams& proto) {
+  SamplingParams p;
   p.temperature = proto.has_temperature() ? proto.temperature() : 1.0f;
   p.top_p = proto.has_top_p() ? proto.top_p() : 1.0f;
   p.top_k = proto.top_k();
@@ -27,7 +27,7 @@ sampling::SamplingParams SamplingParamsFromProto(const epserve::v1::SamplingPara
   return p;
 }
 
-epserve::v1::SamplingParams SamplingParamsToProto(const sampling::SamplingParams& params) {
+epserve::v1::SamplingParams SamplingParamsToProto(const SamplingParams& params) {
   epserve::v1::SamplingParams proto;
   proto.set_temperature(params.temperature);
   proto.set_top_p(params.top_p);
@@ -50,4 +50,4 @@ epserve::v1::SamplingParams SamplingParamsToProto(const sampling::SamplingParams
   return proto;
 }
 
-}  // namespace epserve::step
+}  // namespace epserve::sampling

@@ -14,7 +14,7 @@
 #include "common/model_config/tensor_spec.h"
 #include "common/safetensors/checkpoint.h"
 
-namespace epserve::weights {
+namespace epserve::checkpoint {
 
 // Where an expected tensor's elements are in the checkpoint.
 struct TensorSource {
@@ -46,4 +46,4 @@ struct CheckpointBinding {
 CheckpointBinding BindCheckpoint(const ModelDescription& desc, const std::vector<TensorSpec>& specs,
                                  const safetensors::SafetensorsCheckpoint& checkpoint);
 
-}  // namespace epserve::weights
+}  // namespace epserve::checkpoint

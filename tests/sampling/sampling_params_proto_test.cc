@@ -1,13 +1,13 @@
 // The proto <-> sampler SamplingParams conversion: documented defaults for
 // unset optional fields, exact round trips, no silent wrap of large ids.
-#include "worker/step/sampling_params_proto.h"
+#include "common/sampling/sampling_params_proto.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <limits>
 
-namespace epserve::step {
+namespace epserve::sampling {
 namespace {
 
 TEST(SamplingParamsProto, UnsetFieldsTakeTheDocumentedDefaults) {
@@ -80,4 +80,4 @@ TEST(SamplingParamsProto, HugeStopIdSaturatesAndFailsValidation) {
 }
 
 }  // namespace
-}  // namespace epserve::step
+}  // namespace epserve::sampling

@@ -1,8 +1,8 @@
-#include "worker/weights/dtype_policy.h"
+#include "common/checkpoint/dtype_policy.h"
 
 #include "absl/strings/str_cat.h"
 
-namespace epserve::weights {
+namespace epserve::checkpoint {
 namespace {
 
 bool IsComputeFloat(DataType t) {
@@ -58,4 +58,4 @@ DataType StorageDtype(TensorRole role, DataType weight_dtype) {
   return IsNormRole(role) || role == TensorRole::kRouter ? DataType::kFloat32 : weight_dtype;
 }
 
-}  // namespace epserve::weights
+}  // namespace epserve::checkpoint

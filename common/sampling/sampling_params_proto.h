@@ -8,20 +8,20 @@
 // include_stop_str_in_output, skip_special_tokens) are the router's and are
 // neither read nor written here.
 //
-// The conversion never fails: it does not validate (call sampling::Validate).
+// The conversion never fails: it does not validate (call Validate).
 // A stop_token_id above INT32_MAX saturates to INT32_MAX, which Validate then
 // rejects as outside the vocabulary (no silent wrap to a negative id).
 #pragma once
 
+#include "common/sampling/sampling_params.h"
 #include "epserve/v1/epserve.pb.h"
-#include "worker/sampling/sampling_params.h"
 
-namespace epserve::step {
+namespace epserve::sampling {
 
-sampling::SamplingParams SamplingParamsFromProto(const epserve::v1::SamplingParams& proto);
+SamplingParams SamplingParamsFromProto(const epserve::v1::SamplingParams& proto);
 
 // The inverse for the fields above; optional fields are always set (explicit
 // values round-trip exactly), except seed, set only when present.
-epserve::v1::SamplingParams SamplingParamsToProto(const sampling::SamplingParams& params);
+epserve::v1::SamplingParams SamplingParamsToProto(const SamplingParams& params);
 
-}  // namespace epserve::step
+}  // namespace epserve::sampling

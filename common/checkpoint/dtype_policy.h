@@ -10,7 +10,7 @@
 #include "common/model_config/model_description.h"
 #include "common/model_config/tensor_spec.h"
 
-namespace epserve::weights {
+namespace epserve::checkpoint {
 
 // `policy` "auto" takes config.json's torch_dtype / dtype; without one, the
 // floating dtype holding the most checkpoint bytes (`checkpoint_bytes`, by
@@ -30,4 +30,4 @@ bool IsNormRole(TensorRole role);
 // `weight_dtype`.
 DataType StorageDtype(TensorRole role, DataType weight_dtype);
 
-}  // namespace epserve::weights
+}  // namespace epserve::checkpoint
