@@ -16,7 +16,7 @@
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
-#include "worker/models/alltoall_dispatcher.h"
+#include "worker/moe/alltoall_dispatcher.h"
 #include "common/model_config/model_config.h"
 
 namespace epserve::worker {
@@ -86,7 +86,7 @@ class WorkerMetrics {
 
 // Expert-parallel exchange metrics (docs/metrics.md), fed by the all-to-all
 // dispatcher after every MoE layer. Only the step thread calls it.
-class MoeMetrics final : public models::MoeExchangeObserver {
+class MoeMetrics final : public moe::MoeExchangeObserver {
  public:
   MoeMetrics(prometheus::Registry& registry, int64_t num_experts)
       : num_experts_(num_experts),
@@ -126,7 +126,7 @@ class MoeMetrics final : public models::MoeExchangeObserver {
     imbalance_.Set(1.0);
   }
 
-  void OnMoeExchange(const models::MoeExchangeStats& s) override {
+  void OnMoeExchange(const moe::MoeExchangeStats& s) override {
     dispatch_.Observe(s.dispatch_seconds);
     combine_.Observe(s.combine_seconds);
     sent_.Increment(static_cast<double>(s.bytes_sent));
@@ -462,11 +462,11 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   // Expert parallelism: the experts are split over the ranks, and every MoE
   // layer exchanges token rows with the other ranks through the collective
   // group (bound when the group forms, see JoinGroup).
-  std::unique_ptr<models::TokenDispatcher> dispatcher;
+  std::unique_ptr<moe::TokenDispatcher> dispatcher;
   const auto& owners = registration_.plan().expert_placement().expert_to_rank();
   if (desc.moe.num_experts > 0 && registration_.world_size() > 1 && !owners.empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<models::AllToAllTokenDispatcher> a2a,
-                     models::AllToAllTokenDispatcher::Create(
+    ASSIGN_OR_RETURN(std::unique_ptr<moe::AllToAllTokenDispatcher> a2a,
+                     moe::AllToAllTokenDispatcher::Create(
                          *backend_, desc.moe.num_experts, desc.moe.top_k,
                          desc.hidden_size, {owners.begin(), owners.end()}, nullptr));
     moe_metrics_ = std::make_unique<MoeMetrics>(*metrics_registry_, desc.moe.num_experts);

@@ -9,7 +9,7 @@ namespace epserve::models {
 
 absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(
     const ModelDescription& desc, const weights::ModelWeights& weights, kernels::Backend& backend,
-    std::unique_ptr<TokenDispatcher> dispatcher) {
+    std::unique_ptr<moe::TokenDispatcher> dispatcher) {
   if (desc.clip_qkv.has_value()) {
     return absl::UnimplementedError(absl::StrCat(
         desc.config_file, ": ", desc.architecture, ": clip_qkv = ", *desc.clip_qkv,
@@ -21,16 +21,16 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(
   std::unique_ptr<DecoderModel> m(new DecoderModel(desc, backend));
   ASSIGN_OR_RETURN(m->tensors_, BindModelTensors(desc, weights, backend));
   const AttentionShape attention_shape = AttentionShapeOf(desc);
-  const MoeShape moe_shape = MoeShapeOf(desc);
+  const moe::MoeShape moe_shape = moe::MoeShapeOf(desc);
   for (int i = 0; i < desc.num_layers; ++i) {
     const DecoderLayerWeights& l = m->tensors_.layers[i];
     m->attention_.emplace_back(attention_shape, &l.attention);
     m->moe_.push_back(desc.layer_kinds[i] == LayerKind::kMoe
-                          ? std::make_unique<MoeBlock>(moe_shape, &l.moe)
+                          ? std::make_unique<moe::MoeBlock>(moe_shape, &l.moe)
                           : nullptr);
   }
   m->dispatcher_ = dispatcher ? std::move(dispatcher)
-                              : std::make_unique<LocalTokenDispatcher>(backend,
+                              : std::make_unique<moe::LocalTokenDispatcher>(backend,
                                                                        desc.moe.num_experts);
   return m;
 }

@@ -20,10 +20,10 @@
 #include "worker/kv_cache/kv_cache.h"
 #include "worker/models/attention_block.h"
 #include "worker/models/model_tensors.h"
-#include "worker/models/moe_block.h"
+#include "worker/moe/moe_block.h"
 #include "worker/models/step_batch.h"
 #include "worker/models/step_input.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 #include "worker/weights/weight_loader.h"
 
 namespace epserve::models {
@@ -36,7 +36,7 @@ class DecoderModel {
   // forward pass does not implement (OLMoE clip_qkv) with UNIMPLEMENTED.
   static absl::StatusOr<std::unique_ptr<DecoderModel>> Create(
       const ModelDescription& desc, const weights::ModelWeights& weights,
-      kernels::Backend& backend, std::unique_ptr<TokenDispatcher> dispatcher = nullptr);
+      kernels::Backend& backend, std::unique_ptr<moe::TokenDispatcher> dispatcher = nullptr);
 
   // The shape a KvCache for this model must have.
   kv_cache::KvCacheShape kv_cache_shape() const;
@@ -67,7 +67,7 @@ class DecoderModel {
   // complete. Nothing else runs.
   absl::Status ForwardNoTokens();
 
-  TokenDispatcher& dispatcher() { return *dispatcher_; }
+  moe::TokenDispatcher& dispatcher() { return *dispatcher_; }
 
  private:
   DecoderModel(const ModelDescription& desc, kernels::Backend& backend)
@@ -77,8 +77,8 @@ class DecoderModel {
   kernels::Backend& backend_;
   ModelTensors tensors_;
   std::vector<AttentionBlock> attention_;
-  std::vector<std::unique_ptr<MoeBlock>> moe_;  // null for dense layers
-  std::unique_ptr<TokenDispatcher> dispatcher_;
+  std::vector<std::unique_ptr<moe::MoeBlock>> moe_;  // null for dense layers
+  std::unique_ptr<moe::TokenDispatcher> dispatcher_;
 };
 
 }  // namespace epserve::models

@@ -38,9 +38,9 @@
 #include "absl/types/span.h"
 #include "kernels/ops.h"
 #include "worker/comm/communicator.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 
 // One MoE layer's exchange on one rank, reported after its Combine.
 struct MoeExchangeStats {
@@ -166,4 +166,4 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
   MoeExchangeStats stats_;
 };
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

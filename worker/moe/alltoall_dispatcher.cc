@@ -1,4 +1,4 @@
-#include "worker/models/alltoall_dispatcher.h"
+#include "worker/moe/alltoall_dispatcher.h"
 
 #include <algorithm>
 #include <chrono>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -334,4 +334,4 @@ absl::Status AllToAllTokenDispatcher::Combine(const kernels::Tensor& expert_out,
   return absl::OkStatus();
 }
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

@@ -5,7 +5,7 @@
 // for the same tokens (max |diff| <= 1e-5 · max |out|). Also: the exchange
 // statistics, buffer reuse, a peer that never calls, call order and bad
 // arguments.
-#include "worker/models/alltoall_dispatcher.h"
+#include "worker/moe/alltoall_dispatcher.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -28,9 +28,9 @@
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
 #include "worker/comm/rendezvous.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 namespace {
 
 using kernels::Tensor;
@@ -527,4 +527,4 @@ TEST(AllToAllDispatcher, RejectsBadConstructionArguments) {
 }
 
 }  // namespace
-}  // namespace epserve::models
+}  // namespace epserve::moe
