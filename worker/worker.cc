@@ -11,8 +11,7 @@
 #include "common/status.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "worker/comm/alltoall_check.h"
-#include "worker/comm/gloo_communicator.h"
-#include "worker/comm/local_communicator.h"
+#include "worker/comm/communicator_factory.h"
 #include "worker/moe/alltoall_dispatcher.h"
 #include "worker/worker_metrics.h"
 #include "common/model_config/model_config.h"
@@ -362,19 +361,16 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   if (ep_dispatcher_ != nullptr) (void)ep_dispatcher_->SetCommunicator(nullptr);
   comm_.reset();  // leave the previous group first
   auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::unique_ptr<comm::Communicator>> comm;
-  if (join.world_size() == 1) {
-    comm = std::unique_ptr<comm::Communicator>(new comm::LocalCommunicator());
-  } else {
-    comm::GlooOptions gloo;
-    gloo.rank = static_cast<int>(join.rank());
-    gloo.world_size = static_cast<int>(join.world_size());
-    gloo.hostname = options_.collective_host;
-    gloo.key_prefix = absl::StrCat("epoch/", join.epoch(), "/");
-    gloo.timeout = std::chrono::milliseconds(registration_.collective_timeout_ms());
-    GrpcRendezvous rendezvous(&control_->stub());
-    comm = comm::GlooCommunicator::Create(gloo, rendezvous);
-  }
+  comm::CommunicatorOptions comm_options;
+  comm_options.backend = registration_.collective_backend();
+  comm_options.rank = static_cast<int>(join.rank());
+  comm_options.world_size = static_cast<int>(join.world_size());
+  comm_options.hostname = options_.collective_host;
+  comm_options.key_prefix = absl::StrCat("epoch/", join.epoch(), "/");
+  comm_options.timeout = std::chrono::milliseconds(registration_.collective_timeout_ms());
+  GrpcRendezvous rendezvous(&control_->stub());
+  absl::StatusOr<std::unique_ptr<comm::Communicator>> comm =
+      comm::CreateCommunicator(comm_options, rendezvous);
   WorkerMessage reply;
   control::v1::GroupReady* ready = reply.mutable_group_ready();
   ready->set_epoch(join.epoch());
