@@ -211,6 +211,20 @@ absl::Status Backend::CopyFromHost(const void* src, size_t bytes, Tensor* dst) {
   return CopyFromHostImpl(src, bytes, dst);
 }
 
+absl::Status Backend::CopyRows(const Tensor& src, const Tensor& blocks, Tensor* dst) {
+  const char* op = "CopyRows";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "src", src, dev, false, kWeight, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "blocks", blocks, dev, false, kI32, {kAny, 3}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "dst", dst));
+  RETURN_IF_ERROR(Check(op, "dst", *dst, dev, true, kWeight, {kAny, src.shape[1]}));
+  if (blocks.shape[0] > 0 && src.nbytes() > 0 && dst->data() == src.data()) {
+    return Bad(op, "dst", "a buffer distinct from src", "src");
+  }
+  if (blocks.shape[0] == 0 || src.shape[1] == 0) return absl::OkStatus();
+  return CopyRowsImpl(src, blocks, dst);
+}
+
 absl::Status Backend::CopyToHost(const Tensor& src, void* dst, size_t bytes) {
   RETURN_IF_ERROR(CheckStorage("CopyToHost", "src", src, device(), false));
   if (bytes != src.nbytes()) {

@@ -185,6 +185,17 @@ class Backend {
   // do not synchronise), ordinary host memory on the CPU. The caller must
   // not rewrite it while a copy from it may still be in flight.
   virtual absl::StatusOr<std::shared_ptr<Storage>> AllocateStagingHost(size_t bytes);
+  // Moves rows between two tensors of the same width by blocks: for each
+  // block b, dst rows [b.dst, b.dst + b.rows) = src rows [b.src, b.src +
+  // b.rows), converted from src's dtype to dst's (float32, bfloat16,
+  // float16, any pair; the same dtype copies bits). Rows of dst that no block
+  // names keep their contents. Blocks must not overlap in dst, and dst must
+  // not alias src. A block outside src or dst fails naming it where the
+  // backend reads the blocks (the CPU always; a GPU reports it at the next
+  // CopyToHost, leaving that block uncopied).
+  absl::Status CopyRows(const Tensor& src,     // [N, W] f32/bf16/f16
+                        const Tensor& blocks,  // [B, 3] int32: src row, dst row, rows
+                        Tensor* dst);          // [M, W] f32/bf16/f16
 
   // Dummy weights made on the device: element i of `t` is 1.0 when `ones`,
   // else (2u - 1) * half_width, u = (z >> 40) / 2^24, z the SplitMix64
@@ -351,6 +362,7 @@ class Backend {
   // Backend implementations. Called only after the checks above passed.
   virtual absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) = 0;
   virtual absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) = 0;
+  virtual absl::Status CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) = 0;
   virtual absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
                                   Tensor* y) = 0;
   // Arguments checked as MatMul's; the default runs MatMulImpl per weight.

@@ -40,6 +40,7 @@ class CpuBackend final : public Backend {
  protected:
   absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) override;
   absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) override;
+  absl::Status CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) override;
   absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
                           Tensor* y) override;
   absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) override;

@@ -94,6 +94,7 @@ std::string DeviceErrorNames(uint32_t bits) {
   if (bits & kErrPosition) names.push_back("Rope: a negative position");
   if (bits & kErrPrologueSlot) names.push_back("AttentionPrologue: a slot outside the cache");
   if (bits & kErrProloguePosition) names.push_back("AttentionPrologue: a negative position");
+  if (bits & kErrCopyRowsBlock) names.push_back("CopyRows: a row block outside src or dst");
   return absl::StrJoin(names, "; ");
 }
 

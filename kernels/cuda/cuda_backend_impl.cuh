@@ -51,6 +51,7 @@ class CudaBackend final : public Backend {
                                 absl::Span<const Tensor* const> biases,
                                 absl::Span<Tensor* const> ys) override;
   absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) override;
+  absl::Status CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) override;
   absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
                           Tensor* y) override;
   absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) override;

@@ -36,6 +36,7 @@ enum DeviceError : uint32_t {
   kErrPosition = 1u << 5,         // Rope: negative position
   kErrPrologueSlot = 1u << 6,     // AttentionPrologue: slot outside [-1, num_slots)
   kErrProloguePosition = 1u << 7,  // AttentionPrologue: negative position
+  kErrCopyRowsBlock = 1u << 8,     // CopyRows: a block outside src or dst
 };
 
 inline absl::StatusOr<Elem> ElemOf(DataType dtype) {

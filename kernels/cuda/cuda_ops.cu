@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_prologue.cuh"
+#include "kernels/cuda/copy_rows.cuh"
 #include "kernels/cuda/cuda_backend_impl.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/grouped_gemm.cuh"
@@ -275,6 +276,14 @@ absl::Status CudaBackend::MoeUnpermuteImpl(const Tensor& expert_out, const Tenso
                       perm.assignment_to_permuted.data_as<int32_t>(), topk_weights.shape[0],
                       topk_weights.shape[1], expert_out.shape[1], out->mutable_data_as<float>(),
                       s());
+}
+
+absl::Status CudaBackend::CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) {
+  ASSIGN_OR_RETURN(Elem src_type, ElemOf(src.dtype));
+  ASSIGN_OR_RETURN(Elem dst_type, ElemOf(dst->dtype));
+  return cuda::CopyRows(src.data(), src_type, src.shape[0], blocks.data_as<int32_t>(),
+                        blocks.shape[0], src.shape[1], dst->mutable_data(), dst_type,
+                        dst->shape[0], errors_, s());
 }
 
 }  // namespace epserve::kernels::cuda

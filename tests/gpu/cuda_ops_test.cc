@@ -347,6 +347,40 @@ TEST_F(CudaOpsTest, MoePermuteAndUnpermuteMatchCpuExactly) {
   }
 }
 
+// The all-to-all exchange's row moves: blocks in any order, some rows of dst
+// untouched, converting between every pair of element types.
+TEST_F(CudaOpsTest, CopyRowsMatchesCpuExactlyAndFlagsBlocksOutside) {
+  const int64_t n = 40, m = 48, w = 2048;
+  // (src row, dst row, rows): out of order, one empty block, dst rows
+  // [20, 24) and [45, 48) untouched.
+  const std::vector<int32_t> blocks = {30, 0, 10, 0, 10, 5, 5, 15, 5, 39, 24, 1, 12, 25, 20, 7, 45, 0};
+  const std::vector<DataType> types = {DataType::kFloat32, DataType::kBFloat16, DataType::kFloat16};
+  for (DataType src_t : types) {
+    for (DataType dst_t : types) {
+      SCOPED_TRACE(::testing::Message() << DataTypeName(src_t) << " -> " << DataTypeName(dst_t));
+      Tensor src = MakeTyped(src_t, {n, w}, Random(n * w, 90));
+      Tensor dst_cpu = MakeTyped(dst_t, {m, w}, Random(m * w, 91));
+      Tensor dst = Up(dst_cpu);
+      Tensor b = MakeI32({6, 3}, blocks);
+      ASSERT_TRUE(cpu_->CopyRows(src, b, &dst_cpu).ok());
+      ASSERT_TRUE(gpu_->CopyRows(Up(src), Up(b), &dst).ok());
+      std::vector<uint8_t> want(dst_cpu.nbytes());
+      std::memcpy(want.data(), dst_cpu.data(), want.size());
+      EXPECT_EQ(DownBytes(dst), want);
+    }
+  }
+
+  Tensor src = MakeF32({n, w}, Random(n * w, 92));
+  Tensor dst = GpuEmpty(DataType::kFloat32, {m, w});
+  Tensor outside = MakeI32({1, 3}, {35, 0, 6});  // src rows [35, 41) of 40
+  ASSERT_TRUE(gpu_->CopyRows(Up(src), Up(outside), &dst).ok());  // enqueued
+  std::vector<float> host(m * w);
+  absl::Status s = gpu_->CopyToHost(dst, host.data(), dst.nbytes());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("CopyRows"), std::string::npos) << s;
+  EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
 TEST_F(CudaOpsTest, GroupedExpertMatMulMatchesCpu) {
   struct Shape {
     int64_t e, k_top, hidden, width, tokens;

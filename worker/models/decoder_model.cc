@@ -13,7 +13,7 @@ namespace epserve::models {
 
 absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(
     const ModelDescription& desc, const weights::ModelWeights& weights, kernels::Backend& backend,
-    std::unique_ptr<TokenDispatcher> dispatcher) {
+    std::unique_ptr<moe::TokenDispatcher> dispatcher) {
   if (desc.clip_qkv.has_value()) {
     return absl::UnimplementedError(absl::StrCat(
         desc.config_file, ": ", desc.architecture, ": clip_qkv = ", *desc.clip_qkv,
@@ -46,11 +46,11 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(
     if (!attention.ok()) return refuse(attention.status());
     m->attention_.push_back(*std::move(attention));
     m->moe_.push_back(spec.feed_forward.is_moe()
-                          ? std::make_unique<MoeBlock>(MoeShapeOf(spec.feed_forward), &l.moe)
+                          ? std::make_unique<moe::MoeBlock>(moe::MoeShapeOf(spec.feed_forward), &l.moe)
                           : nullptr);
   }
   m->dispatcher_ = dispatcher ? std::move(dispatcher)
-                              : std::make_unique<LocalTokenDispatcher>(backend,
+                              : std::make_unique<moe::LocalTokenDispatcher>(backend,
                                                                        desc.moe.num_experts);
   return m;
 }

@@ -22,10 +22,10 @@
 #include "worker/kv_cache/kv_cache.h"
 #include "worker/models/attention/attention.h"
 #include "worker/models/model_tensors.h"
-#include "worker/models/moe_block.h"
+#include "worker/moe/moe_block.h"
 #include "worker/models/step_batch.h"
 #include "worker/models/step_input.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 #include "worker/weights/weight_loader.h"
 
 namespace epserve::models {
@@ -39,7 +39,7 @@ class DecoderModel {
   // or routing the backends do not run) with UNIMPLEMENTED naming it.
   static absl::StatusOr<std::unique_ptr<DecoderModel>> Create(
       const ModelDescription& desc, const weights::ModelWeights& weights,
-      kernels::Backend& backend, std::unique_ptr<TokenDispatcher> dispatcher = nullptr);
+      kernels::Backend& backend, std::unique_ptr<moe::TokenDispatcher> dispatcher = nullptr);
 
   // The pools a KvCache for this model must have (KvCacheShapeOf(desc)).
   kv_cache::KvCacheShape kv_cache_shape() const;
@@ -70,7 +70,7 @@ class DecoderModel {
   // complete. Nothing else runs.
   absl::Status ForwardNoTokens();
 
-  TokenDispatcher& dispatcher() { return *dispatcher_; }
+  moe::TokenDispatcher& dispatcher() { return *dispatcher_; }
 
  private:
   DecoderModel(const ModelDescription& desc, kernels::Backend& backend)
@@ -80,8 +80,8 @@ class DecoderModel {
   kernels::Backend& backend_;
   ModelTensors tensors_;
   std::vector<std::unique_ptr<Attention>> attention_;
-  std::vector<std::unique_ptr<MoeBlock>> moe_;  // null for dense layers
-  std::unique_ptr<TokenDispatcher> dispatcher_;
+  std::vector<std::unique_ptr<moe::MoeBlock>> moe_;  // null for dense layers
+  std::unique_ptr<moe::TokenDispatcher> dispatcher_;
 };
 
 }  // namespace epserve::models

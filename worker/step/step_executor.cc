@@ -67,7 +67,7 @@ StepExecutor::~StepExecutor() = default;
 
 absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(
     const weights::ModelWeights& weights, kernels::Backend& backend,
-    const StepExecutorOptions& options, std::unique_ptr<models::TokenDispatcher> dispatcher) {
+    const StepExecutorOptions& options, std::unique_ptr<moe::TokenDispatcher> dispatcher) {
   if (options.block_size <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("step executor: block_size must be > 0, got ", options.block_size));

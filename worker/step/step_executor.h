@@ -98,7 +98,7 @@ class StepExecutor {
   static absl::StatusOr<std::unique_ptr<StepExecutor>> Create(
       const weights::ModelWeights& weights, kernels::Backend& backend,
       const StepExecutorOptions& options,
-      std::unique_ptr<models::TokenDispatcher> dispatcher = nullptr);
+      std::unique_ptr<moe::TokenDispatcher> dispatcher = nullptr);
 
   // Convenience for a single-process worker and tests: loads `model_dir`
   // (config + weights with `load` options) on a backend for options.device

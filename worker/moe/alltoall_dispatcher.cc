@@ -1,8 +1,7 @@
-#include "worker/models/alltoall_dispatcher.h"
+#include "worker/moe/alltoall_dispatcher.h"
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <utility>
@@ -10,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -31,18 +30,24 @@ bool HasShape(const kernels::Tensor& t, int64_t rows, int64_t cols) {
 // Points `view` at the start of `storage` with `shape`. Reuses the shape's
 // vector, so a view of unchanged rank costs no allocation.
 void PointView(const std::shared_ptr<kernels::Storage>& storage, DataType dtype,
-               std::initializer_list<int64_t> shape, kernels::Tensor* view) {
+               std::initializer_list<int64_t> shape, kernels::Tensor* view,
+               size_t byte_offset = 0) {
   view->dtype = dtype;
   view->storage = storage;
-  view->byte_offset = 0;
+  view->byte_offset = byte_offset;
   view->shape.assign(shape);
+}
+
+// Whether the communicator can read and write `t`'s memory as it is.
+bool InHostMemory(const kernels::Tensor& t) {
+  return t.storage->device().type == kernels::DeviceType::kCpu;
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AllToAllTokenDispatcher>> AllToAllTokenDispatcher::Create(
     kernels::Backend& backend, int64_t num_experts, int64_t top_k, int64_t hidden,
-    std::vector<uint32_t> expert_to_rank, comm::Communicator* comm) {
+    std::vector<uint32_t> expert_to_rank, comm::Communicator* comm, DataType wire_dtype) {
   if (backend.device().type != kernels::DeviceType::kCpu) {
     return absl::UnimplementedError(absl::StrCat(
         "expert parallelism on ", backend.device().ToString(),
@@ -61,9 +66,12 @@ absl::StatusOr<std::unique_ptr<AllToAllTokenDispatcher>> AllToAllTokenDispatcher
     return BadArgument("expert_to_rank", absl::StrCat(num_experts, " entries (one per expert)"),
                        absl::StrCat(expert_to_rank.size()));
   }
+  if (wire_dtype != DataType::kFloat32 && wire_dtype != DataType::kBFloat16) {
+    return BadArgument("wire_dtype", "float32 or bfloat16", std::string(DataTypeName(wire_dtype)));
+  }
   // comm may be null: the worker binds its group once it has formed.
-  std::unique_ptr<AllToAllTokenDispatcher> d(
-      new AllToAllTokenDispatcher(backend, num_experts, top_k, hidden, std::move(expert_to_rank)));
+  std::unique_ptr<AllToAllTokenDispatcher> d(new AllToAllTokenDispatcher(
+      backend, num_experts, top_k, hidden, std::move(expert_to_rank), wire_dtype));
   RETURN_IF_ERROR(d->SetCommunicator(comm));
   RETURN_IF_ERROR(d->Reserve(DataType::kInt32, num_experts + 1, &d->perm_offsets_));
   RETURN_IF_ERROR(d->Reserve(DataType::kInt32, num_experts + 1, &d->out_offsets_));
@@ -75,21 +83,16 @@ absl::StatusOr<std::unique_ptr<AllToAllTokenDispatcher>> AllToAllTokenDispatcher
 
 AllToAllTokenDispatcher::AllToAllTokenDispatcher(kernels::Backend& backend, int64_t num_experts,
                                                  int64_t top_k, int64_t hidden,
-                                                 std::vector<uint32_t> expert_to_rank)
+                                                 std::vector<uint32_t> expert_to_rank,
+                                                 DataType wire_dtype)
     : backend_(backend),
       num_experts_(num_experts),
       top_k_(top_k),
       hidden_(hidden),
       expert_to_rank_(std::move(expert_to_rank)),
-      my_counts_(num_experts, 0),
-      rows_per_expert_(num_experts, 0) {
-  experts_by_owner_.resize(num_experts_);
-  for (int64_t e = 0; e < num_experts_; ++e) experts_by_owner_[e] = e;
-  std::stable_sort(
-      experts_by_owner_.begin(), experts_by_owner_.end(),
-      [this](int64_t a, int64_t b) { return expert_to_rank_[a] < expert_to_rank_[b]; });
-  send_plan_.reserve(num_experts_);
-}
+      wire_dtype_(wire_dtype),
+      perm_offsets_host_(num_experts + 1, 0),
+      my_counts_(num_experts, 0) {}
 
 absl::Status AllToAllTokenDispatcher::SetCommunicator(comm::Communicator* comm) {
   if (comm == nullptr) {
@@ -110,12 +113,9 @@ absl::Status AllToAllTokenDispatcher::SetCommunicator(comm::Communicator* comm) 
   rank_ = comm->rank();
   world_ = world;
   count_matrix_.assign(static_cast<size_t>(world_) * num_experts_, 0);
-  send_counts_.assign(world_, 0);
-  recv_counts_.assign(world_, 0);
-  recv_cursor_.assign(world_, 0);
-  rows_per_rank_.assign(world_, 0);
-  recv_plan_.reserve(static_cast<size_t>(world_) * num_experts_);
-  return absl::OkStatus();
+  // The most blocks a plan has: one per expert to send, one per (source,
+  // expert) to receive, each list also backwards, 3 int32 per block.
+  return Reserve(DataType::kInt32, 6 * (num_experts_ + int64_t{world_} * num_experts_), &blocks_);
 }
 
 absl::Status AllToAllTokenDispatcher::Reserve(DataType dtype, int64_t elements, Arena* arena) {
@@ -129,86 +129,75 @@ absl::Status AllToAllTokenDispatcher::Reserve(DataType dtype, int64_t elements, 
   return absl::OkStatus();
 }
 
+absl::StatusOr<kernels::Tensor> AllToAllTokenDispatcher::RowsIn(DataType dtype, int64_t rows,
+                                                                Arena* arena) {
+  kernels::Tensor view;
+  RETURN_IF_ERROR(Reserve(dtype, rows * hidden_, arena));
+  PointView(arena->storage, dtype, {rows, hidden_}, &view);
+  return view;
+}
+
 absl::Status AllToAllTokenDispatcher::CommError(const char* phase,
                                                 const absl::Status& status) const {
   return Annotate(status, absl::StrCat("MoE layer ", layer_, " ", phase));
 }
 
-const float* AllToAllTokenDispatcher::Regroup(const std::vector<RowBlock>& plan, bool identity,
-                                              bool inverse, const float* src, float* dst) const {
-  if (identity) return src;
-  for (const RowBlock& b : plan) {
-    const int64_t from = inverse ? b.dst : b.src;
-    const int64_t to = inverse ? b.src : b.dst;
-    std::memcpy(dst + to * hidden_, src + from * hidden_,
-                static_cast<size_t>(b.rows * hidden_) * sizeof(float));
-  }
-  return dst;
+absl::Status AllToAllTokenDispatcher::UploadPlan() {
+  RETURN_IF_ERROR(backend_.CopyFromHost(plan_.expert_offsets.data(),
+                                        plan_.expert_offsets.size() * sizeof(int32_t),
+                                        &out_offsets_view_));
+  const int64_t num_send = static_cast<int64_t>(plan_.send_blocks.size());
+  const int64_t num_recv = static_cast<int64_t>(plan_.recv_blocks.size());
+  blocks_host_.clear();
+  auto append = [this](const std::vector<RowBlock>& blocks, bool backwards) {
+    for (const RowBlock& b : blocks) {
+      blocks_host_.push_back(static_cast<int32_t>(backwards ? b.dst : b.src));
+      blocks_host_.push_back(static_cast<int32_t>(backwards ? b.src : b.dst));
+      blocks_host_.push_back(static_cast<int32_t>(b.rows));
+    }
+  };
+  append(plan_.send_blocks, /*backwards=*/false);
+  append(plan_.send_blocks, /*backwards=*/true);
+  append(plan_.recv_blocks, /*backwards=*/false);
+  append(plan_.recv_blocks, /*backwards=*/true);
+  const int64_t elements = static_cast<int64_t>(blocks_host_.size());
+  RETURN_IF_ERROR(Reserve(DataType::kInt32, elements, &blocks_));
+  const size_t row = 3 * sizeof(int32_t);
+  PointView(blocks_.storage, DataType::kInt32, {num_send, 3}, &send_blocks_);
+  PointView(blocks_.storage, DataType::kInt32, {num_send, 3}, &send_blocks_back_, num_send * row);
+  PointView(blocks_.storage, DataType::kInt32, {num_recv, 3}, &recv_blocks_, 2 * num_send * row);
+  PointView(blocks_.storage, DataType::kInt32, {num_recv, 3}, &recv_blocks_back_,
+            (2 * num_send + num_recv) * row);
+  if (elements == 0) return absl::OkStatus();
+  kernels::Tensor all;
+  PointView(blocks_.storage, DataType::kInt32, {elements}, &all);
+  return backend_.CopyFromHost(blocks_host_.data(), elements * sizeof(int32_t), &all);
 }
 
-absl::StatusOr<int64_t> AllToAllTokenDispatcher::PlanExchange() {
-  const int64_t e_count = num_experts_;
-  const int64_t* c = count_matrix_.data();  // c[s * E + e]: rows rank s sends to expert e
-  std::fill(send_counts_.begin(), send_counts_.end(), 0);
-  std::fill(recv_counts_.begin(), recv_counts_.end(), 0);
-  std::fill(rows_per_rank_.begin(), rows_per_rank_.end(), 0);
-  for (int64_t e = 0; e < e_count; ++e) {
-    const int owner = static_cast<int>(expert_to_rank_[e]);
-    send_counts_[owner] += c[rank_ * e_count + e];
-    int64_t total = 0;
-    for (int s = 0; s < world_; ++s) {
-      total += c[s * e_count + e];
-      if (owner == rank_) recv_counts_[s] += c[s * e_count + e];
-    }
-    rows_per_rank_[owner] += total;
-    rows_per_expert_[e] = owner == rank_ ? total : 0;
+absl::Status AllToAllTokenDispatcher::Exchange(const kernels::Tensor& send,
+                                               absl::Span<const int64_t> send_counts,
+                                               kernels::Tensor* recv,
+                                               absl::Span<const int64_t> recv_counts) {
+  const size_t row_bytes = static_cast<size_t>(hidden_) * DataTypeSize(wire_dtype_);
+  // Host tensors go to the communicator as they are; device tensors through
+  // staging host memory.
+  const void* send_host = send.data();
+  if (!InHostMemory(send)) {
+    RETURN_IF_ERROR(Reserve(DataType::kUInt8, static_cast<int64_t>(send.nbytes()), &host_send_));
+    RETURN_IF_ERROR(backend_.CopyToHost(send, host_send_.storage->mutable_data(), send.nbytes()));
+    send_host = host_send_.storage->data();
   }
-
-  // Send order: owner ascending, expert ascending within an owner; the
-  // source rows are expert e's block of the local permutation.
-  const int32_t* perm_offsets = perm_.expert_offsets.data_as<int32_t>();
-  send_plan_.clear();
-  send_identity_ = true;
-  int64_t pos = 0;
-  for (int64_t e : experts_by_owner_) {
-    const int64_t rows = c[rank_ * e_count + e];
-    if (rows == 0) continue;
-    send_plan_.push_back({perm_offsets[e], pos, rows});
-    send_identity_ = send_identity_ && perm_offsets[e] == pos;
-    pos += rows;
+  void* recv_host = recv->mutable_data();
+  if (!InHostMemory(*recv)) {
+    RETURN_IF_ERROR(Reserve(DataType::kUInt8, static_cast<int64_t>(recv->nbytes()), &host_recv_));
+    recv_host = host_recv_.storage->mutable_data();
   }
-
-  // Received: source ascending, this rank's experts ascending within a
-  // source. Returned: expert ascending, source ascending within an expert.
-  int64_t start = 0;
-  for (int s = 0; s < world_; ++s) {
-    recv_cursor_[s] = start;
-    start += recv_counts_[s];
+  RETURN_IF_ERROR(comm_->AllToAllV(send_host, send_counts, recv_host, recv_counts, row_bytes,
+                                   backend_.stream()));
+  if (recv_host != recv->mutable_data()) {
+    return backend_.CopyFromHost(recv_host, recv->nbytes(), recv);
   }
-  const int64_t received = start;
-  if (received > std::numeric_limits<int32_t>::max()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("AllToAllTokenDispatcher: rank ", rank_, " received ", received,
-                     " rows in one layer; expert offsets are int32"));
-  }
-  recv_plan_.clear();
-  recv_identity_ = true;
-  int32_t* out_offsets = out_offsets_view_.mutable_data_as<int32_t>();
-  pos = 0;
-  for (int64_t e = 0; e < e_count; ++e) {
-    out_offsets[e] = static_cast<int32_t>(pos);
-    if (static_cast<int>(expert_to_rank_[e]) != rank_) continue;
-    for (int s = 0; s < world_; ++s) {
-      const int64_t rows = c[s * e_count + e];
-      if (rows == 0) continue;
-      recv_plan_.push_back({recv_cursor_[s], pos, rows});
-      recv_identity_ = recv_identity_ && recv_cursor_[s] == pos;
-      recv_cursor_[s] += rows;
-      pos += rows;
-    }
-  }
-  out_offsets[e_count] = static_cast<int32_t>(pos);
-  return received;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<DispatchedTokens> AllToAllTokenDispatcher::Dispatch(
@@ -241,39 +230,44 @@ absl::StatusOr<DispatchedTokens> AllToAllTokenDispatcher::Dispatch(
   RETURN_IF_ERROR(Reserve(DataType::kFloat32, assignments * hidden_, &perm_rows_));
   RETURN_IF_ERROR(Reserve(DataType::kInt32, assignments, &perm_p2a_));
   RETURN_IF_ERROR(Reserve(DataType::kInt32, assignments, &perm_a2p_));
-  RETURN_IF_ERROR(Reserve(DataType::kFloat32, assignments * hidden_, &send_rows_));
   PointView(perm_rows_.storage, DataType::kFloat32, {assignments, hidden_}, &perm_.rows);
   PointView(perm_p2a_.storage, DataType::kInt32, {assignments}, &perm_.permuted_to_assignment);
   PointView(perm_a2p_.storage, DataType::kInt32, {assignments}, &perm_.assignment_to_permuted);
   RETURN_IF_ERROR(backend_.MoePermute(hidden, topk_ids, &perm_));
 
   // Counts: every rank learns the full [world][E] matrix.
-  const int32_t* perm_offsets = perm_.expert_offsets.data_as<int32_t>();
-  for (int64_t e = 0; e < num_experts_; ++e) my_counts_[e] = perm_offsets[e + 1] - perm_offsets[e];
+  RETURN_IF_ERROR(backend_.CopyToHost(perm_.expert_offsets, perm_offsets_host_.data(),
+                                      perm_offsets_host_.size() * sizeof(int32_t)));
+  for (int64_t e = 0; e < num_experts_; ++e) {
+    my_counts_[e] = perm_offsets_host_[e + 1] - perm_offsets_host_[e];
+  }
   absl::Status s =
       comm_->AllGather(my_counts_.data(), count_matrix_.data(),
                        static_cast<size_t>(num_experts_) * sizeof(int64_t), backend_.stream());
   if (!s.ok()) return CommError("dispatch", s);
-  ASSIGN_OR_RETURN(const int64_t received, PlanExchange());
-  num_sent_ = assignments;
-  num_received_ = received;
+  RETURN_IF_ERROR(PlanExchange(count_matrix_, expert_to_rank_, rank_, &plan_));
+  RETURN_IF_ERROR(UploadPlan());
+  const int64_t received = plan_.num_received;
 
-  // Rows: perm order -> send order -> peers -> recv order -> expert-major.
-  RETURN_IF_ERROR(Reserve(DataType::kFloat32, received * hidden_, &recv_rows_));
-  float* recv = static_cast<float*>(recv_rows_.storage->mutable_data());
-  const float* send =
-      Regroup(send_plan_, send_identity_, /*inverse=*/false, perm_.rows.data_as<float>(),
-              static_cast<float*>(send_rows_.storage->mutable_data()));
-  s = comm_->AllToAllV(send, send_counts_, recv, recv_counts_, hidden_ * sizeof(float),
-                       backend_.stream());
-  if (!s.ok()) return CommError("dispatch", s);
-  if (recv_identity_) {
-    PointView(recv_rows_.storage, DataType::kFloat32, {received, hidden_}, &out_rows_view_);
+  // Rows: perm order -> send order (wire dtype) -> peers -> recv order ->
+  // expert-major float32. A copy that moves nothing and converts nothing is
+  // skipped.
+  const bool convert = wire_dtype_ != DataType::kFloat32;
+  RETURN_IF_ERROR(Reserve(wire_dtype_, assignments * hidden_, &send_rows_));
+  if (plan_.send_identity && !convert) {
+    send_view_ = perm_.rows;
   } else {
-    RETURN_IF_ERROR(Reserve(DataType::kFloat32, received * hidden_, &out_rows_));
-    Regroup(recv_plan_, /*identity=*/false, /*inverse=*/false, recv,
-            static_cast<float*>(out_rows_.storage->mutable_data()));
-    PointView(out_rows_.storage, DataType::kFloat32, {received, hidden_}, &out_rows_view_);
+    ASSIGN_OR_RETURN(send_view_, RowsIn(wire_dtype_, assignments, &send_rows_));
+    RETURN_IF_ERROR(backend_.CopyRows(perm_.rows, send_blocks_, &send_view_));
+  }
+  ASSIGN_OR_RETURN(recv_view_, RowsIn(wire_dtype_, received, &recv_rows_));
+  s = Exchange(send_view_, plan_.send_counts, &recv_view_, plan_.recv_counts);
+  if (!s.ok()) return CommError("dispatch", s);
+  if (plan_.recv_identity && !convert) {
+    out_rows_view_ = recv_view_;
+  } else {
+    ASSIGN_OR_RETURN(out_rows_view_, RowsIn(DataType::kFloat32, received, &out_rows_));
+    RETURN_IF_ERROR(backend_.CopyRows(recv_view_, recv_blocks_, &out_rows_view_));
   }
 
   pending_ = true;
@@ -290,35 +284,39 @@ absl::Status AllToAllTokenDispatcher::Combine(const kernels::Tensor& expert_out,
         absl::StrCat("TokenDispatcher: MoE layer ", layer_, ": Combine called without Dispatch"));
   }
   pending_ = false;
-  if (!HasShape(expert_out, num_received_, hidden_) || expert_out.dtype != DataType::kFloat32 ||
-      !expert_out.defined()) {
-    return BadArgument("expert_out", absl::StrCat("[", num_received_, ", ", hidden_, "] float32"),
+  if (!HasShape(expert_out, plan_.num_received, hidden_) ||
+      expert_out.dtype != DataType::kFloat32 || !expert_out.defined()) {
+    return BadArgument("expert_out",
+                       absl::StrCat("[", plan_.num_received, ", ", hidden_, "] float32"),
                        expert_out.DebugString());
   }
-  const int64_t t = num_sent_ / top_k_;
+  const int64_t t = plan_.num_sent / top_k_;
   if (!HasShape(topk_weights, t, top_k_)) {
     return BadArgument("topk_weights", absl::StrCat("[", t, ", ", top_k_, "] float32"),
                        topk_weights.DebugString());
   }
 
-  // expert-major -> recv order -> back to the senders -> send order -> perm order.
-  const float* send =
-      Regroup(recv_plan_, recv_identity_, /*inverse=*/true, expert_out.data_as<float>(),
-              static_cast<float*>(recv_rows_.storage->mutable_data()));
-  float* perm_rows = perm_.rows.mutable_data_as<float>();
-  float* returned =
-      send_identity_ ? perm_rows : static_cast<float*>(send_rows_.storage->mutable_data());
-  absl::Status s = comm_->AllToAllV(send, recv_counts_, returned, send_counts_,
-                                    hidden_ * sizeof(float), backend_.stream());
+  // expert-major -> recv order (wire dtype) -> back to the senders -> send
+  // order -> perm order (float32).
+  const bool convert = wire_dtype_ != DataType::kFloat32;
+  const kernels::Tensor* back = &expert_out;
+  if (!plan_.recv_identity || convert) {
+    RETURN_IF_ERROR(backend_.CopyRows(expert_out, recv_blocks_back_, &recv_view_));
+    back = &recv_view_;
+  }
+  kernels::Tensor* returned = plan_.send_identity && !convert ? &perm_.rows : &send_view_;
+  absl::Status s = Exchange(*back, plan_.recv_counts, returned, plan_.send_counts);
   if (!s.ok()) return CommError("combine", s);
-  Regroup(send_plan_, send_identity_, /*inverse=*/true, returned, perm_rows);
+  if (returned != &perm_.rows) {
+    RETURN_IF_ERROR(backend_.CopyRows(*returned, send_blocks_back_, &perm_.rows));
+  }
   RETURN_IF_ERROR(backend_.MoeUnpermute(perm_.rows, topk_weights, perm_, out));
 
   if (observer_ != nullptr) {
-    const uint64_t row_bytes = static_cast<uint64_t>(hidden_) * sizeof(float);
+    const uint64_t row_bytes = static_cast<uint64_t>(hidden_) * DataTypeSize(wire_dtype_);
     uint64_t peer_rows = 0;  // rows out to peers in dispatch plus rows back in combine
     for (int r = 0; r < world_; ++r) {
-      if (r != rank_) peer_rows += send_counts_[r] + recv_counts_[r];
+      if (r != rank_) peer_rows += plan_.send_counts[r] + plan_.recv_counts[r];
     }
     const uint64_t count_bytes = static_cast<uint64_t>(world_ - 1) * num_experts_ * sizeof(int64_t);
     stats_.layer = layer_;
@@ -327,11 +325,11 @@ absl::Status AllToAllTokenDispatcher::Combine(const kernels::Tensor& expert_out,
     // so both directions carry the same bytes over a layer.
     stats_.bytes_sent = count_bytes + peer_rows * row_bytes;
     stats_.bytes_received = count_bytes + peer_rows * row_bytes;
-    stats_.rows_per_expert = rows_per_expert_;
-    stats_.rows_per_rank = rows_per_rank_;
+    stats_.rows_per_expert = plan_.rows_per_expert;
+    stats_.rows_per_rank = plan_.rows_per_rank;
     observer_->OnMoeExchange(stats_);
   }
   return absl::OkStatus();
 }
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

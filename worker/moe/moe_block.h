@@ -13,9 +13,9 @@
 #include "common/model_config/model_description.h"
 #include "kernels/ops.h"
 #include "worker/models/model_tensors.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 
 struct MoeShape {
   int64_t num_experts = 0;
@@ -27,7 +27,7 @@ MoeShape MoeShapeOf(const FeedForwardSpec& spec);
 
 class MoeBlock {
  public:
-  MoeBlock(const MoeShape& shape, const MoeWeights* weights) : shape_(shape), w_(weights) {}
+  MoeBlock(const MoeShape& shape, const models::MoeWeights* weights) : shape_(shape), w_(weights) {}
 
   absl::Status Forward(kernels::Backend& backend, TokenDispatcher& dispatcher,
                        const kernels::Tensor& x,  // [T, H]
@@ -49,7 +49,7 @@ class MoeBlock {
                                kernels::Tensor* out) const;
 
   MoeShape shape_;
-  const MoeWeights* w_;  // owned by the model
+  const models::MoeWeights* w_;  // owned by the model
 };
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

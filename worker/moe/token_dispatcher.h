@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 
 struct DispatchedTokens {
   kernels::Tensor rows;            // [R, H] float32, rows of expert e contiguous
@@ -67,4 +67,4 @@ class LocalTokenDispatcher final : public TokenDispatcher {
   bool pending_ = false;
 };
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

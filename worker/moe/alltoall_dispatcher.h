@@ -4,17 +4,25 @@
 //
 //   rank s, T_s tokens
 //   hidden [T_s,H] ──MoePermute──► perm.rows [T_s·k,H]  expert-major, global ids
-//     ──gather by owner──► send [T_s·k,H] = | to rank 0 | to rank 1 | ... |
-//                                           (expert ascending within a rank)
 //   counts: AllGather of every rank's rows per expert ──► C [world][E] everywhere
+//     ──PlanExchange (exchange_plan.h, host)──► counts and row blocks
+//   perm.rows ──CopyRows(send blocks)──► send [T_s·k,H] = | to rank 0 | to rank 1 | ... |
+//                                                (expert ascending within a rank)
 //   AllToAllV(rows) ──► recv [R,H] = | from rank 0 | from rank 1 | ... |
 //                                    (expert ascending within a rank)
-//     ──regroup──► rows [R,H] expert-major over global ids, expert_offsets [E+1]
-//                  (zero rows for experts held elsewhere)       ══► Dispatch
+//     ──CopyRows(recv blocks)──► rows [R,H] expert-major over global ids,
+//        expert_offsets [E+1] (zero rows for experts held elsewhere)  ══► Dispatch
 //
-//   Combine: expert_out [R,H] ──back to recv order──► AllToAllV (counts swapped)
-//     ──► send order ──back to perm positions──► MoeUnpermute(topk_weights)
-//     ──► out [T_s,H]
+//   Combine: expert_out [R,H] ──CopyRows(recv blocks backwards)──► AllToAllV
+//     (counts swapped) ──► send order ──CopyRows(send blocks backwards)──►
+//     perm positions ──MoeUnpermute(topk_weights)──► out [T_s,H]
+//
+// Rows move only through backend ops; on the wire they have the wire dtype
+// (float32, or bfloat16: converted by the CopyRows around the exchange). A
+// CopyRows whose blocks leave every row in place is skipped when no
+// conversion is needed, and tensors in host memory are handed to the
+// communicator as they are; others would be staged through host memory
+// (AllocateStagingHost, CopyToHost / CopyFromHost).
 //
 // Rows routed to the same expert meet in one GEMM batch, and the weighted sum
 // is the one LocalTokenDispatcher runs, so the result equals the
@@ -25,8 +33,8 @@
 // staging buffers grow to the largest step seen and are reused after that;
 // tensors returned by Dispatch are views into them, valid until the next
 // Dispatch. An argument error returns before any exchange (the peers then
-// fail with their communicator's timeout). Host backends only (the row regrouping reads tensors
-// directly).
+// fail with their communicator's timeout). CPU backends only for now (the
+// exchange between GPUs is not built).
 #pragma once
 
 #include <cstdint>
@@ -36,11 +44,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/dtype.h"
 #include "kernels/ops.h"
 #include "worker/comm/communicator.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/exchange_plan.h"
+#include "worker/moe/token_dispatcher.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 
 // One MoE layer's exchange on one rank, reported after its Combine.
 struct MoeExchangeStats {
@@ -72,13 +82,15 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
  public:
   // expert_to_rank[e]: the rank holding expert e (common/placement.h).
   // InvalidArgument when it does not have num_experts entries, names a rank
-  // outside `comm`'s group, or a size is out of range; Unimplemented for a
-  // backend whose tensors are not in host memory. `comm` is not owned and
-  // must outlive its use (see SetCommunicator); null leaves the dispatcher
-  // unbound until SetCommunicator (Dispatch fails until then).
+  // outside `comm`'s group, a size is out of range, or `wire_dtype` (the
+  // dtype token rows cross between ranks in) is neither float32 nor
+  // bfloat16; Unimplemented for a backend that is not the CPU's. `comm` is
+  // not owned and must outlive its use (see SetCommunicator); null leaves the
+  // dispatcher unbound until SetCommunicator (Dispatch fails until then).
   static absl::StatusOr<std::unique_ptr<AllToAllTokenDispatcher>> Create(
       kernels::Backend& backend, int64_t num_experts, int64_t top_k, int64_t hidden,
-      std::vector<uint32_t> expert_to_rank, comm::Communicator* comm);
+      std::vector<uint32_t> expert_to_rank, comm::Communicator* comm,
+      DataType wire_dtype = DataType::kFloat32);
 
   // Replaces the group (a re-formed one after a failure); nullptr detaches,
   // after which Dispatch fails until a group is set. Drops a pending
@@ -101,30 +113,26 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
   int64_t num_buffer_allocations() const { return num_buffer_allocations_; }
 
  private:
-  // A run of `rows` contiguous rows copied from row `src` to row `dst`.
-  struct RowBlock {
-    int64_t src = 0;
-    int64_t dst = 0;
-    int64_t rows = 0;
-  };
   // Device memory reused across calls: grows to the largest request.
   struct Arena {
     std::shared_ptr<kernels::Storage> storage;
-    int64_t capacity = 0;  // elements
+    int64_t capacity = 0;  // elements (bytes for host staging)
   };
 
   AllToAllTokenDispatcher(kernels::Backend& backend, int64_t num_experts, int64_t top_k,
-                          int64_t hidden, std::vector<uint32_t> expert_to_rank);
+                          int64_t hidden, std::vector<uint32_t> expert_to_rank,
+                          DataType wire_dtype);
 
   absl::Status Reserve(DataType dtype, int64_t elements, Arena* arena);
-  // Fills the send/recv counts, the two row plans and the stats vectors from
-  // the gathered count matrix; returns R, the rows this rank receives.
-  absl::StatusOr<int64_t> PlanExchange();
-  // Copies rows of width H from `src` by `plan` into `dst`, or returns `src`
-  // itself when the plan leaves every row in place. `inverse` swaps the
-  // plan's src and dst.
-  const float* Regroup(const std::vector<RowBlock>& plan, bool identity, bool inverse,
-                       const float* src, float* dst) const;
+  // A [rows, H] view of `dtype` at the start of `arena`, grown to fit.
+  absl::StatusOr<kernels::Tensor> RowsIn(DataType dtype, int64_t rows, Arena* arena);
+  // Uploads the plan's four block lists (send, send backwards, recv, recv
+  // backwards) and its expert offsets.
+  absl::Status UploadPlan();
+  // One all-to-all-v of `send`'s rows into `recv` (both [*, H] of the wire
+  // dtype) with the given per-rank row counts, through host memory.
+  absl::Status Exchange(const kernels::Tensor& send, absl::Span<const int64_t> send_counts,
+                        kernels::Tensor* recv, absl::Span<const int64_t> recv_counts);
   absl::Status CommError(const char* phase, const absl::Status& status) const;
 
   kernels::Backend& backend_;
@@ -132,8 +140,7 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
   const int64_t top_k_;
   const int64_t hidden_;
   const std::vector<uint32_t> expert_to_rank_;
-  // Experts ordered by (owner, id): the send order.
-  std::vector<int64_t> experts_by_owner_;
+  const DataType wire_dtype_;
 
   comm::Communicator* comm_ = nullptr;
   int rank_ = 0;
@@ -144,26 +151,22 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
 
   // Staging, sized by the largest step so far.
   Arena perm_rows_, perm_p2a_, perm_a2p_, perm_offsets_;
-  Arena send_rows_, recv_rows_, out_rows_, out_offsets_;
+  Arena send_rows_, recv_rows_, out_rows_, out_offsets_, blocks_;
+  Arena host_send_, host_recv_;   // host copies of non-host tensors (bytes)
   kernels::MoePermutation perm_;  // views into perm_*, of the pending Dispatch
   kernels::Tensor out_rows_view_, out_offsets_view_;
+  // Views into blocks_: [B, 3] int32 (src row, dst row, rows).
+  kernels::Tensor send_blocks_, send_blocks_back_, recv_blocks_, recv_blocks_back_;
+  kernels::Tensor send_view_, recv_view_;  // wire rows of the pending Dispatch
   int64_t num_buffer_allocations_ = 0;
 
   // Routing of the pending Dispatch.
-  std::vector<int64_t> my_counts_;     // [E] rows this rank sends per expert
-  std::vector<int64_t> count_matrix_;  // [world][E] gathered my_counts_
-  std::vector<int64_t> send_counts_;   // [world] rows to each rank
-  std::vector<int64_t> recv_counts_;   // [world] rows from each rank
-  std::vector<int64_t> recv_cursor_;   // [world] scratch of PlanExchange
-  std::vector<RowBlock> send_plan_;    // perm order -> send order
-  std::vector<RowBlock> recv_plan_;    // recv order -> expert-major rows
-  bool send_identity_ = true;
-  bool recv_identity_ = true;
-  int64_t num_sent_ = 0;                  // T·k
-  int64_t num_received_ = 0;              // R
-  std::vector<int64_t> rows_per_expert_;  // [E]
-  std::vector<int64_t> rows_per_rank_;    // [world]
+  std::vector<int32_t> perm_offsets_host_;  // [E + 1]
+  std::vector<int64_t> my_counts_;          // [E] rows this rank sends per expert
+  std::vector<int64_t> count_matrix_;       // [world][E] gathered my_counts_
+  std::vector<int32_t> blocks_host_;        // the four block lists, uploaded
+  ExchangePlan plan_;
   MoeExchangeStats stats_;
 };
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

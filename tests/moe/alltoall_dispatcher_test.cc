@@ -5,7 +5,7 @@
 // for the same tokens (max |diff| <= 1e-5 · max |out|). Also: the exchange
 // statistics, buffer reuse, a peer that never calls, call order and bad
 // arguments.
-#include "worker/models/alltoall_dispatcher.h"
+#include "worker/moe/alltoall_dispatcher.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -29,9 +29,9 @@
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
 #include "worker/comm/rendezvous.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 namespace {
 
 using kernels::Tensor;
@@ -503,8 +503,8 @@ TEST(AllToAllDispatcher, RejectsBadConstructionArguments) {
 
   // Unbound (no group yet): created, but Dispatch fails until a group is set.
   {
-    auto unbound = AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, all_on_zero,
-                                                   nullptr);
+    auto unbound =
+        AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, all_on_zero, nullptr);
     ASSERT_TRUE(unbound.ok()) << unbound.status();
     auto hidden = backend->Empty(DataType::kFloat32, {1, kHidden});
     auto ids = backend->Empty(DataType::kInt32, {1, 2});
@@ -517,6 +517,13 @@ TEST(AllToAllDispatcher, RejectsBadConstructionArguments) {
   EXPECT_EQ(create(all_on_zero, &one_rank, 2, /*hidden=*/0).code(),
             absl::StatusCode::kInvalidArgument);
 
+  s = AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, all_on_zero, &one_rank,
+                                      DataType::kFloat16)
+          .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("wire_dtype: expected float32 or bfloat16, found float16"));
+
   // A later group too small for the placement is refused; the old one stays.
   FailingCommunicator two_ranks(2);
   auto d = *AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden, beyond, &two_ranks);
@@ -527,5 +534,58 @@ TEST(AllToAllDispatcher, RejectsBadConstructionArguments) {
               HasSubstr("AllGather: peer gone"));
 }
 
+// Rows crossing as bfloat16 (converted by CopyRows on both sides) give the
+// float32 wire's results within bf16 rounding, with half the row bytes.
+TEST(AllToAllDispatcher, Bfloat16WireMatchesFloat32WireWithinBf16Tolerance) {
+  constexpr double kBf16Tolerance = 2e-2;
+  const std::vector<Tensor> experts = ExpertWeights();
+  for (int world : {2, 3}) {
+    for (PlacementStrategy strategy :
+         {PlacementStrategy::kLinear, PlacementStrategy::kRoundRobin}) {
+      SCOPED_TRACE(testing::Message()
+                   << world << " ranks, strategy " << static_cast<int>(strategy));
+      const std::vector<uint32_t> placement = *PlaceExperts(kExperts, world, strategy);
+      const std::vector<Step> steps = Steps(world);
+      std::vector<double> max_error(world, 0.0);
+      RunRanks(world, milliseconds(5000),
+               absl::StrCat("wire/", world, "/", static_cast<int>(strategy), "/"),
+               [&](comm::Communicator& comm) {
+                 const int me = comm.rank();
+                 auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+                 const std::vector<Tensor> local = LocalExperts(experts, placement, me);
+                 auto f32 = AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden,
+                                                            placement, &comm);
+                 auto bf16 = AllToAllTokenDispatcher::Create(*backend, kExperts, 2, kHidden,
+                                                             placement, &comm, DataType::kBFloat16);
+                 ASSERT_TRUE(f32.ok() && bf16.ok());
+                 Recorder f32_records, bf16_records;
+                 (*f32)->SetObserver(&f32_records);
+                 (*bf16)->SetObserver(&bf16_records);
+                 for (size_t i = 0; i < steps.size(); ++i) {
+                   const RankInputs in =
+                       MakeInputs(steps[i], static_cast<int>(i), me, 2, placement);
+                   absl::Status s32, s16;
+                   const std::vector<float> want = RunLayer(*backend, **f32, in, local, &s32);
+                   const std::vector<float> got = RunLayer(*backend, **bf16, in, local, &s16);
+                   ASSERT_TRUE(s32.ok()) << s32;
+                   ASSERT_TRUE(s16.ok()) << s16;
+                   const double error = RelativeError(got, want);
+                   EXPECT_LE(error, kBf16Tolerance) << "rank " << me << " step " << i;
+                   max_error[me] = std::max(max_error[me], error);
+                 }
+                 ASSERT_EQ(f32_records.records.size(), bf16_records.records.size());
+                 const uint64_t count_bytes = (world - 1) * kExperts * sizeof(int64_t);
+                 for (size_t i = 0; i < f32_records.records.size(); ++i) {
+                   EXPECT_EQ(bf16_records.records[i].bytes_sent - count_bytes,
+                             (f32_records.records[i].bytes_sent - count_bytes) / 2)
+                       << "rank " << me << " step " << i;
+                 }
+               });
+      // The rows did cross in bfloat16: some result moved by its rounding.
+      EXPECT_GT(*std::max_element(max_error.begin(), max_error.end()), 0.0);
+    }
+  }
+}
+
 }  // namespace
-}  // namespace epserve::models
+}  // namespace epserve::moe

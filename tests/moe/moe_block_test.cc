@@ -13,12 +13,17 @@
 #include "kernels/ops.h"
 #include "kernels/registry.h"
 #include "worker/models/mlp_block.h"
-#include "worker/models/moe_block.h"
 #include "worker/models/offline_runner.h"
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/moe_block.h"
+#include "worker/moe/token_dispatcher.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 namespace {
+
+using models::DenseMlpForward;
+using models::MlpWeights;
+using models::MoeWeights;
+using models::ToHostFloats;
 
 constexpr int64_t kTokens = 5, kHidden = 8, kWidth = 6, kExperts = 4;
 
@@ -168,4 +173,4 @@ TEST_F(MoeBlockTest, DispatcherRefusesCallsOutOfOrder) {
 }
 
 }  // namespace
-}  // namespace epserve::models
+}  // namespace epserve::moe

@@ -1,8 +1,8 @@
-#include "worker/models/token_dispatcher.h"
+#include "worker/moe/token_dispatcher.h"
 
 #include "common/status.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 
 absl::StatusOr<DispatchedTokens> LocalTokenDispatcher::Dispatch(const kernels::Tensor& hidden,
                                                                 const kernels::Tensor& topk_ids) {
@@ -32,4 +32,4 @@ absl::Status LocalTokenDispatcher::Combine(const kernels::Tensor& expert_out,
   return status;
 }
 
-}  // namespace epserve::models
+}  // namespace epserve::moe

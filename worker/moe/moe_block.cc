@@ -1,9 +1,9 @@
-#include "worker/models/moe_block.h"
+#include "worker/moe/moe_block.h"
 
 #include "common/status.h"
 #include "worker/models/mlp_block.h"
 
-namespace epserve::models {
+namespace epserve::moe {
 
 MoeShape MoeShapeOf(const FeedForwardSpec& spec) {
   MoeShape s;
@@ -76,7 +76,7 @@ absl::Status MoeBlock::AddSharedExpert(kernels::Backend& backend, const kernels:
   const int64_t t = x.shape[0];
   const int64_t hidden = x.shape[1];
   ASSIGN_OR_RETURN(kernels::Tensor shared, backend.Empty(DataType::kFloat32, {t, hidden}));
-  RETURN_IF_ERROR(DenseMlpForward(backend, w_->shared_expert, x, &shared));
+  RETURN_IF_ERROR(models::DenseMlpForward(backend, w_->shared_expert, x, &shared));
   if (w_->shared_expert_gate.defined()) {
     ASSIGN_OR_RETURN(kernels::Tensor gate_logit, backend.Empty(DataType::kFloat32, {t, 1}));
     RETURN_IF_ERROR(backend.MatMul(x, w_->shared_expert_gate, /*bias=*/{}, &gate_logit));
@@ -85,4 +85,4 @@ absl::Status MoeBlock::AddSharedExpert(kernels::Backend& backend, const kernels:
   return backend.Add(*out, shared, out);
 }
 
-}  // namespace epserve::models
+}  // namespace epserve::moe
