@@ -233,19 +233,68 @@ absl::Status Backend::CopyToHost(const Tensor& src, void* dst, size_t bytes) {
   return CopyToHostImpl(src, dst, bytes);
 }
 
+// ---- linear weights ----
+
+namespace {
+
+// `w`'s format is one `backend` runs `linear_op` on. Checked before anything
+// else about the weight: the other checks depend on the format.
+absl::Status CheckFormat(const Backend& backend, LinearOp linear_op, const char* arg,
+                         const LinearWeight& w) {
+  if (backend.Supports(linear_op, w.format)) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat(
+      LinearOpName(linear_op), ": ", arg, ": weight format ", WeightFormatName(w.format),
+      " is not supported by the ", backend.device().ToString(), " backend"));
+}
+
+// A defined LinearWeight's tensors against its format: N x K, `n` / `k` kAny
+// for any size; `dtypes` the weight's allowed storage types. Errors name the
+// weight as `arg`, its companions as `arg`.scales / `arg`.zero_points.
+absl::Status CheckLinearWeight(const char* op, const char* arg, const LinearWeight& w,
+                               const DeviceSpec& dev, std::initializer_list<DataType> dtypes,
+                               int64_t n, int64_t k) {
+  switch (w.format) {
+    case WeightFormat::kUnquantized:
+      RETURN_IF_ERROR(Check(op, arg, w.weight, dev, false, dtypes, {n, k}));
+      if (w.scales.defined() || w.zero_points.defined() || w.group_size != 0 ||
+          w.block_shape[0] != 0 || w.block_shape[1] != 0) {
+        return Bad(op, arg, "an unquantized weight (no scales, zero points, group or block)",
+                   "quantization fields set");
+      }
+      return absl::OkStatus();
+  }
+  return Bad(op, arg, "a known weight format", absl::StrCat(static_cast<int>(w.format)));
+}
+
+}  // namespace
+
+absl::StatusOr<LinearWeight> LinearWeightToDevice(Backend& backend, const LinearWeight& host) {
+  LinearWeight out = host;
+  for (Tensor* t : {&out.weight, &out.scales, &out.zero_points}) {
+    if (t->defined()) {
+      ASSIGN_OR_RETURN(*t, backend.ToDevice(*t));
+    }
+  }
+  return out;
+}
+
 // ---- dense ----
 
 namespace {
 
 // MatMul's checks of one weight (named w_name, ...) against an x already
 // checked as [T, K] float32.
-absl::Status CheckLinear(const char* op, const DeviceSpec& dev, const Tensor& x,
-                         const char* w_name, const Tensor* w, const char* bias_name,
-                         const Tensor* bias, const char* y_name, const Tensor* y) {
+absl::Status CheckLinear(const Backend& backend, LinearOp linear_op, const DeviceSpec& dev,
+                         const Tensor& x, const char* w_name, const LinearWeight* w,
+                         const char* bias_name, const Tensor* bias, const char* y_name,
+                         const Tensor* y) {
+  const char* op = LinearOpName(linear_op);
   const int64_t t = x.shape[0], k = x.shape[1];
   RETURN_IF_ERROR(CheckOutPtr(op, w_name, w));
-  RETURN_IF_ERROR(Check(op, w_name, *w, dev, false, kWeight, {kAny, k}));
-  const int64_t n = w->shape[0];
+  if (!w->defined()) return Bad(op, w_name, "a tensor", "an undefined tensor");
+  RETURN_IF_ERROR(CheckFormat(backend, linear_op, w_name, *w));
+  RETURN_IF_ERROR(CheckLinearWeight(op, w_name, *w, dev, kWeight, kAny, k));
+  const int64_t n = w->out_features();
   if (bias != nullptr && bias->defined()) {
     RETURN_IF_ERROR(Check(op, bias_name, *bias, dev, false, kWeight, {n}));
   }
@@ -257,15 +306,16 @@ absl::Status CheckLinear(const char* op, const DeviceSpec& dev, const Tensor& x,
 
 }  // namespace
 
-absl::Status Backend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y) {
+absl::Status Backend::MatMul(const Tensor& x, const LinearWeight& w, const Tensor& bias,
+                             Tensor* y) {
   const char* op = "MatMul";
   const DeviceSpec dev = device();
   RETURN_IF_ERROR(Check(op, "x", x, dev, false, kF32, {kAny, kAny}));
-  RETURN_IF_ERROR(CheckLinear(op, dev, x, "w", &w, "bias", &bias, "y", y));
+  RETURN_IF_ERROR(CheckLinear(*this, LinearOp::kMatMul, dev, x, "w", &w, "bias", &bias, "y", y));
   return MatMulImpl(x, w, bias, y);
 }
 
-absl::Status Backend::MatMulShared(const Tensor& x, absl::Span<const Tensor* const> ws,
+absl::Status Backend::MatMulShared(const Tensor& x, absl::Span<const LinearWeight* const> ws,
                                    absl::Span<const Tensor* const> biases,
                                    absl::Span<Tensor* const> ys) {
   const char* op = "MatMulShared";
@@ -280,13 +330,13 @@ absl::Status Backend::MatMulShared(const Tensor& x, absl::Span<const Tensor* con
     const std::string w_name = absl::StrCat("ws[", i, "]");
     const std::string b_name = absl::StrCat("biases[", i, "]");
     const std::string y_name = absl::StrCat("ys[", i, "]");
-    RETURN_IF_ERROR(CheckLinear(op, dev, x, w_name.c_str(), ws[i], b_name.c_str(), biases[i],
-                                y_name.c_str(), ys[i]));
+    RETURN_IF_ERROR(CheckLinear(*this, LinearOp::kMatMulShared, dev, x, w_name.c_str(), ws[i],
+                                b_name.c_str(), biases[i], y_name.c_str(), ys[i]));
   }
   return MatMulSharedImpl(x, ws, biases, ys);
 }
 
-absl::Status Backend::MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+absl::Status Backend::MatMulSharedImpl(const Tensor& x, absl::Span<const LinearWeight* const> ws,
                                        absl::Span<const Tensor* const> biases,
                                        absl::Span<Tensor* const> ys) {
   for (size_t i = 0; i < ws.size(); ++i) {
@@ -577,7 +627,7 @@ absl::Status Backend::MoePermute(const Tensor& hidden, const Tensor& topk_ids,
 }
 
 absl::Status Backend::GroupedExpertMatMul(const Tensor& rows, const Tensor& expert_offsets,
-                                          absl::Span<const Tensor> weights, Tensor* out) {
+                                          absl::Span<const LinearWeight> weights, Tensor* out) {
   const char* op = "GroupedExpertMatMul";
   const DeviceSpec dev = device();
   RETURN_IF_ERROR(Check(op, "rows", rows, dev, false, kF32, {kAny, kAny}));
@@ -588,8 +638,9 @@ absl::Status Backend::GroupedExpertMatMul(const Tensor& rows, const Tensor& expe
   for (size_t e = 0; e < weights.size(); ++e) {
     if (!weights[e].defined()) continue;
     const std::string arg = absl::StrCat("weights[", e, "]");
-    RETURN_IF_ERROR(Check(op, arg.c_str(), weights[e], dev, false, kWeight, {n, k}));
-    n = weights[e].shape[0];
+    RETURN_IF_ERROR(CheckFormat(*this, LinearOp::kGroupedExpertMatMul, arg.c_str(), weights[e]));
+    RETURN_IF_ERROR(CheckLinearWeight(op, arg.c_str(), weights[e], dev, kWeight, n, k));
+    n = weights[e].out_features();
   }
   RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
   RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {rows.shape[0], n}));
@@ -600,8 +651,8 @@ absl::Status Backend::GroupedExpertMatMul(const Tensor& rows, const Tensor& expe
 }
 
 absl::Status Backend::GroupedExpertGateUp(const Tensor& rows, const Tensor& expert_offsets,
-                                          absl::Span<const Tensor> gate,
-                                          absl::Span<const Tensor> up, Tensor* out) {
+                                          absl::Span<const LinearWeight> gate,
+                                          absl::Span<const LinearWeight> up, Tensor* out) {
   const char* op = "GroupedExpertGateUp";
   const DeviceSpec dev = device();
   RETURN_IF_ERROR(Check(op, "rows", rows, dev, false, kF32, {kAny, kAny}));
@@ -620,9 +671,16 @@ absl::Status Backend::GroupedExpertGateUp(const Tensor& rows, const Tensor& expe
     }
     if (!gate[e].defined()) continue;
     const std::string g = absl::StrCat("gate[", e, "]"), u = absl::StrCat("up[", e, "]");
-    RETURN_IF_ERROR(Check(op, g.c_str(), gate[e], dev, false, kWeight, {n, k}));
-    n = gate[e].shape[0];
-    RETURN_IF_ERROR(Check(op, u.c_str(), up[e], dev, false, {gate[e].dtype}, {n, k}));
+    RETURN_IF_ERROR(CheckFormat(*this, LinearOp::kGroupedExpertGateUp, g.c_str(), gate[e]));
+    RETURN_IF_ERROR(CheckFormat(*this, LinearOp::kGroupedExpertGateUp, u.c_str(), up[e]));
+    RETURN_IF_ERROR(CheckLinearWeight(op, g.c_str(), gate[e], dev, kWeight, n, k));
+    n = gate[e].out_features();
+    if (up[e].format != gate[e].format) {
+      return Bad(op, u.c_str(),
+                 absl::StrCat("weight format ", WeightFormatName(gate[e].format), " like gate"),
+                 WeightFormatName(up[e].format));
+    }
+    RETURN_IF_ERROR(CheckLinearWeight(op, u.c_str(), up[e], dev, {gate[e].weight.dtype}, n, k));
   }
   RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
   RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {rows.shape[0], n}));
@@ -633,8 +691,8 @@ absl::Status Backend::GroupedExpertGateUp(const Tensor& rows, const Tensor& expe
 }
 
 absl::Status Backend::GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
-                                              absl::Span<const Tensor> gate,
-                                              absl::Span<const Tensor> up, Tensor* out) {
+                                              absl::Span<const LinearWeight> gate,
+                                              absl::Span<const LinearWeight> up, Tensor* out) {
   ASSIGN_OR_RETURN(Tensor up_out, Empty(DataType::kFloat32, out->shape));
   RETURN_IF_ERROR(GroupedExpertMatMul(rows, expert_offsets, gate, out));
   RETURN_IF_ERROR(GroupedExpertMatMul(rows, expert_offsets, up, &up_out));

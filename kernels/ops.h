@@ -14,6 +14,11 @@
 //    InvalidArgument "<Op>: <argument>: expected ..., found ...".
 //    Checks that need tensor contents (ids in range, block tables, slots) are
 //    done by the backend where it can read them (the CPU backend always).
+//  * Linear layers' weights are LinearWeights (linear_weight.h): a format
+//    and its tensors. Before any other check of a linear op, the op boundary
+//    asks Supports(op, format) for each weight and fails with Unimplemented
+//    "<Op>: <argument>: weight format <format> is not supported by the
+//    <device> backend"; shape / dtype checks follow, per format.
 //  * Shapes in comments: T tokens, H hidden, K in-features, N out-features,
 //    D head_dim, Hq / Hkv query / key-value heads, E experts, k top-k.
 #pragma once
@@ -30,7 +35,9 @@
 #include "common/dtype.h"
 #include "common/moe_routing.h"
 #include "common/rope.h"
+#include "common/weight_format.h"
 #include "kernels/device.h"
+#include "kernels/linear_weight.h"
 #include "kernels/tensor.h"
 
 namespace epserve::kernels {
@@ -168,6 +175,11 @@ class Backend {
   // Waits for every op enqueued so far.
   virtual absl::Status Synchronize() = 0;
 
+  // Whether this backend runs linear op `op` on weights stored in `format`.
+  // The linear ops refuse other weights at the op boundary; the weight
+  // loader refuses a model whose layers need an unsupported pair.
+  virtual bool Supports(LinearOp op, WeightFormat format) const = 0;
+
   // -- memory --
   // A new uninitialised device tensor.
   virtual absl::StatusOr<Tensor> Empty(DataType dtype, std::vector<int64_t> shape) = 0;
@@ -240,15 +252,15 @@ class Backend {
 
   // -- dense --
   // y = x · w^T (+ bias), nn.Linear layout.
-  absl::Status MatMul(const Tensor& x,     // [T, K] float32
-                      const Tensor& w,     // [N, K] f32/bf16/f16
-                      const Tensor& bias,  // [N] f32/bf16/f16, or undefined
-                      Tensor* y);          // [T, N] float32, not aliasing x
+  absl::Status MatMul(const Tensor& x,        // [T, K] float32
+                      const LinearWeight& w,  // N x K; unquantized: [N, K] f32/bf16/f16
+                      const Tensor& bias,     // [N] f32/bf16/f16, or undefined
+                      Tensor* y);             // [T, N] float32, not aliasing x
   // ys[i] = x · ws[i]^T (+ biases[i]) for up to 4 weights reading the same x
   // (the q, k and v projections), each exactly as MatMul computes it;
   // biases[i] may be null or undefined. The CUDA backend runs decode-sized
   // ones in one launch.
-  absl::Status MatMulShared(const Tensor& x, absl::Span<const Tensor* const> ws,
+  absl::Status MatMulShared(const Tensor& x, absl::Span<const LinearWeight* const> ws,
                             absl::Span<const Tensor* const> biases, absl::Span<Tensor* const> ys);
   // out[t] = table[ids[t]]; an id outside [0, V) fails naming the id.
   absl::Status Embedding(const Tensor& ids,    // [T] int32
@@ -335,22 +347,24 @@ class Backend {
                           const Tensor& topk_ids,  // [T, k] int32
                           MoePermutation* out);
   // out rows of expert e = rows of e · weights[e]^T. `weights` is indexed by
-  // global expert id (size E); an undefined Tensor marks an expert this
-  // worker does not hold, which is an error if any row is routed to it.
-  absl::Status GroupedExpertMatMul(const Tensor& rows,            // [R, K] float32
-                                   const Tensor& expert_offsets,  // [E + 1] int32
-                                   absl::Span<const Tensor> weights,  // E x [N, K] f32/bf16/f16
-                                   Tensor* out);                  // [R, N] float32
+  // global expert id (size E); an undefined LinearWeight marks an expert this
+  // worker does not hold, which is an error if any row is routed to it. The
+  // held experts share one format (and, unquantized, one dtype).
+  absl::Status GroupedExpertMatMul(const Tensor& rows,                      // [R, K] float32
+                                   const Tensor& expert_offsets,            // [E + 1] int32
+                                   absl::Span<const LinearWeight> weights,  // E x (N x K)
+                                   Tensor* out);                            // [R, N] float32
   // The first half of the experts' SwiGLU MLPs in one op:
   //   out rows of expert e = silu(rows · gate[e]^T) * (rows · up[e]^T).
   // Same layout and rules as GroupedExpertMatMul (gate and up hold the same
-  // experts). The default runs GroupedExpertMatMul twice and SiluAndMul; the
+  // experts). The default runs GroupedExpertMatMul twice and SiluAndMul (so
+  // a backend relying on it supports a format for both ops or neither); the
   // CUDA backend fuses it (the weights of both are read in one pass).
-  absl::Status GroupedExpertGateUp(const Tensor& rows,            // [R, K] float32
-                                   const Tensor& expert_offsets,  // [E + 1] int32
-                                   absl::Span<const Tensor> gate,  // E x [N, K]
-                                   absl::Span<const Tensor> up,    // E x [N, K]
-                                   Tensor* out);                  // [R, N] float32
+  absl::Status GroupedExpertGateUp(const Tensor& rows,                   // [R, K] float32
+                                   const Tensor& expert_offsets,         // [E + 1] int32
+                                   absl::Span<const LinearWeight> gate,  // E x (N x K)
+                                   absl::Span<const LinearWeight> up,    // E x (N x K)
+                                   Tensor* out);                         // [R, N] float32
   // out[t] = sum_j topk_weights[t, j] * expert_out[assignment_to_permuted[t*k + j]],
   // j ascending, fp32 accumulation. Overwrites out.
   absl::Status MoeUnpermute(const Tensor& expert_out,    // [T*k, H] float32
@@ -359,14 +373,15 @@ class Backend {
                             Tensor* out);  // [T, H] float32
 
  protected:
-  // Backend implementations. Called only after the checks above passed.
+  // Backend implementations. Called only after the checks above passed
+  // (for the linear ops: only with weights in formats Supports accepts).
   virtual absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) = 0;
   virtual absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) = 0;
   virtual absl::Status CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) = 0;
-  virtual absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+  virtual absl::Status MatMulImpl(const Tensor& x, const LinearWeight& w, const Tensor& bias,
                                   Tensor* y) = 0;
   // Arguments checked as MatMul's; the default runs MatMulImpl per weight.
-  virtual absl::Status MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+  virtual absl::Status MatMulSharedImpl(const Tensor& x, absl::Span<const LinearWeight* const> ws,
                                         absl::Span<const Tensor* const> biases,
                                         absl::Span<Tensor* const> ys);
   virtual absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) = 0;
@@ -396,15 +411,14 @@ class Backend {
                                    Tensor* topk_ids, Tensor* topk_weights) = 0;
   virtual absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
                                       MoePermutation* out) = 0;
-  virtual absl::Status GroupedExpertMatMulImpl(const Tensor& rows,
-                                               const Tensor& expert_offsets,
-                                               absl::Span<const Tensor> weights,
+  virtual absl::Status GroupedExpertMatMulImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                               absl::Span<const LinearWeight> weights,
                                                Tensor* out) = 0;
   virtual absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
                                         const MoePermutation& perm, Tensor* out) = 0;
   virtual absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
-                                               absl::Span<const Tensor> gate,
-                                               absl::Span<const Tensor> up, Tensor* out);
+                                               absl::Span<const LinearWeight> gate,
+                                               absl::Span<const LinearWeight> up, Tensor* out);
   virtual absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                         absl::Span<const SampleEdit> edits, int64_t top_n,
                                         bool processed_logprobs, Tensor* packed);
@@ -413,6 +427,10 @@ class Backend {
 // Backend::FillDummy's values (see there) written into a writable host
 // tensor: the reference every backend's FillDummy reproduces.
 absl::Status FillDummyHost(Tensor* t, uint64_t state0, float half_width, bool ones);
+
+// `host` (a LinearWeight of host tensors) on `backend`'s device: every
+// defined tensor through Backend::ToDevice, the rest of the fields as they are.
+absl::StatusOr<LinearWeight> LinearWeightToDevice(Backend& backend, const LinearWeight& host);
 
 // Preallocates a MoePermutation for T tokens, top-k, width H, E experts.
 absl::StatusOr<MoePermutation> EmptyMoePermutation(Backend& backend, int64_t num_tokens,

@@ -17,15 +17,43 @@ ExpertNaming NamingFor(const ModelDescription& desc) {
   return def != nullptr ? def->experts : ExpertNaming{};
 }
 
+// The format the description's linear layer of `role` is stored in. Every
+// layer is unquantized until a quantized format exists; a format maps from
+// desc.quantization here (with the layers it leaves unquantized).
+WeightFormat FormatOf(const ModelDescription& /*desc*/, TensorRole /*role*/) {
+  return WeightFormat::kUnquantized;
+}
+
 class Builder {
  public:
-  explicit Builder(std::vector<TensorSpec>* out) : out_(out) {}
+  Builder(const ModelDescription& desc, std::vector<TensorSpec>* out) : desc_(desc), out_(out) {}
   void Add(std::string name, std::vector<int64_t> shape, TensorRole role, int layer = -1,
            int expert = -1) {
     out_->push_back(TensorSpec{std::move(name), std::move(shape), role, layer, expert});
   }
+  // The tensors of linear layer `module` (N x K, run by `op`) in the format
+  // FormatOf gives: its kWeight entry, then its companions.
+  //   unquantized: <module>.weight [N, K]
+  void AddLinear(const std::string& module, int64_t n, int64_t k, TensorRole role, LinearOp op,
+                 int layer = -1, int expert = -1) {
+    LinearSpec linear;
+    linear.format = FormatOf(desc_, role);
+    linear.op = op;
+    linear.out_features = n;
+    linear.in_features = k;
+    switch (linear.format) {
+      case WeightFormat::kUnquantized: {
+        TensorSpec w{module + ".weight", {n, k}, role, layer, expert};
+        w.part = LinearPart::kWeight;
+        w.linear = std::move(linear);
+        out_->push_back(std::move(w));
+        break;
+      }
+    }
+  }
 
  private:
+  const ModelDescription& desc_;
   std::vector<TensorSpec>* out_;
 };
 
@@ -34,10 +62,10 @@ void AddAttention(const ModelDescription& d, int i, const std::string& p, Builde
   const int64_t q = d.num_heads * d.head_dim;
   const int64_t kv = d.num_kv_heads * d.head_dim;
   const std::string a = p + "self_attn.";
-  b.Add(a + "q_proj.weight", {q, h}, TensorRole::kAttnQWeight, i);
-  b.Add(a + "k_proj.weight", {kv, h}, TensorRole::kAttnKWeight, i);
-  b.Add(a + "v_proj.weight", {kv, h}, TensorRole::kAttnVWeight, i);
-  b.Add(a + "o_proj.weight", {h, q}, TensorRole::kAttnOWeight, i);
+  b.AddLinear(a + "q_proj", q, h, TensorRole::kAttnQWeight, LinearOp::kMatMulShared, i);
+  b.AddLinear(a + "k_proj", kv, h, TensorRole::kAttnKWeight, LinearOp::kMatMulShared, i);
+  b.AddLinear(a + "v_proj", kv, h, TensorRole::kAttnVWeight, LinearOp::kMatMulShared, i);
+  b.AddLinear(a + "o_proj", h, q, TensorRole::kAttnOWeight, LinearOp::kMatMul, i);
   if (d.attention_bias) {
     b.Add(a + "q_proj.bias", {q}, TensorRole::kAttnQBias, i);
     b.Add(a + "k_proj.bias", {kv}, TensorRole::kAttnKBias, i);
@@ -63,22 +91,23 @@ void AddMoe(const ModelDescription& d, int i, const std::string& p, const Expert
   const int64_t h = d.hidden_size;
   const int64_t m = d.moe.moe_intermediate_size;
   const std::string block = absl::StrCat(p, n.block, ".");
-  b.Add(block + "gate.weight", {d.moe.num_experts, h}, TensorRole::kRouter, i);
+  b.AddLinear(block + "gate", d.moe.num_experts, h, TensorRole::kRouter, LinearOp::kMatMul, i);
   for (int e = 0; e < d.moe.num_experts; ++e) {
     const std::string x = absl::StrCat(block, "experts.", e, ".");
-    b.Add(absl::StrCat(x, n.gate, ".weight"), {m, h}, TensorRole::kExpertGate, i, e);
-    b.Add(absl::StrCat(x, n.up, ".weight"), {m, h}, TensorRole::kExpertUp, i, e);
-    b.Add(absl::StrCat(x, n.down, ".weight"), {h, m}, TensorRole::kExpertDown, i, e);
+    b.AddLinear(x + n.gate, m, h, TensorRole::kExpertGate, LinearOp::kGroupedExpertGateUp, i, e);
+    b.AddLinear(x + n.up, m, h, TensorRole::kExpertUp, LinearOp::kGroupedExpertGateUp, i, e);
+    b.AddLinear(x + n.down, h, m, TensorRole::kExpertDown, LinearOp::kGroupedExpertMatMul, i, e);
   }
   const int64_t s = d.moe.shared_expert_intermediate_size;
   if (s > 0) {
     const std::string x = block + "shared_expert.";
-    b.Add(x + "gate_proj.weight", {s, h}, TensorRole::kSharedExpertGateProj, i);
-    b.Add(x + "up_proj.weight", {s, h}, TensorRole::kSharedExpertUpProj, i);
-    b.Add(x + "down_proj.weight", {h, s}, TensorRole::kSharedExpertDownProj, i);
+    b.AddLinear(x + "gate_proj", s, h, TensorRole::kSharedExpertGateProj, LinearOp::kMatMul, i);
+    b.AddLinear(x + "up_proj", s, h, TensorRole::kSharedExpertUpProj, LinearOp::kMatMul, i);
+    b.AddLinear(x + "down_proj", h, s, TensorRole::kSharedExpertDownProj, LinearOp::kMatMul, i);
   }
   if (d.moe.shared_expert_gate) {
-    b.Add(block + "shared_expert_gate.weight", {1, h}, TensorRole::kSharedExpertGate, i);
+    b.AddLinear(block + "shared_expert_gate", 1, h, TensorRole::kSharedExpertGate,
+                LinearOp::kMatMul, i);
   }
 }
 
@@ -142,6 +171,20 @@ const char* TensorRoleName(TensorRole role) {
   return "?";
 }
 
+const char* LinearPartName(LinearPart part) {
+  switch (part) {
+    case LinearPart::kNone:
+      return "none";
+    case LinearPart::kWeight:
+      return "weight";
+    case LinearPart::kScales:
+      return "scales";
+    case LinearPart::kZeroPoints:
+      return "zero_points";
+  }
+  return "?";
+}
+
 bool IsRoutedExpertRole(TensorRole role) {
   return role == TensorRole::kExpertGate || role == TensorRole::kExpertUp ||
          role == TensorRole::kExpertDown;
@@ -149,7 +192,7 @@ bool IsRoutedExpertRole(TensorRole role) {
 
 std::vector<TensorSpec> ExpectedTensors(const ModelDescription& d) {
   std::vector<TensorSpec> out;
-  Builder b(&out);
+  Builder b(d, &out);
   const int64_t h = d.hidden_size;
   const ExpertNaming naming = NamingFor(d);
   b.Add("model.embed_tokens.weight", {d.vocab_size, h}, TensorRole::kEmbedding);
@@ -163,13 +206,15 @@ std::vector<TensorSpec> ExpectedTensors(const ModelDescription& d) {
       AddMoe(d, i, p, naming, b);
     } else {
       const int64_t f = d.intermediate_size;
-      b.Add(p + "mlp.gate_proj.weight", {f, h}, TensorRole::kMlpGate, i);
-      b.Add(p + "mlp.up_proj.weight", {f, h}, TensorRole::kMlpUp, i);
-      b.Add(p + "mlp.down_proj.weight", {h, f}, TensorRole::kMlpDown, i);
+      b.AddLinear(p + "mlp.gate_proj", f, h, TensorRole::kMlpGate, LinearOp::kMatMul, i);
+      b.AddLinear(p + "mlp.up_proj", f, h, TensorRole::kMlpUp, LinearOp::kMatMul, i);
+      b.AddLinear(p + "mlp.down_proj", h, f, TensorRole::kMlpDown, LinearOp::kMatMul, i);
     }
   }
   b.Add("model.norm.weight", {h}, TensorRole::kFinalNorm);
-  if (!d.tie_word_embeddings) b.Add("lm_head.weight", {d.vocab_size, h}, TensorRole::kLmHead);
+  if (!d.tie_word_embeddings) {
+    b.AddLinear("lm_head", d.vocab_size, h, TensorRole::kLmHead, LinearOp::kMatMul);
+  }
   return out;
 }
 

@@ -3,16 +3,36 @@
 // some checkpoints use instead of one tensor per expert.
 //
 // Shapes are PyTorch nn.Linear shapes, [out_features, in_features], row-major.
-// Only the unquantized layout is declared: FP8 scale tensors and AWQ/GPTQ
-// qweight/qzeros/scales are not (the loader refuses those methods for now).
+//
+// Linear layers (the weights of the linear ops: projections, MLPs, experts,
+// router, lm_head) are described per layer in a storage format
+// (WeightFormat): the layer's data tensor is a kWeight entry carrying a
+// LinearSpec (format, op, N x K, granularity, the names of its companion
+// tensors), and each companion (scales, zero points) is an entry of its own
+// (kScales / kZeroPoints, with the layer's role, layer and expert), so that
+// checkpoint binding, missing-tensor reports, dummy weights and placement
+// treat every stored tensor alike. The loader assembles a
+// kernels::LinearWeight from a kWeight entry and its companions and asks the
+// backend whether it runs `linear.op` on `linear.format`.
+//
+// A new format adds here only the tensors of a layer in that format (names,
+// shapes, fixed dtypes: see AddLinear in tensor_spec.cc) and which layers
+// take it; the loader and the model code need no change. Only the
+// unquantized format exists: a layer is `<module>.weight` [N, K] with no
+// companions (the loader refuses quantized checkpoints for now). The packed
+// expert layout describes unquantized experts only.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/dtype.h"
 #include "common/model_config/model_description.h"
+#include "common/weight_format.h"
 
 namespace epserve {
 
@@ -48,17 +68,51 @@ enum class TensorRole {
 const char* TensorRoleName(TensorRole role);  // "attn_q_weight", "expert_gate", ...
 bool IsRoutedExpertRole(TensorRole role);     // kExpertGate / kExpertUp / kExpertDown
 
+// What a tensor is within its linear layer (kernels::LinearWeight's fields).
+enum class LinearPart {
+  kNone,        // not a linear layer's tensor: embedding, norms, biases, q/k norms
+  kWeight,      // the layer's data tensor (LinearWeight::weight); carries the LinearSpec
+  kScales,      // LinearWeight::scales
+  kZeroPoints,  // LinearWeight::zero_points
+};
+
+const char* LinearPartName(LinearPart part);  // "none", "weight", "scales", "zero_points"
+
+// One linear layer: how it is stored and which op runs it.
+struct LinearSpec {
+  WeightFormat format = WeightFormat::kUnquantized;
+  // The kernels::Backend op the model runs this layer through (q/k/v:
+  // MatMulShared; routed expert gate/up: GroupedExpertGateUp; expert down:
+  // GroupedExpertMatMul; every other layer: MatMul).
+  LinearOp op = LinearOp::kMatMul;
+  int64_t out_features = 0;                     // N
+  int64_t in_features = 0;                      // K
+  int64_t group_size = 0;                       // as kernels::LinearWeight; 0: none
+  std::array<int64_t, 2> block_shape = {0, 0};  // {out, in}; {0, 0}: none
+  // The companion entries' names (part kScales / kZeroPoints); empty when the
+  // format has none.
+  std::string scales_name;
+  std::string zero_points_name;
+};
+
 struct TensorSpec {
   std::string name;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // as stored in the checkpoint
   TensorRole role;
   int layer = -1;   // -1: not per layer
   int expert = -1;  // -1: not a routed expert tensor
+  LinearPart part = LinearPart::kNone;
+  LinearSpec linear;  // meaningful iff part == kWeight
+  // The dtype a tensor keeps whatever --dtype says (quantized data, scales,
+  // zero points): loaded as stored, never cast. nullopt: the dtype policy
+  // decides (every unquantized tensor).
+  std::optional<DataType> fixed_dtype;
 };
 
 // Every tensor of the model in a stable order: embedding, then layer by layer
 // (norms, attention, feed-forward, experts in index order), final norm,
-// lm_head. Names follow the architecture's Hugging Face modeling file.
+// lm_head. Names follow the architecture's Hugging Face modeling file. A
+// linear layer's companions follow its kWeight entry.
 std::vector<TensorSpec> ExpectedTensors(const ModelDescription& desc);
 
 // A contiguous run of elements inside a packed tensor: expert e's matrix,

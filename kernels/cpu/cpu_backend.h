@@ -1,5 +1,7 @@
 // CpuBackend: the reference implementation of kernels::Backend (ops.h).
 //
+// * Linear ops take unquantized weights (Supports: WeightFormat::kUnquantized
+//   for every LinearOp).
 // * Activations are float32; bf16/fp16 weights are widened to fp32 on the
 //   fly (MatMul: per call, a panel of rows at a time into a scratch buffer;
 //   nothing is cached, so weight memory stays at the checkpoint's size).
@@ -27,13 +29,15 @@ struct CpuBackendOptions {
 
 std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options = {});
 
-class CpuBackend final : public Backend {
+// Not final: tests derive from it to vary Supports.
+class CpuBackend : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options);
 
   DeviceSpec device() const override { return DeviceSpec{}; }
   void* stream() const override { return nullptr; }
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  bool Supports(LinearOp op, WeightFormat format) const override;
   absl::StatusOr<Tensor> Empty(DataType dtype, std::vector<int64_t> shape) override;
   absl::StatusOr<Tensor> ToDevice(const Tensor& host) override;
 
@@ -41,7 +45,7 @@ class CpuBackend final : public Backend {
   absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) override;
   absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) override;
   absl::Status CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) override;
-  absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+  absl::Status MatMulImpl(const Tensor& x, const LinearWeight& w, const Tensor& bias,
                           Tensor* y) override;
   absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) override;
   absl::Status RmsNormImpl(const Tensor& x, Tensor* residual, const Tensor& w, float eps,
@@ -62,7 +66,7 @@ class CpuBackend final : public Backend {
   absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
                               MoePermutation* out) override;
   absl::Status GroupedExpertMatMulImpl(const Tensor& rows, const Tensor& expert_offsets,
-                                       absl::Span<const Tensor> weights,
+                                       absl::Span<const LinearWeight> weights,
                                        Tensor* out) override;
   absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
                                 const MoePermutation& perm, Tensor* out) override;

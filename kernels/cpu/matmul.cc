@@ -61,8 +61,17 @@ void LinearF32(const float* x, int64_t rows, int64_t k, const void* w, DataType 
   }
 }
 
-absl::Status CpuBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+bool CpuBackend::Supports(LinearOp /*op*/, WeightFormat format) const {
+  switch (format) {
+    case WeightFormat::kUnquantized:
+      return true;
+  }
+  return false;
+}
+
+absl::Status CpuBackend::MatMulImpl(const Tensor& x, const LinearWeight& linear, const Tensor& bias,
                                     Tensor* y) {
+  const Tensor& w = linear.weight;  // unquantized [N, K] (Supports)
   LinearF32(x.data_as<float>(), x.shape[0], x.shape[1], w.data(), w.dtype, w.shape[0],
             bias.defined() ? bias.data() : nullptr, bias.dtype, y->mutable_data_as<float>(),
             w.shape[0]);

@@ -52,9 +52,8 @@ absl::Status CpuBackend::MoePermuteImpl(const Tensor& hidden, const Tensor& topk
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::GroupedExpertMatMulImpl(const Tensor& rows,
-                                                 const Tensor& expert_offsets,
-                                                 absl::Span<const Tensor> weights,
+absl::Status CpuBackend::GroupedExpertMatMulImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                                 absl::Span<const LinearWeight> weights,
                                                  Tensor* out) {
   const int64_t num_rows = rows.shape[0], k = rows.shape[1];
   const int64_t e = static_cast<int64_t>(weights.size());
@@ -87,7 +86,8 @@ absl::Status CpuBackend::GroupedExpertMatMulImpl(const Tensor& rows,
   for (int64_t i = 0; i < e; ++i) {
     const int64_t cnt = off[i + 1] - off[i];
     if (cnt == 0) continue;
-    LinearF32(x + int64_t{off[i]} * k, cnt, k, weights[i].data(), weights[i].dtype, n,
+    const Tensor& w = weights[i].weight;  // unquantized [N, K] (Supports)
+    LinearF32(x + int64_t{off[i]} * k, cnt, k, w.data(), w.dtype, n,
               /*bias=*/nullptr, DataType::kFloat32, y + int64_t{off[i]} * n, n);
   }
   return absl::OkStatus();

@@ -283,15 +283,28 @@ absl::StatusOr<std::unique_ptr<Backend::Graph>> CudaBackend::Capture(
 
 // ---- cuBLAS GEMMs ----
 
+bool CudaBackend::Supports(LinearOp /*op*/, WeightFormat format) const {
+  switch (format) {
+    case WeightFormat::kUnquantized:
+      return true;
+  }
+  return false;
+}
+
 // Up to 4 rows the skinny kernel beats cuBLAS (measured: Qwen3-8B decode
 // at batch 8 was slower through it than batch 64 through cuBLAS).
 constexpr int64_t kSkinnyRows = 4;
 
 // Decode-sized weights of one type sharing x: one skinny launch, each output
 // bit-identical to its MatMul. Anything else: MatMul per weight.
-absl::Status CudaBackend::MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+absl::Status CudaBackend::MatMulSharedImpl(const Tensor& x,
+                                           absl::Span<const LinearWeight* const> linears,
                                            absl::Span<const Tensor* const> biases,
                                            absl::Span<Tensor* const> ys) {
+  // Unquantized [N, K] weights (Supports); at most 4 (checked by MatMulShared).
+  const Tensor* w_tensors[4] = {};
+  for (size_t i = 0; i < linears.size(); ++i) w_tensors[i] = &linears[i]->weight;
+  const absl::Span<const Tensor* const> ws(w_tensors, linears.size());
   const int64_t t = x.shape[0], k = x.shape[1];
   bool one_launch = ws.size() > 1 && t >= 1 && t <= kSkinnyRows && k > 0;
   std::optional<DataType> bias_dtype;
@@ -303,7 +316,7 @@ absl::Status CudaBackend::MatMulSharedImpl(const Tensor& x, absl::Span<const Ten
       bias_dtype = biases[i]->dtype;
     }
   }
-  if (!one_launch) return Backend::MatMulSharedImpl(x, ws, biases, ys);
+  if (!one_launch) return Backend::MatMulSharedImpl(x, linears, biases, ys);
   ASSIGN_OR_RETURN(Elem elem, ElemOf(ws[0]->dtype));
   Elem bias_elem = elem;
   if (bias_dtype) {
@@ -318,8 +331,9 @@ absl::Status CudaBackend::MatMulSharedImpl(const Tensor& x, absl::Span<const Ten
   return SkinnyGemmShared(x.data_as<float>(), t, k, outputs, elem, bias_elem, s());
 }
 
-absl::Status CudaBackend::MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
-                                     Tensor* y) {
+absl::Status CudaBackend::MatMulImpl(const Tensor& x, const LinearWeight& linear,
+                                     const Tensor& bias, Tensor* y) {
+  const Tensor& w = linear.weight;  // unquantized [N, K] (Supports)
   const int64_t t = x.shape[0], k = x.shape[1], n = w.shape[0];
   if (t == 0 || n == 0) return absl::OkStatus();
   if (k == 0) {

@@ -37,6 +37,8 @@ class CudaBackend final : public Backend {
   DeviceSpec device() const override { return DeviceSpec{DeviceType::kCuda, ctx_->ordinal}; }
   void* stream() const override { return ctx_->stream; }
   absl::Status Synchronize() override;
+  // Unquantized weights for every linear op.
+  bool Supports(LinearOp op, WeightFormat format) const override;
   absl::StatusOr<Tensor> Empty(DataType dtype, std::vector<int64_t> shape) override;
   absl::StatusOr<Tensor> ToDevice(const Tensor& host) override;
   absl::StatusOr<std::shared_ptr<Storage>> AllocateStagingHost(size_t bytes) override;
@@ -47,12 +49,12 @@ class CudaBackend final : public Backend {
 
  protected:
   absl::Status CopyFromHostImpl(const void* src, size_t bytes, Tensor* dst) override;
-  absl::Status MatMulSharedImpl(const Tensor& x, absl::Span<const Tensor* const> ws,
+  absl::Status MatMulSharedImpl(const Tensor& x, absl::Span<const LinearWeight* const> ws,
                                 absl::Span<const Tensor* const> biases,
                                 absl::Span<Tensor* const> ys) override;
   absl::Status CopyToHostImpl(const Tensor& src, void* dst, size_t bytes) override;
   absl::Status CopyRowsImpl(const Tensor& src, const Tensor& blocks, Tensor* dst) override;
-  absl::Status MatMulImpl(const Tensor& x, const Tensor& w, const Tensor& bias,
+  absl::Status MatMulImpl(const Tensor& x, const LinearWeight& w, const Tensor& bias,
                           Tensor* y) override;
   absl::Status EmbeddingImpl(const Tensor& ids, const Tensor& table, Tensor* out) override;
   absl::Status RmsNormImpl(const Tensor& x, Tensor* residual, const Tensor& w, float eps,
@@ -75,13 +77,13 @@ class CudaBackend final : public Backend {
   absl::Status MoePermuteImpl(const Tensor& hidden, const Tensor& topk_ids,
                               MoePermutation* out) override;
   absl::Status GroupedExpertMatMulImpl(const Tensor& rows, const Tensor& expert_offsets,
-                                       absl::Span<const Tensor> weights,
+                                       absl::Span<const LinearWeight> weights,
                                        Tensor* out) override;
   absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
                                 const MoePermutation& perm, Tensor* out) override;
   absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
-                                       absl::Span<const Tensor> gate, absl::Span<const Tensor> up,
-                                       Tensor* out) override;
+                                       absl::Span<const LinearWeight> gate,
+                                       absl::Span<const LinearWeight> up, Tensor* out) override;
   absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                 absl::Span<const SampleEdit> edits, int64_t top_n,
                                 bool processed_logprobs, Tensor* packed) override;
@@ -96,11 +98,13 @@ class CudaBackend final : public Backend {
   // The device copy of rope inverse frequencies (cached: uploaded once per
   // distinct table, before any capture uses it).
   absl::StatusOr<const float*> DeviceInvFreq(const std::vector<float>& inv_freq);
-  // A device array of the experts' weight pointers (cached per weight set).
-  absl::StatusOr<const void* const*> DeviceExpertPointers(absl::Span<const Tensor> weights);
-  // The one storage type of the held experts (InvalidArgument naming the
-  // first that differs); float32 when none is held.
-  static absl::StatusOr<DataType> ExpertDtype(const char* op, absl::Span<const Tensor> weights);
+  // A device array of the experts' (unquantized) weight pointers (cached per
+  // weight set).
+  absl::StatusOr<const void* const*> DeviceExpertPointers(absl::Span<const LinearWeight> weights);
+  // The one storage type of the held experts' weights (InvalidArgument
+  // naming the first that differs); float32 when none is held.
+  static absl::StatusOr<DataType> ExpertDtype(const char* op,
+                                              absl::Span<const LinearWeight> weights);
 
   std::shared_ptr<DeviceContext> ctx_;
   cublasHandle_t cublas_ = nullptr;

@@ -189,10 +189,10 @@ absl::Status CudaBackend::MoePermuteImpl(const Tensor& hidden, const Tensor& top
 }
 
 absl::StatusOr<const void* const*> CudaBackend::DeviceExpertPointers(
-    absl::Span<const Tensor> weights) {
+    absl::Span<const LinearWeight> weights) {
   std::vector<const void*> ptrs(weights.size(), nullptr);
   for (size_t e = 0; e < weights.size(); ++e) {
-    if (weights[e].defined()) ptrs[e] = weights[e].data();
+    if (weights[e].defined()) ptrs[e] = weights[e].weight.data();
   }
   auto it = expert_ptr_cache_.find(ptrs);
   if (it != expert_ptr_cache_.end()) return static_cast<const void* const*>(it->second->data());
@@ -211,27 +211,27 @@ absl::StatusOr<const void* const*> CudaBackend::DeviceExpertPointers(
 }
 
 absl::StatusOr<DataType> CudaBackend::ExpertDtype(const char* op,
-                                                  absl::Span<const Tensor> weights) {
+                                                  absl::Span<const LinearWeight> weights) {
   // Every held expert must share one storage type (one kernel instance).
   DataType type = DataType::kFloat32;
   bool any = false;
   for (size_t e = 0; e < weights.size(); ++e) {
     if (!weights[e].defined()) continue;
-    if (any && weights[e].dtype != type) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, ": weights[", e, "]: expected dtype ", DataTypeName(type),
-          " like the other experts, found ", DataTypeName(weights[e].dtype)));
+    const DataType dtype = weights[e].weight.dtype;
+    if (any && dtype != type) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": weights[", e, "]: expected dtype ", DataTypeName(type),
+                       " like the other experts, found ", DataTypeName(dtype)));
     }
-    type = weights[e].dtype;
+    type = dtype;
     any = true;
   }
   return type;
 }
 
-absl::Status CudaBackend::GroupedExpertGateUpImpl(const Tensor& rows,
-                                                  const Tensor& expert_offsets,
-                                                  absl::Span<const Tensor> gate,
-                                                  absl::Span<const Tensor> up, Tensor* out) {
+absl::Status CudaBackend::GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                                  absl::Span<const LinearWeight> gate,
+                                                  absl::Span<const LinearWeight> up, Tensor* out) {
   ASSIGN_OR_RETURN(DataType type, ExpertDtype("GroupedExpertGateUp", gate));
   const int64_t r = rows.shape[0], k = rows.shape[1], n = out->shape[1];
   if (r == 0 || n == 0) return absl::OkStatus();
@@ -250,9 +250,8 @@ absl::Status CudaBackend::GroupedExpertGateUpImpl(const Tensor& rows,
                                    ws > 0 ? scratch.mutable_data() : nullptr, ws, errors_, s());
 }
 
-absl::Status CudaBackend::GroupedExpertMatMulImpl(const Tensor& rows,
-                                                  const Tensor& expert_offsets,
-                                                  absl::Span<const Tensor> weights,
+absl::Status CudaBackend::GroupedExpertMatMulImpl(const Tensor& rows, const Tensor& expert_offsets,
+                                                  absl::Span<const LinearWeight> weights,
                                                   Tensor* out) {
   ASSIGN_OR_RETURN(DataType type, ExpertDtype("GroupedExpertMatMul", weights));
   const int64_t r = rows.shape[0], k = rows.shape[1], n = out->shape[1];

@@ -53,9 +53,9 @@ TEST_F(CudaMoeSmallTest, MatMulFloat32WeightsAtFewRowsMatchesCpu) {
       Tensor w = MakeF32({sh.n, sh.k}, Random(sh.n * sh.k, 201, -0.05f, 0.05f));
       Tensor bias = sh.bias ? MakeF32({sh.n}, Random(sh.n, 202)) : Tensor{};
       Tensor y_cpu = Zeros({t, sh.n});
-      ASSERT_TRUE(cpu_->MatMul(x, w, bias, &y_cpu).ok());
+      ASSERT_TRUE(cpu_->MatMul(x, Linear(w), bias, &y_cpu).ok());
       Tensor y = GpuEmpty(DataType::kFloat32, {t, sh.n});
-      ASSERT_TRUE(gpu_->MatMul(Up(x), Up(w), sh.bias ? Up(bias) : Tensor{}, &y).ok());
+      ASSERT_TRUE(gpu_->MatMul(Up(x), Linear(Up(w)), sh.bias ? Up(bias) : Tensor{}, &y).ok());
       EXPECT_LE(MaxRelError(Down(y), ToVector(y_cpu)), 1e-5);
     }
   }
@@ -78,16 +78,17 @@ TEST_F(CudaMoeSmallTest, MatMulSharedIsBitIdenticalToMatMulPerWeight) {
                                           << sh.kv << " " << DtypeName(wt) << " T=" << t);
         Tensor x = Up(MakeF32({t, sh.hidden}, Random(t * sh.hidden, 300 + t)));
         const int64_t ns[3] = {sh.q, sh.kv, sh.kv};
-        Tensor w[3], b[3], shared[3], single[3];
+        LinearWeight w[3];
+        Tensor b[3], shared[3], single[3];
         for (int i = 0; i < 3; ++i) {
-          w[i] = Up(MakeTyped(wt, {ns[i], sh.hidden},
-                              Random(ns[i] * sh.hidden, 310 + i, -0.05f, 0.05f)));
+          w[i] = Linear(Up(MakeTyped(wt, {ns[i], sh.hidden},
+                                     Random(ns[i] * sh.hidden, 310 + i, -0.05f, 0.05f))));
           if (sh.bias) b[i] = Up(MakeTyped(wt, {ns[i]}, Random(ns[i], 320 + i)));
           shared[i] = GpuEmpty(DataType::kFloat32, {t, ns[i]});
           single[i] = GpuEmpty(DataType::kFloat32, {t, ns[i]});
           ASSERT_TRUE(gpu_->MatMul(x, w[i], b[i], &single[i]).ok());
         }
-        const Tensor* ws[] = {&w[0], &w[1], &w[2]};
+        const LinearWeight* ws[] = {&w[0], &w[1], &w[2]};
         const Tensor* bs[] = {&b[0], &b[1], &b[2]};
         Tensor* ys[] = {&shared[0], &shared[1], &shared[2]};
         absl::Status st = gpu_->MatMulShared(x, ws, bs, ys);
@@ -98,11 +99,11 @@ TEST_F(CudaMoeSmallTest, MatMulSharedIsBitIdenticalToMatMulPerWeight) {
   }
   // Mixed weight types: one MatMul each, same bits.
   Tensor x = Up(MakeF32({1, 256}, Random(256, 330)));
-  Tensor w0 = Up(MakeTyped(DataType::kBFloat16, {64, 256}, Random(64 * 256, 331)));
-  Tensor w1 = Up(MakeTyped(DataType::kFloat32, {32, 256}, Random(32 * 256, 332)));
+  LinearWeight w0 = Linear(Up(MakeTyped(DataType::kBFloat16, {64, 256}, Random(64 * 256, 331))));
+  LinearWeight w1 = Linear(Up(MakeTyped(DataType::kFloat32, {32, 256}, Random(32 * 256, 332))));
   Tensor y0 = GpuEmpty(DataType::kFloat32, {1, 64}), y1 = GpuEmpty(DataType::kFloat32, {1, 32});
   Tensor r0 = GpuEmpty(DataType::kFloat32, {1, 64}), r1 = GpuEmpty(DataType::kFloat32, {1, 32});
-  const Tensor* ws[] = {&w0, &w1};
+  const LinearWeight* ws[] = {&w0, &w1};
   const Tensor* bs[] = {nullptr, nullptr};
   Tensor* ys[] = {&y0, &y1};
   ASSERT_TRUE(gpu_->MatMulShared(x, ws, bs, ys).ok());
@@ -117,7 +118,7 @@ TEST_F(CudaMoeSmallTest, MatMulFloat32RowIsTheSameBitsAtOneAndFourRows) {
   for (int64_t n : {128, 768}) {
     SCOPED_TRACE(n);
     std::vector<float> xs = Random(t * k, 210);
-    Tensor w = Up(MakeF32({n, k}, Random(n * k, 211, -0.05f, 0.05f)));
+    LinearWeight w = Linear(Up(MakeF32({n, k}, Random(n * k, 211, -0.05f, 0.05f))));
     Tensor bias = Up(MakeF32({n}, Random(n, 212)));
     Tensor y4 = GpuEmpty(DataType::kFloat32, {t, n});
     ASSERT_TRUE(gpu_->MatMul(Up(MakeF32({t, k}, xs)), w, bias, &y4).ok());
@@ -308,7 +309,7 @@ TEST_F(CudaMoeSmallTest, RouterGatePermuteGraphReplayEqualsEager) {
   auto perm = EmptyMoePermutation(*gpu_, t, k, hsz, e);
   ASSERT_TRUE(perm.ok()) << perm.status();
   auto body = [&]() -> absl::Status {
-    absl::Status s = gpu_->MatMul(x, w, {}, &logits);
+    absl::Status s = gpu_->MatMul(x, Linear(w), {}, &logits);
     if (!s.ok()) return s;
     s = gpu_->MoeGate(logits, SoftmaxTopK(k, /*renormalize=*/true), &ids, &weights);
     if (!s.ok()) return s;

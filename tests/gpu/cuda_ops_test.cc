@@ -56,9 +56,9 @@ TEST_F(CudaOpsTest, MatMulMatchesCpuForEveryWeightType) {
       Tensor w = MakeTyped(wt, {n, k}, Random(n * k, 2, -0.05f, 0.05f));
       Tensor bias = MakeTyped(wt, {n}, Random(n, 3));
       Tensor y_cpu = Zeros({t, n});
-      ASSERT_TRUE(cpu_->MatMul(x, w, bias, &y_cpu).ok());
+      ASSERT_TRUE(cpu_->MatMul(x, Linear(w), bias, &y_cpu).ok());
       Tensor y = GpuEmpty(DataType::kFloat32, {t, n});
-      ASSERT_TRUE(gpu_->MatMul(Up(x), Up(w), Up(bias), &y).ok());
+      ASSERT_TRUE(gpu_->MatMul(Up(x), Linear(Up(w)), Up(bias), &y).ok());
       EXPECT_LE(MaxRelError(Down(y), ToVector(y_cpu)), GemmTolerance(wt));
     }
   }
@@ -413,9 +413,9 @@ TEST_F(CudaOpsTest, GroupedExpertMatMulMatchesCpu) {
       }
       Tensor off = MakeI32({sh.e + 1}, offsets);
       Tensor want = Zeros({r, sh.width});
-      ASSERT_TRUE(cpu_->GroupedExpertMatMul(rows, off, w_cpu, &want).ok());
+      ASSERT_TRUE(cpu_->GroupedExpertMatMul(rows, off, Linears(w_cpu), &want).ok());
       Tensor out = GpuEmpty(DataType::kFloat32, {r, sh.width});
-      absl::Status st = gpu_->GroupedExpertMatMul(Up(rows), Up(off), w_gpu, &out);
+      absl::Status st = gpu_->GroupedExpertMatMul(Up(rows), Up(off), Linears(w_gpu), &out);
       ASSERT_TRUE(st.ok()) << st;
       EXPECT_LE(MaxRelError(Down(out), ToVector(want)), GemmTolerance(wt));
     }
@@ -453,9 +453,10 @@ TEST_F(CudaOpsTest, GroupedExpertGateUpMatchesCpu) {
       }
       Tensor off = MakeI32({sh.e + 1}, offsets);
       Tensor want = Zeros({r, sh.width});
-      ASSERT_TRUE(cpu_->GroupedExpertGateUp(rows, off, g_cpu, u_cpu, &want).ok());
+      ASSERT_TRUE(cpu_->GroupedExpertGateUp(rows, off, Linears(g_cpu), Linears(u_cpu), &want).ok());
       Tensor out = GpuEmpty(DataType::kFloat32, {r, sh.width});
-      absl::Status st = gpu_->GroupedExpertGateUp(Up(rows), Up(off), g_gpu, u_gpu, &out);
+      absl::Status st =
+          gpu_->GroupedExpertGateUp(Up(rows), Up(off), Linears(g_gpu), Linears(u_gpu), &out);
       ASSERT_TRUE(st.ok()) << st;
       EXPECT_LE(MaxRelError(Down(out), ToVector(want)), 2 * GemmTolerance(wt));
     }
@@ -468,7 +469,7 @@ TEST_F(CudaOpsTest, GroupedExpertMatMulFlagsRowsForMissingExperts) {
   Tensor rows = Up(MakeF32({3, 64}, Random(3 * 64, 91)));
   Tensor off = Up(MakeI32({5}, {0, 1, 3, 3, 3}));  // 2 rows for expert 1 (not held)
   Tensor out = GpuEmpty(DataType::kFloat32, {3, 32});
-  ASSERT_TRUE(gpu_->GroupedExpertMatMul(rows, off, w, &out).ok());
+  ASSERT_TRUE(gpu_->GroupedExpertMatMul(rows, off, Linears(w), &out).ok());
   absl::Status s = gpu_->Synchronize();
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("GroupedExpertMatMul"), std::string::npos) << s;
@@ -498,7 +499,7 @@ TEST_F(CudaOpsTest, GraphReplayEqualsEagerWithNewInputs) {
   auto body = [&]() -> absl::Status {
     auto h = gpu_->Empty(DataType::kFloat32, {t, n});  // a graph-owned temporary
     if (!h.ok()) return h.status();
-    absl::Status s = gpu_->MatMul(x, w, {}, &*h);
+    absl::Status s = gpu_->MatMul(x, Linear(w), {}, &*h);
     if (!s.ok()) return s;
     return gpu_->RmsNorm(*h, nw, 1e-6f, &y);
   };

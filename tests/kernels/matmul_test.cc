@@ -32,7 +32,7 @@ TEST_P(MatMulTest, MatchesReference) {
   Tensor wt = MakeTyped(c.w_type, {c.n, c.k}, w);
   Tensor bt = c.bias ? MakeTyped(c.w_type, {c.n}, b) : Tensor{};
   Tensor y = Zeros({c.t, c.n});
-  ASSERT_TRUE(backend->MatMul(xt, wt, bt, &y).ok());
+  ASSERT_TRUE(backend->MatMul(xt, Linear(wt), bt, &y).ok());
   std::vector<float> got = ToVector(y);
   double worst = 0.0;
   for (int64_t i = 0; i < c.t; ++i) {
@@ -67,17 +67,17 @@ TEST(MatMulErrors, NameTheArgument) {
   auto backend = cpu::CreateCpuBackend();
   Tensor x = Zeros({2, 5});
   Tensor y = Zeros({2, 3});
-  absl::Status s = backend->MatMul(x, Zeros({3, 4}), Tensor{}, &y);
+  absl::Status s = backend->MatMul(x, Linear(Zeros({3, 4})), Tensor{}, &y);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("MatMul: w: expected shape [*, 5], found [3, 4]"));
-  s = backend->MatMul(MakeI32({2, 1}, {1, 2}), Zeros({3, 1}), Tensor{}, &y);
+  s = backend->MatMul(MakeI32({2, 1}, {1, 2}), Linear(Zeros({3, 1})), Tensor{}, &y);
   EXPECT_THAT(s.message(), HasSubstr("MatMul: x: expected dtype float32, found int32"));
-  s = backend->MatMul(x, Zeros({3, 5}), Zeros({4}), &y);
+  s = backend->MatMul(x, Linear(Zeros({3, 5})), Zeros({4}), &y);
   EXPECT_THAT(s.message(), HasSubstr("MatMul: bias: expected shape [3], found [4]"));
   Tensor y_bad = Zeros({2, 4});
-  s = backend->MatMul(x, Zeros({3, 5}), Tensor{}, &y_bad);
+  s = backend->MatMul(x, Linear(Zeros({3, 5})), Tensor{}, &y_bad);
   EXPECT_THAT(s.message(), HasSubstr("MatMul: y: expected shape [2, 3], found [2, 4]"));
-  s = backend->MatMul(x, Tensor{}, Tensor{}, &y);
+  s = backend->MatMul(x, LinearWeight{}, Tensor{}, &y);
   EXPECT_THAT(s.message(), HasSubstr("MatMul: w: expected a tensor"));
 }
 
@@ -86,11 +86,11 @@ TEST(MatMulErrors, NameTheArgument) {
 TEST(MatMulShared, EqualsMatMulPerWeightAndNamesBadArguments) {
   auto backend = cpu::CreateCpuBackend();
   Tensor x = MakeF32({3, 16}, Random(48, 40));
-  Tensor w0 = MakeTyped(DataType::kBFloat16, {8, 16}, Random(128, 41));
-  Tensor w1 = MakeF32({4, 16}, Random(64, 42));
+  LinearWeight w0 = Linear(MakeTyped(DataType::kBFloat16, {8, 16}, Random(128, 41)));
+  LinearWeight w1 = Linear(MakeF32({4, 16}, Random(64, 42)));
   Tensor b1 = MakeF32({4}, Random(4, 43));
   Tensor y0 = Zeros({3, 8}), y1 = Zeros({3, 4}), r0 = Zeros({3, 8}), r1 = Zeros({3, 4});
-  const Tensor* ws[] = {&w0, &w1};
+  const LinearWeight* ws[] = {&w0, &w1};
   const Tensor* bs[] = {nullptr, &b1};
   Tensor* ys[] = {&y0, &y1};
   ASSERT_TRUE(backend->MatMulShared(x, ws, bs, ys).ok());
@@ -103,16 +103,16 @@ TEST(MatMulShared, EqualsMatMulPerWeightAndNamesBadArguments) {
   Tensor* bad_ys[] = {&y0, &bad_y};
   absl::Status s = backend->MatMulShared(x, ws, bs, bad_ys);
   EXPECT_THAT(s.message(), HasSubstr("MatMulShared: ys[1]")) << s;
-  Tensor bad_w = MakeF32({4, 15}, Random(60, 44));
-  const Tensor* bad_ws[] = {&w0, &bad_w};
+  LinearWeight bad_w = Linear(MakeF32({4, 15}, Random(60, 44)));
+  const LinearWeight* bad_ws[] = {&w0, &bad_w};
   s = backend->MatMulShared(x, bad_ws, bs, ys);
   EXPECT_THAT(s.message(), HasSubstr("MatMulShared: ws[1]")) << s;
   const Tensor* one_bias[] = {nullptr};
   s = backend->MatMulShared(x, ws, one_bias, ys);
   EXPECT_THAT(s.message(), HasSubstr("biases, ys")) << s;
   Tensor* aliasing[] = {&y0, &x};
-  Tensor w_sq = MakeF32({16, 16}, Random(256, 45));
-  const Tensor* sq_ws[] = {&w0, &w_sq};
+  LinearWeight w_sq = Linear(MakeF32({16, 16}, Random(256, 45)));
+  const LinearWeight* sq_ws[] = {&w0, &w_sq};
   const Tensor* no_bias[] = {nullptr, nullptr};
   s = backend->MatMulShared(x, sq_ws, no_bias, aliasing);
   EXPECT_THAT(s.message(), HasSubstr("ys[1]")) << s;

@@ -125,7 +125,9 @@ TEST(MoePermute, FixedRoutingTableIsHandComputed) {
     weights.push_back(MakeF32({h, h}, {float(i + 1), 0, 0, float(i + 1)}));
   }
   Tensor expert_out = Zeros({t * k, h});
-  ASSERT_TRUE(backend->GroupedExpertMatMul(perm->rows, perm->expert_offsets, weights, &expert_out).ok());
+  ASSERT_TRUE(
+      backend->GroupedExpertMatMul(perm->rows, perm->expert_offsets, Linears(weights), &expert_out)
+          .ok());
   Tensor topk_w = MakeF32({t, k}, {0.75f, 0.25f, 0.5f, 0.5f, 1.0f, 0.0f});
   Tensor out = Zeros({t, h});
   ASSERT_TRUE(backend->MoeUnpermute(expert_out, topk_w, *perm, &out).ok());
@@ -138,10 +140,10 @@ std::vector<float> DenseMlp(Backend& b, const Tensor& x, const Tensor& wg, const
                             const Tensor& wd) {
   const int64_t t = x.shape[0], m = wg.shape[0], h = wd.shape[0];
   Tensor g = Zeros({t, m}), u = Zeros({t, m}), y = Zeros({t, h});
-  EXPECT_TRUE(b.MatMul(x, wg, Tensor{}, &g).ok());
-  EXPECT_TRUE(b.MatMul(x, wu, Tensor{}, &u).ok());
+  EXPECT_TRUE(b.MatMul(x, Linear(wg), Tensor{}, &g).ok());
+  EXPECT_TRUE(b.MatMul(x, Linear(wu), Tensor{}, &u).ok());
   EXPECT_TRUE(b.SiluAndMul(g, u, &g).ok());
-  EXPECT_TRUE(b.MatMul(g, wd, Tensor{}, &y).ok());
+  EXPECT_TRUE(b.MatMul(g, Linear(wd), Tensor{}, &y).ok());
   return ToVector(y);
 }
 
@@ -156,10 +158,10 @@ std::vector<float> MoeLayer(Backend& b, const Tensor& x, const Tensor& logits, i
   MoePermutation perm = *EmptyMoePermutation(b, t, k, h, e);
   EXPECT_TRUE(b.MoePermute(x, ids, &perm).ok());
   Tensor g = Zeros({t * k, m}), u = Zeros({t * k, m}), y = Zeros({t * k, h}), out = Zeros({t, h});
-  EXPECT_TRUE(b.GroupedExpertMatMul(perm.rows, perm.expert_offsets, wg, &g).ok());
-  EXPECT_TRUE(b.GroupedExpertMatMul(perm.rows, perm.expert_offsets, wu, &u).ok());
+  EXPECT_TRUE(b.GroupedExpertMatMul(perm.rows, perm.expert_offsets, Linears(wg), &g).ok());
+  EXPECT_TRUE(b.GroupedExpertMatMul(perm.rows, perm.expert_offsets, Linears(wu), &u).ok());
   EXPECT_TRUE(b.SiluAndMul(g, u, &g).ok());
-  EXPECT_TRUE(b.GroupedExpertMatMul(g, perm.expert_offsets, wd, &y).ok());
+  EXPECT_TRUE(b.GroupedExpertMatMul(g, perm.expert_offsets, Linears(wd), &y).ok());
   EXPECT_TRUE(b.MoeUnpermute(y, w, perm, &out).ok());
   return ToVector(out);
 }
@@ -237,7 +239,8 @@ TEST(Moe, Fp16ExpertWeightsAccumulateInFp32) {
   Tensor rows = MakeF32({1, k}, std::vector<float>(k, 1000.0f));
   Tensor out = Zeros({1, 2});
   std::vector<Tensor> weights = {MakeTyped(DataType::kFloat16, {2, k}, w)};
-  ASSERT_TRUE(backend->GroupedExpertMatMul(rows, MakeI32({2}, {0, 1}), weights, &out).ok());
+  ASSERT_TRUE(
+      backend->GroupedExpertMatMul(rows, MakeI32({2}, {0, 1}), Linears(weights), &out).ok());
   std::vector<float> got = ToVector(out);
   EXPECT_EQ(got[0], 128000.0f);
   EXPECT_NEAR(got[1], 1000.0 * (128 + 32 * (0 + 1 + 2 + 3) * 0.00048828125), 1e-2);
@@ -248,11 +251,12 @@ TEST(Moe, MissingExpertIsAnErrorNotADrop) {
   Tensor rows = Zeros({3, 4}), out = Zeros({3, 2});
   std::vector<Tensor> weights = {Zeros({2, 4}), Tensor{}, Zeros({2, 4})};
   absl::Status s =
-      backend->GroupedExpertMatMul(rows, MakeI32({4}, {0, 1, 3, 3}), weights, &out);
+      backend->GroupedExpertMatMul(rows, MakeI32({4}, {0, 1, 3, 3}), Linears(weights), &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("2 rows are routed to expert 1"));
   // Not held and not routed to: fine.
-  EXPECT_TRUE(backend->GroupedExpertMatMul(rows, MakeI32({4}, {0, 3, 3, 3}), weights, &out).ok());
+  EXPECT_TRUE(
+      backend->GroupedExpertMatMul(rows, MakeI32({4}, {0, 3, 3, 3}), Linears(weights), &out).ok());
 }
 
 // Every RoutingParams field outside softmax / no bias / no groups / scaling 1
@@ -308,7 +312,7 @@ TEST(MoeErrors, NameTheArgument) {
   EXPECT_THAT(s.message(), HasSubstr("MoeGate: top_k: expected 1..3 (num_experts), found 4"));
   Tensor out = Zeros({2, 5});
   s = backend->GroupedExpertMatMul(Zeros({2, 4}), MakeI32({3}, {0, 1, 2}),
-                                   std::vector<Tensor>{Zeros({5, 4}), Zeros({5, 3})}, &out);
+                                   Linears({Zeros({5, 4}), Zeros({5, 3})}), &out);
   EXPECT_THAT(s.message(), HasSubstr("GroupedExpertMatMul: weights[1]: expected shape [5, 4], found [5, 3]"));
 }
 

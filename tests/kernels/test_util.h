@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "common/dtype_convert.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -56,6 +58,14 @@ inline std::vector<float> RoundTo(DataType dtype, const std::vector<float>& valu
         out[i] = values[i];
     }
   }
+  return out;
+}
+
+// Unquantized LinearWeights of weight tensors ([N, K]; undefined stays undefined).
+inline LinearWeight Linear(Tensor w) { return LinearWeight::Unquantized(std::move(w)); }
+inline std::vector<LinearWeight> Linears(absl::Span<const Tensor> ws) {
+  std::vector<LinearWeight> out;
+  for (const Tensor& w : ws) out.push_back(Linear(w));
   return out;
 }
 

@@ -3,10 +3,12 @@
 #include "common/model_config/tensor_spec.h"
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "common/model_config/model_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -185,6 +187,94 @@ TEST(ExpectedTensorsTest, OrderIsEmbeddingLayersNormHead) {
     EXPECT_GE(s.layer, last_layer);
     last_layer = s.layer;
   }
+}
+
+// The op the model runs a layer of `role` through; nullopt: not a linear
+// layer (its tensor is no LinearWeight).
+std::optional<LinearOp> WantOp(TensorRole role) {
+  switch (role) {
+    case TensorRole::kAttnQWeight:
+    case TensorRole::kAttnKWeight:
+    case TensorRole::kAttnVWeight:
+      return LinearOp::kMatMulShared;
+    case TensorRole::kExpertGate:
+    case TensorRole::kExpertUp:
+      return LinearOp::kGroupedExpertGateUp;
+    case TensorRole::kExpertDown:
+      return LinearOp::kGroupedExpertMatMul;
+    case TensorRole::kAttnOWeight:
+    case TensorRole::kMlpGate:
+    case TensorRole::kMlpUp:
+    case TensorRole::kMlpDown:
+    case TensorRole::kRouter:
+    case TensorRole::kSharedExpertGateProj:
+    case TensorRole::kSharedExpertUpProj:
+    case TensorRole::kSharedExpertDownProj:
+    case TensorRole::kSharedExpertGate:
+    case TensorRole::kLmHead:
+      return LinearOp::kMatMul;
+    default:
+      return std::nullopt;
+  }
+}
+
+TEST(LinearSpecTest, EveryLinearLayerIsOneUnquantizedWeightEntryNamingItsOp) {
+  for (const char* arch :
+       {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MixtralForCausalLM",
+        "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM"}) {
+    SCOPED_TRACE(arch);
+    std::map<TensorRole, int> linear_layers;
+    for (const TensorSpec& t : ExpectedTensors(MustParse(SmallConfig(arch)))) {
+      SCOPED_TRACE(t.name);
+      EXPECT_FALSE(t.fixed_dtype.has_value());  // unquantized: the dtype policy decides
+      const std::optional<LinearOp> op = WantOp(t.role);
+      if (!op.has_value()) {
+        EXPECT_EQ(t.part, LinearPart::kNone);
+        continue;
+      }
+      ++linear_layers[t.role];
+      // Unquantized: `<module>.weight` [N, K], no companion entries.
+      ASSERT_EQ(t.part, LinearPart::kWeight);
+      EXPECT_TRUE(absl::EndsWith(t.name, ".weight"));
+      EXPECT_EQ(t.linear.format, WeightFormat::kUnquantized);
+      EXPECT_EQ(t.linear.op, *op);
+      ASSERT_EQ(t.shape.size(), 2u);
+      EXPECT_EQ(t.linear.out_features, t.shape[0]);
+      EXPECT_EQ(t.linear.in_features, t.shape[1]);
+      EXPECT_EQ(t.linear.group_size, 0);
+      EXPECT_THAT(t.linear.block_shape, ElementsAre(0, 0));
+      EXPECT_EQ(t.linear.scales_name, "");
+      EXPECT_EQ(t.linear.zero_points_name, "");
+    }
+    EXPECT_EQ(linear_layers[TensorRole::kAttnQWeight], 4);  // one per layer
+  }
+}
+
+TEST(LinearSpecTest, ExpertAndProjectionOpsByHand) {
+  auto t = ByName(MustParse(SmallConfig("Qwen2MoeForCausalLM")));
+  EXPECT_EQ(t.at("model.layers.0.self_attn.k_proj.weight").linear.op, LinearOp::kMatMulShared);
+  EXPECT_EQ(t.at("model.layers.0.self_attn.o_proj.weight").linear.op, LinearOp::kMatMul);
+  EXPECT_EQ(t.at("model.layers.0.mlp.gate.weight").linear.op, LinearOp::kMatMul);
+  const TensorSpec& gate = t.at("model.layers.0.mlp.experts.5.gate_proj.weight");
+  EXPECT_EQ(gate.linear.op, LinearOp::kGroupedExpertGateUp);
+  EXPECT_EQ(gate.linear.out_features, 32);  // moe_intermediate_size
+  EXPECT_EQ(gate.linear.in_features, 64);   // hidden
+  EXPECT_EQ(gate.expert, 5);
+  const TensorSpec& down = t.at("model.layers.0.mlp.experts.5.down_proj.weight");
+  EXPECT_EQ(down.linear.op, LinearOp::kGroupedExpertMatMul);
+  EXPECT_EQ(down.linear.out_features, 64);
+  EXPECT_EQ(down.linear.in_features, 32);
+  EXPECT_EQ(t.at("model.layers.0.mlp.shared_expert_gate.weight").linear.out_features, 1);
+  EXPECT_EQ(t.at("lm_head.weight").linear.op, LinearOp::kMatMul);
+  EXPECT_EQ(t.at("model.layers.0.self_attn.q_proj.bias").part, LinearPart::kNone);
+  EXPECT_EQ(t.at("model.embed_tokens.weight").part, LinearPart::kNone);
+}
+
+TEST(LinearSpecTest, PartNames) {
+  EXPECT_STREQ(LinearPartName(LinearPart::kNone), "none");
+  EXPECT_STREQ(LinearPartName(LinearPart::kWeight), "weight");
+  EXPECT_STREQ(LinearPartName(LinearPart::kScales), "scales");
+  EXPECT_STREQ(LinearPartName(LinearPart::kZeroPoints), "zero_points");
 }
 
 TEST(ParamCountTest, SmallQwen3MoeByHand) {

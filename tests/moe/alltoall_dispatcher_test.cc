@@ -112,6 +112,13 @@ RankInputs MakeInputs(const Step& step, int step_index, int rank, int64_t k,
   return in;
 }
 
+// Unquantized LinearWeights of expert weights (undefined: not held).
+std::vector<kernels::LinearWeight> Linears(const std::vector<Tensor>& ws) {
+  std::vector<kernels::LinearWeight> out;
+  for (const Tensor& w : ws) out.push_back(kernels::LinearWeight::Unquantized(w));
+  return out;
+}
+
 // Dispatch → GroupedExpertMatMul(weights) → Combine; the outputs as floats.
 std::vector<float> RunLayer(kernels::Backend& backend, TokenDispatcher& dispatcher,
                             const RankInputs& in, const std::vector<Tensor>& weights,
@@ -124,7 +131,7 @@ std::vector<float> RunLayer(kernels::Backend& backend, TokenDispatcher& dispatch
   }
   Tensor expert_out = *backend.Empty(DataType::kFloat32, {dispatched->rows.shape[0], kHidden});
   absl::Status gemm = backend.GroupedExpertMatMul(dispatched->rows, dispatched->expert_offsets,
-                                                  weights, &expert_out);
+                                                  Linears(weights), &expert_out);
   Tensor out = *backend.Empty(DataType::kFloat32, {t, kHidden});
   absl::Status combined = dispatcher.Combine(expert_out, in.topk_weights, &out);
   *status = !gemm.ok() ? gemm : combined;
@@ -396,7 +403,8 @@ TEST(AllToAllDispatcher, PeerThatNeverCallsFailsNamingTheLayerThenANewGroupWorks
       if (r == 0) {
         Tensor expert_out = *backend->Empty(DataType::kFloat32, {d->rows.shape[0], kHidden});
         ASSERT_TRUE(
-            backend->GroupedExpertMatMul(d->rows, d->expert_offsets, local, &expert_out).ok());
+            backend->GroupedExpertMatMul(d->rows, d->expert_offsets, Linears(local), &expert_out)
+                .ok());
         Tensor out = *backend->Empty(DataType::kFloat32, {in.hidden.shape[0], kHidden});
         absl::Status s = dispatcher->Combine(expert_out, in.topk_weights, &out);
         EXPECT_THAT(std::string(s.message()), HasSubstr("MoE layer 7 combine: "));

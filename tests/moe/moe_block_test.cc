@@ -35,21 +35,26 @@ kernels::Tensor Filled(std::vector<int64_t> shape, std::mt19937& rng, float lo, 
   return t;
 }
 
+kernels::LinearWeight Linear(kernels::Tensor w) {
+  return kernels::LinearWeight::Unquantized(std::move(w));
+}
+
 MlpWeights RandomMlp(std::mt19937& rng) {
-  return {Filled({kWidth, kHidden}, rng, -0.5f, 0.5f), Filled({kWidth, kHidden}, rng, -0.5f, 0.5f),
-          Filled({kHidden, kWidth}, rng, -0.5f, 0.5f)};
+  return {Linear(Filled({kWidth, kHidden}, rng, -0.5f, 0.5f)),
+          Linear(Filled({kWidth, kHidden}, rng, -0.5f, 0.5f)),
+          Linear(Filled({kHidden, kWidth}, rng, -0.5f, 0.5f))};
 }
 
 // Router rows: +1 for the `favoured` experts, -1 for the others; with
 // positive inputs the favoured experts win every token.
-kernels::Tensor Router(const std::vector<int>& favoured) {
+kernels::LinearWeight Router(const std::vector<int>& favoured) {
   kernels::Tensor r = *kernels::EmptyHostTensor(DataType::kFloat32, {kExperts, kHidden});
   float* p = r.mutable_data_as<float>();
   for (int64_t e = 0; e < kExperts; ++e) {
     const bool fav = std::find(favoured.begin(), favoured.end(), e) != favoured.end();
     for (int64_t j = 0; j < kHidden; ++j) p[e * kHidden + j] = fav ? 1.0f : -1.0f;
   }
-  return r;
+  return Linear(r);
 }
 
 std::vector<float> Host(kernels::Backend& b, const kernels::Tensor& t) {
@@ -121,14 +126,14 @@ TEST_F(MoeBlockTest, SharedExpertAddsSigmoidGatedDenseMlp) {
   w.expert_up.assign(kExperts, expert.up_proj);
   w.expert_down.assign(kExperts, expert.down_proj);
   w.shared_expert = shared;
-  w.shared_expert_gate = Filled({1, kHidden}, rng_, -0.5f, 0.5f);
+  w.shared_expert_gate = Linear(Filled({1, kHidden}, rng_, -0.5f, 0.5f));
   absl::Status status;
   kernels::Tensor out = Run({kExperts, {.top_k = 1, .renormalize = true}}, w, &status);
   ASSERT_TRUE(status.ok()) << status;
   const std::vector<float> got = Host(*backend_, out);
   const std::vector<float> routed = Dense(expert), shared_out = Dense(shared);
   const float* x = x_.data_as<float>();
-  const float* g = w.shared_expert_gate.data_as<float>();
+  const float* g = w.shared_expert_gate.weight.data_as<float>();
   for (int64_t t = 0; t < kTokens; ++t) {
     double logit = 0;
     for (int64_t j = 0; j < kHidden; ++j) logit += double(x[t * kHidden + j]) * g[j];
@@ -147,7 +152,7 @@ TEST_F(MoeBlockTest, RoutingToAnExpertNotHeldIsAnError) {
   w.expert_gate.assign(kExperts, expert.gate_proj);
   w.expert_up.assign(kExperts, expert.up_proj);
   w.expert_down.assign(kExperts, expert.down_proj);
-  w.expert_gate[3] = w.expert_up[3] = w.expert_down[3] = kernels::Tensor{};
+  w.expert_gate[3] = w.expert_up[3] = w.expert_down[3] = kernels::LinearWeight{};
   absl::Status status;
   Run({kExperts, {.top_k = 1, .renormalize = true}}, w, &status);
   EXPECT_FALSE(status.ok());

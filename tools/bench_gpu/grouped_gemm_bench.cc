@@ -54,13 +54,13 @@ absl::Status RunGroupedGemmBench(const GroupedGemmCase& c, const GroupedGemmOpti
        c.num_experts, c.top_k, k, n, weight_bytes_per_expert * static_cast<double>(e) / 1e9);
 
   // E x [N, K] bf16 expert weights, made on the device.
-  std::vector<kernels::Tensor> weights;
+  std::vector<kernels::LinearWeight> weights;
   weights.reserve(static_cast<size_t>(e));
   for (int64_t i = 0; i < e; ++i) {
     ASSIGN_OR_RETURN(kernels::Tensor w, backend->Empty(DataType::kBFloat16, {n, k}));
     RETURN_IF_ERROR(backend->FillDummy(&w, options.seed * 1000003u + static_cast<uint64_t>(i),
                                        0.03f, /*ones=*/false));
-    weights.push_back(std::move(w));
+    weights.push_back(kernels::LinearWeight::Unquantized(std::move(w)));
   }
   std::mt19937_64 gen(options.seed);
   const int device = options.device.ordinal;

@@ -43,7 +43,7 @@ void BM_MatMul(benchmark::State& state) {
   const int64_t t = state.range(1), n = state.range(2), k = state.range(3);
   auto backend = *CreateBackend(DeviceSpec{});
   Tensor x = RandomTensor(DataType::kFloat32, {t, k}, 1);
-  Tensor w = RandomTensor(dt, {n, k}, 2);
+  LinearWeight w = LinearWeight::Unquantized(RandomTensor(dt, {n, k}, 2));
   Tensor y = *EmptyHostTensor(DataType::kFloat32, {t, n});
   for (auto _ : state) {
     if (!backend->MatMul(x, w, Tensor{}, &y).ok()) state.SkipWithError("MatMul failed");
@@ -107,8 +107,10 @@ void BM_MoeGrouped(benchmark::State& state) {
   const int64_t t = state.range(1), r = t * kTopK;
   auto backend = *CreateBackend(DeviceSpec{});
   Tensor rows = RandomTensor(DataType::kFloat32, {r, kH}, 6);
-  std::vector<Tensor> weights;
-  for (int64_t e = 0; e < kE; ++e) weights.push_back(RandomTensor(dt, {kM, kH}, 10 + e));
+  std::vector<LinearWeight> weights;
+  for (int64_t e = 0; e < kE; ++e) {
+    weights.push_back(LinearWeight::Unquantized(RandomTensor(dt, {kM, kH}, 10 + e)));
+  }
   Tensor offsets = *EmptyHostTensor(DataType::kInt32, {kE + 1});
   for (int64_t e = 0; e <= kE; ++e) offsets.mutable_data_as<int32_t>()[e] = int32_t(e * r / kE);
   Tensor out = *EmptyHostTensor(DataType::kFloat32, {r, kM});
@@ -128,7 +130,7 @@ void BM_MoeDenseEqualFlops(benchmark::State& state) {
   const int64_t t = state.range(1), r = t * kTopK;
   auto backend = *CreateBackend(DeviceSpec{});
   Tensor rows = RandomTensor(DataType::kFloat32, {r, kH}, 6);
-  Tensor w = RandomTensor(dt, {kM, kH}, 10);
+  LinearWeight w = LinearWeight::Unquantized(RandomTensor(dt, {kM, kH}, 10));
   Tensor out = *EmptyHostTensor(DataType::kFloat32, {r, kM});
   for (auto _ : state) {
     if (!backend->MatMul(rows, w, Tensor{}, &out).ok()) state.SkipWithError("MatMul failed");

@@ -7,30 +7,16 @@
 namespace epserve::models {
 namespace {
 
-// Where a tensor of `role` goes; nullptr for roles the decoder does not use.
-kernels::Tensor* Slot(ModelTensors& m, const TensorSpec& spec) {
-  if (spec.layer < 0) {
-    switch (spec.role) {
-      case TensorRole::kEmbedding: return &m.embedding;
-      case TensorRole::kFinalNorm: return &m.final_norm;
-      case TensorRole::kLmHead: return &m.lm_head;
-      default: return nullptr;
-    }
-  }
+// Where a linear layer whose kWeight entry is `spec` goes; nullptr for
+// layers the decoder does not use.
+kernels::LinearWeight* LinearSlot(ModelTensors& m, const TensorSpec& spec) {
+  if (spec.layer < 0) return spec.role == TensorRole::kLmHead ? &m.lm_head : nullptr;
   DecoderLayerWeights& l = m.layers[spec.layer];
   switch (spec.role) {
-    case TensorRole::kInputNorm: return &l.input_norm;
-    case TensorRole::kPostAttnNorm: return &l.post_attn_norm;
     case TensorRole::kAttnQWeight: return &l.attention.q_proj;
     case TensorRole::kAttnKWeight: return &l.attention.k_proj;
     case TensorRole::kAttnVWeight: return &l.attention.v_proj;
     case TensorRole::kAttnOWeight: return &l.attention.o_proj;
-    case TensorRole::kAttnQBias: return &l.attention.q_bias;
-    case TensorRole::kAttnKBias: return &l.attention.k_bias;
-    case TensorRole::kAttnVBias: return &l.attention.v_bias;
-    case TensorRole::kAttnOBias: return &l.attention.o_bias;
-    case TensorRole::kQNorm: return &l.attention.q_norm;
-    case TensorRole::kKNorm: return &l.attention.k_norm;
     case TensorRole::kMlpGate: return &l.mlp.gate_proj;
     case TensorRole::kMlpUp: return &l.mlp.up_proj;
     case TensorRole::kMlpDown: return &l.mlp.down_proj;
@@ -44,6 +30,47 @@ kernels::Tensor* Slot(ModelTensors& m, const TensorSpec& spec) {
     case TensorRole::kSharedExpertGate: return &l.moe.shared_expert_gate;
     default: return nullptr;
   }
+}
+
+// Where a tensor of `role` that is no linear layer's goes; nullptr for roles
+// the decoder does not use.
+kernels::Tensor* TensorSlot(ModelTensors& m, const TensorSpec& spec) {
+  if (spec.layer < 0) {
+    switch (spec.role) {
+      case TensorRole::kEmbedding:
+        return &m.embedding;
+      case TensorRole::kFinalNorm:
+        return &m.final_norm;
+      default:
+        return nullptr;
+    }
+  }
+  DecoderLayerWeights& l = m.layers[spec.layer];
+  switch (spec.role) {
+    case TensorRole::kInputNorm:
+      return &l.input_norm;
+    case TensorRole::kPostAttnNorm:
+      return &l.post_attn_norm;
+    case TensorRole::kAttnQBias:
+      return &l.attention.q_bias;
+    case TensorRole::kAttnKBias:
+      return &l.attention.k_bias;
+    case TensorRole::kAttnVBias:
+      return &l.attention.v_bias;
+    case TensorRole::kAttnOBias:
+      return &l.attention.o_bias;
+    case TensorRole::kQNorm:
+      return &l.attention.q_norm;
+    case TensorRole::kKNorm:
+      return &l.attention.k_norm;
+    default:
+      return nullptr;
+  }
+}
+
+absl::Status Missing(const TensorSpec& spec) {
+  return absl::NotFoundError(absl::StrCat("model weights: missing tensor '", spec.name, "' (",
+                                          TensorRoleName(spec.role), ")"));
 }
 
 }  // namespace
@@ -62,18 +89,36 @@ absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
     }
   }
   for (const TensorSpec& spec : ExpectedTensors(desc)) {
-    kernels::Tensor* slot = Slot(m, spec);
-    if (slot == nullptr) continue;
-    const kernels::Tensor* host = weights.Find(spec.name);
-    if (host == nullptr) {
-      if (IsRoutedExpertRole(spec.role)) continue;  // another rank's expert
-      return absl::NotFoundError(
-          absl::StrCat("model weights: missing tensor '", spec.name, "' (", TensorRoleName(spec.role),
-                       ")"));
+    switch (spec.part) {
+      case LinearPart::kWeight: {
+        kernels::LinearWeight* slot = LinearSlot(m, spec);
+        if (slot == nullptr) continue;
+        const kernels::LinearWeight* host = weights.FindLinear(spec.name);
+        if (host == nullptr) {
+          if (IsRoutedExpertRole(spec.role)) continue;  // another rank's expert
+          return Missing(spec);
+        }
+        ASSIGN_OR_RETURN(*slot, kernels::LinearWeightToDevice(backend, *host));
+        break;
+      }
+      case LinearPart::kScales:
+      case LinearPart::kZeroPoints:
+        break;  // part of their layer's LinearWeight
+      case LinearPart::kNone: {
+        kernels::Tensor* slot = TensorSlot(m, spec);
+        if (slot == nullptr) continue;
+        const kernels::Tensor* host = weights.Find(spec.name);
+        if (host == nullptr) {
+          if (IsRoutedExpertRole(spec.role)) continue;  // another rank's expert
+          return Missing(spec);
+        }
+        ASSIGN_OR_RETURN(*slot, backend.ToDevice(*host));
+        break;
+      }
     }
-    ASSIGN_OR_RETURN(*slot, backend.ToDevice(*host));
   }
-  if (desc.tie_word_embeddings) m.lm_head = m.embedding;
+  // The tied head is the embedding table: a plain [V, H] tensor.
+  if (desc.tie_word_embeddings) m.lm_head = kernels::LinearWeight::Unquantized(m.embedding);
   if (!m.lm_head.defined()) {
     return absl::NotFoundError("model weights: no lm_head.weight and tie_word_embeddings is false");
   }

@@ -2,6 +2,10 @@
 // (worker/weights) and moved to the backend's device. Undefined tensors mark
 // what the model does not have (biases, q/k norms, shared expert) or what
 // this worker does not hold (other ranks' routed experts).
+//
+// Every linear layer is a kernels::LinearWeight in the format its TensorSpec
+// gives (shapes below are N x K, out x in features); the model passes them to
+// the linear ops as they are and never looks at the format.
 #pragma once
 
 #include <vector>
@@ -14,24 +18,24 @@
 namespace epserve::models {
 
 struct AttentionWeights {
-  kernels::Tensor q_proj, k_proj, v_proj, o_proj;  // [q,H], [kv,H], [kv,H], [H,q]
+  kernels::LinearWeight q_proj, k_proj, v_proj, o_proj;  // q x H, kv x H, kv x H, H x q
   kernels::Tensor q_bias, k_bias, v_bias, o_bias;  // [q], [kv], [kv], [H] or undefined
   kernels::Tensor q_norm, k_norm;  // per head [D], full [q] / [kv], or undefined
 };
 
 struct MlpWeights {
-  kernels::Tensor gate_proj, up_proj;  // [I, H]
-  kernels::Tensor down_proj;           // [H, I]
+  kernels::LinearWeight gate_proj, up_proj;  // I x H
+  kernels::LinearWeight down_proj;           // H x I
 };
 
 struct MoeWeights {
-  kernels::Tensor router;  // [E, H] float32
+  kernels::LinearWeight router;  // E x H (unquantized: float32)
   // Routed experts by global id (size E); undefined = held by another rank.
-  std::vector<kernels::Tensor> expert_gate;  // E x [M, H]
-  std::vector<kernels::Tensor> expert_up;    // E x [M, H]
-  std::vector<kernels::Tensor> expert_down;  // E x [H, M]
-  MlpWeights shared_expert;                  // [S, H] / [H, S], undefined when S == 0
-  kernels::Tensor shared_expert_gate;        // [1, H] or undefined
+  std::vector<kernels::LinearWeight> expert_gate;  // E x (M x H)
+  std::vector<kernels::LinearWeight> expert_up;    // E x (M x H)
+  std::vector<kernels::LinearWeight> expert_down;  // E x (H x M)
+  MlpWeights shared_expert;                        // S x H / H x S, undefined when S == 0
+  kernels::LinearWeight shared_expert_gate;        // 1 x H or undefined
 };
 
 struct DecoderLayerWeights {
@@ -43,14 +47,15 @@ struct DecoderLayerWeights {
 };
 
 struct ModelTensors {
-  kernels::Tensor embedding;   // [V, H]
-  kernels::Tensor final_norm;  // [H] float32
-  kernels::Tensor lm_head;     // [V, H]; the embedding when tie_word_embeddings
+  kernels::Tensor embedding;      // [V, H]
+  kernels::Tensor final_norm;     // [H] float32
+  kernels::LinearWeight lm_head;  // V x H; the embedding table when tie_word_embeddings
   std::vector<DecoderLayerWeights> layers;
 };
 
-// Binds every tensor of ExpectedTensors(desc) present in `weights`; a missing
-// non-expert tensor is NOT_FOUND naming it.
+// Binds every tensor of ExpectedTensors(desc) present in `weights` (linear
+// layers as the LinearWeights `weights` assembled); a missing non-expert
+// tensor is NOT_FOUND naming it.
 absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
                                               const weights::ModelWeights& weights,
                                               kernels::Backend& backend);

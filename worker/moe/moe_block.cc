@@ -50,9 +50,9 @@ absl::Status MoeBlock::RunExperts(kernels::Backend& backend, TokenDispatcher& di
   const int64_t rows = d.rows.shape[0];
   // Expert width from any held expert (all share it).
   int64_t width = 0;
-  for (const kernels::Tensor& g : w_->expert_gate) {
+  for (const kernels::LinearWeight& g : w_->expert_gate) {
     if (g.defined()) {
-      width = g.shape[0];
+      width = g.out_features();
       break;
     }
   }

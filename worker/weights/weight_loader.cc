@@ -1,6 +1,8 @@
 #include "worker/weights/weight_loader.h"
 
 #include <cmath>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -38,10 +40,76 @@ uint64_t Fnv1a(const std::string& s) {
 // initialises linear layers).
 const float kDummyHalfWidth = 0.02f * std::sqrt(3.0f);
 
+// The dtype `spec`'s tensor is held in: its fixed dtype (quantized tensors),
+// else the dtype policy's.
+DataType HeldDtype(const TensorSpec& spec, DataType weight_dtype) {
+  return spec.fixed_dtype.value_or(StorageDtype(spec.role, weight_dtype));
+}
+
+absl::Status Unsupported(const ModelDescription& desc, const std::string& layer,
+                         WeightFormat format, LinearOp op, const kernels::Backend& backend) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(desc.config_file, ": ", desc.architecture, " ", layer, ": weight format ",
+                   WeightFormatName(format), " is not supported by ", LinearOpName(op), " on the ",
+                   backend.device().ToString(), " backend"));
+}
+
 }  // namespace
 
 bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert) {
   return expert_to_rank.empty() || expert_to_rank[static_cast<size_t>(expert)] == rank;
+}
+
+absl::Status CheckLinearFormatsSupported(const ModelDescription& desc,
+                                         const std::vector<TensorSpec>& specs,
+                                         const kernels::Backend& backend) {
+  // Each (op, format) pair once: a model has thousands of expert layers.
+  std::set<std::pair<LinearOp, WeightFormat>> checked;
+  for (const TensorSpec& spec : specs) {
+    if (spec.part != LinearPart::kWeight) continue;
+    if (!checked.insert({spec.linear.op, spec.linear.format}).second) continue;
+    if (!backend.Supports(spec.linear.op, spec.linear.format)) {
+      return Unsupported(desc, absl::StrCat("layer ", spec.layer, " '", spec.name, "'"),
+                         spec.linear.format, spec.linear.op, backend);
+    }
+  }
+  if (desc.tie_word_embeddings &&
+      !backend.Supports(LinearOp::kMatMul, WeightFormat::kUnquantized)) {
+    return Unsupported(desc, "lm_head (tied to model.embed_tokens.weight)",
+                       WeightFormat::kUnquantized, LinearOp::kMatMul, backend);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kernels::LinearWeight> AssembleLinearWeight(
+    const TensorSpec& spec, const std::function<const kernels::Tensor*(const std::string&)>& find) {
+  if (spec.part != LinearPart::kWeight) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        spec.name, ": not a linear layer's weight entry (part ", LinearPartName(spec.part), ")"));
+  }
+  auto get = [&](const std::string& name) -> absl::StatusOr<kernels::Tensor> {
+    if (name.empty()) return kernels::Tensor();  // the format has no such tensor
+    const kernels::Tensor* t = find(name);
+    if (t == nullptr) {
+      return absl::NotFoundError(absl::StrCat("linear layer '", spec.name, "' (",
+                                              TensorRoleName(spec.role), "): missing tensor '",
+                                              name, "'"));
+    }
+    return *t;
+  };
+  kernels::LinearWeight w;
+  w.format = spec.linear.format;
+  ASSIGN_OR_RETURN(w.weight, get(spec.name));
+  ASSIGN_OR_RETURN(w.scales, get(spec.linear.scales_name));
+  ASSIGN_OR_RETURN(w.zero_points, get(spec.linear.zero_points_name));
+  w.group_size = spec.linear.group_size;
+  w.block_shape = spec.linear.block_shape;
+  return w;
+}
+
+const kernels::LinearWeight* ModelWeights::FindLinear(const std::string& name) const {
+  auto it = linears_.find(name);
+  return it == linears_.end() ? nullptr : &it->second;
 }
 
 const kernels::Tensor* ModelWeights::Find(const std::string& name) const {
@@ -64,6 +132,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
         desc.architecture, " has ", desc.moe.num_experts));
   }
   const std::vector<TensorSpec> specs = ExpectedTensors(desc);
+  if (options.device != nullptr) {
+    RETURN_IF_ERROR(CheckLinearFormatsSupported(desc, specs, *options.device));
+  }
   ModelWeights w;
   w.desc_ = desc;
   LoadReport& report = w.report_;
@@ -103,7 +174,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
         continue;
       }
       needed += static_cast<uint64_t>(NumElements(spec.shape)) *
-                DataTypeSize(StorageDtype(spec.role, report.weight_dtype));
+                DataTypeSize(HeldDtype(spec, report.weight_dtype));
     }
     ASSIGN_OR_RETURN(kernels::DeviceProperties props,
                      kernels::QueryDevice(options.device->device()));
@@ -123,7 +194,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     if (spec.expert >= 0 && !IsLocalExpert(options.expert_to_rank, options.rank, spec.expert)) {
       continue;
     }
-    DataType target = StorageDtype(spec.role, report.weight_dtype);
+    DataType target = HeldDtype(spec, report.weight_dtype);
     kernels::Tensor t;
     if (options.format == LoadFormat::kDummy) {
       // Seeded per tensor name: the same values whatever the rank, placement
@@ -169,6 +240,13 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     report.bytes_held += t.nbytes();
     ++report.num_tensors;
     w.tensors_.emplace(spec.name, std::move(t));
+  }
+  for (const TensorSpec& spec : specs) {
+    if (spec.part != LinearPart::kWeight || w.Find(spec.name) == nullptr) continue;
+    ASSIGN_OR_RETURN(
+        kernels::LinearWeight linear,
+        AssembleLinearWeight(spec, [&w](const std::string& name) { return w.Find(name); }));
+    w.linears_.emplace(spec.name, std::move(linear));
   }
   for (const auto& [pair, count] : casts) {
     std::string line = absl::StrCat("casting ", DataTypeName(pair.first), " checkpoint to ",

@@ -1,15 +1,20 @@
 // Loads the weights a worker needs: the replicated dense parts and its own
 // experts, from a safetensors checkpoint or as seeded random dummies.
 //
-//   desc ──ExpectedTensors──► specs ──BindCheckpoint──► sources (headers only)
+//   desc ──ExpectedTensors──► specs ──Backend::Supports(linear op, format) per layer
+//        ──BindCheckpoint──► sources (headers only)
 //        ──per local tensor──► zero-copy view (dtype matches) or one cast
+//        ──per linear layer──► LinearWeight (its kWeight entry + companions)
 //
-// Nothing is read for tensors of experts other ranks own. Binding, the dtype
-// policy and the quantization check are common/checkpoint's, shared with the
-// router.
+// Nothing is read for tensors of experts other ranks own. The loader is
+// format-neutral: which tensors a layer has, their dtypes and how they form
+// a LinearWeight all come from the TensorSpecs (tensor_spec.h). Binding, the
+// dtype policy and the quantization check are common/checkpoint's, shared
+// with the router.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,6 +24,7 @@
 #include "common/checkpoint/load_format.h"
 #include "common/model_config/model_description.h"
 #include "common/model_config/tensor_spec.h"
+#include "kernels/linear_weight.h"
 #include "kernels/tensor.h"
 
 namespace epserve::safetensors {
@@ -40,7 +46,8 @@ struct LoadOptions {
   std::string backend = "cpu";  // for messages
   // Dummy weights are made directly in this backend's memory (a GPU fills
   // them in a kernel: no host copy of a 60 GB model); null: host tensors.
-  // The values are the same either way.
+  // The values are the same either way. When set, every linear layer's
+  // (op, format) must be one it Supports.
   kernels::Backend* device = nullptr;
 };
 
@@ -64,6 +71,11 @@ class ModelWeights {
   // nullptr when absent (e.g. another rank's expert).
   const kernels::Tensor* Find(const std::string& name) const;
   absl::StatusOr<const kernels::Tensor*> Get(const std::string& name) const;
+  // The linear layers held, by the name of their kWeight entry (e.g.
+  // "model.layers.0.self_attn.q_proj.weight"): the tensors of tensors()
+  // (shared, not copied) in the layer's format. nullptr when absent.
+  const std::map<std::string, kernels::LinearWeight>& linears() const { return linears_; }
+  const kernels::LinearWeight* FindLinear(const std::string& name) const;
 
  private:
   friend absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription&, const std::string&,
@@ -71,15 +83,32 @@ class ModelWeights {
   ModelDescription desc_;
   LoadReport report_;
   std::map<std::string, kernels::Tensor> tensors_;
+  std::map<std::string, kernels::LinearWeight> linears_;
   std::shared_ptr<safetensors::SafetensorsCheckpoint> checkpoint_;  // owns mapped views
 };
 
 // Errors: unsupported quantization (FAILED_PRECONDITION naming the method and
-// backend), bad dtype (INVALID_ARGUMENT listing the accepted ones), a
-// placement that does not match the model, every missing and mis-shaped
-// tensor at once (NOT_FOUND), unreadable files.
+// backend), a linear layer whose format options.device does not run
+// (FAILED_PRECONDITION, see CheckLinearFormatsSupported), bad dtype (INVALID_ARGUMENT listing the
+// accepted ones), a placement that does not match the model, every missing and mis-shaped tensor at
+// once (NOT_FOUND), unreadable files.
 absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std::string& model_dir,
                                          const LoadOptions& options);
+
+// FAILED_PRECONDITION naming the first layer (tensor name and layer index),
+// its format, the op and the backend when `backend` does not support the
+// (op, format) pair of a linear layer of `specs` (ExpectedTensors(desc)), or
+// the tied lm_head's (MatMul on the unquantized embedding table).
+absl::Status CheckLinearFormatsSupported(const ModelDescription& desc,
+                                         const std::vector<TensorSpec>& specs,
+                                         const kernels::Backend& backend);
+
+// The LinearWeight of the linear layer whose kWeight entry is `spec`, from
+// the tensors `find` returns by name (nullptr: absent): the weight and the
+// companions spec.linear names, with its format and granularity.
+// NOT_FOUND naming the first absent tensor.
+absl::StatusOr<kernels::LinearWeight> AssembleLinearWeight(
+    const TensorSpec& spec, const std::function<const kernels::Tensor*(const std::string&)>& find);
 
 // Whether routed expert `expert` is held by `rank` under `expert_to_rank`.
 bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert);

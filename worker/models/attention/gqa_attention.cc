@@ -15,7 +15,7 @@ absl::Status GqaAttention::Forward(kernels::Backend& backend, const StepBatch& b
   ASSIGN_OR_RETURN(kernels::Tensor q, backend.Empty(DataType::kFloat32, {t, q_width}));
   ASSIGN_OR_RETURN(kernels::Tensor k, backend.Empty(DataType::kFloat32, {t, kv_width}));
   ASSIGN_OR_RETURN(kernels::Tensor v, backend.Empty(DataType::kFloat32, {t, kv_width}));
-  const kernels::Tensor* ws[] = {&w_->q_proj, &w_->k_proj, &w_->v_proj};
+  const kernels::LinearWeight* ws[] = {&w_->q_proj, &w_->k_proj, &w_->v_proj};
   const kernels::Tensor* biases[] = {&w_->q_bias, &w_->k_bias, &w_->v_bias};
   kernels::Tensor* ys[] = {&q, &k, &v};
   RETURN_IF_ERROR(backend.MatMulShared(x, ws, biases, ys));
