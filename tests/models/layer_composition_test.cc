@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_config/model_config.h"
 #include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "worker/kv_cache/kv_cache.h"
 #include "worker/models/attention/attention.h"
 #include "worker/models/decoder_model.h"

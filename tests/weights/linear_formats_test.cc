@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint/load_format.h"
 #include "common/model_config/model_config.h"
 #include "common/placement.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -65,7 +66,7 @@ class LinearFormatsTest : public ::testing::Test {
   // Dummy weights (no checkpoint needed), made on `device`.
   absl::StatusOr<ModelWeights> Load(const ModelDescription& desc, kernels::Backend* device,
                                     LoadOptions options = {}) {
-    options.format = LoadFormat::kDummy;
+    options.format = checkpoint::LoadFormat::kDummy;
     options.device = device;
     return LoadWeights(desc, dir_.string(), options);
   }
