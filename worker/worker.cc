@@ -15,8 +15,8 @@
 #include "worker/comm/communicator_factory.h"
 #include "worker/models/attention/attention.h"
 #include "worker/moe/alltoall_dispatcher.h"
+#include "worker/weights/model_loader.h"
 #include "worker/worker_metrics.h"
-#include "common/model_config/model_config.h"
 
 namespace epserve::worker {
 
@@ -192,7 +192,6 @@ uint64_t ActivationReserveBytes(const ModelDescription& desc,
 absl::Status Worker::LoadModel() {
   const control::v1::ModelPlan& plan = registration_.plan();
   auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(plan.model_path()));
   weights::LoadOptions options;
   options.dtype = plan.dtype().empty() ? "auto" : plan.dtype();
   ASSIGN_OR_RETURN(options.format, checkpoint::ParseLoadFormat(
@@ -202,14 +201,14 @@ absl::Status Worker::LoadModel() {
   options.rank = registration_.rank();
   options.seed = plan.seed();
   options.backend = options_.device.type == kernels::DeviceType::kCpu ? "cpu" : "cuda";
-  // The backend first: on a GPU, dummy weights are made in device memory and
-  // the weights' size is checked against it before anything is loaded.
   kernels::BackendOptions backend_options;
   backend_options.cpu_threads = options_.cpu_threads;
-  ASSIGN_OR_RETURN(backend_, kernels::CreateBackend(options_.device, backend_options));
-  options.device = backend_.get();
-  ASSIGN_OR_RETURN(weights::ModelWeights loaded, weights::LoadWeights(desc, plan.model_path(), options));
-  weights_ = std::make_unique<weights::ModelWeights>(std::move(loaded));
+  ASSIGN_OR_RETURN(weights::LoadedModel model,
+                   weights::LoadModel(plan.model_path(), options_.device, backend_options,
+                                      std::move(options)));
+  const ModelDescription& desc = model.desc;
+  backend_ = std::move(model.backend);
+  weights_ = std::move(model.weights);
   const weights::LoadReport& report = weights_->report();
   WorkerMessage msg;
   control::v1::ModelLoaded* m = msg.mutable_model_loaded();

@@ -6,9 +6,8 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/load_format.h"
-#include "common/model_config/model_config.h"
 #include "common/status.h"
-#include "kernels/registry.h"
+#include "worker/weights/model_loader.h"
 
 namespace epserve::models {
 
@@ -36,16 +35,16 @@ absl::StatusOr<std::unique_ptr<OfflineRunner>> OfflineRunner::Load(
   if (options.max_context_tokens <= 0 || options.block_size <= 0) {
     return absl::InvalidArgumentError("runner: max_context_tokens and block_size must be > 0");
   }
-  ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(options.model_dir));
-  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
-                   kernels::CreateBackend(options.device));
   weights::LoadOptions load;
   load.dtype = options.dtype;
   ASSIGN_OR_RETURN(load.format, checkpoint::ParseLoadFormat(options.load_format));
   load.seed = options.seed;
   load.backend = options.device.ToString();
-  load.device = backend.get();
-  ASSIGN_OR_RETURN(weights::ModelWeights w, weights::LoadWeights(desc, options.model_dir, load));
+  ASSIGN_OR_RETURN(weights::LoadedModel model,
+                   weights::LoadModel(options.model_dir, options.device, {}, std::move(load)));
+  const ModelDescription& desc = model.desc;
+  std::unique_ptr<kernels::Backend> backend = std::move(model.backend);
+  weights::ModelWeights w = std::move(*model.weights);
   kv_cache::KvCacheOptions kv;
   kv.block_size = options.block_size;
   kv.num_blocks = kv_cache::BlocksForTokens(options.max_context_tokens, options.block_size);

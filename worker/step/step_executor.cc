@@ -9,12 +9,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/model_config/model_config.h"
 #include "common/sampling/sampling_params_proto.h"
 #include "common/status.h"
-#include "kernels/registry.h"
 #include "worker/models/offline_runner.h"
 #include "worker/sampling/philox.h"
+#include "worker/weights/model_loader.h"
 
 namespace epserve::step {
 namespace {
@@ -110,13 +109,10 @@ absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(
 absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Load(
     const std::string& model_dir, const weights::LoadOptions& load,
     const StepExecutorOptions& options) {
-  ASSIGN_OR_RETURN(ModelDescription desc, LoadModelConfig(model_dir));
-  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
-                   kernels::CreateBackend(options.device));
-  weights::LoadOptions on_device = load;
-  on_device.device = backend.get();
-  ASSIGN_OR_RETURN(weights::ModelWeights w, weights::LoadWeights(desc, model_dir, on_device));
-  auto owned_weights = std::make_unique<weights::ModelWeights>(std::move(w));
+  ASSIGN_OR_RETURN(weights::LoadedModel model,
+                   weights::LoadModel(model_dir, options.device, {}, load));
+  std::unique_ptr<kernels::Backend> backend = std::move(model.backend);
+  std::unique_ptr<weights::ModelWeights> owned_weights = std::move(model.weights);
   ASSIGN_OR_RETURN(std::unique_ptr<StepExecutor> e, Create(*owned_weights, *backend, options));
   e->owned_weights_ = std::move(owned_weights);
   e->owned_backend_ = std::move(backend);
