@@ -203,9 +203,9 @@ absl::Status Worker::LoadModel() {
   options.backend = options_.device.type == kernels::DeviceType::kCpu ? "cpu" : "cuda";
   kernels::BackendOptions backend_options;
   backend_options.cpu_threads = options_.cpu_threads;
-  ASSIGN_OR_RETURN(weights::LoadedModel model,
-                   weights::LoadModel(plan.model_path(), options_.device, backend_options,
-                                      std::move(options)));
+  ASSIGN_OR_RETURN(
+      weights::LoadedModel model,
+      weights::LoadModel(plan.model_path(), options_.device, backend_options, std::move(options)));
   const ModelDescription& desc = model.desc;
   backend_ = std::move(model.backend);
   weights_ = std::move(model.weights);
