@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/run/commands.h"
+#include "common/logging.h"
 
 namespace {
 
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  // Log lines go to stderr: stdout carries only the command's JSON.
+  epserve::InitLogging("run", "info");
   std::string command = argv[1];
   for (const epserve::cli::Command& c : epserve::cli::Commands()) {
     if (command == c.name) return c.run(argc - 1, argv + 1);

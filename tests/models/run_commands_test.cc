@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -55,6 +56,22 @@ TEST(LogitsCommand, PrintsEveryPositionWithinParityTolerance) {
                   1e-4 * p.max_abs_logit);
     }
   }
+}
+
+// The binary, as a pipe sees it: stdout is the JSON object alone (log lines,
+// e.g. the dtype cast of a bfloat16 checkpoint, go to stderr).
+TEST(LogitsCommand, BinaryPrintsOnlyJsonOnStdout) {
+  const std::string command = std::string(EPSERVE_RUN_BINARY) + " logits --model '" +
+                              FixtureModelDir("qwen3_moe_bf16") + "' --token-ids 1,2,3 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr) << command;
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), pipe)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(pipe), 0) << command;
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out.front(), '{') << out.substr(0, 200);
+  EXPECT_TRUE(nlohmann::json::accept(out)) << out.substr(0, 200);
 }
 
 TEST(GenerateCommand, GreedyPromptTextMatchesReference) {
