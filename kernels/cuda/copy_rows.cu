@@ -13,6 +13,8 @@ constexpr int kThreads = 256;
 constexpr int kRowsPerSlice = 16;
 
 // grid.x: row blocks; grid.y: slices of kRowsPerSlice rows of a row block.
+// With the same element type the bits are copied as they are; otherwise each
+// element goes through float32.
 template <typename Src, typename Dst>
 __global__ void CopyRowsKernel(const Src* __restrict__ src, int64_t src_rows,
                                const int32_t* __restrict__ blocks, int64_t width,
@@ -30,30 +32,12 @@ __global__ void CopyRowsKernel(const Src* __restrict__ src, int64_t src_rows,
       const Src* in = src + (from + row) * width;
       Dst* out = dst + (to + row) * width;
       for (int64_t i = threadIdx.x; i < width; i += kThreads) {
-        out[i] = FromF32<Dst>(ToF32<Src>(in[i]));
+        if constexpr (std::is_same_v<Src, Dst>) {
+          out[i] = in[i];
+        } else {
+          out[i] = FromF32<Dst>(ToF32<Src>(in[i]));
+        }
       }
-    }
-  }
-}
-
-// Same element type: the bits are copied as they are.
-template <typename T>
-__global__ void CopyRowsSameKernel(const T* __restrict__ src, int64_t src_rows,
-                                   const int32_t* __restrict__ blocks, int64_t width,
-                                   T* __restrict__ dst, int64_t dst_rows, uint32_t* errors) {
-  const int64_t b = blockIdx.x;
-  const int64_t from = blocks[3 * b], to = blocks[3 * b + 1], rows = blocks[3 * b + 2];
-  if (rows < 0 || from < 0 || to < 0 || from + rows > src_rows || to + rows > dst_rows) {
-    if (blockIdx.y == 0 && threadIdx.x == 0) atomicOr(errors, kErrCopyRowsBlock);
-    return;
-  }
-  for (int64_t r = static_cast<int64_t>(blockIdx.y) * kRowsPerSlice; r < rows;
-       r += static_cast<int64_t>(gridDim.y) * kRowsPerSlice) {
-    const int64_t end = r + kRowsPerSlice < rows ? r + kRowsPerSlice : rows;
-    for (int64_t row = r; row < end; ++row) {
-      const T* in = src + (from + row) * width;
-      T* out = dst + (to + row) * width;
-      for (int64_t i = threadIdx.x; i < width; i += kThreads) out[i] = in[i];
     }
   }
 }
@@ -77,15 +61,9 @@ absl::Status CopyRows(const void* src, Elem src_type, int64_t src_rows, const in
     using Src = decltype(src_tag);
     return DispatchElem(dst_type, [&](auto dst_tag) {
       using Dst = decltype(dst_tag);
-      if constexpr (std::is_same_v<Src, Dst>) {
-        CopyRowsSameKernel<Src>
-            <<<grid, kThreads, 0, stream>>>(static_cast<const Src*>(src), src_rows, blocks, width,
-                                            static_cast<Dst*>(dst), dst_rows, errors);
-      } else {
-        CopyRowsKernel<Src, Dst>
-            <<<grid, kThreads, 0, stream>>>(static_cast<const Src*>(src), src_rows, blocks, width,
-                                            static_cast<Dst*>(dst), dst_rows, errors);
-      }
+      CopyRowsKernel<Src, Dst>
+          <<<grid, kThreads, 0, stream>>>(static_cast<const Src*>(src), src_rows, blocks, width,
+                                          static_cast<Dst*>(dst), dst_rows, errors);
       return LaunchStatus("CopyRows");
     });
   });
