@@ -47,22 +47,6 @@ __device__ __forceinline__ void Ldsm4T(uint32_t (&r)[4], const void* smem) {
                : "memory");
 }
 
-// 16 bytes global -> shared; valid == false writes zeros and reads nothing.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 // Four consecutive cache elements as float (p 16-byte aligned for float,
 // 8-byte aligned for 16-bit types).
 template <typename T>
