@@ -4,10 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/tokenizer.h"
 #include "engine_harness.h"
-#include "nlohmann/json.hpp"
+#include "tests/frontend/byte_tokenizer.h"
 
 namespace epserve::router::testing {
 namespace {
@@ -18,18 +17,7 @@ using ::testing::HasSubstr;
 
 constexpr uint32_t kVocab = 1000;
 
-// Byte-level BPE with no merges: token id b decodes to byte b.
-std::shared_ptr<const tokenizer::Tokenizer> ByteTokenizer() {
-  nlohmann::json vocab = nlohmann::json::object();
-  for (int b = 0; b < 256; ++b) vocab[tokenizer::ByteToChar(static_cast<uint8_t>(b))] = b;
-  nlohmann::json j = {
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
-  auto t = tokenizer::Tokenizer::FromJson(j.dump(), "");
-  EXPECT_TRUE(t.ok()) << t.status();
-  return t.ok() ? std::shared_ptr<const tokenizer::Tokenizer>(std::move(*t)) : nullptr;
-}
+using ::epserve::frontend::testing::ByteTokenizer;
 
 class EngineStreamTest : public EngineTest {
  protected:
