@@ -716,6 +716,119 @@ absl::Status Backend::MoeUnpermute(const Tensor& expert_out, const Tensor& topk_
   return MoeUnpermuteImpl(expert_out, topk_weights, perm, out);
 }
 
+namespace {
+constexpr std::initializer_list<DataType> kWire = {DataType::kFloat32, DataType::kBFloat16};
+
+// W from the counts tensor, C from a [W*C, *] buffer.
+absl::Status CheckSlots(const char* op, const char* arg, const Tensor& buffer, int64_t world,
+                        int64_t* capacity) {
+  if (world < 1) return Bad(op, "counts", "[W] with W >= 1 ranks", ShapeString({world}));
+  if (buffer.shape[0] % world != 0) {
+    return Bad(op, arg, absl::StrCat("W*C rows (a multiple of W = ", world, ")"),
+               ShapeString(buffer.shape));
+  }
+  *capacity = buffer.shape[0] / world;
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status Backend::EpDispatchPack(const Tensor& hidden, const Tensor& topk_ids,
+                                     const Tensor& topk_weights, const Tensor& expert_to_rank,
+                                     Tensor* send_rows, Tensor* send_routes, Tensor* send_counts,
+                                     Tensor* token_slots) {
+  const char* op = "EpDispatchPack";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "hidden", hidden, dev, false, kF32, {kAny, kAny}));
+  const int64_t t = hidden.shape[0], h = hidden.shape[1];
+  RETURN_IF_ERROR(Check(op, "topk_ids", topk_ids, dev, false, kI32, {t, kAny}));
+  const int64_t k = topk_ids.shape[1];
+  if (k < 1) return Bad(op, "topk_ids", "[T, k] with k >= 1", ShapeString(topk_ids.shape));
+  RETURN_IF_ERROR(Check(op, "topk_weights", topk_weights, dev, false, kF32, {t, k}));
+  RETURN_IF_ERROR(Check(op, "expert_to_rank", expert_to_rank, dev, false, kI32, {kAny}));
+  if (expert_to_rank.shape[0] < 1) {
+    return Bad(op, "expert_to_rank", "[E] with E >= 1", ShapeString(expert_to_rank.shape));
+  }
+  for (Tensor* out : {send_rows, send_routes, send_counts, token_slots}) {
+    RETURN_IF_ERROR(CheckOutPtr(op, "outputs", out));
+  }
+  RETURN_IF_ERROR(Check(op, "send_counts", *send_counts, dev, true, kI32, {kAny}));
+  const int64_t w = send_counts->shape[0];
+  RETURN_IF_ERROR(Check(op, "send_rows", *send_rows, dev, true, kWire, {kAny, h}));
+  int64_t c = 0;
+  RETURN_IF_ERROR(CheckSlots(op, "send_rows", *send_rows, w, &c));
+  if (c < t) {
+    return Bad(op, "send_rows", absl::StrCat("at least T = ", t, " slots per rank"),
+               absl::StrCat(c, " (", ShapeString(send_rows->shape), " over ", w, " ranks)"));
+  }
+  RETURN_IF_ERROR(Check(op, "send_routes", *send_routes, dev, true, kI32, {w * c, 2 * k}));
+  RETURN_IF_ERROR(Check(op, "token_slots", *token_slots, dev, true, kI32, {t, w}));
+  return EpDispatchPackImpl(hidden, topk_ids, topk_weights, expert_to_rank, send_rows, send_routes,
+                            send_counts, token_slots);
+}
+
+absl::Status Backend::EpDispatchUnpack(const Tensor& recv_rows, const Tensor& recv_routes,
+                                       const Tensor& recv_counts, Tensor* rows,
+                                       Tensor* expert_offsets, Tensor* route_rows) {
+  const char* op = "EpDispatchUnpack";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "recv_counts", recv_counts, dev, false, kI32, {kAny}));
+  RETURN_IF_ERROR(Check(op, "recv_rows", recv_rows, dev, false, kWire, {kAny, kAny}));
+  int64_t c = 0;
+  RETURN_IF_ERROR(CheckSlots(op, "recv_rows", recv_rows, recv_counts.shape[0], &c));
+  const int64_t slots = recv_rows.shape[0], h = recv_rows.shape[1];
+  RETURN_IF_ERROR(Check(op, "recv_routes", recv_routes, dev, false, kI32, {slots, kAny}));
+  const int64_t k = recv_routes.shape[1] / 2;
+  if (k < 1 || recv_routes.shape[1] != 2 * k) {
+    return Bad(op, "recv_routes", "[W*C, 2k] with k >= 1", ShapeString(recv_routes.shape));
+  }
+  for (Tensor* out : {rows, expert_offsets, route_rows}) RETURN_IF_ERROR(CheckOutPtr(op, "outputs", out));
+  RETURN_IF_ERROR(Check(op, "rows", *rows, dev, true, kF32, {kAny, h}));
+  RETURN_IF_ERROR(Check(op, "expert_offsets", *expert_offsets, dev, true, kI32, {kAny}));
+  if (expert_offsets->shape[0] < 2) {
+    return Bad(op, "expert_offsets", "[E + 1] with E >= 1", ShapeString(expert_offsets->shape));
+  }
+  RETURN_IF_ERROR(Check(op, "route_rows", *route_rows, dev, true, kI32, {slots, k}));
+  return EpDispatchUnpackImpl(recv_rows, recv_routes, recv_counts, rows, expert_offsets,
+                              route_rows);
+}
+
+absl::Status Backend::EpCombinePack(const Tensor& expert_out, const Tensor& recv_routes,
+                                    const Tensor& recv_counts, const Tensor& route_rows,
+                                    Tensor* back_rows) {
+  const char* op = "EpCombinePack";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "expert_out", expert_out, dev, false, kF32, {kAny, kAny}));
+  const int64_t h = expert_out.shape[1];
+  RETURN_IF_ERROR(Check(op, "recv_counts", recv_counts, dev, false, kI32, {kAny}));
+  RETURN_IF_ERROR(CheckOutPtr(op, "back_rows", back_rows));
+  RETURN_IF_ERROR(Check(op, "back_rows", *back_rows, dev, true, kWire, {kAny, h}));
+  int64_t c = 0;
+  RETURN_IF_ERROR(CheckSlots(op, "back_rows", *back_rows, recv_counts.shape[0], &c));
+  const int64_t slots = back_rows->shape[0];
+  RETURN_IF_ERROR(Check(op, "route_rows", route_rows, dev, false, kI32, {slots, kAny}));
+  const int64_t k = route_rows.shape[1];
+  if (k < 1) return Bad(op, "route_rows", "[W*C, k] with k >= 1", ShapeString(route_rows.shape));
+  RETURN_IF_ERROR(Check(op, "recv_routes", recv_routes, dev, false, kI32, {slots, 2 * k}));
+  return EpCombinePackImpl(expert_out, recv_routes, recv_counts, route_rows, back_rows);
+}
+
+absl::Status Backend::EpCombineUnpack(const Tensor& returned_rows, const Tensor& token_slots,
+                                      Tensor* out) {
+  const char* op = "EpCombineUnpack";
+  const DeviceSpec dev = device();
+  RETURN_IF_ERROR(Check(op, "token_slots", token_slots, dev, false, kI32, {kAny, kAny}));
+  const int64_t t = token_slots.shape[0], w = token_slots.shape[1];
+  RETURN_IF_ERROR(Check(op, "returned_rows", returned_rows, dev, false, kWire, {kAny, kAny}));
+  int64_t c = 0;
+  RETURN_IF_ERROR(CheckSlots(op, "returned_rows", returned_rows, w, &c));
+  RETURN_IF_ERROR(CheckOutPtr(op, "out", out));
+  RETURN_IF_ERROR(Check(op, "out", *out, dev, true, kF32, {t, returned_rows.shape[1]}));
+  if (t > 0 && out->data() == returned_rows.data()) {
+    return Bad(op, "out", "a buffer distinct from returned_rows", "returned_rows");
+  }
+  return EpCombineUnpackImpl(returned_rows, token_slots, out);
+}
+
 absl::Status Backend::SampleTokens(const Tensor& logits, absl::Span<const SampleRow> rows,
                                    absl::Span<const SampleEdit> edits, int64_t top_n,
                                    bool processed_logprobs, Tensor* packed) {

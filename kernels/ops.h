@@ -122,6 +122,32 @@ struct MoePermutation {
   Tensor assignment_to_permuted;  // [T*k] int32: inverse of the above
 };
 
+// ---- Expert-parallel exchange ------------------------------------------
+//
+// The slot layout of worker/moe/device_dispatcher.h. With W ranks and a
+// capacity of C slots per destination, a send (or receive) buffer is W
+// regions of C slots, rank-major: slot (r, i) is row r*C + i. A slot holds
+// one token's row (float32 or bfloat16, the wire dtype) and its route, 2k
+// int32 words: the k expert ids of the token's picks that the slot's rank
+// holds (-1 for a pick held by another rank), then the k routing weights
+// (float bits, all k of them). A token is sent at most once to each rank:
+//
+//   hidden [T,H], topk [T,k] ─EpDispatchPack─► send rows/routes, counts [W],
+//                                              token_slots [T,W]
+//     ── exchange (the communicator: region r of every rank to rank r) ──►
+//   recv rows/routes, counts [W] ─EpDispatchUnpack─► rows [M,H] grouped by
+//                                  expert, expert_offsets [E+1], route_rows
+//     ── grouped expert GEMMs ──► expert_out [M,H]
+//   ─EpCombinePack─► back rows (one weighted partial sum per slot)
+//     ── exchange back (the same regions, counts swapped) ──►
+//   returned rows ─EpCombineUnpack(token_slots)─► out [T,H]
+//
+// Launch shapes depend only on the tensors' shapes (never on counts), so the
+// whole exchange can be captured in a graph around a device communicator.
+// Content errors (an expert id or rank out of range, a count above C, more
+// rows than M) fail naming the value on the CPU and are reported at the next
+// CopyToHost on a GPU (the offending rows are skipped).
+
 // ---- Sampling ------------------------------------------------------------
 
 // One row of Backend::SampleTokens: the parameters of sampling::SamplingParams
@@ -372,6 +398,55 @@ class Backend {
                             const MoePermutation& perm,
                             Tensor* out);  // [T, H] float32
 
+  // -- expert-parallel exchange (see "Expert-parallel exchange" above) --
+  // W = send_counts.shape[0], C = send_rows.shape[0] / W >= T. For each
+  // token t and each rank r holding one of its picks (expert_to_rank of
+  // topk_ids[t, j]), in token order: slot i = the number of earlier tokens
+  // sent to r; token_slots[t, r] = i (-1 for a rank the token does not go
+  // to); row r*C + i = hidden[t] in the wire dtype (round to nearest even);
+  // its route = the picks held by r (others -1) and all k weights.
+  // send_counts[r] = tokens sent to r. Slots past the counts keep their
+  // contents. Deterministic: the same inputs give the same bits on every
+  // backend.
+  absl::Status EpDispatchPack(const Tensor& hidden,          // [T, H] float32
+                              const Tensor& topk_ids,        // [T, k] int32
+                              const Tensor& topk_weights,    // [T, k] float32
+                              const Tensor& expert_to_rank,  // [E] int32 in [0, W)
+                              Tensor* send_rows,             // [W*C, H] f32/bf16
+                              Tensor* send_routes,           // [W*C, 2k] int32
+                              Tensor* send_counts,           // [W] int32
+                              Tensor* token_slots);          // [T, W] int32
+  // The receiving side. Slot (q, i) is valid when i < recv_counts[q]. Every
+  // valid slot's route entry j with an id e >= 0 becomes one row of `rows`
+  // (the slot's row, converted to float32) among expert e's rows
+  // [expert_offsets[e], expert_offsets[e+1]); route_rows[s, j] = that row
+  // (-1 for route entries without one and for invalid slots).
+  // expert_offsets[E] = the number of such rows (<= M); rows past it keep
+  // their contents. The order of rows within an expert is unspecified (the
+  // CPU keeps slot order); every row's values are exact. E =
+  // expert_offsets.shape[0] - 1; ids outside [0, E) or counts above C are
+  // errors.
+  absl::Status EpDispatchUnpack(const Tensor& recv_rows,    // [W*C, H] f32/bf16
+                                const Tensor& recv_routes,  // [W*C, 2k] int32
+                                const Tensor& recv_counts,  // [W] int32
+                                Tensor* rows,               // [M, H] float32
+                                Tensor* expert_offsets,     // [E + 1] int32
+                                Tensor* route_rows);        // [W*C, k] int32
+  // back_rows[s] = sum over j ascending with route_rows[s, j] >= 0 of
+  // weight_j * expert_out[route_rows[s, j]] (fp32, one fused multiply-add
+  // per term, then rounded to back_rows' dtype), for every valid slot s
+  // (i < recv_counts[q]); invalid slots keep their contents.
+  absl::Status EpCombinePack(const Tensor& expert_out,   // [M, H] float32
+                             const Tensor& recv_routes,  // [W*C, 2k] int32
+                             const Tensor& recv_counts,  // [W] int32
+                             const Tensor& route_rows,   // [W*C, k] int32
+                             Tensor* back_rows);         // [W*C, H] f32/bf16
+  // out[t] = sum over r ascending with token_slots[t, r] >= 0 of
+  // returned_rows[r*C + token_slots[t, r]] (fp32). Overwrites out.
+  absl::Status EpCombineUnpack(const Tensor& returned_rows,  // [W*C, H] f32/bf16
+                               const Tensor& token_slots,    // [T, W] int32
+                               Tensor* out);                 // [T, H] float32
+
  protected:
   // Backend implementations. Called only after the checks above passed
   // (for the linear ops: only with weights in formats Supports accepts).
@@ -419,6 +494,19 @@ class Backend {
   virtual absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
                                                absl::Span<const LinearWeight> gate,
                                                absl::Span<const LinearWeight> up, Tensor* out);
+  virtual absl::Status EpDispatchPackImpl(const Tensor& hidden, const Tensor& topk_ids,
+                                          const Tensor& topk_weights,
+                                          const Tensor& expert_to_rank, Tensor* send_rows,
+                                          Tensor* send_routes, Tensor* send_counts,
+                                          Tensor* token_slots) = 0;
+  virtual absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
+                                            const Tensor& recv_counts, Tensor* rows,
+                                            Tensor* expert_offsets, Tensor* route_rows) = 0;
+  virtual absl::Status EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
+                                         const Tensor& recv_counts, const Tensor& route_rows,
+                                         Tensor* back_rows) = 0;
+  virtual absl::Status EpCombineUnpackImpl(const Tensor& returned_rows, const Tensor& token_slots,
+                                           Tensor* out) = 0;
   virtual absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                         absl::Span<const SampleEdit> edits, int64_t top_n,
                                         bool processed_logprobs, Tensor* packed);

@@ -41,6 +41,18 @@ class Communicator {
                                  void* recv, absl::Span<const int64_t> recv_counts,
                                  size_t element_size, void* stream) = 0;
 
+  // The same exchange over rank-major regions of a fixed stride: the
+  // send_counts[r] elements for rank r start at element r * send_stride of
+  // `send`, and rank r's elements land at element r * recv_stride of `recv`
+  // (the slot layout of the expert-parallel exchange, worker/moe). Counts
+  // must not exceed the strides. The default packs host buffers into
+  // contiguous ones around AllToAllV; device communicators send each region
+  // in place.
+  virtual absl::Status AllToAllVStrided(const void* send, int64_t send_stride,
+                                        absl::Span<const int64_t> send_counts, void* recv,
+                                        int64_t recv_stride, absl::Span<const int64_t> recv_counts,
+                                        size_t element_size, void* stream);
+
   // recv: [world_size * bytes_per_rank]; rank r's `send` lands at offset
   // r * bytes_per_rank.
   virtual absl::Status AllGather(const void* send, void* recv, size_t bytes_per_rank,
@@ -50,6 +62,17 @@ class Communicator {
   virtual absl::Status AllReduceSum(void* data, size_t count, DataType type, void* stream) = 0;
 
   virtual absl::Status Barrier() = 0;
+
+  // Whether buffers are device memory on the caller's GPU and operations
+  // are enqueued on `stream` (NCCL), rather than host memory exchanged
+  // before returning (Gloo, local).
+  virtual bool device_buffers() const { return false; }
+
+  // The first error of work that was enqueued and ran later (a device
+  // communicator's watchdog found a timeout or a dead peer and aborted):
+  // callers check it after synchronising the stream. OK when none, and
+  // always OK for host communicators (their errors are returned directly).
+  virtual absl::Status AsyncError() { return absl::OkStatus(); }
 };
 
 }  // namespace epserve::comm
