@@ -829,6 +829,29 @@ absl::Status Backend::EpCombineUnpack(const Tensor& returned_rows, const Tensor&
   return EpCombineUnpackImpl(returned_rows, token_slots, out);
 }
 
+absl::Status Backend::EpDispatchPackImpl(const Tensor&, const Tensor&, const Tensor&,
+                                         const Tensor&, Tensor*, Tensor*, Tensor*, Tensor*) {
+  return absl::UnimplementedError(
+      absl::StrCat("EpDispatchPack: the ", device().ToString(), " backend has no such op"));
+}
+
+absl::Status Backend::EpDispatchUnpackImpl(const Tensor&, const Tensor&, const Tensor&, Tensor*,
+                                           Tensor*, Tensor*) {
+  return absl::UnimplementedError(
+      absl::StrCat("EpDispatchUnpack: the ", device().ToString(), " backend has no such op"));
+}
+
+absl::Status Backend::EpCombinePackImpl(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                        Tensor*) {
+  return absl::UnimplementedError(
+      absl::StrCat("EpCombinePack: the ", device().ToString(), " backend has no such op"));
+}
+
+absl::Status Backend::EpCombineUnpackImpl(const Tensor&, const Tensor&, Tensor*) {
+  return absl::UnimplementedError(
+      absl::StrCat("EpCombineUnpack: the ", device().ToString(), " backend has no such op"));
+}
+
 absl::Status Backend::SampleTokens(const Tensor& logits, absl::Span<const SampleRow> rows,
                                    absl::Span<const SampleEdit> edits, int64_t top_n,
                                    bool processed_logprobs, Tensor* packed) {

@@ -372,7 +372,9 @@ class Backend {
   absl::Status MoePermute(const Tensor& hidden,    // [T, H] float32
                           const Tensor& topk_ids,  // [T, k] int32
                           MoePermutation* out);
-  // out rows of expert e = rows of e · weights[e]^T. `weights` is indexed by
+  // out rows of expert e = rows of e · weights[e]^T. expert_offsets[E] <= R:
+  // rows past it (a buffer sized by capacity) are neither read nor written.
+  // `weights` is indexed by
   // global expert id (size E); an undefined LinearWeight marks an expert this
   // worker does not hold, which is an error if any row is routed to it. The
   // held experts share one format (and, unquantized, one dtype).
@@ -494,19 +496,20 @@ class Backend {
   virtual absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
                                                absl::Span<const LinearWeight> gate,
                                                absl::Span<const LinearWeight> up, Tensor* out);
+  // The Ep* ops' defaults are UNIMPLEMENTED naming the backend.
   virtual absl::Status EpDispatchPackImpl(const Tensor& hidden, const Tensor& topk_ids,
                                           const Tensor& topk_weights,
                                           const Tensor& expert_to_rank, Tensor* send_rows,
                                           Tensor* send_routes, Tensor* send_counts,
-                                          Tensor* token_slots) = 0;
+                                          Tensor* token_slots);
   virtual absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
                                             const Tensor& recv_counts, Tensor* rows,
-                                            Tensor* expert_offsets, Tensor* route_rows) = 0;
+                                            Tensor* expert_offsets, Tensor* route_rows);
   virtual absl::Status EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
                                          const Tensor& recv_counts, const Tensor& route_rows,
-                                         Tensor* back_rows) = 0;
+                                         Tensor* back_rows);
   virtual absl::Status EpCombineUnpackImpl(const Tensor& returned_rows, const Tensor& token_slots,
-                                           Tensor* out) = 0;
+                                           Tensor* out);
   virtual absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                         absl::Span<const SampleEdit> edits, int64_t top_n,
                                         bool processed_logprobs, Tensor* packed);

@@ -48,6 +48,10 @@ ABSL_FLAG(int, kv_cache_memory_mb, 256, "KV cache memory per local worker, in Mi
 ABSL_FLAG(double, gpu_memory_utilization, 0.9,
           "Local GPU workers (--device cuda): share of each GPU's memory for weights, "
           "activations and KV cache; the KV cache gets the rest after the weights");
+ABSL_FLAG(int, local_gpus, 0,
+          "Local GPU workers (--device cuda): GPUs they spread over, worker K on cuda:(K mod N); "
+          "0: one GPU per worker (cuda:K). Workers sharing a GPU split "
+          "--gpu-memory-utilization and exchange MoE rows through host memory");
 ABSL_FLAG(bool, enforce_eager, false, "Local GPU workers: run every step eagerly (no CUDA graphs)");
 ABSL_FLAG(int, max_tokens_per_step, 2048,
           "Tokens one worker computes per step (prefill chunks + decodes)");
@@ -143,11 +147,8 @@ int main(int argc, char** argv) {
                  2);
   }
   options.expert_parallel = expert_parallel > 0;
-  if (options.expert_parallel && options.local_workers && options.worker_device == "cuda") {
-    epserve::Die("--expert-parallel with --device cuda: expert parallelism between GPU workers "
-                 "is not supported yet (the exchange runs over Gloo on host tensors; the NCCL "
-                 "exchange is not built); use data parallel GPU workers or --device cpu", 2);
-  }
+  options.local_gpus = absl::GetFlag(FLAGS_local_gpus);
+  if (options.local_gpus < 0) epserve::Die("--local-gpus must be >= 0", 2);
   options.worker_cpu_threads = absl::GetFlag(FLAGS_worker_cpu_threads);
   if (options.worker_cpu_threads < 0) epserve::Die("--worker-cpu-threads must be >= 0", 2);
   options.kv_block_size = PositiveFlag("kv-block-size", absl::GetFlag(FLAGS_kv_block_size));

@@ -263,8 +263,12 @@ absl::Status RouterServer::SpawnLocalWorkers() {
   const unsigned cpu_threads = options_.worker_cpu_threads > 0
                                    ? static_cast<unsigned>(options_.worker_cpu_threads)
                                    : std::max(1u, cores / options_.world_size);
+  const uint32_t gpus = options_.local_gpus > 0 ? static_cast<uint32_t>(options_.local_gpus)
+                                                : options_.world_size;
+  const uint32_t per_gpu = (options_.world_size + gpus - 1) / gpus;
   for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
-    std::string device = options_.worker_device == "cuda" ? absl::StrCat("cuda:", rank) : "cpu";
+    std::string device =
+        options_.worker_device == "cuda" ? absl::StrCat("cuda:", rank % gpus) : "cpu";
     std::vector<std::string> argv = {worker_bin,
                                      "--router=" + router,
                                      absl::StrCat("--rank=", rank),
@@ -275,7 +279,10 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                      absl::StrCat("--cpu-threads=", cpu_threads),
                                      "--log-level=" + options_.worker_log_level};
     if (options_.worker_device == "cuda") {
-      argv.push_back(absl::StrCat("--gpu-memory-utilization=", options_.gpu_memory_utilization));
+      // Workers sharing a GPU cannot tell their memory from each other's:
+      // their KV caches take --kv-cache-memory-mb instead of a share.
+      argv.push_back(absl::StrCat("--gpu-memory-utilization=",
+                                  per_gpu > 1 ? 0.0 : options_.gpu_memory_utilization));
       if (options_.enforce_eager) argv.push_back("--enforce-eager");
     }
     ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, SubprocessOptions{}));

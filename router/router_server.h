@@ -60,6 +60,8 @@ struct RouterOptions {
   int kv_cache_blocks = 0;  // 0: workers size their cache from memory
   int kv_cache_memory_mb = 256;  // local workers
   double gpu_memory_utilization = 0.9;  // local GPU workers
+  // Local GPU workers: worker K on cuda:(K mod local_gpus); 0: cuda:K.
+  int local_gpus = 0;
   bool enforce_eager = false;           // local GPU workers: no CUDA graphs
   int worker_cpu_threads = 0;    // local CPU workers; 0: cores / workers
   int max_tokens_per_step = 2048;

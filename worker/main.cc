@@ -32,7 +32,7 @@ ABSL_FLAG(int, cpu_threads, 0, "CPU device: threads for the forward pass (0: all
 ABSL_FLAG(double, gpu_memory_utilization, 0.9,
           "GPU device: share of the GPU's memory for weights, activations and KV cache; the KV "
           "cache gets what the weights and activations leave (unless the router fixes the "
-          "block count)");
+          "block count); 0: the KV cache takes --kv-cache-memory-mb (workers sharing a GPU)");
 ABSL_FLAG(bool, enforce_eager, false, "GPU device: run every step eagerly (no CUDA graphs)");
 ABSL_FLAG(int, cuda_graph_max_batch, 256,
           "GPU device: decode batches up to this size replay CUDA graphs");
@@ -94,8 +94,8 @@ int main(int argc, char** argv) {
   if (kv_mb <= 0) epserve::Die("--kv-cache-memory-mb must be positive", 2);
   options.kv_cache_bytes = static_cast<uint64_t>(kv_mb) << 20;
   options.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
-  if (!(options.gpu_memory_utilization > 0.0 && options.gpu_memory_utilization <= 1.0)) {
-    epserve::Die(absl::StrCat("--gpu-memory-utilization must be in (0, 1], got ",
+  if (!(options.gpu_memory_utilization >= 0.0 && options.gpu_memory_utilization <= 1.0)) {
+    epserve::Die(absl::StrCat("--gpu-memory-utilization must be in [0, 1], got ",
                               options.gpu_memory_utilization), 2);
   }
   options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);

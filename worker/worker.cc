@@ -14,7 +14,7 @@
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/communicator_factory.h"
 #include "worker/models/attention/attention.h"
-#include "worker/moe/alltoall_dispatcher.h"
+#include "worker/moe/slot_dispatcher.h"
 #include "worker/weights/model_loader.h"
 #include "worker/worker_metrics.h"
 
@@ -266,7 +266,8 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   const kv_cache::KvCacheShape shape = models::KvCacheShapeOf(desc);
   if (kv.num_blocks() > 0) {
     options.num_blocks = kv.num_blocks();
-  } else if (options_.device.type != kernels::DeviceType::kCpu) {
+  } else if (options_.device.type != kernels::DeviceType::kCpu &&
+             options_.gpu_memory_utilization > 0.0) {
     ASSIGN_OR_RETURN(options.num_blocks, GpuKvBlocks(desc, kv, options));
   } else {
     ASSIGN_OR_RETURN(options.num_blocks,
@@ -295,14 +296,24 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   std::unique_ptr<moe::TokenDispatcher> dispatcher;
   const auto& owners = registration_.plan().expert_placement().expert_to_rank();
   if (desc.moe.num_experts > 0 && registration_.world_size() > 1 && !owners.empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<moe::AllToAllTokenDispatcher> a2a,
-                     moe::AllToAllTokenDispatcher::Create(
-                         *backend_, desc.moe.num_experts, desc.moe.routing.top_k, desc.hidden_size,
-                         {owners.begin(), owners.end()}, nullptr));
+    moe::SlotDispatcherOptions ep;
+    ep.num_experts = desc.moe.num_experts;
+    ep.top_k = desc.moe.routing.top_k;
+    ep.hidden = desc.hidden_size;
+    ep.expert_to_rank.assign(owners.begin(), owners.end());
+    const bool gpu = options_.device.type != kernels::DeviceType::kCpu;
+    // CPU workers are the float32 reference; GPU workers send bfloat16 rows
+    // (half the bytes) and exchange decode steps in fixed-capacity slots
+    // sized by the largest decode graph, so those steps need no host reads.
+    ep.wire_dtype = gpu ? DataType::kBFloat16 : DataType::kFloat32;
+    ep.decode_capacity = gpu ? std::max<int64_t>(options.graph_max_batch, 1) : 0;
+    if (gpu && options.graph_max_batch <= 0) ep.decode_capacity = options_.cuda_graph_max_batch;
+    ASSIGN_OR_RETURN(std::unique_ptr<moe::SlotTokenDispatcher> slots,
+                     moe::SlotTokenDispatcher::Create(*backend_, std::move(ep), nullptr));
     moe_metrics_ = std::make_unique<MoeMetrics>(*metrics_registry_, desc.moe.num_experts);
-    a2a->SetObserver(moe_metrics_.get());
-    ep_dispatcher_ = a2a.get();
-    dispatcher = std::move(a2a);
+    slots->SetObserver(moe_metrics_.get());
+    ep_dispatcher_ = slots.get();
+    dispatcher = std::move(slots);
     options.collective_moe = true;
   }
   ASSIGN_OR_RETURN(executor_, step::StepExecutor::Create(*weights_, *backend_, options,

@@ -23,7 +23,7 @@
 #include "worker/weights/weight_loader.h"
 
 namespace epserve::moe {
-class AllToAllTokenDispatcher;
+class SlotTokenDispatcher;
 }  // namespace epserve::moe
 
 namespace epserve::worker {
@@ -99,7 +99,7 @@ class Worker {
   std::unique_ptr<MoeMetrics> moe_metrics_;  // expert parallelism only
   std::unique_ptr<step::StepExecutor> executor_;
   // Owned by executor_'s model; null without expert parallelism.
-  moe::AllToAllTokenDispatcher* ep_dispatcher_ = nullptr;
+  moe::SlotTokenDispatcher* ep_dispatcher_ = nullptr;
   // Why steps cannot run (empty when executor_ is set).
   std::string no_executor_reason_;
 

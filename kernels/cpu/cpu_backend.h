@@ -70,6 +70,18 @@ class CpuBackend : public Backend {
                                        Tensor* out) override;
   absl::Status MoeUnpermuteImpl(const Tensor& expert_out, const Tensor& topk_weights,
                                 const MoePermutation& perm, Tensor* out) override;
+  absl::Status EpDispatchPackImpl(const Tensor& hidden, const Tensor& topk_ids,
+                                  const Tensor& topk_weights, const Tensor& expert_to_rank,
+                                  Tensor* send_rows, Tensor* send_routes, Tensor* send_counts,
+                                  Tensor* token_slots) override;
+  absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
+                                    const Tensor& recv_counts, Tensor* rows,
+                                    Tensor* expert_offsets, Tensor* route_rows) override;
+  absl::Status EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
+                                 const Tensor& recv_counts, const Tensor& route_rows,
+                                 Tensor* back_rows) override;
+  absl::Status EpCombineUnpackImpl(const Tensor& returned_rows, const Tensor& token_slots,
+                                   Tensor* out) override;
 
  private:
   int num_threads_;  // > 0

@@ -449,6 +449,15 @@ Engine::PlannedStep Engine::BuildPlans(const scheduler::ScheduledBatch& batch) {
     for (std::string& id : release_[w]) plan.add_release_request_ids(std::move(id));
     release_[w].clear();
   }
+  uint32_t most = 0;
+  for (const control::v1::StepPlan& plan : step.plans) {
+    uint32_t tokens = 0;
+    for (const control::v1::SequencePlan& sp : plan.sequences()) {
+      tokens += static_cast<uint32_t>(sp.token_ids_size());
+    }
+    most = std::max(most, tokens);
+  }
+  for (control::v1::StepPlan& plan : step.plans) plan.set_max_tokens_any_worker(most);
   return step;
 }
 

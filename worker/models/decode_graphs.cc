@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<DecodeGraphs>> DecodeGraphs::Create(
   }
   if (!model.capturable()) {
     return absl::FailedPreconditionError(
-        "decode graphs: expert-parallel MoE exchanges cannot be captured");
+        "decode graphs: this model's expert-parallel MoE exchange cannot be captured");
   }
   if (options.max_batch <= 0 || options.max_blocks_per_seq <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(

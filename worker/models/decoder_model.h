@@ -60,9 +60,11 @@ class DecoderModel {
   absl::StatusOr<StepBatch> PrepareBatch(const StepInput& input, kv_cache::KvCache& cache) const;
   absl::Status ForwardBatch(const StepBatch& batch, kv_cache::KvCache& cache,
                             kernels::Tensor* logits);
-  // Whether ForwardBatch may be captured into a graph (every expert is local:
-  // an expert-parallel exchange talks to other processes).
-  bool capturable() const { return dispatcher_->local(); }
+  // Whether ForwardBatch may ever be captured into a graph (every expert is
+  // local, or the expert-parallel exchange can be enqueued on the device in
+  // some steps), and whether this step's may (see TokenDispatcher).
+  bool capturable() const { return dispatcher_->supports_graphs(); }
+  bool step_capturable() const { return dispatcher_->step_capturable(); }
 
   // Expert parallelism, a step in which this rank has no tokens: every MoE
   // layer's dispatch, local experts and combine run with zero local rows, in

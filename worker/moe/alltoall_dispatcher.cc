@@ -201,7 +201,8 @@ absl::Status AllToAllTokenDispatcher::Exchange(const kernels::Tensor& send,
 }
 
 absl::StatusOr<DispatchedTokens> AllToAllTokenDispatcher::Dispatch(
-    const kernels::Tensor& hidden, const kernels::Tensor& topk_ids) {
+    const kernels::Tensor& hidden, const kernels::Tensor& topk_ids,
+    const kernels::Tensor& topk_weights) {
   const Clock::time_point start = Clock::now();
   if (pending_) {
     return absl::FailedPreconditionError(absl::StrCat("TokenDispatcher: MoE layer ", layer_,
@@ -270,14 +271,16 @@ absl::StatusOr<DispatchedTokens> AllToAllTokenDispatcher::Dispatch(
     RETURN_IF_ERROR(backend_.CopyRows(recv_view_, recv_blocks_, &out_rows_view_));
   }
 
+  topk_weights_ = topk_weights;
   pending_ = true;
   stats_.dispatch_seconds = SecondsSince(start);
   return DispatchedTokens{out_rows_view_, out_offsets_view_};
 }
 
 absl::Status AllToAllTokenDispatcher::Combine(const kernels::Tensor& expert_out,
-                                              const kernels::Tensor& topk_weights,
                                               kernels::Tensor* out) {
+  const kernels::Tensor topk_weights = std::move(topk_weights_);
+  topk_weights_ = {};
   const Clock::time_point start = Clock::now();
   if (!pending_) {
     return absl::FailedPreconditionError(

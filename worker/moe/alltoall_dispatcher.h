@@ -102,11 +102,11 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
   void SetLayer(int moe_layer_index) override { layer_ = moe_layer_index; }
 
   absl::StatusOr<DispatchedTokens> Dispatch(
-      const kernels::Tensor& hidden,                         // [T, H] float32
-      const kernels::Tensor& topk_ids) override;             // [T, k] int32
-  absl::Status Combine(const kernels::Tensor& expert_out,    // [R, H] float32
-                       const kernels::Tensor& topk_weights,  // [T, k] float32
-                       kernels::Tensor* out) override;       // [T, H] float32
+      const kernels::Tensor& hidden,                      // [T, H] float32
+      const kernels::Tensor& topk_ids,                    // [T, k] int32
+      const kernels::Tensor& topk_weights) override;      // [T, k] float32
+  absl::Status Combine(const kernels::Tensor& expert_out,  // [R, H] float32
+                       kernels::Tensor* out) override;     // [T, H] float32
 
   // How often a staging buffer was allocated or grown; stays constant once
   // no step is larger than an earlier one.
@@ -154,6 +154,7 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
   Arena send_rows_, recv_rows_, out_rows_, out_offsets_, blocks_;
   Arena host_send_, host_recv_;   // host copies of non-host tensors (bytes)
   kernels::MoePermutation perm_;  // views into perm_*, of the pending Dispatch
+  kernels::Tensor topk_weights_;  // of the pending Dispatch
   kernels::Tensor out_rows_view_, out_offsets_view_;
   // Views into blocks_: [B, 3] int32 (src row, dst row, rows).
   kernels::Tensor send_blocks_, send_blocks_back_, recv_blocks_, recv_blocks_back_;

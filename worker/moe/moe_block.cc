@@ -46,7 +46,7 @@ absl::Status MoeBlock::RunExperts(kernels::Backend& backend, TokenDispatcher& di
                                   const kernels::Tensor& topk_weights,
                                   kernels::Tensor* out) const {
   const int64_t hidden = x.shape[1];
-  ASSIGN_OR_RETURN(DispatchedTokens d, dispatcher.Dispatch(x, topk_ids));
+  ASSIGN_OR_RETURN(DispatchedTokens d, dispatcher.Dispatch(x, topk_ids, topk_weights));
   const int64_t rows = d.rows.shape[0];
   // Expert width from any held expert (all share it).
   int64_t width = 0;
@@ -65,7 +65,7 @@ absl::Status MoeBlock::RunExperts(kernels::Backend& backend, TokenDispatcher& di
     status = backend.GroupedExpertMatMul(gate, d.expert_offsets, w_->expert_down, &expert_out);
   }
   // Combine even after a failure so the dispatcher is ready for the next call.
-  absl::Status combined = dispatcher.Combine(expert_out, topk_weights, out);
+  absl::Status combined = dispatcher.Combine(expert_out, out);
   RETURN_IF_ERROR(status);
   RETURN_IF_ERROR(combined);
   return absl::OkStatus();

@@ -3,16 +3,20 @@
 // expert; Combine brings expert outputs back and sums them per token with the
 // routing weights.
 //
-//   hidden [T,H], topk_ids [T,k]
+//   hidden [T,H], topk_ids [T,k], topk_weights [T,k]
 //     ──Dispatch──► rows [R,H] grouped by expert, expert_offsets [E+1]
 //                   (R = T·k on one rank; with expert parallelism, the rows
-//                    routed to this rank's experts from every rank)
+//                    routed to this rank's experts from every rank; rows
+//                    past expert_offsets[E] are padding of a fixed-capacity
+//                    buffer)
 //     ── grouped expert GEMMs (caller) ──► expert_out [R,H]
-//     ──Combine(topk_weights [T,k])──► out [T,H] = Σ_j w[t,j]·expert_out(t,j)
+//     ──Combine──► out [T,H] = Σ_j w[t,j]·expert_out(t,j)
 //
 // LocalTokenDispatcher is world size 1 (every expert local: a permutation).
-// AllToAllTokenDispatcher (alltoall_dispatcher.h) implements the same
-// interface over worker/comm for expert parallelism.
+// SlotTokenDispatcher (slot_dispatcher.h) implements the same interface over
+// worker/comm for expert parallelism, with routing computed on the device;
+// AllToAllTokenDispatcher (alltoall_dispatcher.h) is its host-planned
+// reference.
 #pragma once
 
 #include <cstdint>
@@ -37,16 +41,31 @@ class TokenDispatcher {
   virtual void SetLayer(int /*moe_layer_index*/) {}
 
   // Whether Dispatch/Combine only enqueue device work of this process (no
-  // exchange with other ranks): then a step can be captured into a graph.
+  // exchange with other ranks).
   virtual bool local() const { return false; }
+  // Whether decode steps may be captured into graphs at all (the model's
+  // graphs are created only then), and whether this step's Dispatch/Combine
+  // only enqueue device work (an exchange included) so that it may run from
+  // one.
+  virtual bool supports_graphs() const { return local(); }
+  virtual bool step_capturable() const { return local(); }
+
+  // Brackets one step of the worker. `max_tokens_any_rank`: the most tokens
+  // any rank of the group computes in the step (the router's plan; 0 when
+  // unknown), from which every rank picks the same exchange. EndStep runs
+  // after the step's device work finished (the results were read): it
+  // reports errors found by then (a device communicator's watchdog).
+  virtual void BeginStep(int64_t /*max_tokens_any_rank*/) {}
+  virtual absl::Status EndStep() { return absl::OkStatus(); }
 
   // Every Dispatch is followed by exactly one Combine before the next
   // Dispatch (the dispatcher keeps the routing of the call in between).
-  virtual absl::StatusOr<DispatchedTokens> Dispatch(const kernels::Tensor& hidden,     // [T, H]
-                                                    const kernels::Tensor& topk_ids) = 0;  // [T, k]
-  virtual absl::Status Combine(const kernels::Tensor& expert_out,    // [R, H] float32
-                               const kernels::Tensor& topk_weights,  // [T, k] float32
-                               kernels::Tensor* out) = 0;            // [T, H] float32, overwritten
+  virtual absl::StatusOr<DispatchedTokens> Dispatch(
+      const kernels::Tensor& hidden,             // [T, H] float32
+      const kernels::Tensor& topk_ids,           // [T, k] int32
+      const kernels::Tensor& topk_weights) = 0;  // [T, k] float32
+  virtual absl::Status Combine(const kernels::Tensor& expert_out,  // [R, H] float32
+                               kernels::Tensor* out) = 0;          // [T, H] float32, overwritten
 };
 
 class LocalTokenDispatcher final : public TokenDispatcher {
@@ -55,15 +74,16 @@ class LocalTokenDispatcher final : public TokenDispatcher {
       : backend_(backend), num_experts_(num_experts) {}
 
   absl::StatusOr<DispatchedTokens> Dispatch(const kernels::Tensor& hidden,
-                                            const kernels::Tensor& topk_ids) override;
-  absl::Status Combine(const kernels::Tensor& expert_out, const kernels::Tensor& topk_weights,
-                       kernels::Tensor* out) override;
+                                            const kernels::Tensor& topk_ids,
+                                            const kernels::Tensor& topk_weights) override;
+  absl::Status Combine(const kernels::Tensor& expert_out, kernels::Tensor* out) override;
   bool local() const override { return true; }
 
  private:
   kernels::Backend& backend_;
   int64_t num_experts_;
   kernels::MoePermutation perm_;  // of the last Dispatch
+  kernels::Tensor topk_weights_;  // of the last Dispatch
   bool pending_ = false;
 };
 

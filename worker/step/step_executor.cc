@@ -93,8 +93,7 @@ absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(
   ASSIGN_OR_RETURN(kv_cache::KvCache cache,
                    kv_cache::KvCache::Create(backend, e->model_->kv_cache_shape(), kv));
   e->cache_ = std::make_unique<kv_cache::KvCache>(std::move(cache));
-  if (options.graph_max_batch > 0 && backend.SupportsGraphs() && e->model_->capturable() &&
-      !options.collective_moe) {
+  if (options.graph_max_batch > 0 && backend.SupportsGraphs() && e->model_->capturable()) {
     models::DecodeGraphOptions graph_options;
     graph_options.max_batch = options.graph_max_batch;
     graph_options.max_blocks_per_seq =
@@ -367,8 +366,15 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
     result.set_step_seconds(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
+  moe::TokenDispatcher& dispatcher = model_->dispatcher();
+  dispatcher.BeginStep(plan.max_tokens_any_worker());
   if (plan.sequences_size() == 0) {
-    if (options_.collective_moe) RETURN_IF_ERROR(model_->ForwardNoTokens());
+    if (options_.collective_moe) {
+      RETURN_IF_ERROR(model_->ForwardNoTokens());
+      // Nothing else waits for the exchange's device work on this rank.
+      RETURN_IF_ERROR(model_->backend().Synchronize());
+      RETURN_IF_ERROR(dispatcher.EndStep());
+    }
     finish();
     return result;
   }
@@ -387,7 +393,7 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
   }
   kernels::Tensor logits;
   std::optional<models::DecodeGraphs::Output> graph_out;
-  if (graphs_ != nullptr && graphs_->Accepts(input)) {
+  if (graphs_ != nullptr && model_->step_capturable() && graphs_->Accepts(input)) {
     ASSIGN_OR_RETURN(graph_out, graphs_->Run(input));
     logits = graph_out->logits;
   } else {
@@ -443,6 +449,9 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
       }
     }
   }
+  // The results are on the host: the step's device work (and any exchange
+  // in it) has finished.
+  RETURN_IF_ERROR(dispatcher.EndStep());
   finish();
   return result;
 }
