@@ -917,6 +917,21 @@ absl::StatusOr<std::shared_ptr<Storage>> Backend::AllocateStagingHost(size_t byt
   return AllocateHostStorage(bytes);
 }
 
+absl::Status Backend::CopyToStagingAsync(const Tensor& src, void* dst) {
+  return CopyToHost(src, dst, src.nbytes());
+}
+
+absl::Status Backend::CopyFromStagingAsync(const void* src, Tensor* dst) {
+  if (dst == nullptr) return Bad("CopyFromStagingAsync", "dst", "a tensor", "nullptr");
+  return CopyFromHost(src, dst->nbytes(), dst);
+}
+
+absl::Status Backend::EnqueueHostCall(void (*fn)(void*), void* arg) {
+  RETURN_IF_ERROR(Synchronize());
+  fn(arg);
+  return absl::OkStatus();
+}
+
 absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
   if (t == nullptr || !t->defined()) return Bad("FillDummy", "t", "a tensor", "none");
   // On the CPU the tensor is host memory: fill it in place.

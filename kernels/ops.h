@@ -223,6 +223,18 @@ class Backend {
   // do not synchronise), ordinary host memory on the CPU. The caller must
   // not rewrite it while a copy from it may still be in flight.
   virtual absl::StatusOr<std::shared_ptr<Storage>> AllocateStagingHost(size_t bytes);
+  // Stream-ordered host staging (graph-capturable; nothing waits): a copy of
+  // device tensor `src` into page-locked host memory `dst` (from
+  // AllocateStagingHost, at least src.nbytes()), and of page-locked `src`
+  // into device tensor `dst` (dst->nbytes() bytes). The defaults copy at once
+  // (CopyToHost / CopyFromHost); the CUDA backend enqueues them.
+  virtual absl::Status CopyToStagingAsync(const Tensor& src, void* dst);
+  virtual absl::Status CopyFromStagingAsync(const void* src, Tensor* dst);
+  // Runs fn(arg) on a host thread after the work enqueued before it and
+  // before the work enqueued after it (a host node when captured into a
+  // graph: every replay runs it). fn must not call the backend; `arg` must
+  // outlive every run. The default waits for the stream and calls it.
+  virtual absl::Status EnqueueHostCall(void (*fn)(void*), void* arg);
   // Moves rows between two tensors of the same width by blocks: for each
   // block b, dst rows [b.dst, b.dst + b.rows) = src rows [b.src, b.src +
   // b.rows), converted from src's dtype to dst's (float32, bfloat16,

@@ -216,6 +216,31 @@ absl::StatusOr<std::shared_ptr<Storage>> CudaBackend::AllocateStagingHost(size_t
   return std::shared_ptr<Storage>(new PinnedStorage(p, bytes));
 }
 
+absl::Status CudaBackend::CopyToStagingAsync(const Tensor& src, void* dst) {
+  if (!src.defined() || dst == nullptr) {
+    return absl::InvalidArgumentError("CopyToStagingAsync: expected a tensor and a destination");
+  }
+  if (src.nbytes() == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, s()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyFromStagingAsync(const void* src, Tensor* dst) {
+  if (dst == nullptr || !dst->defined() || src == nullptr) {
+    return absl::InvalidArgumentError("CopyFromStagingAsync: expected a source and a tensor");
+  }
+  if (dst->nbytes() == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(dst->mutable_data(), src, dst->nbytes(), cudaMemcpyHostToDevice, s()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::EnqueueHostCall(void (*fn)(void*), void* arg) {
+  RETURN_IF_CUDA_ERROR(cudaLaunchHostFunc(s(), fn, arg));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {
   if (t == nullptr || !t->defined() || t->mutable_data() == nullptr) {
     return absl::InvalidArgumentError("FillDummy: t: expected a writable tensor");

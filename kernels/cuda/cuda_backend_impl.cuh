@@ -42,6 +42,9 @@ class CudaBackend final : public Backend {
   absl::StatusOr<Tensor> Empty(DataType dtype, std::vector<int64_t> shape) override;
   absl::StatusOr<Tensor> ToDevice(const Tensor& host) override;
   absl::StatusOr<std::shared_ptr<Storage>> AllocateStagingHost(size_t bytes) override;
+  absl::Status CopyToStagingAsync(const Tensor& src, void* dst) override;
+  absl::Status CopyFromStagingAsync(const void* src, Tensor* dst) override;
+  absl::Status EnqueueHostCall(void (*fn)(void*), void* arg) override;
   absl::Status FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) override;
   bool SupportsGraphs() const override { return true; }
   absl::StatusOr<std::unique_ptr<Graph>> Capture(

@@ -28,16 +28,11 @@ int64_t MostTokens(const Step& step) {
   return *std::max_element(step.tokens.begin(), step.tokens.end());
 }
 
-struct Mode {
-  bool fixed = false;
-  DataType wire = DataType::kFloat32;
-};
-
 class SlotDispatcherTest
-    : public ::testing::TestWithParam<std::tuple<int, PlacementStrategy, bool, DataType>> {};
+    : public ::testing::TestWithParam<std::tuple<int, PlacementStrategy, bool, bool, DataType>> {};
 
 TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
-  const auto [world, strategy, fixed, wire] = GetParam();
+  const auto [world, strategy, fixed, staged, wire] = GetParam();
   const std::vector<uint32_t> placement = *PlaceExperts(kExperts, world, strategy);
   const std::vector<Tensor> experts = ExpertWeights();
   const std::vector<Step> steps = Steps(world);
@@ -61,6 +56,7 @@ TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
       o.expert_to_rank = placement;
       o.wire_dtype = wire;
       o.decode_capacity = fixed ? kCapacity : 0;
+      o.force_host_staging = staged;
       auto dispatcher = SlotTokenDispatcher::Create(*backend, o, &comm);
       ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
       Recorder recorder;
@@ -145,45 +141,58 @@ TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
 }
 
 std::string CaseName(
-    const ::testing::TestParamInfo<std::tuple<int, PlacementStrategy, bool, DataType>>& param) {
-  const auto& [world, strategy, fixed, wire] = param.param;
-  return absl::StrCat(
-      world, "Ranks", strategy == PlacementStrategy::kLinear ? "Linear" : "RoundRobin",
-      fixed ? "FixedCapacity" : "CountsFirst", wire == DataType::kFloat32 ? "F32" : "Bf16");
+    const ::testing::TestParamInfo<std::tuple<int, PlacementStrategy, bool, bool, DataType>>&
+        param) {
+  const auto& [world, strategy, fixed, staged, wire] = param.param;
+  return absl::StrCat(world, "Ranks",
+                      strategy == PlacementStrategy::kLinear ? "Linear" : "RoundRobin",
+                      fixed ? "FixedCapacity" : "CountsFirst", staged ? "Staged" : "",
+                      wire == DataType::kFloat32 ? "F32" : "Bf16");
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, SlotDispatcherTest,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4),
                                             ::testing::Values(PlacementStrategy::kLinear,
                                                               PlacementStrategy::kRoundRobin),
-                                            ::testing::Bool(),
+                                            ::testing::Bool(), ::testing::Bool(),
                                             ::testing::Values(DataType::kFloat32,
                                                               DataType::kBFloat16)),
                          CaseName);
 
 // A rank that never calls: the others' exchange fails within the
-// communicator's timeout, naming the MoE layer, instead of hanging.
+// communicator's timeout, naming the MoE layer, instead of hanging — from
+// Dispatch (exchanges on the calling thread) or from EndStep (the staged
+// fixed-capacity exchange runs in stream order, in a host call).
 TEST(SlotDispatcher, PeerThatNeverCallsFailsWithinTimeout) {
   const std::vector<uint32_t> placement = *PlaceExperts(kExperts, 2, PlacementStrategy::kLinear);
-  for (bool fixed : {false, true}) {
-    SCOPED_TRACE(fixed ? "fixed capacity" : "counts first");
-    RunRanks(2, milliseconds(300), fixed ? "silent-f/" : "silent-c/",
-             [&](comm::Communicator& comm) {
-               if (comm.rank() == 1) return;  // never joins the exchange
-               auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
-               SlotDispatcherOptions o{
-                   kExperts, 2, kHidden, placement, DataType::kFloat32, fixed ? kCapacity : 0};
-               auto d = SlotTokenDispatcher::Create(*backend, o, &comm);
-               ASSERT_TRUE(d.ok()) << d.status();
-               const RankInputs in = MakeInputs({Routing::kRandom, 0, {4, 4}}, 0, 0, 2, placement);
-               (*d)->BeginStep(4);
-               (*d)->SetLayer(3);
-               const auto start = std::chrono::steady_clock::now();
-               auto got = (*d)->Dispatch(in.hidden, in.topk_ids, in.topk_weights);
-               EXPECT_FALSE(got.ok());
-               EXPECT_THAT(std::string(got.status().message()), HasSubstr("MoE layer 3 dispatch"));
-               EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
-             });
+  for (int mode = 0; mode < 3; ++mode) {
+    const bool fixed = mode > 0, staged = mode == 2;
+    SCOPED_TRACE(mode == 0 ? "counts first" : staged ? "fixed capacity, staged" : "fixed capacity");
+    RunRanks(
+        2, milliseconds(300), absl::StrCat("silent", mode, "/"), [&](comm::Communicator& comm) {
+          if (comm.rank() == 1) return;  // never joins the exchange
+          auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+          SlotDispatcherOptions o{
+              kExperts, 2, kHidden, placement, DataType::kFloat32, fixed ? kCapacity : 0, staged};
+          auto d = SlotTokenDispatcher::Create(*backend, o, &comm);
+          ASSERT_TRUE(d.ok()) << d.status();
+          const RankInputs in = MakeInputs({Routing::kRandom, 0, {4, 4}}, 0, 0, 2, placement);
+          (*d)->BeginStep(4);
+          (*d)->SetLayer(3);
+          const auto start = std::chrono::steady_clock::now();
+          auto got = (*d)->Dispatch(in.hidden, in.topk_ids, in.topk_weights);
+          absl::Status error = got.status();
+          if (staged) {
+            ASSERT_TRUE(got.ok()) << got.status();  // enqueued; the host call fails
+            Tensor expert_out = *backend->Empty(DataType::kFloat32, got->rows.shape);
+            Tensor out = *backend->Empty(DataType::kFloat32, {4, kHidden});
+            EXPECT_TRUE((*d)->Combine(expert_out, &out).ok());
+            error = (*d)->EndStep();
+          }
+          EXPECT_FALSE(error.ok());
+          EXPECT_THAT(std::string(error.message()), HasSubstr("MoE layer 3 dispatch"));
+          EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+        });
   }
 }
 

@@ -90,6 +90,10 @@ absl::Status SlotTokenDispatcher::SetCommunicator(comm::Communicator* comm) {
     }
   }
   const bool world_changed = world != world_;
+  {
+    std::lock_guard<std::mutex> lock(async_mu_);
+    async_error_ = absl::OkStatus();
+  }
   comm_ = comm;
   rank_ = comm->rank();
   world_ = world;
@@ -108,23 +112,133 @@ absl::Status SlotTokenDispatcher::SetCommunicator(comm::Communicator* comm) {
     RETURN_IF_ERROR(LayoutSend(&fixed_, c, c, &probe));
     RETURN_IF_ERROR(LayoutRecv(&fixed_, c, &probe));
   }
+  if (options_.decode_capacity > 0 && !direct()) RETURN_IF_ERROR(ReserveStaged());
   return absl::OkStatus();
 }
 
 bool SlotTokenDispatcher::direct() const {
+  if (options_.force_host_staging) return false;
   return comm_->device_buffers() || backend_.device().type == kernels::DeviceType::kCpu;
 }
 
 void SlotTokenDispatcher::BeginStep(int64_t max_tokens_any_rank) {
-  fixed_step_ = options_.decode_capacity > 0 && comm_ != nullptr && direct() &&
-                max_tokens_any_rank > 0 && max_tokens_any_rank <= options_.decode_capacity;
+  fixed_step_ = options_.decode_capacity > 0 && comm_ != nullptr && max_tokens_any_rank > 0 &&
+                max_tokens_any_rank <= options_.decode_capacity;
 }
 
 absl::Status SlotTokenDispatcher::EndStep() {
+  {
+    std::lock_guard<std::mutex> lock(async_mu_);
+    if (!async_error_.ok()) return async_error_;
+  }
   if (comm_ == nullptr) return absl::OkStatus();
   absl::Status s = comm_->AsyncError();
   if (!s.ok()) return Annotate(s, "MoE exchange");
   return absl::OkStatus();
+}
+
+void SlotTokenDispatcher::SetAsyncError(const absl::Status& status) {
+  std::lock_guard<std::mutex> lock(async_mu_);
+  if (async_error_.ok()) async_error_ = status;
+}
+
+absl::Status SlotTokenDispatcher::ReserveStaged() {
+  const size_t w = static_cast<size_t>(world_), c = static_cast<size_t>(options_.decode_capacity);
+  const size_t routes = w * c * 2 * options_.top_k * sizeof(int32_t);
+  const size_t rows = w * c * options_.hidden * DataTypeSize(options_.wire_dtype);
+  RETURN_IF_ERROR(ReserveHost(w * sizeof(int32_t), &staged_send_counts_));
+  RETURN_IF_ERROR(ReserveHost(w * sizeof(int32_t), &staged_recv_counts_));
+  RETURN_IF_ERROR(ReserveHost(routes, &staged_send_routes_));
+  RETURN_IF_ERROR(ReserveHost(routes, &staged_recv_routes_));
+  RETURN_IF_ERROR(ReserveHost(rows, &staged_send_rows_));
+  RETURN_IF_ERROR(ReserveHost(rows, &staged_recv_rows_));
+  staged_send_counts_host_.assign(w, 0);
+  staged_recv_counts_host_.assign(w, 0);
+  return absl::OkStatus();
+}
+
+void SlotTokenDispatcher::DispatchHostCall(void* self_ptr) {
+  auto* self = static_cast<SlotTokenDispatcher*>(self_ptr);
+  {
+    std::lock_guard<std::mutex> lock(self->async_mu_);
+    if (!self->async_error_.ok()) return;  // the group failed earlier in the step
+  }
+  const int64_t w = self->world_, c = self->options_.decode_capacity;
+  const auto* send_counts = static_cast<const int32_t*>(self->staged_send_counts_.storage->data());
+  auto* recv_counts = static_cast<int32_t*>(self->staged_recv_counts_.storage->mutable_data());
+  absl::Status s = self->comm_->AllToAllV(send_counts, self->ones_, recv_counts, self->ones_,
+                                          sizeof(int32_t), nullptr);
+  for (int64_t r = 0; s.ok() && r < w; ++r) {
+    if (send_counts[r] < 0 || send_counts[r] > c || recv_counts[r] < 0 || recv_counts[r] > c) {
+      s = absl::InternalError(absl::StrCat("slot counts outside [0, ", c, "]: to rank ", r, " ",
+                                           send_counts[r], ", from it ", recv_counts[r]));
+    }
+    self->staged_send_counts_host_[r] = send_counts[r];
+    self->staged_recv_counts_host_[r] = recv_counts[r];
+  }
+  const size_t route_bytes = 2 * self->options_.top_k * sizeof(int32_t);
+  const size_t row_bytes = self->options_.hidden * DataTypeSize(self->options_.wire_dtype);
+  if (s.ok()) {
+    s = self->comm_->AllToAllVStrided(self->staged_send_routes_.storage->data(), c,
+                                      self->staged_send_counts_host_,
+                                      self->staged_recv_routes_.storage->mutable_data(), c,
+                                      self->staged_recv_counts_host_, route_bytes, nullptr);
+  }
+  if (s.ok()) {
+    s = self->comm_->AllToAllVStrided(self->staged_send_rows_.storage->data(), c,
+                                      self->staged_send_counts_host_,
+                                      self->staged_recv_rows_.storage->mutable_data(), c,
+                                      self->staged_recv_counts_host_, row_bytes, nullptr);
+  }
+  if (!s.ok()) {
+    // The peers time out as well; this step's results are discarded.
+    std::fill_n(recv_counts, w, 0);
+    self->SetAsyncError(
+        Annotate(s, absl::StrCat("MoE layer ", self->layer_in_flight_, " dispatch")));
+  }
+}
+
+void SlotTokenDispatcher::CombineHostCall(void* self_ptr) {
+  auto* self = static_cast<SlotTokenDispatcher*>(self_ptr);
+  {
+    std::lock_guard<std::mutex> lock(self->async_mu_);
+    if (!self->async_error_.ok()) return;
+  }
+  const int64_t c = self->options_.decode_capacity;
+  const size_t row_bytes = self->options_.hidden * DataTypeSize(self->options_.wire_dtype);
+  // The partial sums went into the receive staging; they come home into the
+  // send staging.
+  absl::Status s = self->comm_->AllToAllVStrided(
+      self->staged_recv_rows_.storage->data(), c, self->staged_recv_counts_host_,
+      self->staged_send_rows_.storage->mutable_data(), c, self->staged_send_counts_host_, row_bytes,
+      nullptr);
+  if (!s.ok()) {
+    self->SetAsyncError(
+        Annotate(s, absl::StrCat("MoE layer ", self->layer_in_flight_, " combine")));
+  }
+}
+
+absl::Status SlotTokenDispatcher::StagedDispatch() {
+  RETURN_IF_ERROR(
+      backend_.CopyToStagingAsync(slots_.send_counts, staged_send_counts_.storage->mutable_data()));
+  RETURN_IF_ERROR(
+      backend_.CopyToStagingAsync(slots_.send_routes, staged_send_routes_.storage->mutable_data()));
+  RETURN_IF_ERROR(
+      backend_.CopyToStagingAsync(slots_.send_rows, staged_send_rows_.storage->mutable_data()));
+  layer_in_flight_ = layer_;
+  RETURN_IF_ERROR(backend_.EnqueueHostCall(&SlotTokenDispatcher::DispatchHostCall, this));
+  RETURN_IF_ERROR(
+      backend_.CopyFromStagingAsync(staged_recv_counts_.storage->data(), &slots_.recv_counts));
+  RETURN_IF_ERROR(
+      backend_.CopyFromStagingAsync(staged_recv_routes_.storage->data(), &slots_.recv_routes));
+  return backend_.CopyFromStagingAsync(staged_recv_rows_.storage->data(), &slots_.recv_rows);
+}
+
+absl::Status SlotTokenDispatcher::StagedCombine(const kernels::Tensor& back,
+                                                kernels::Tensor* returned) {
+  RETURN_IF_ERROR(backend_.CopyToStagingAsync(back, staged_recv_rows_.storage->mutable_data()));
+  RETURN_IF_ERROR(backend_.EnqueueHostCall(&SlotTokenDispatcher::CombineHostCall, this));
+  return backend_.CopyFromStagingAsync(staged_send_rows_.storage->data(), returned);
 }
 
 absl::Status SlotTokenDispatcher::Reserve(DataType dtype, int64_t elements, Arena* arena) {
@@ -307,16 +421,20 @@ absl::StatusOr<DispatchedTokens> SlotTokenDispatcher::Dispatch(
   if (fixed_step_) {
     const int64_t c = options_.decode_capacity;
     RETURN_IF_ERROR(LayoutRecv(buffers, c, &slots_));
-    s = comm_->AllToAllVStrided(slots_.send_counts.data(), 1, ones_,
-                                slots_.recv_counts.mutable_data(), 1, ones_, sizeof(int32_t),
-                                backend_.stream());
-    if (s.ok()) {
-      s = Exchange(slots_.send_routes, c, fixed_counts_, &slots_.recv_routes, c, fixed_counts_);
+    if (!direct()) {
+      RETURN_IF_ERROR(StagedDispatch());
+    } else {
+      s = comm_->AllToAllVStrided(slots_.send_counts.data(), 1, ones_,
+                                  slots_.recv_counts.mutable_data(), 1, ones_, sizeof(int32_t),
+                                  backend_.stream());
+      if (s.ok()) {
+        s = Exchange(slots_.send_routes, c, fixed_counts_, &slots_.recv_routes, c, fixed_counts_);
+      }
+      if (s.ok()) {
+        s = Exchange(slots_.send_rows, c, fixed_counts_, &slots_.recv_rows, c, fixed_counts_);
+      }
+      if (!s.ok()) return CommError("dispatch", s);
     }
-    if (s.ok()) {
-      s = Exchange(slots_.send_rows, c, fixed_counts_, &slots_.recv_rows, c, fixed_counts_);
-    }
-    if (!s.ok()) return CommError("dispatch", s);
   } else {
     s = ExchangeCounts();
     if (!s.ok()) return CommError("dispatch", s);
@@ -382,7 +500,9 @@ absl::Status SlotTokenDispatcher::Combine(const kernels::Tensor& expert_out, ker
   RETURN_IF_ERROR(backend_.EpCombinePack(expert_out, slots_.recv_routes, slots_.recv_counts,
                                          slots_.route_rows, &back));
   absl::Status s;
-  if (fixed_step_) {
+  if (fixed_step_ && !direct()) {
+    s = StagedCombine(back, &returned);
+  } else if (fixed_step_) {
     s = Exchange(back, slots_.recv_capacity, fixed_counts_, &returned, slots_.send_capacity,
                  fixed_counts_);
   } else {

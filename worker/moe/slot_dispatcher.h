@@ -18,10 +18,14 @@
 // Two exchanges, chosen per step from the router's BeginStep value so that
 // every rank runs the same one:
 //  * fixed capacity (decode): C = `decode_capacity` slots per rank on both
-//    sides; every region moves whole (counts travel with the rows), nothing
-//    is read on the host. Used when the communicator works on this backend's
-//    memory in place (NCCL on a GPU; any communicator on the CPU) and every
-//    rank has at most C tokens in the step. Graph-capturable on a GPU.
+//    sides, used when every rank has at most C tokens in the step. Nothing
+//    is read on the host thread, so the step is graph-capturable on a GPU.
+//    A communicator that works on the backend's memory in place (NCCL on a
+//    GPU; any communicator on the CPU) moves whole regions (counts travel
+//    with the rows); a host communicator between GPU workers (Gloo) runs in
+//    stream order: whole regions are copied to page-locked memory, a host
+//    call exchanges exactly the used slots (it reads the counts there), and
+//    the regions are copied back — host nodes of the graph when captured.
 //  * counts first (prefill, and host-staged exchanges): the counts cross
 //    first and are read on the host, then exactly the used slots move; send
 //    capacity = T, receive capacity = the largest count received. Device
@@ -43,6 +47,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -66,6 +71,10 @@ struct SlotDispatcherOptions {
   // Slots per rank of the fixed-capacity exchange (the largest decode batch
   // a rank runs, graph padding included); 0: always counts first.
   int64_t decode_capacity = 0;
+  // Exchange through host staging even where the communicator could work on
+  // the backend's memory in place (the CPU): runs the path of GPU workers
+  // over a host communicator on any backend.
+  bool force_host_staging = false;
 };
 
 class SlotTokenDispatcher final : public TokenDispatcher {
@@ -146,6 +155,14 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   // place (no staging).
   bool direct() const;
   absl::Status CommError(const char* phase, const absl::Status& status) const;
+  // The host-communicator exchange of a fixed-capacity step, in stream
+  // order: page-locked buffers of whole regions, the exchange in a host call.
+  absl::Status ReserveStaged();
+  absl::Status StagedDispatch();
+  absl::Status StagedCombine(const kernels::Tensor& back, kernels::Tensor* returned);
+  static void DispatchHostCall(void* self);
+  static void CombineHostCall(void* self);
+  void SetAsyncError(const absl::Status& status);
 
   kernels::Backend& backend_;
   const SlotDispatcherOptions options_;
@@ -162,9 +179,18 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   Buffers fixed_;                   // the fixed-capacity layout, allocated with the group
   Buffers grown_;                   // counts-first, grown to the largest step
   Arena host_send_, host_recv_;     // staging for host communicators (bytes)
-  Slots slots_;                     // of the pending Dispatch
-  kernels::Tensor topk_weights_;    // of the pending Dispatch
-  int64_t tokens_ = 0;              // T of the pending Dispatch
+  // Page-locked whole regions of the staged fixed-capacity exchange: counts
+  // [W], routes [W*C, 2k], rows [W*C, H] in the wire dtype, each way.
+  Arena staged_send_counts_, staged_recv_counts_, staged_send_routes_, staged_recv_routes_;
+  Arena staged_send_rows_, staged_recv_rows_;
+  // Counts read by the dispatch host call, used again by the combine's.
+  std::vector<int64_t> staged_send_counts_host_, staged_recv_counts_host_;
+  int layer_in_flight_ = 0;  // layer of the enqueued host calls (errors)
+  std::mutex async_mu_;
+  absl::Status async_error_;      // first failure of a host call since the group formed
+  Slots slots_;                   // of the pending Dispatch
+  kernels::Tensor topk_weights_;  // of the pending Dispatch
+  int64_t tokens_ = 0;            // T of the pending Dispatch
   std::vector<int64_t> send_counts_host_, recv_counts_host_;  // [W], counts first
   std::vector<int64_t> fixed_counts_;                         // [W] all C
   std::vector<int64_t> ones_;                                 // [W] all 1
