@@ -390,6 +390,8 @@ class Backend {
   // global expert id (size E); an undefined LinearWeight marks an expert this
   // worker does not hold, which is an error if any row is routed to it. The
   // held experts share one format (and, unquantized, one dtype).
+  // expert_offsets[E] <= R; rows past it are left as they are (neither
+  // read in `rows` nor written in `out`): a receiver sizes `rows` by capacity.
   absl::Status GroupedExpertMatMul(const Tensor& rows,                      // [R, K] float32
                                    const Tensor& expert_offsets,            // [E + 1] int32
                                    absl::Span<const LinearWeight> weights,  // E x (N x K)
@@ -400,6 +402,7 @@ class Backend {
   // experts). The default runs GroupedExpertMatMul twice and SiluAndMul (so
   // a backend relying on it supports a format for both ops or neither); the
   // CUDA backend fuses it (the weights of both are read in one pass).
+  // expert_offsets[E] <= R; rows past it are left as they are.
   absl::Status GroupedExpertGateUp(const Tensor& rows,                   // [R, K] float32
                                    const Tensor& expert_offsets,         // [E + 1] int32
                                    absl::Span<const LinearWeight> gate,  // E x (N x K)

@@ -95,6 +95,24 @@ std::string DeviceErrorNames(uint32_t bits) {
   if (bits & kErrPrologueSlot) names.push_back("AttentionPrologue: a slot outside the cache");
   if (bits & kErrProloguePosition) names.push_back("AttentionPrologue: a negative position");
   if (bits & kErrCopyRowsBlock) names.push_back("CopyRows: a row block outside src or dst");
+  if (bits & kErrEpPackExpertId) names.push_back("EpDispatchPack: an expert id outside [0, E)");
+  if (bits & kErrEpPackRank) {
+    names.push_back("EpDispatchPack: an expert_to_rank entry outside [0, W)");
+  }
+  if (bits & kErrEpUnpackExpertId) {
+    names.push_back("EpDispatchUnpack: a route expert id outside [-1, E)");
+  }
+  if (bits & kErrEpUnpackCount) {
+    names.push_back("EpDispatchUnpack: a receive count outside [0, C]");
+  }
+  if (bits & kErrEpUnpackRows) {
+    names.push_back("EpDispatchUnpack: more expert rows than rows.shape[0]");
+  }
+  if (bits & kErrEpCombineRoute) {
+    names.push_back("EpCombinePack: a receive count outside [0, C] or a route row outside "
+                    "[-1, expert_out rows)");
+  }
+  if (bits & kErrEpCombineSlot) names.push_back("EpCombineUnpack: a token slot outside [-1, C)");
   return absl::StrJoin(names, "; ");
 }
 

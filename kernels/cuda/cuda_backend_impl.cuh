@@ -87,6 +87,18 @@ class CudaBackend final : public Backend {
   absl::Status GroupedExpertGateUpImpl(const Tensor& rows, const Tensor& expert_offsets,
                                        absl::Span<const LinearWeight> gate,
                                        absl::Span<const LinearWeight> up, Tensor* out) override;
+  absl::Status EpDispatchPackImpl(const Tensor& hidden, const Tensor& topk_ids,
+                                  const Tensor& topk_weights, const Tensor& expert_to_rank,
+                                  Tensor* send_rows, Tensor* send_routes, Tensor* send_counts,
+                                  Tensor* token_slots) override;
+  absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
+                                    const Tensor& recv_counts, Tensor* rows,
+                                    Tensor* expert_offsets, Tensor* route_rows) override;
+  absl::Status EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
+                                 const Tensor& recv_counts, const Tensor& route_rows,
+                                 Tensor* back_rows) override;
+  absl::Status EpCombineUnpackImpl(const Tensor& returned_rows, const Tensor& token_slots,
+                                   Tensor* out) override;
   absl::Status SampleTokensImpl(const Tensor& logits, absl::Span<const SampleRow> rows,
                                 absl::Span<const SampleEdit> edits, int64_t top_n,
                                 bool processed_logprobs, Tensor* packed) override;

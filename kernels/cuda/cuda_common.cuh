@@ -37,6 +37,14 @@ enum DeviceError : uint32_t {
   kErrPrologueSlot = 1u << 6,     // AttentionPrologue: slot outside [-1, num_slots)
   kErrProloguePosition = 1u << 7,  // AttentionPrologue: negative position
   kErrCopyRowsBlock = 1u << 8,     // CopyRows: a block outside src or dst
+  kErrEpPackExpertId = 1u << 9,    // EpDispatchPack: a topk id outside [0, E)
+  kErrEpPackRank = 1u << 10,       // EpDispatchPack: an expert_to_rank entry outside [0, W)
+  kErrEpUnpackExpertId = 1u << 11,  // EpDispatchUnpack: a route id outside [-1, E)
+  kErrEpUnpackCount = 1u << 12,     // EpDispatchUnpack: a receive count outside [0, C]
+  kErrEpUnpackRows = 1u << 13,      // EpDispatchUnpack: more rows than M
+  kErrEpCombineRoute = 1u << 14,    // EpCombinePack: a count outside [0, C] or a route row
+                                    // outside [-1, M)
+  kErrEpCombineSlot = 1u << 15,     // EpCombineUnpack: a token slot outside [-1, C)
 };
 
 inline absl::StatusOr<Elem> ElemOf(DataType dtype) {

@@ -14,6 +14,7 @@
 #include "kernels/cuda/copy_rows.cuh"
 #include "kernels/cuda/cuda_backend_impl.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/ep_exchange.cuh"
 #include "kernels/cuda/grouped_gemm.cuh"
 #include "kernels/cuda/moe.cuh"
 
@@ -283,6 +284,58 @@ absl::Status CudaBackend::CopyRowsImpl(const Tensor& src, const Tensor& blocks, 
   return cuda::CopyRows(src.data(), src_type, src.shape[0], blocks.data_as<int32_t>(),
                         blocks.shape[0], src.shape[1], dst->mutable_data(), dst_type,
                         dst->shape[0], errors_, s());
+}
+
+// ---- expert-parallel exchange ----
+
+absl::Status CudaBackend::EpDispatchPackImpl(const Tensor& hidden, const Tensor& topk_ids,
+                                             const Tensor& topk_weights,
+                                             const Tensor& expert_to_rank, Tensor* send_rows,
+                                             Tensor* send_routes, Tensor* send_counts,
+                                             Tensor* token_slots) {
+  ASSIGN_OR_RETURN(Elem wire, ElemOf(send_rows->dtype));
+  const int64_t w = send_counts->shape[0];
+  return cuda::EpDispatchPack(
+      hidden.data_as<float>(), topk_ids.data_as<int32_t>(), topk_weights.data_as<float>(),
+      hidden.shape[0], topk_ids.shape[1], hidden.shape[1], expert_to_rank.data_as<int32_t>(),
+      expert_to_rank.shape[0], w, send_rows->shape[0] / w, send_rows->mutable_data(), wire,
+      send_routes->mutable_data_as<int32_t>(), send_counts->mutable_data_as<int32_t>(),
+      token_slots->mutable_data_as<int32_t>(), errors_, s());
+}
+
+absl::Status CudaBackend::EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
+                                               const Tensor& recv_counts, Tensor* rows,
+                                               Tensor* expert_offsets, Tensor* route_rows) {
+  ASSIGN_OR_RETURN(Elem wire, ElemOf(recv_rows.dtype));
+  const int64_t w = recv_counts.shape[0], e = expert_offsets->shape[0] - 1;
+  const size_t ws = EpDispatchUnpackWorkspaceBytes(e);
+  ASSIGN_OR_RETURN(Tensor scratch, Scratch(ws));
+  return cuda::EpDispatchUnpack(
+      recv_rows.data(), wire, recv_routes.data_as<int32_t>(), recv_counts.data_as<int32_t>(), w,
+      recv_rows.shape[0] / w, recv_routes.shape[1] / 2, recv_rows.shape[1],
+      rows->mutable_data_as<float>(), rows->shape[0], expert_offsets->mutable_data_as<int32_t>(),
+      e, route_rows->mutable_data_as<int32_t>(), scratch.mutable_data(), ws, errors_, s());
+}
+
+absl::Status CudaBackend::EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
+                                            const Tensor& recv_counts, const Tensor& route_rows,
+                                            Tensor* back_rows) {
+  ASSIGN_OR_RETURN(Elem wire, ElemOf(back_rows->dtype));
+  const int64_t w = recv_counts.shape[0];
+  return cuda::EpCombinePack(expert_out.data_as<float>(), expert_out.shape[0],
+                             recv_routes.data_as<int32_t>(), recv_counts.data_as<int32_t>(),
+                             route_rows.data_as<int32_t>(), w, back_rows->shape[0] / w,
+                             route_rows.shape[1], back_rows->shape[1], back_rows->mutable_data(),
+                             wire, errors_, s());
+}
+
+absl::Status CudaBackend::EpCombineUnpackImpl(const Tensor& returned_rows,
+                                              const Tensor& token_slots, Tensor* out) {
+  ASSIGN_OR_RETURN(Elem wire, ElemOf(returned_rows.dtype));
+  const int64_t t = token_slots.shape[0], w = token_slots.shape[1];
+  return cuda::EpCombineUnpack(returned_rows.data(), wire, token_slots.data_as<int32_t>(), t, w,
+                               returned_rows.shape[0] / w, returned_rows.shape[1],
+                               out->mutable_data_as<float>(), errors_, s());
 }
 
 }  // namespace epserve::kernels::cuda

@@ -27,7 +27,9 @@ size_t GroupedExpertMatMulWorkspaceBytes(int64_t num_rows, int64_t k, int64_t n,
 // rows routed to it set kErrMissingExpert and get zeros). rows [R, K]
 // float32. fp32 accumulation; bf16/fp16 weights use tensor cores (rows
 // rounded to the weight type), float32 weights compute in fp32. No launch per
-// expert: one launch covers every expert.
+// expert: one launch covers every expert. Only rows [0, expert_offsets[E])
+// of rows and out are touched; expert_offsets[E] may be below R (a receiver
+// sizes rows by capacity), the rows past it are neither read nor written.
 absl::Status GroupedExpertMatMul(const float* rows, int64_t num_rows, int64_t k,
                                  const int32_t* expert_offsets, int64_t num_experts,
                                  const void* const* expert_weights, Elem weight_type, int64_t n,

@@ -1,0 +1,635 @@
+// The expert-parallel exchange's local kernels (semantics: kernels/ops.h;
+// launchers: ep_exchange.cuh). Around the communicator's exchange:
+//
+//   hidden [T,H], topk ─PackPlan (1 block)──► token_slots [T,W], send_counts [W]
+//                      ─PackRows (block/token)► send rows (wire) + routes, rank-major
+//       ... exchange ...
+//   recv routes, counts ─UnpackCount (1 block)► expert_offsets [E+1], cursor [E]
+//   recv rows, routes ───UnpackRows (slot blocks)► rows [M,H] by expert, route_rows
+//       ... grouped expert GEMMs: expert_out [M,H] ...
+//   expert_out ─CombinePack (warp/slot)► back rows (wire) = sum_j w_j * expert_out
+//       ... exchange back ...
+//   returned rows ─CombineUnpack (warp/token)► out [T,H] = sum over ranks
+//
+// Rows move in granules of 8 elements (two float4 of float32, one 16-byte
+// word of bfloat16) where H % 8 == 0 and the buffers are 16-byte aligned,
+// else element by element; every value is converted through float32 with
+// round-to-nearest-even, as the CPU backend.
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "absl/strings/str_cat.h"
+#include "common/cuda/cuda_status.h"
+#include "common/status.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/ep_exchange.cuh"
+
+namespace epserve::kernels::cuda {
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+// expert_offsets histogram in shared memory (32 KiB at most).
+constexpr int64_t kMaxExperts = 8192;
+// Route entries of one UnpackRows block live in its threads.
+constexpr int64_t kMaxTopK = 256;
+
+absl::Status Bad(const char* op, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+__device__ __forceinline__ int WarpInclusiveSum(int v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int o = __shfl_up_sync(kFullMask, v, d);
+    if (lane >= d) v += o;
+  }
+  return v;
+}
+
+// ---- row granules ----------------------------------------------------------
+
+// kN consecutive elements of a T row as float32 (kN = 8: 16-byte aligned).
+template <typename T, int kN>
+__device__ __forceinline__ void LoadGranule(const T* __restrict__ p, float (&v)[kN]) {
+  if constexpr (kN == 1) {
+    v[0] = ToF32<T>(p[0]);
+  } else if constexpr (std::is_same_v<T, float>) {
+    static_assert(kN == 8);
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+    v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else {
+    static_assert(kN == 8 && std::is_same_v<T, __nv_bfloat16>);
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // element 2i in the low half (little endian)
+      v[2 * i] = __uint_as_float(w[i] << 16);
+      v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+}
+
+__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // round to nearest even
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+template <typename T, int kN>
+__device__ __forceinline__ void StoreGranule(T* __restrict__ p, const float (&v)[kN]) {
+  if constexpr (kN == 1) {
+    p[0] = FromF32<T>(v[0]);
+  } else if constexpr (std::is_same_v<T, float>) {
+    static_assert(kN == 8);
+    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    static_assert(kN == 8 && std::is_same_v<T, __nv_bfloat16>);
+    *reinterpret_cast<uint4*>(p) = make_uint4(PackBf16x2(v[0], v[1]), PackBf16x2(v[2], v[3]),
+                                              PackBf16x2(v[4], v[5]), PackBf16x2(v[6], v[7]));
+  }
+}
+
+// Calls f(wire tag, granule tag): float32 / bfloat16 rows, kN = 8 or 1.
+template <typename F>
+absl::Status DispatchRows(const char* op, Elem wire, bool vector, F&& f) {
+  auto with_granule = [&](auto tag) -> absl::Status {
+    if (vector) return f(tag, std::integral_constant<int, 8>{});
+    return f(tag, std::integral_constant<int, 1>{});
+  };
+  switch (wire) {
+    case Elem::kF32:
+      return with_granule(float{});
+    case Elem::kBF16:
+      return with_granule(__nv_bfloat16{});
+    default:
+      break;
+  }
+  return Bad(op, "wire rows: expected float32 or bfloat16");
+}
+
+// ---- EpDispatchPack ------------------------------------------------------------
+
+constexpr int kPlanMaxThreads = 1024;
+
+// One block. Tokens in chunks of blockDim, one per thread: its destination
+// mask (bit r: a pick held by rank r), then per rank a ballot in each warp
+// (count, and rank among the warp's lanes), the warps' counts scanned on top
+// of the rank's running cursor. token t's slot at r = cursor before its chunk
+// + tokens of earlier warps in the chunk + earlier lanes of its warp: the
+// number of tokens before t sent to r.
+__global__ void __launch_bounds__(kPlanMaxThreads)
+    EpPackPlanKernel(const int32_t* __restrict__ topk_ids, int num_tokens, int top_k,
+                     const int32_t* __restrict__ expert_to_rank, int num_experts, int world,
+                     int32_t* __restrict__ send_counts, int32_t* __restrict__ token_slots,
+                     uint32_t* errors) {
+  __shared__ int s_warp_base[kPlanMaxThreads / 32][kEpMaxRanks];  // counts, then bases
+  __shared__ int s_cursor[kEpMaxRanks];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int num_warps = blockDim.x >> 5;
+  const unsigned lanes_below = (1u << lane) - 1u;
+  for (int r = tid; r < world; r += blockDim.x) s_cursor[r] = 0;
+  __syncthreads();
+
+  uint32_t bad = 0;
+  for (int base = 0; base < num_tokens; base += blockDim.x) {  // block-uniform
+    const int t = base + tid;
+    uint64_t mask = 0;
+    if (t < num_tokens) {
+      for (int j = 0; j < top_k; ++j) {
+        const int id = topk_ids[static_cast<int64_t>(t) * top_k + j];
+        if (id < 0 || id >= num_experts) {
+          bad |= kErrEpPackExpertId;
+          continue;
+        }
+        const int r = expert_to_rank[id];
+        if (r < 0 || r >= world) {
+          bad |= kErrEpPackRank;
+          continue;
+        }
+        mask |= uint64_t{1} << r;
+      }
+    }
+    for (int r = 0; r < world; ++r) {
+      const unsigned b = __ballot_sync(kFullMask, (mask >> r) & 1u);
+      if (lane == 0) s_warp_base[warp][r] = __popc(b);
+    }
+    __syncthreads();
+    for (int r = tid; r < world; r += blockDim.x) {
+      int run = s_cursor[r];
+      for (int w = 0; w < num_warps; ++w) {
+        const int c = s_warp_base[w][r];
+        s_warp_base[w][r] = run;
+        run += c;
+      }
+      s_cursor[r] = run;
+    }
+    __syncthreads();
+    for (int r = 0; r < world; ++r) {
+      const bool sent = (mask >> r) & 1u;
+      const unsigned b = __ballot_sync(kFullMask, sent);
+      if (t < num_tokens) {
+        token_slots[static_cast<int64_t>(t) * world + r] =
+            sent ? s_warp_base[warp][r] + __popc(b & lanes_below) : -1;
+      }
+    }
+    __syncthreads();  // s_warp_base is rewritten by the next chunk
+  }
+  if (bad != 0) atomicOr(errors, bad);
+  for (int r = tid; r < world; r += blockDim.x) send_counts[r] = s_cursor[r];
+}
+
+constexpr int kPackRowsMaxThreads = 256;
+
+// One block per token: its slot row at each destination (from token_slots),
+// the routes there (ids held by that rank, -1 for the others, then all k
+// weights), and its row read once per granule and written to every
+// destination in the wire type.
+template <typename Wire, int kN>
+__global__ void __launch_bounds__(kPackRowsMaxThreads)
+    EpPackRowsKernel(const float* __restrict__ hidden, const int32_t* __restrict__ topk_ids,
+                     const float* __restrict__ topk_weights, int top_k, int hidden_size,
+                     const int32_t* __restrict__ expert_to_rank, int num_experts, int world,
+                     int64_t capacity, const int32_t* __restrict__ token_slots,
+                     Wire* __restrict__ send_rows, int32_t* __restrict__ send_routes) {
+  __shared__ int64_t s_row[kEpMaxRanks];  // slot row at rank r, or -1
+  const int64_t t = blockIdx.x;
+  const int tid = threadIdx.x;
+  for (int r = tid; r < world; r += blockDim.x) {
+    const int slot = token_slots[t * world + r];
+    s_row[r] = slot >= 0 ? r * capacity + slot : -1;
+  }
+  __syncthreads();
+
+  const int words = 2 * top_k;
+  for (int i = tid; i < world * words; i += blockDim.x) {
+    const int r = i / words, w = i % words;
+    const int64_t row = s_row[r];
+    if (row < 0) continue;
+    int32_t v;
+    if (w < top_k) {
+      const int id = topk_ids[t * top_k + w];
+      const bool held = id >= 0 && id < num_experts && expert_to_rank[id] == r;
+      v = held ? id : -1;
+    } else {
+      v = __float_as_int(topk_weights[t * top_k + (w - top_k)]);
+    }
+    send_routes[row * words + w] = v;
+  }
+
+  const float* src = hidden + t * hidden_size;
+  for (int c = tid * kN; c < hidden_size; c += blockDim.x * kN) {
+    float v[kN];
+    LoadGranule<float, kN>(src + c, v);
+    for (int r = 0; r < world; ++r) {
+      const int64_t row = s_row[r];
+      if (row >= 0) StoreGranule<Wire, kN>(send_rows + row * hidden_size + c, v);
+    }
+  }
+}
+
+// ---- EpDispatchUnpack ----------------------------------------------------------
+
+constexpr int kCountMaxThreads = 1024;
+
+// One block: the histogram of valid route entries per expert (only the
+// valid slots of each rank are visited; warp-aggregated shared atomics), then
+// a block scan -> expert_offsets (clamped to M) and cursor[e] = the unclamped
+// offset, where UnpackRows takes its positions.
+__global__ void __launch_bounds__(kCountMaxThreads)
+    EpUnpackCountKernel(const int32_t* __restrict__ recv_routes,
+                        const int32_t* __restrict__ recv_counts, int world, int capacity, int top_k,
+                        int num_experts, int max_rows, int32_t* __restrict__ expert_offsets,
+                        int32_t* __restrict__ cursor, uint32_t* errors) {
+  extern __shared__ int s_hist[];  // [E]
+  __shared__ int s_warp[kCountMaxThreads / 32];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int num_warps = blockDim.x >> 5;
+  const unsigned lanes_below = (1u << lane) - 1u;
+  for (int e = tid; e < num_experts; e += blockDim.x) s_hist[e] = 0;
+  __syncthreads();
+
+  uint32_t bad = 0;
+  for (int q = 0; q < world; ++q) {
+    int count = recv_counts[q];
+    if (count < 0 || count > capacity) {
+      bad |= kErrEpUnpackCount;
+      count = min(max(count, 0), capacity);
+    }
+    const int n = count * top_k;  // block-uniform
+    const int32_t* routes = recv_routes + static_cast<int64_t>(q) * capacity * 2 * top_k;
+    for (int base = 0; base < n; base += blockDim.x) {
+      const int f = base + tid;
+      int e = -1;
+      if (f < n) {
+        e = routes[static_cast<int64_t>(f / top_k) * 2 * top_k + f % top_k];
+        if (e < -1 || e >= num_experts) {
+          bad |= kErrEpUnpackExpertId;
+          e = -1;
+        }
+      }
+      const unsigned peers = __match_any_sync(kFullMask, e);
+      if (e >= 0 && (peers & lanes_below) == 0) atomicAdd(&s_hist[e], __popc(peers));
+    }
+  }
+  __syncthreads();
+
+  // Thread tid owns experts [e0, e1); exclusive scan of the owners' sums.
+  const int per = (num_experts + blockDim.x - 1) / blockDim.x;
+  const int e0 = min(tid * per, num_experts), e1 = min(e0 + per, num_experts);
+  int local = 0;
+  for (int e = e0; e < e1; ++e) local += s_hist[e];
+  const int incl = WarpInclusiveSum(local);
+  if (lane == 31) s_warp[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const int v = lane < num_warps ? s_warp[lane] : 0;
+    const int wi = WarpInclusiveSum(v);
+    if (lane < num_warps) s_warp[lane] = wi - v;
+  }
+  __syncthreads();
+  int run = s_warp[warp] + incl - local;
+  for (int e = e0; e < e1; ++e) {
+    const int c = s_hist[e];
+    cursor[e] = run;
+    expert_offsets[e] = min(run, max_rows);
+    run += c;
+  }
+  if (tid == blockDim.x - 1) {  // owns the last experts: run is the total
+    expert_offsets[num_experts] = min(run, max_rows);
+    if (run > max_rows) bad |= kErrEpUnpackRows;
+  }
+  if (bad != 0) atomicOr(errors, bad);
+}
+
+constexpr int kUnpackThreads = 256;
+constexpr int kUnpackMaxSlots = 16;  // slots per UnpackRows block
+
+// A block of `slots_per_block` slots (slots_per_block * k <= blockDim):
+// thread i holds route entry (i / k, i % k); the valid ones take positions
+// from cursor[e] (one global atomic per expert per warp), write route_rows,
+// then the block copies each valid slot's row (read once per granule) to its
+// positions as float32.
+template <typename Wire, int kN>
+__global__ void __launch_bounds__(kUnpackThreads)
+    EpUnpackRowsKernel(const Wire* __restrict__ recv_rows, const int32_t* __restrict__ recv_routes,
+                       const int32_t* __restrict__ recv_counts, int64_t num_slots, int capacity,
+                       int top_k, int slots_per_block, int hidden_size, int num_experts,
+                       int max_rows, float* __restrict__ rows, int32_t* __restrict__ cursor,
+                       int32_t* __restrict__ route_rows) {
+  __shared__ int s_pos[kUnpackThreads];  // [slots_per_block][k]
+  const int tid = threadIdx.x, lane = tid & 31;
+  const unsigned lanes_below = (1u << lane) - 1u;
+  const int64_t slot0 = static_cast<int64_t>(blockIdx.x) * slots_per_block;
+  const int entries = slots_per_block * top_k;
+
+  const int64_t s = slot0 + tid / top_k;
+  const int j = tid % top_k;
+  const bool mine = tid < entries && s < num_slots;
+  int e = -1;
+  if (mine) {
+    const int64_t q = s / capacity;
+    const int i = static_cast<int>(s - q * capacity);
+    const int count = min(max(recv_counts[q], 0), capacity);
+    if (i < count) {
+      e = recv_routes[s * 2 * top_k + j];
+      if (e >= num_experts) e = -1;  // flagged by UnpackCount
+    }
+  }
+  const unsigned peers = __match_any_sync(kFullMask, e);
+  const int leader = __ffs(peers) - 1;
+  int base = 0;
+  if (e >= 0 && lane == leader) base = atomicAdd(&cursor[e], __popc(peers));
+  base = __shfl_sync(kFullMask, base, leader);
+  int pos = -1;
+  if (e >= 0) {
+    pos = base + __popc(peers & lanes_below);
+    if (pos >= max_rows) pos = -1;  // flagged by UnpackCount
+  }
+  if (mine) route_rows[s * top_k + j] = pos;
+  if (tid < entries) s_pos[tid] = pos;
+  __syncthreads();
+
+  const int granules = hidden_size / kN;
+  for (int idx = tid; idx < slots_per_block * granules; idx += blockDim.x) {
+    const int sl = idx / granules;
+    const int64_t slot = slot0 + sl;
+    if (slot >= num_slots) break;  // sl grows with idx
+    const int* p = s_pos + sl * top_k;
+    bool any = false;
+    for (int jj = 0; jj < top_k; ++jj) any |= p[jj] >= 0;
+    if (!any) continue;
+    const int c = (idx - sl * granules) * kN;
+    float v[kN];
+    LoadGranule<Wire, kN>(recv_rows + slot * hidden_size + c, v);
+    for (int jj = 0; jj < top_k; ++jj) {
+      if (p[jj] >= 0) {
+        StoreGranule<float, kN>(rows + static_cast<int64_t>(p[jj]) * hidden_size + c, v);
+      }
+    }
+  }
+}
+
+// ---- EpCombinePack -------------------------------------------------------------
+
+constexpr int kCombineWarps = 8;
+
+// A warp per slot s (valid: i < count): back_rows[s] = fmaf chain over j
+// ascending of weight_j * expert_out[route_rows[s, j]], from 0.0f.
+template <typename Wire, int kN>
+__global__ void __launch_bounds__(kCombineWarps * 32)
+    EpCombinePackKernel(const float* __restrict__ expert_out, int expert_rows,
+                        const int32_t* __restrict__ recv_routes,
+                        const int32_t* __restrict__ recv_counts,
+                        const int32_t* __restrict__ route_rows, int64_t num_slots, int capacity,
+                        int top_k, int hidden_size, Wire* __restrict__ back_rows,
+                        uint32_t* errors) {
+  const int lane = threadIdx.x & 31;
+  const int64_t s = static_cast<int64_t>(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
+  if (s >= num_slots) return;
+  const int64_t q = s / capacity;
+  const int i = static_cast<int>(s - q * capacity);
+  int count = recv_counts[q];
+  bool bad = false;
+  if (count < 0 || count > capacity) {
+    bad = true;
+    count = min(max(count, 0), capacity);
+  }
+  if (i < count) {
+    for (int j = lane; j < top_k; j += 32) {
+      const int r = route_rows[s * top_k + j];
+      bad |= r < -1 || r >= expert_rows;
+    }
+  }
+  if (__any_sync(kFullMask, bad) && lane == 0) atomicOr(errors, kErrEpCombineRoute);
+  if (i >= count) return;
+
+  const int32_t* rr = route_rows + s * top_k;
+  const int32_t* weights = recv_routes + s * 2 * top_k + top_k;
+  for (int c = lane * kN; c < hidden_size; c += 32 * kN) {
+    float acc[kN];
+#pragma unroll
+    for (int x = 0; x < kN; ++x) acc[x] = 0.0f;
+    for (int j = 0; j < top_k; ++j) {
+      const int r = rr[j];
+      if (r < 0 || r >= expert_rows) continue;
+      const float w = __int_as_float(weights[j]);
+      float y[kN];
+      LoadGranule<float, kN>(expert_out + static_cast<int64_t>(r) * hidden_size + c, y);
+#pragma unroll
+      for (int x = 0; x < kN; ++x) acc[x] = fmaf(w, y[x], acc[x]);
+    }
+    StoreGranule<Wire, kN>(back_rows + s * hidden_size + c, acc);
+  }
+}
+
+// ---- EpCombineUnpack -----------------------------------------------------------
+
+// A warp per token: out[t] = sum over r ascending of its returned rows, from
+// 0.0f, one rounding per add (no contraction).
+template <typename Wire, int kN>
+__global__ void __launch_bounds__(kCombineWarps * 32)
+    EpCombineUnpackKernel(const Wire* __restrict__ returned_rows,
+                          const int32_t* __restrict__ token_slots, int num_tokens, int world,
+                          int capacity, int hidden_size, float* __restrict__ out,
+                          uint32_t* errors) {
+  const int lane = threadIdx.x & 31;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
+  if (t >= num_tokens) return;
+  const int32_t* slots = token_slots + t * world;
+  bool bad = false;
+  for (int r = lane; r < world; r += 32) bad |= slots[r] < -1 || slots[r] >= capacity;
+  if (__any_sync(kFullMask, bad) && lane == 0) atomicOr(errors, kErrEpCombineSlot);
+
+  for (int c = lane * kN; c < hidden_size; c += 32 * kN) {
+    float acc[kN];
+#pragma unroll
+    for (int x = 0; x < kN; ++x) acc[x] = 0.0f;
+    for (int r = 0; r < world; ++r) {
+      const int slot = slots[r];
+      if (slot < 0 || slot >= capacity) continue;
+      float v[kN];
+      LoadGranule<Wire, kN>(
+          returned_rows + (static_cast<int64_t>(r) * capacity + slot) * hidden_size + c, v);
+#pragma unroll
+      for (int x = 0; x < kN; ++x) acc[x] = __fadd_rn(acc[x], v[x]);
+    }
+    StoreGranule<float, kN>(out + t * hidden_size + c, acc);
+  }
+}
+
+int RoundUp32(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
+
+}  // namespace
+
+absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const float* topk_weights,
+                            int64_t num_tokens, int64_t top_k, int64_t hidden_size,
+                            const int32_t* expert_to_rank, int64_t num_experts, int64_t world,
+                            int64_t capacity, void* send_rows, Elem wire, int32_t* send_routes,
+                            int32_t* send_counts, int32_t* token_slots, uint32_t* errors,
+                            cudaStream_t stream) {
+  constexpr const char* kOp = "EpDispatchPack";
+  if (world < 1 || world > kEpMaxRanks) {
+    return absl::UnimplementedError(absl::StrCat(kOp, ": send_counts: the CUDA backend takes 1..",
+                                                 kEpMaxRanks, " ranks, found ", world));
+  }
+  if (num_tokens < 0 || top_k < 1 || hidden_size < 0 || capacity < num_tokens || num_experts < 1) {
+    return Bad(kOp, absl::StrCat("sizes: found T=", num_tokens, " k=", top_k, " H=", hidden_size,
+                                 " C=", capacity, " E=", num_experts));
+  }
+  if (num_tokens * top_k > INT_MAX || num_tokens * world > INT_MAX || hidden_size > INT_MAX ||
+      num_experts > INT_MAX || 2 * top_k > INT_MAX / world) {
+    return Bad(kOp, absl::StrCat("T=", num_tokens, " k=", top_k, " H=", hidden_size, " W=", world,
+                                 ": expected T*k, T*W, H and 2k*W to fit in int32"));
+  }
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>(RoundUp32(num_tokens), 32, kPlanMaxThreads));
+  EpPackPlanKernel<<<1, threads, 0, stream>>>(
+      topk_ids, static_cast<int>(num_tokens), static_cast<int>(top_k), expert_to_rank,
+      static_cast<int>(num_experts), static_cast<int>(world), send_counts, token_slots, errors);
+  RETURN_IF_ERROR(LaunchStatus("EpPackPlanKernel"));
+  if (num_tokens == 0) return absl::OkStatus();
+
+  const bool vector = hidden_size % 8 == 0 && Aligned16(hidden) && Aligned16(send_rows);
+  return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
+    using Wire = decltype(wire_tag);
+    constexpr int kN = decltype(granule)::value;
+    const int rows_threads = static_cast<int>(
+        std::clamp<int64_t>(RoundUp32(CeilDiv(hidden_size, kN)), 32, kPackRowsMaxThreads));
+    EpPackRowsKernel<Wire, kN><<<static_cast<unsigned>(num_tokens), rows_threads, 0, stream>>>(
+        hidden, topk_ids, topk_weights, static_cast<int>(top_k), static_cast<int>(hidden_size),
+        expert_to_rank, static_cast<int>(num_experts), static_cast<int>(world), capacity,
+        token_slots, static_cast<Wire*>(send_rows), send_routes);
+    return LaunchStatus("EpPackRowsKernel");
+  });
+}
+
+size_t EpDispatchUnpackWorkspaceBytes(int64_t num_experts) {
+  return sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(num_experts, 1));
+}
+
+absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* recv_routes,
+                              const int32_t* recv_counts, int64_t world, int64_t capacity,
+                              int64_t top_k, int64_t hidden_size, float* rows, int64_t max_rows,
+                              int32_t* expert_offsets, int64_t num_experts, int32_t* route_rows,
+                              void* workspace, size_t workspace_bytes, uint32_t* errors,
+                              cudaStream_t stream) {
+  constexpr const char* kOp = "EpDispatchUnpack";
+  if (num_experts < 1 || num_experts > kMaxExperts) {
+    return absl::UnimplementedError(absl::StrCat(kOp,
+                                                 ": expert_offsets: the CUDA backend takes 1..",
+                                                 kMaxExperts, " experts, found ", num_experts));
+  }
+  if (top_k < 1 || top_k > kMaxTopK) {
+    return absl::UnimplementedError(absl::StrCat(
+        kOp, ": recv_routes: the CUDA backend takes k in 1..", kMaxTopK, ", found ", top_k));
+  }
+  if (world < 1 || capacity < 0 || hidden_size < 0 || max_rows < 0) {
+    return Bad(kOp, absl::StrCat("sizes: found W=", world, " C=", capacity, " H=", hidden_size,
+                                 " M=", max_rows));
+  }
+  const int64_t num_slots = world * capacity;
+  if (num_slots * 2 * top_k > INT_MAX || max_rows > INT_MAX || hidden_size > INT_MAX) {
+    return Bad(kOp, absl::StrCat("W*C=", num_slots, " k=", top_k, " M=", max_rows,
+                                 " H=", hidden_size, ": expected W*C*2k, M and H to fit in int32"));
+  }
+  const size_t need = EpDispatchUnpackWorkspaceBytes(num_experts);
+  if (workspace == nullptr || workspace_bytes < need) {
+    return Bad(kOp, absl::StrCat("workspace: expected ", need, " bytes, found ", workspace_bytes));
+  }
+  int32_t* cursor = static_cast<int32_t*>(workspace);
+  const int count_threads =
+      static_cast<int>(std::clamp<int64_t>(RoundUp32(capacity * top_k), 128, kCountMaxThreads));
+  const size_t smem = sizeof(int) * static_cast<size_t>(num_experts);  // <= 32 KiB
+  EpUnpackCountKernel<<<1, count_threads, smem, stream>>>(
+      recv_routes, recv_counts, static_cast<int>(world), static_cast<int>(capacity),
+      static_cast<int>(top_k), static_cast<int>(num_experts), static_cast<int>(max_rows),
+      expert_offsets, cursor, errors);
+  RETURN_IF_ERROR(LaunchStatus("EpUnpackCountKernel"));
+  if (num_slots == 0) return absl::OkStatus();
+
+  const int slots_per_block =
+      static_cast<int>(std::clamp<int64_t>(kUnpackThreads / top_k, 1, kUnpackMaxSlots));
+  const int64_t blocks = CeilDiv(num_slots, slots_per_block);
+  if (blocks > INT_MAX) return Bad(kOp, absl::StrCat("W*C=", num_slots, " is too large"));
+  const bool vector = hidden_size % 8 == 0 && Aligned16(recv_rows) && Aligned16(rows);
+  return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
+    using Wire = decltype(wire_tag);
+    constexpr int kN = decltype(granule)::value;
+    EpUnpackRowsKernel<Wire, kN><<<static_cast<unsigned>(blocks), kUnpackThreads, 0, stream>>>(
+        static_cast<const Wire*>(recv_rows), recv_routes, recv_counts, num_slots,
+        static_cast<int>(capacity), static_cast<int>(top_k), slots_per_block,
+        static_cast<int>(hidden_size), static_cast<int>(num_experts), static_cast<int>(max_rows),
+        rows, cursor, route_rows);
+    return LaunchStatus("EpUnpackRowsKernel");
+  });
+}
+
+absl::Status EpCombinePack(const float* expert_out, int64_t expert_rows, const int32_t* recv_routes,
+                           const int32_t* recv_counts, const int32_t* route_rows, int64_t world,
+                           int64_t capacity, int64_t top_k, int64_t hidden_size, void* back_rows,
+                           Elem wire, uint32_t* errors, cudaStream_t stream) {
+  constexpr const char* kOp = "EpCombinePack";
+  if (world < 1 || capacity < 0 || top_k < 1 || hidden_size < 0 || expert_rows < 0) {
+    return Bad(kOp, absl::StrCat("sizes: found W=", world, " C=", capacity, " k=", top_k,
+                                 " H=", hidden_size, " M=", expert_rows));
+  }
+  const int64_t num_slots = world * capacity;
+  if (num_slots == 0) return absl::OkStatus();
+  if (capacity > INT_MAX || expert_rows > INT_MAX || hidden_size > INT_MAX || top_k > INT_MAX) {
+    return Bad(kOp, absl::StrCat("C=", capacity, " M=", expert_rows, " H=", hidden_size,
+                                 ": expected int32 sizes"));
+  }
+  const int64_t blocks = CeilDiv(num_slots, kCombineWarps);
+  if (blocks > INT_MAX) return Bad(kOp, absl::StrCat("W*C=", num_slots, " is too large"));
+  const bool vector = hidden_size % 8 == 0 && Aligned16(expert_out) && Aligned16(back_rows);
+  return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
+    using Wire = decltype(wire_tag);
+    constexpr int kN = decltype(granule)::value;
+    EpCombinePackKernel<Wire, kN><<<static_cast<unsigned>(blocks), kCombineWarps * 32, 0, stream>>>(
+        expert_out, static_cast<int>(expert_rows), recv_routes, recv_counts, route_rows, num_slots,
+        static_cast<int>(capacity), static_cast<int>(top_k), static_cast<int>(hidden_size),
+        static_cast<Wire*>(back_rows), errors);
+    return LaunchStatus("EpCombinePackKernel");
+  });
+}
+
+absl::Status EpCombineUnpack(const void* returned_rows, Elem wire, const int32_t* token_slots,
+                             int64_t num_tokens, int64_t world, int64_t capacity,
+                             int64_t hidden_size, float* out, uint32_t* errors,
+                             cudaStream_t stream) {
+  constexpr const char* kOp = "EpCombineUnpack";
+  if (num_tokens < 0 || world < 1 || capacity < 0 || hidden_size < 0) {
+    return Bad(kOp, absl::StrCat("sizes: found T=", num_tokens, " W=", world, " C=", capacity,
+                                 " H=", hidden_size));
+  }
+  if (num_tokens == 0 || hidden_size == 0) return absl::OkStatus();
+  if (num_tokens > INT_MAX || world > INT_MAX || capacity > INT_MAX || hidden_size > INT_MAX) {
+    return Bad(kOp, absl::StrCat("T=", num_tokens, " W=", world, " C=", capacity,
+                                 " H=", hidden_size, ": expected int32 sizes"));
+  }
+  const int64_t blocks = CeilDiv(num_tokens, kCombineWarps);
+  const bool vector = hidden_size % 8 == 0 && Aligned16(returned_rows) && Aligned16(out);
+  return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
+    using Wire = decltype(wire_tag);
+    constexpr int kN = decltype(granule)::value;
+    EpCombineUnpackKernel<Wire, kN>
+        <<<static_cast<unsigned>(blocks), kCombineWarps * 32, 0, stream>>>(
+            static_cast<const Wire*>(returned_rows), token_slots, static_cast<int>(num_tokens),
+            static_cast<int>(world), static_cast<int>(capacity), static_cast<int>(hidden_size), out,
+            errors);
+    return LaunchStatus("EpCombineUnpackKernel");
+  });
+}
+
+}  // namespace epserve::kernels::cuda
