@@ -3,6 +3,7 @@
 //
 //   hidden [T,H], topk ─PackPlan (1 block)──► token_slots [T,W], send_counts [W]
 //                      ─PackRows (block/token)► send rows (wire) + routes, rank-major
+//                      (T <= 256: both in PackFused, a block per token)
 //       ... exchange ...
 //   recv routes, counts ─UnpackCount (1 block)► expert_offsets [E+1], cursor [E]
 //   recv rows, routes ───UnpackRows (slot blocks)► rows [M,H] by expert, route_rows
@@ -120,14 +121,122 @@ absl::Status DispatchRows(const char* op, Elem wire, bool vector, F&& f) {
 
 // ---- EpDispatchPack ------------------------------------------------------------
 
+// Token t's destinations: bit r set when one of its picks is held by rank r.
+// A pick with an id outside [0, E) or a rank outside [0, W) is dropped and
+// its error bit added to *bad.
+__device__ __forceinline__ uint64_t DestinationMask(const int32_t* __restrict__ topk_ids, int64_t t,
+                                                    int top_k,
+                                                    const int32_t* __restrict__ expert_to_rank,
+                                                    int num_experts, int world, uint32_t* bad) {
+  uint64_t mask = 0;
+  for (int j = 0; j < top_k; ++j) {
+    const int id = topk_ids[t * top_k + j];
+    if (id < 0 || id >= num_experts) {
+      *bad |= kErrEpPackExpertId;
+      continue;
+    }
+    const int r = expert_to_rank[id];
+    if (r < 0 || r >= world) {
+      *bad |= kErrEpPackRank;
+      continue;
+    }
+    mask |= uint64_t{1} << r;
+  }
+  return mask;
+}
+
+// Token t's routes and row at each destination; s_row[r] = its slot row at
+// rank r or -1 (shared memory, ready). The row is read once per granule and
+// written to every destination in the wire type. Every thread of the block.
+template <typename Wire, int kN>
+__device__ __forceinline__ void WriteTokenSlots(
+    const float* __restrict__ hidden, const int32_t* __restrict__ topk_ids,
+    const float* __restrict__ topk_weights, int64_t t, int top_k, int hidden_size,
+    const int32_t* __restrict__ expert_to_rank, int num_experts, int world, const int64_t* s_row,
+    Wire* __restrict__ send_rows, int32_t* __restrict__ send_routes) {
+  const int tid = threadIdx.x;
+  const int words = 2 * top_k;
+  for (int i = tid; i < world * words; i += blockDim.x) {
+    const int r = i / words, w = i % words;
+    const int64_t row = s_row[r];
+    if (row < 0) continue;
+    int32_t v;
+    if (w < top_k) {
+      const int id = topk_ids[t * top_k + w];
+      const bool held = id >= 0 && id < num_experts && expert_to_rank[id] == r;
+      v = held ? id : -1;
+    } else {
+      v = __float_as_int(topk_weights[t * top_k + (w - top_k)]);
+    }
+    send_routes[row * words + w] = v;
+  }
+  const float* src = hidden + t * hidden_size;
+  for (int c = tid * kN; c < hidden_size; c += blockDim.x * kN) {
+    float v[kN];
+    LoadGranule<float, kN>(src + c, v);
+    for (int r = 0; r < world; ++r) {
+      const int64_t row = s_row[r];
+      if (row >= 0) StoreGranule<Wire, kN>(send_rows + row * hidden_size + c, v);
+    }
+  }
+}
+
+// Up to this many tokens EpDispatchPack is one kernel (EpPackFusedKernel).
+constexpr int64_t kFusedPackMaxTokens = 256;
+
+// One block per token t, one thread per token of the batch (blockDim >= T):
+// every block builds all T destination masks, and the slot of t at rank r is
+// __syncthreads_count(bit r of tokens before t). Block 0 also counts all
+// tokens per rank (send_counts) and reports the content errors. Same slots
+// as the plan kernel; one launch, no token_slots round trip.
+template <typename Wire, int kN>
+__global__ void __launch_bounds__(kFusedPackMaxTokens)
+    EpPackFusedKernel(const float* __restrict__ hidden, const int32_t* __restrict__ topk_ids,
+                      const float* __restrict__ topk_weights, int num_tokens, int top_k,
+                      int hidden_size, const int32_t* __restrict__ expert_to_rank, int num_experts,
+                      int world, int64_t capacity, int32_t* __restrict__ send_counts,
+                      int32_t* __restrict__ token_slots, Wire* __restrict__ send_rows,
+                      int32_t* __restrict__ send_routes, uint32_t* errors) {
+  __shared__ int64_t s_row[kEpMaxRanks];
+  __shared__ uint64_t s_mask;  // token t's
+  const int tid = threadIdx.x;
+  const int t = blockIdx.x;
+  uint32_t bad = 0;
+  const uint64_t mask = tid < num_tokens ? DestinationMask(topk_ids, tid, top_k, expert_to_rank,
+                                                           num_experts, world, &bad)
+                                         : 0;
+  if (tid == t) s_mask = mask;
+  __syncthreads();
+  const uint64_t mine = s_mask;
+  for (int r = 0; r < world; ++r) {
+    const bool bit = (mask >> r) & 1u;
+    const int before = __syncthreads_count(bit && tid < t);
+    if (tid == 0) {
+      const int slot = (mine >> r) & 1u ? before : -1;
+      s_row[r] = slot >= 0 ? r * capacity + slot : -1;
+      token_slots[static_cast<int64_t>(t) * world + r] = slot;
+    }
+  }
+  if (t == 0) {  // block-uniform
+    for (int r = 0; r < world; ++r) {
+      const int total = __syncthreads_count((mask >> r) & 1u);
+      if (tid == 0) send_counts[r] = total;
+    }
+    if (bad != 0) atomicOr(errors, bad);
+  }
+  __syncthreads();
+  WriteTokenSlots<Wire, kN>(hidden, topk_ids, topk_weights, t, top_k, hidden_size, expert_to_rank,
+                            num_experts, world, s_row, send_rows, send_routes);
+}
+
 constexpr int kPlanMaxThreads = 1024;
 
-// One block. Tokens in chunks of blockDim, one per thread: its destination
-// mask (bit r: a pick held by rank r), then per rank a ballot in each warp
-// (count, and rank among the warp's lanes), the warps' counts scanned on top
-// of the rank's running cursor. token t's slot at r = cursor before its chunk
-// + tokens of earlier warps in the chunk + earlier lanes of its warp: the
-// number of tokens before t sent to r.
+// Above kFusedPackMaxTokens (and at T = 0), the slot plan in one block.
+// Tokens in chunks of blockDim, one per thread: its destination mask, then
+// per rank a ballot in each warp (count, and rank among the warp's lanes),
+// the warps' counts scanned on top of the rank's running cursor. token t's
+// slot at r = cursor before its chunk + tokens of earlier warps in the chunk
+// + earlier lanes of its warp: the number of tokens before t sent to r.
 __global__ void __launch_bounds__(kPlanMaxThreads)
     EpPackPlanKernel(const int32_t* __restrict__ topk_ids, int num_tokens, int top_k,
                      const int32_t* __restrict__ expert_to_rank, int num_experts, int world,
@@ -144,22 +253,9 @@ __global__ void __launch_bounds__(kPlanMaxThreads)
   uint32_t bad = 0;
   for (int base = 0; base < num_tokens; base += blockDim.x) {  // block-uniform
     const int t = base + tid;
-    uint64_t mask = 0;
-    if (t < num_tokens) {
-      for (int j = 0; j < top_k; ++j) {
-        const int id = topk_ids[static_cast<int64_t>(t) * top_k + j];
-        if (id < 0 || id >= num_experts) {
-          bad |= kErrEpPackExpertId;
-          continue;
-        }
-        const int r = expert_to_rank[id];
-        if (r < 0 || r >= world) {
-          bad |= kErrEpPackRank;
-          continue;
-        }
-        mask |= uint64_t{1} << r;
-      }
-    }
+    const uint64_t mask = t < num_tokens ? DestinationMask(topk_ids, t, top_k, expert_to_rank,
+                                                           num_experts, world, &bad)
+                                         : 0;
     for (int r = 0; r < world; ++r) {
       const unsigned b = __ballot_sync(kFullMask, (mask >> r) & 1u);
       if (lane == 0) s_warp_base[warp][r] = __popc(b);
@@ -191,10 +287,7 @@ __global__ void __launch_bounds__(kPlanMaxThreads)
 
 constexpr int kPackRowsMaxThreads = 256;
 
-// One block per token: its slot row at each destination (from token_slots),
-// the routes there (ids held by that rank, -1 for the others, then all k
-// weights), and its row read once per granule and written to every
-// destination in the wire type.
+// After the plan kernel: one block per token, its slots from token_slots.
 template <typename Wire, int kN>
 __global__ void __launch_bounds__(kPackRowsMaxThreads)
     EpPackRowsKernel(const float* __restrict__ hidden, const int32_t* __restrict__ topk_ids,
@@ -204,83 +297,87 @@ __global__ void __launch_bounds__(kPackRowsMaxThreads)
                      Wire* __restrict__ send_rows, int32_t* __restrict__ send_routes) {
   __shared__ int64_t s_row[kEpMaxRanks];  // slot row at rank r, or -1
   const int64_t t = blockIdx.x;
-  const int tid = threadIdx.x;
-  for (int r = tid; r < world; r += blockDim.x) {
+  for (int r = threadIdx.x; r < world; r += blockDim.x) {
     const int slot = token_slots[t * world + r];
     s_row[r] = slot >= 0 ? r * capacity + slot : -1;
   }
   __syncthreads();
-
-  const int words = 2 * top_k;
-  for (int i = tid; i < world * words; i += blockDim.x) {
-    const int r = i / words, w = i % words;
-    const int64_t row = s_row[r];
-    if (row < 0) continue;
-    int32_t v;
-    if (w < top_k) {
-      const int id = topk_ids[t * top_k + w];
-      const bool held = id >= 0 && id < num_experts && expert_to_rank[id] == r;
-      v = held ? id : -1;
-    } else {
-      v = __float_as_int(topk_weights[t * top_k + (w - top_k)]);
-    }
-    send_routes[row * words + w] = v;
-  }
-
-  const float* src = hidden + t * hidden_size;
-  for (int c = tid * kN; c < hidden_size; c += blockDim.x * kN) {
-    float v[kN];
-    LoadGranule<float, kN>(src + c, v);
-    for (int r = 0; r < world; ++r) {
-      const int64_t row = s_row[r];
-      if (row >= 0) StoreGranule<Wire, kN>(send_rows + row * hidden_size + c, v);
-    }
-  }
+  WriteTokenSlots<Wire, kN>(hidden, topk_ids, topk_weights, t, top_k, hidden_size, expert_to_rank,
+                            num_experts, world, s_row, send_rows, send_routes);
 }
 
 // ---- EpDispatchUnpack ----------------------------------------------------------
 
 constexpr int kCountMaxThreads = 1024;
+// Ranks EpDispatchUnpack takes (their entry prefix lives in shared memory).
+constexpr int64_t kMaxUnpackRanks = 1024;
 
-// One block: the histogram of valid route entries per expert (only the
-// valid slots of each rank are visited; warp-aggregated shared atomics), then
-// a block scan -> expert_offsets (clamped to M) and cursor[e] = the unclamped
-// offset, where UnpackRows takes its positions.
+// One block: the histogram of valid route entries per expert, then a block
+// scan -> expert_offsets (clamped to M) and cursor[e] = the unclamped offset,
+// where UnpackRows takes its positions. The valid entries of all ranks are
+// one flat range (rank q's are [start[q], start[q+1]), start = the prefix of
+// count * k), so every load is independent of the others; warp-aggregated
+// shared atomics.
 __global__ void __launch_bounds__(kCountMaxThreads)
     EpUnpackCountKernel(const int32_t* __restrict__ recv_routes,
                         const int32_t* __restrict__ recv_counts, int world, int capacity, int top_k,
                         int num_experts, int max_rows, int32_t* __restrict__ expert_offsets,
                         int32_t* __restrict__ cursor, uint32_t* errors) {
-  extern __shared__ int s_hist[];  // [E]
+  extern __shared__ int s_dyn[];
+  int* s_hist = s_dyn;                 // [E]
+  int* s_start = s_dyn + num_experts;  // [W + 1]
   __shared__ int s_warp[kCountMaxThreads / 32];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int num_warps = blockDim.x >> 5;
   const unsigned lanes_below = (1u << lane) - 1u;
-  for (int e = tid; e < num_experts; e += blockDim.x) s_hist[e] = 0;
-  __syncthreads();
-
   uint32_t bad = 0;
-  for (int q = 0; q < world; ++q) {
+  for (int e = tid; e < num_experts; e += blockDim.x) s_hist[e] = 0;
+  for (int q = tid; q < world; q += blockDim.x) {
     int count = recv_counts[q];
     if (count < 0 || count > capacity) {
       bad |= kErrEpUnpackCount;
       count = min(max(count, 0), capacity);
     }
-    const int n = count * top_k;  // block-uniform
-    const int32_t* routes = recv_routes + static_cast<int64_t>(q) * capacity * 2 * top_k;
-    for (int base = 0; base < n; base += blockDim.x) {
-      const int f = base + tid;
-      int e = -1;
-      if (f < n) {
-        e = routes[static_cast<int64_t>(f / top_k) * 2 * top_k + f % top_k];
-        if (e < -1 || e >= num_experts) {
-          bad |= kErrEpUnpackExpertId;
-          e = -1;
+    s_start[q + 1] = count * top_k;
+  }
+  __syncthreads();
+  if (warp == 0) {  // inclusive scan of s_start[1..W]
+    int carry = 0;
+    for (int base = 0; base < world; base += 32) {
+      const int q = base + lane;
+      const int v = q < world ? s_start[q + 1] : 0;
+      const int incl = WarpInclusiveSum(v) + carry;
+      if (q < world) s_start[q + 1] = incl;
+      carry = __shfl_sync(kFullMask, incl, 31);
+    }
+    if (lane == 0) s_start[0] = 0;
+  }
+  __syncthreads();
+
+  const int total = s_start[world];
+  for (int base = 0; base < total; base += blockDim.x) {  // block-uniform
+    const int f = base + tid;
+    int e = -1;
+    if (f < total) {
+      int lo = 0, hi = world;  // the last q with s_start[q] <= f
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (s_start[mid] <= f) {
+          lo = mid;
+        } else {
+          hi = mid;
         }
       }
-      const unsigned peers = __match_any_sync(kFullMask, e);
-      if (e >= 0 && (peers & lanes_below) == 0) atomicAdd(&s_hist[e], __popc(peers));
+      const int local = f - s_start[lo];
+      const int64_t slot = static_cast<int64_t>(lo) * capacity + local / top_k;
+      e = recv_routes[slot * 2 * top_k + local % top_k];
+      if (e < -1 || e >= num_experts) {
+        bad |= kErrEpUnpackExpertId;
+        e = -1;
+      }
     }
+    const unsigned peers = __match_any_sync(kFullMask, e);
+    if (e >= 0 && (peers & lanes_below) == 0) atomicAdd(&s_hist[e], __popc(peers));
   }
   __syncthreads();
 
@@ -492,6 +589,22 @@ absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const 
     return Bad(kOp, absl::StrCat("T=", num_tokens, " k=", top_k, " H=", hidden_size, " W=", world,
                                  ": expected T*k, T*W, H and 2k*W to fit in int32"));
   }
+  const bool vector = hidden_size % 8 == 0 && Aligned16(hidden) && Aligned16(send_rows);
+  if (num_tokens >= 1 && num_tokens <= kFusedPackMaxTokens) {
+    return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
+      using Wire = decltype(wire_tag);
+      constexpr int kN = decltype(granule)::value;
+      // A thread per token (the masks), at least a granule per thread of a row.
+      const int threads = static_cast<int>(std::clamp<int64_t>(
+          RoundUp32(std::max(num_tokens, CeilDiv(hidden_size, kN))), 32, kFusedPackMaxTokens));
+      EpPackFusedKernel<Wire, kN><<<static_cast<unsigned>(num_tokens), threads, 0, stream>>>(
+          hidden, topk_ids, topk_weights, static_cast<int>(num_tokens), static_cast<int>(top_k),
+          static_cast<int>(hidden_size), expert_to_rank, static_cast<int>(num_experts),
+          static_cast<int>(world), capacity, send_counts, token_slots,
+          static_cast<Wire*>(send_rows), send_routes, errors);
+      return LaunchStatus("EpPackFusedKernel");
+    });
+  }
   const int threads =
       static_cast<int>(std::clamp<int64_t>(RoundUp32(num_tokens), 32, kPlanMaxThreads));
   EpPackPlanKernel<<<1, threads, 0, stream>>>(
@@ -499,8 +612,6 @@ absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const 
       static_cast<int>(num_experts), static_cast<int>(world), send_counts, token_slots, errors);
   RETURN_IF_ERROR(LaunchStatus("EpPackPlanKernel"));
   if (num_tokens == 0) return absl::OkStatus();
-
-  const bool vector = hidden_size % 8 == 0 && Aligned16(hidden) && Aligned16(send_rows);
   return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
@@ -534,6 +645,10 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
     return absl::UnimplementedError(absl::StrCat(
         kOp, ": recv_routes: the CUDA backend takes k in 1..", kMaxTopK, ", found ", top_k));
   }
+  if (world > kMaxUnpackRanks) {
+    return absl::UnimplementedError(absl::StrCat(kOp, ": recv_counts: the CUDA backend takes 1..",
+                                                 kMaxUnpackRanks, " ranks, found ", world));
+  }
   if (world < 1 || capacity < 0 || hidden_size < 0 || max_rows < 0) {
     return Bad(kOp, absl::StrCat("sizes: found W=", world, " C=", capacity, " H=", hidden_size,
                                  " M=", max_rows));
@@ -549,8 +664,9 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
   }
   int32_t* cursor = static_cast<int32_t*>(workspace);
   const int count_threads =
-      static_cast<int>(std::clamp<int64_t>(RoundUp32(capacity * top_k), 128, kCountMaxThreads));
-  const size_t smem = sizeof(int) * static_cast<size_t>(num_experts);  // <= 32 KiB
+      static_cast<int>(std::clamp<int64_t>(RoundUp32(num_slots * top_k), 128, kCountMaxThreads));
+  // The histogram and the ranks' entry prefix: <= 36 KiB.
+  const size_t smem = sizeof(int) * static_cast<size_t>(num_experts + world + 1);
   EpUnpackCountKernel<<<1, count_threads, smem, stream>>>(
       recv_routes, recv_counts, static_cast<int>(world), static_cast<int>(capacity),
       static_cast<int>(top_k), static_cast<int>(num_experts), static_cast<int>(max_rows),

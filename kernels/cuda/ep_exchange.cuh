@@ -34,8 +34,9 @@ inline constexpr int64_t kEpMaxRanks = 64;
 // tokens before t sent to r: deterministic, the CPU's bits. An id outside
 // [0, E) sets kErrEpPackExpertId, a rank outside [0, W) kErrEpPackRank; that
 // pick is then dropped (the token may still go to its other picks' ranks).
-// Two launches: the slot plan (one block), then one block per token writing
-// its row once per destination.
+// Up to 256 tokens one launch (a block per token, each counting the tokens
+// before it per rank); beyond, two: the slot plan (one block), then a block
+// per token. Each token's row is read once and written once per destination.
 absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const float* topk_weights,
                             int64_t num_tokens, int64_t top_k, int64_t hidden_size,
                             const int32_t* expert_to_rank, int64_t num_experts, int64_t world,

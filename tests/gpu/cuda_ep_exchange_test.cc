@@ -549,16 +549,31 @@ TEST_F(CudaEpExchangeTest, ContentErrorsAreReportedNamingTheOp) {
   Tensor send_routes = GpuEmpty(DataType::kInt32, {w * c, 2 * k});
   Tensor counts = GpuEmpty(DataType::kInt32, {w}), slots = GpuEmpty(DataType::kInt32, {t, w});
 
-  {
-    SCOPED_TRACE("EpDispatchPack: expert id E");
-    Tensor ids = Up(MakeI32({t, k}, {0, static_cast<int32_t>(kExperts), 3, 4}));
+  for (int64_t tokens : {t, int64_t{300}}) {  // one kernel, then plan + rows
+    SCOPED_TRACE(absl::StrCat("EpDispatchPack: expert id E, T=", tokens));
+    // Every token picks experts 0 and 3 (rank 1), token 0 also E.
+    std::vector<int32_t> ids(static_cast<size_t>(tokens * k));
+    for (int64_t i = 0; i < tokens; ++i) {
+      ids[i * k] = 0;
+      ids[i * k + 1] = 3;
+    }
+    ids[1] = static_cast<int32_t>(kExperts);
+    Tensor x = Up(MakeF32({tokens, h}, Random(tokens * h, 9003)));
+    Tensor wts = Up(MakeF32({tokens, k}, Random(tokens * k, 9004, 0.0f, 1.0f)));
+    Tensor rows = GpuEmpty(DataType::kFloat32, {w * tokens, h});
+    Tensor routes = GpuEmpty(DataType::kInt32, {w * tokens, 2 * k});
+    Tensor token_slots = GpuEmpty(DataType::kInt32, {tokens, w});
     ExpectDeviceError(*gpu_, counts, "EpDispatchPack", [&] {
-      return gpu_->EpDispatchPack(hidden, ids, weights, e2r_ok, &send_rows, &send_routes, &counts,
-                                  &slots);
+      return gpu_->EpDispatchPack(x, Up(MakeI32({tokens, k}, ids)), wts, e2r_ok, &rows, &routes,
+                                  &counts, &token_slots);
     });
-    // The bad pick is dropped; both tokens still go to rank 1.
-    EXPECT_EQ(DownInt(counts), (std::vector<int32_t>{0, 2}));
-    EXPECT_EQ(DownInt(slots), (std::vector<int32_t>{-1, 0, -1, 1}));
+    // The bad pick is dropped; every token still goes to rank 1, in order.
+    EXPECT_EQ(DownInt(counts), (std::vector<int32_t>{0, static_cast<int32_t>(tokens)}));
+    const std::vector<int32_t> got = DownInt(token_slots);
+    for (int64_t i = 0; i < tokens; ++i) {
+      EXPECT_EQ(got[i * w], -1) << "token " << i;
+      EXPECT_EQ(got[i * w + 1], i) << "token " << i;
+    }
   }
   {
     SCOPED_TRACE("EpDispatchPack: rank W");
