@@ -384,9 +384,7 @@ class Backend {
   absl::Status MoePermute(const Tensor& hidden,    // [T, H] float32
                           const Tensor& topk_ids,  // [T, k] int32
                           MoePermutation* out);
-  // out rows of expert e = rows of e · weights[e]^T. expert_offsets[E] <= R:
-  // rows past it (a buffer sized by capacity) are neither read nor written.
-  // `weights` is indexed by
+  // out rows of expert e = rows of e · weights[e]^T. `weights` is indexed by
   // global expert id (size E); an undefined LinearWeight marks an expert this
   // worker does not hold, which is an error if any row is routed to it. The
   // held experts share one format (and, unquantized, one dtype).
@@ -401,8 +399,9 @@ class Backend {
   // Same layout and rules as GroupedExpertMatMul (gate and up hold the same
   // experts). The default runs GroupedExpertMatMul twice and SiluAndMul (so
   // a backend relying on it supports a format for both ops or neither); the
-  // CUDA backend fuses it (the weights of both are read in one pass).
-  // expert_offsets[E] <= R; rows past it are left as they are.
+  // CUDA backend fuses it (the weights of both are read in one pass). The
+  // default's SiluAndMul runs over all R rows (rows past expert_offsets[E]
+  // hold whatever they held).
   absl::Status GroupedExpertGateUp(const Tensor& rows,                   // [R, K] float32
                                    const Tensor& expert_offsets,         // [E + 1] int32
                                    absl::Span<const LinearWeight> gate,  // E x (N x K)
