@@ -308,6 +308,7 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
     ep.wire_dtype = gpu ? DataType::kBFloat16 : DataType::kFloat32;
     ep.decode_capacity = gpu ? std::max<int64_t>(options.graph_max_batch, 1) : 0;
     if (gpu && options.graph_max_batch <= 0) ep.decode_capacity = options_.cuda_graph_max_batch;
+    for (const LayerSpec& layer : desc.layers) ep.num_layers += layer.feed_forward.is_moe() ? 1 : 0;
     ASSIGN_OR_RETURN(std::unique_ptr<moe::SlotTokenDispatcher> slots,
                      moe::SlotTokenDispatcher::Create(*backend_, std::move(ep), nullptr));
     moe_metrics_ = std::make_unique<MoeMetrics>(*metrics_registry_, desc.moe.num_experts);

@@ -90,8 +90,10 @@ MoeMetrics::MoeMetrics(prometheus::Registry& registry, int64_t num_experts)
 }
 
 void MoeMetrics::OnMoeExchange(const moe::MoeExchangeStats& s) {
-  dispatch_.Observe(s.dispatch_seconds);
-  combine_.Observe(s.combine_seconds);
+  if (s.timed) {
+    dispatch_.Observe(s.dispatch_seconds);
+    combine_.Observe(s.combine_seconds);
+  }
   sent_.Increment(static_cast<double>(s.bytes_sent));
   received_.Increment(static_cast<double>(s.bytes_received));
   for (size_t e = 0; e < s.rows_per_expert.size(); ++e) {

@@ -57,6 +57,7 @@ TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
       o.wire_dtype = wire;
       o.decode_capacity = fixed ? kCapacity : 0;
       o.force_host_staging = staged;
+      o.num_layers = static_cast<int>(steps.size());  // each step is a layer here
       auto dispatcher = SlotTokenDispatcher::Create(*backend, o, &comm);
       ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
       Recorder recorder;
@@ -88,8 +89,8 @@ TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
     }
   });
 
-  // Counts-first steps report the rows each expert received and the tokens
-  // each rank received; fixed-capacity steps only bytes and times.
+  // Every step reports the rows each expert received; counts-first steps
+  // also the tokens each rank received.
   for (size_t ki = 0; ki < top_ks.size(); ++ki) {
     const int64_t k = top_ks[ki];
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -120,15 +121,15 @@ TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
           EXPECT_EQ(rec.bytes_sent, 0u);
         }
         if (fixed_step) {
-          EXPECT_TRUE(rec.rows_per_expert.empty());
+          // Reported at EndStep from the offsets the step recorded.
           EXPECT_TRUE(rec.rows_per_rank.empty());
           if (world > 1) {
             const uint64_t row = kHidden * DataTypeSize(wire);
             EXPECT_EQ(rec.bytes_sent, (world - 1) * (4 + kCapacity * (2 * row + 2 * k * 4)));
           }
-          continue;
+        } else {
+          EXPECT_EQ(rec.rows_per_rank, tokens_per_rank) << "rank " << r;
         }
-        EXPECT_EQ(rec.rows_per_rank, tokens_per_rank) << "rank " << r;
         ASSERT_EQ(rec.rows_per_expert.size(), static_cast<size_t>(kExperts));
         for (int64_t e = 0; e < kExperts; ++e) {
           EXPECT_EQ(rec.rows_per_expert[e], placement[e] == static_cast<uint32_t>(r) ? want[e] : 0)

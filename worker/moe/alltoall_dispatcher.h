@@ -55,6 +55,9 @@ namespace epserve::moe {
 // One MoE layer's exchange on one rank, reported after its Combine.
 struct MoeExchangeStats {
   int layer = 0;  // the last SetLayer value
+  // Host-side durations; `timed` is false where the host only enqueued the
+  // work (a fixed-capacity step on a GPU): then they are not meaningful.
+  bool timed = true;
   double dispatch_seconds = 0.0;
   double combine_seconds = 0.0;
   // Bytes that crossed to / from other ranks: token rows both ways and the

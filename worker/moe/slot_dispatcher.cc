@@ -113,6 +113,11 @@ absl::Status SlotTokenDispatcher::SetCommunicator(comm::Communicator* comm) {
     RETURN_IF_ERROR(LayoutRecv(&fixed_, c, &probe));
   }
   if (options_.decode_capacity > 0 && !direct()) RETURN_IF_ERROR(ReserveStaged());
+  if (options_.decode_capacity > 0 && options_.num_layers > 0) {
+    RETURN_IF_ERROR(ReserveHost(
+        static_cast<size_t>(options_.num_layers) * (options_.num_experts + 1) * sizeof(int32_t),
+        &fixed_offsets_));
+  }
   return absl::OkStatus();
 }
 
@@ -124,6 +129,7 @@ bool SlotTokenDispatcher::direct() const {
 void SlotTokenDispatcher::BeginStep(int64_t max_tokens_any_rank) {
   fixed_step_ = options_.decode_capacity > 0 && comm_ != nullptr && max_tokens_any_rank > 0 &&
                 max_tokens_any_rank <= options_.decode_capacity;
+  dispatched_this_step_.assign(static_cast<size_t>(std::max(options_.num_layers, 0)), false);
 }
 
 absl::Status SlotTokenDispatcher::EndStep() {
@@ -134,6 +140,24 @@ absl::Status SlotTokenDispatcher::EndStep() {
   if (comm_ == nullptr) return absl::OkStatus();
   absl::Status s = comm_->AsyncError();
   if (!s.ok()) return Annotate(s, "MoE exchange");
+  if (fixed_step_ && observer_ != nullptr && fixed_offsets_.storage != nullptr) {
+    // Every MoE layer ran (eagerly or from a graph) and its offsets are in
+    // page-locked memory by now.
+    const auto* all = static_cast<const int32_t*>(fixed_offsets_.storage->data());
+    const int64_t e = options_.num_experts;
+    stats_.timed = false;
+    stats_.rows_per_rank = {};
+    const bool from_graph = std::find(dispatched_this_step_.begin(), dispatched_this_step_.end(),
+                                      true) == dispatched_this_step_.end();
+    for (int layer = 0; layer < std::min(layers_seen_, options_.num_layers); ++layer) {
+      if (!from_graph && !dispatched_this_step_[layer]) continue;
+      const int32_t* off = all + layer * (e + 1);
+      for (int64_t x = 0; x < e; ++x) rows_per_expert_[x] = off[x + 1] - off[x];
+      stats_.layer = layer;
+      stats_.rows_per_expert = rows_per_expert_;
+      observer_->OnMoeExchange(stats_);
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -452,6 +476,14 @@ absl::StatusOr<DispatchedTokens> SlotTokenDispatcher::Dispatch(
   RETURN_IF_ERROR(backend_.EpDispatchUnpack(slots_.recv_rows, slots_.recv_routes,
                                             slots_.recv_counts, &slots_.rows,
                                             &slots_.expert_offsets, &slots_.route_rows));
+  if (fixed_step_ && fixed_offsets_.storage != nullptr && layer_ < options_.num_layers) {
+    auto* record = static_cast<char*>(fixed_offsets_.storage->mutable_data()) +
+                   static_cast<size_t>(layer_) * slots_.expert_offsets.nbytes();
+    RETURN_IF_ERROR(backend_.CopyToStagingAsync(slots_.expert_offsets, record));
+    if (static_cast<size_t>(layer_) < dispatched_this_step_.size()) {
+      dispatched_this_step_[layer_] = true;
+    }
+  }
   topk_weights_ = topk_weights;
   tokens_ = t;
   pending_ = true;
@@ -513,19 +545,16 @@ absl::Status SlotTokenDispatcher::Combine(const kernels::Tensor& expert_out, ker
   RETURN_IF_ERROR(backend_.EpCombineUnpack(returned, slots_.token_slots, out));
   topk_weights_ = {};
 
-  if (observer_ != nullptr) {
-    stats_.layer = layer_;
-    stats_.rows_per_expert = {};
-    stats_.rows_per_rank = {};
-    if (!fixed_step_) {
-      RETURN_IF_ERROR(backend_.CopyToHost(slots_.expert_offsets, offsets_host_.data(),
-                                          offsets_host_.size() * sizeof(int32_t)));
-      for (int64_t e = 0; e < options_.num_experts; ++e) {
-        rows_per_expert_[e] = offsets_host_[e + 1] - offsets_host_[e];
-      }
-      stats_.rows_per_expert = rows_per_expert_;
-      stats_.rows_per_rank = rows_per_rank_;
+  if (observer_ != nullptr && !fixed_step_) {
+    RETURN_IF_ERROR(backend_.CopyToHost(slots_.expert_offsets, offsets_host_.data(),
+                                        offsets_host_.size() * sizeof(int32_t)));
+    for (int64_t e = 0; e < options_.num_experts; ++e) {
+      rows_per_expert_[e] = offsets_host_[e + 1] - offsets_host_[e];
     }
+    stats_.layer = layer_;
+    stats_.timed = true;
+    stats_.rows_per_expert = rows_per_expert_;
+    stats_.rows_per_rank = rows_per_rank_;
     stats_.combine_seconds = SecondsSince(start);
     observer_->OnMoeExchange(stats_);
   }

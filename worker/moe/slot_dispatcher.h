@@ -45,6 +45,7 @@
 // valid until the next Dispatch.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,10 @@ struct SlotDispatcherOptions {
   // Slots per rank of the fixed-capacity exchange (the largest decode batch
   // a rank runs, graph padding included); 0: always counts first.
   int64_t decode_capacity = 0;
+  // MoE layers of the model (SetLayer values are below it): sizes the
+  // page-locked record of each fixed-capacity layer's expert offsets, read
+  // at EndStep for the statistics. 0: fixed-capacity steps report none.
+  int num_layers = 0;
   // Exchange through host staging even where the communicator could work on
   // the backend's memory in place (the CPU): runs the path of GPU workers
   // over a host communicator on any backend.
@@ -92,11 +97,15 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   // InvalidArgument when expert_to_rank names a rank outside the group (the
   // old binding is kept then).
   absl::Status SetCommunicator(comm::Communicator* comm);
-  // Not owned; nullptr turns reporting off. Stats are reported after each
-  // Combine; fixed-capacity steps report times and bytes only (the per-expert
-  // and per-rank counts stay on the device: reading them would wait for it).
+  // Not owned; nullptr turns reporting off. Counts-first layers are reported
+  // after their Combine; fixed-capacity steps at EndStep, every layer from the
+  // expert offsets the step copied to page-locked memory (also when it ran
+  // from a graph), untimed and without per-rank counts.
   void SetObserver(MoeExchangeObserver* observer) { observer_ = observer; }
-  void SetLayer(int moe_layer_index) override { layer_ = moe_layer_index; }
+  void SetLayer(int moe_layer_index) override {
+    layer_ = moe_layer_index;
+    layers_seen_ = std::max(layers_seen_, moe_layer_index + 1);
+  }
 
   bool supports_graphs() const override { return options_.decode_capacity > 0; }
   bool step_capturable() const override { return fixed_step_ && comm_ != nullptr; }
@@ -186,6 +195,11 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   // Counts read by the dispatch host call, used again by the combine's.
   std::vector<int64_t> staged_send_counts_host_, staged_recv_counts_host_;
   int layer_in_flight_ = 0;  // layer of the enqueued host calls (errors)
+  Arena fixed_offsets_;      // page-locked [num_layers][E + 1]: each layer's offsets
+  int layers_seen_ = 0;      // 1 + the largest SetLayer value so far
+  // Layers this step dispatched from the host (none: the step ran from a
+  // graph, which runs them all).
+  std::vector<bool> dispatched_this_step_;
   std::mutex async_mu_;
   absl::Status async_error_;      // first failure of a host call since the group formed
   Slots slots_;                   // of the pending Dispatch
