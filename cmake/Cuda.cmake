@@ -1,6 +1,10 @@
 # The CUDA backend is built when EPSERVE_CUDA is ON and nvcc is found (PATH,
 # CUDACXX, or the default toolkit location). Everything else builds without it.
 set(EPSERVE_WITH_CUDA OFF)
+# The NCCL communicator (worker/comm) is built when CUDA is on, EPSERVE_NCCL is
+# ON and NCCL's header and library are found.
+option(EPSERVE_NCCL "Build the NCCL communicator when CUDA and NCCL are found" ON)
+set(EPSERVE_WITH_NCCL OFF)
 if(EPSERVE_CUDA)
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
     find_program(EPSERVE_NVCC nvcc HINTS /usr/local/cuda/bin)
@@ -21,11 +25,17 @@ if(EPSERVE_CUDA)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
     # NCCL ships with the toolkit on the build machine and in /usr on the GPU
-    # machine; it is optional until the multi-GPU communicator lands.
+    # machine; without it the CUDA backend builds and GPU workers use Gloo.
     find_path(EPSERVE_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
     find_library(EPSERVE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
     set(EPSERVE_WITH_CUDA ON)
     message(STATUS "CUDA backend: ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, arch ${CMAKE_CUDA_ARCHITECTURES})")
+    if(EPSERVE_NCCL AND EPSERVE_NCCL_INCLUDE AND EPSERVE_NCCL_LIBRARY)
+      set(EPSERVE_WITH_NCCL ON)
+      message(STATUS "NCCL communicator: ON (${EPSERVE_NCCL_LIBRARY})")
+    else()
+      message(STATUS "NCCL communicator: OFF (EPSERVE_NCCL=${EPSERVE_NCCL}, nccl.h or libnccl not found)")
+    endif()
   else()
     message(STATUS "CUDA backend: OFF (nvcc not found)")
   endif()

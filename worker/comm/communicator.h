@@ -73,6 +73,13 @@ class Communicator {
   // callers check it after synchronising the stream. OK when none, and
   // always OK for host communicators (their errors are returned directly).
   virtual absl::Status AsyncError() { return absl::OkStatus(); }
+
+  // Hands the work enqueued on `stream` so far to the communicator's
+  // watchdog, so that it is bounded by the collective timeout like a direct
+  // call: device communicators need it after launching a CUDA graph that
+  // contains their operations (captured operations are not watched). The
+  // stream must not be capturing. A no-op for host communicators.
+  virtual absl::Status WatchStream(void* /*stream*/) { return absl::OkStatus(); }
 };
 
 }  // namespace epserve::comm

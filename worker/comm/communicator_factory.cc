@@ -4,8 +4,19 @@
 #include "common/status.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
+#ifdef EPSERVE_WITH_NCCL
+#include "worker/comm/nccl_communicator.h"
+#endif
 
 namespace epserve::comm {
+
+bool NcclBuilt() {
+#ifdef EPSERVE_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
 
 absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const CommunicatorOptions& options,
                                                                  Rendezvous& rendezvous) {
@@ -19,12 +30,24 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const Communica
     return absl::InvalidArgumentError(
         absl::StrCat("collective backend \"", backend, "\" is unknown (known: gloo, nccl)"));
   }
-  if (options.world_size == 1) return std::make_unique<LocalCommunicator>();
   if (backend == "nccl") {
+#ifdef EPSERVE_WITH_NCCL
+    NcclOptions nccl;
+    nccl.rank = options.rank;
+    nccl.world_size = options.world_size;
+    nccl.cuda_device = options.cuda_device;
+    nccl.key_prefix = options.key_prefix;
+    nccl.timeout = options.timeout;
+    ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> comm,
+                     NcclCommunicator::Create(nccl, rendezvous));
+    return std::unique_ptr<Communicator>(std::move(comm));
+#else
     return absl::UnimplementedError(
-        "collective backend \"nccl\" is not built: this worker has no NCCL communicator "
-        "(use gloo)");
+        "collective backend \"nccl\" is not built in this binary (built without CUDA or "
+        "NCCL); use gloo");
+#endif
   }
+  if (options.world_size == 1) return std::make_unique<LocalCommunicator>();
   GlooOptions gloo;
   gloo.rank = options.rank;
   gloo.world_size = options.world_size;

@@ -1,10 +1,12 @@
 // Creates the Communicator of a collective group for the backend the router
 // negotiated at registration (control.proto RegisterResponse.collective_backend).
 //
-//   world_size 1        ─► LocalCommunicator (whatever the backend)
-//   "gloo" (or empty)   ─► GlooCommunicator over `rendezvous` (CPU buffers, TCP)
-//   "nccl"              ─► Unimplemented (no NCCL communicator in this build)
-//   anything else       ─► InvalidArgument listing the known backends
+//   "gloo" (or empty), world size 1 ─► LocalCommunicator (host buffers)
+//   "gloo" (or empty)               ─► GlooCommunicator over `rendezvous` (host buffers, TCP)
+//   "nccl"                          ─► NcclCommunicator on `cuda_device`, at every world
+//                                      size (also 1, so that device buffers work the same
+//                                      way); Unimplemented in a binary built without NCCL
+//   anything else                   ─► InvalidArgument listing the known backends
 #pragma once
 
 #include <chrono>
@@ -29,7 +31,13 @@ struct CommunicatorOptions {
   std::string key_prefix;
   // Limit for forming the group and for every collective.
   std::chrono::milliseconds timeout{10000};
+  // "nccl": the CUDA device of this rank (DeviceSpec ordinal); -1: the
+  // calling thread's current device. Unused by the other backends.
+  int cuda_device = -1;
 };
+
+// Whether this binary has the NCCL communicator (built with CUDA and NCCL).
+bool NcclBuilt();
 
 // Forms this rank's side of the group; blocks until every rank joined or
 // `options.timeout` passed (backends with peers). `rendezvous` is used only
