@@ -11,6 +11,7 @@
 #include <numeric>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "worker/comm/alltoall_check.h"
 #include "worker/comm/communicator_factory.h"
 #include "worker/comm/gloo_communicator.h"
@@ -179,6 +180,66 @@ TYPED_TEST(CommunicatorTest, BadCountsAreRejectedBeforeAnyTraffic) {
   });
 }
 
+TYPED_TEST(CommunicatorTest, AllToAllVStridedMovesRegionsInPlace) {
+  constexpr int kWorld = TestFixture::kWorld;
+  constexpr int64_t kSendStride = 5, kRecvStride = 6;
+  // Rank s sends count(s, d) <= 5 int32 to rank d: zero for some pairs, the
+  // full stride for others.
+  auto count = [](int s, int d) -> int64_t { return (s + 2 * d) % 6 == 3 ? 0 : (s + d) % 5 + 1; };
+  auto value = [](int s, int d, int64_t i) { return static_cast<int32_t>(1000 * s + 10 * d + i); };
+  this->Run([&](Communicator& comm) {
+    const int me = comm.rank();
+    std::vector<int64_t> send_counts(kWorld), recv_counts(kWorld);
+    std::vector<int32_t> send(kWorld * kSendStride, -7), recv(kWorld * kRecvStride, -9);
+    for (int d = 0; d < kWorld; ++d) {
+      send_counts[d] = count(me, d);
+      recv_counts[d] = count(d, me);
+      for (int64_t i = 0; i < send_counts[d]; ++i) send[d * kSendStride + i] = value(me, d, i);
+    }
+    ASSERT_TRUE(comm.AllToAllVStrided(send.data(), kSendStride, send_counts, recv.data(),
+                                      kRecvStride, recv_counts, sizeof(int32_t), nullptr)
+                    .ok());
+    for (int s = 0; s < kWorld; ++s) {
+      for (int64_t i = 0; i < kRecvStride; ++i) {
+        // Slots past the count are untouched.
+        const int32_t expected = i < recv_counts[s] ? value(s, me, i) : -9;
+        EXPECT_EQ(recv[s * kRecvStride + i], expected) << "from rank " << s << ", slot " << i;
+      }
+    }
+  });
+}
+
+TYPED_TEST(CommunicatorTest, AllToAllVStridedWithNoTokensAnywhere) {
+  this->Run([&](Communicator& comm) {
+    std::vector<int64_t> zeros(TestFixture::kWorld, 0);
+    EXPECT_TRUE(comm.AllToAllVStrided(nullptr, 4, zeros, nullptr, 4, zeros, 2, nullptr).ok());
+  });
+}
+
+TYPED_TEST(CommunicatorTest, AllToAllVStridedRefusesCountsOutsideTheStride) {
+  constexpr int kWorld = TestFixture::kWorld;
+  this->Run([&](Communicator& comm) {
+    std::vector<int32_t> buf(4 * kWorld);
+    std::vector<int64_t> ok(kWorld, 2), above(kWorld, 2), negative(kWorld, 2);
+    above[kWorld - 1] = 5;
+    negative[0] = -1;
+    absl::Status s = comm.AllToAllVStrided(buf.data(), 4, above, buf.data(), 4, ok, 4, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr(absl::StrCat("rank ", kWorld - 1, ": counts (send 5")));
+    s = comm.AllToAllVStrided(buf.data(), 4, ok, buf.data(), 4, negative, 4, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    std::vector<int64_t> short_counts(kWorld + 1, 1);
+    s = comm.AllToAllVStrided(buf.data(), 4, short_counts, buf.data(), 4, short_counts, 4, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(absl::StrCat("expected ", kWorld, " counts")));
+    // The group is still usable after refused calls.
+    EXPECT_TRUE(comm.Barrier().ok());
+    EXPECT_TRUE(comm.WatchStream(nullptr).ok());
+    EXPECT_TRUE(comm.AsyncError().ok());
+  });
+}
+
 // ---- Gloo only: stream refusal, dtypes, group formation and failures ----
 
 TEST(GlooCommunicator, StreamsAndUnsupportedTypesAreRefused) {
@@ -291,28 +352,39 @@ TEST_P(CommunicatorFactoryTest, CreatesOrRefuses) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Choices, CommunicatorFactoryTest,
-    ::testing::Values(
-        FactoryCase{"GlooAtWorldOneIsLocal", "gloo", 0, 1, absl::StatusCode::kOk, "local"},
-        FactoryCase{"UnnamedAtWorldOneIsLocal", "", 0, 1, absl::StatusCode::kOk, "local"},
-        FactoryCase{"NcclAtWorldOneIsLocal", "nccl", 0, 1, absl::StatusCode::kOk, "local"},
-        FactoryCase{"NcclIsNotBuilt", "nccl", 0, 2, absl::StatusCode::kUnimplemented,
-                    "collective backend \"nccl\" is not built"},
-        FactoryCase{"UnknownListsTheKnown", "mpi", 0, 2, absl::StatusCode::kInvalidArgument,
-                    "collective backend \"mpi\" is unknown (known: gloo, nccl)"},
-        FactoryCase{"UnknownAtWorldOne", "mpi", 0, 1, absl::StatusCode::kInvalidArgument,
-                    "known: gloo, nccl"},
-        FactoryCase{"RankOutsideTheWorld", "gloo", 2, 2, absl::StatusCode::kInvalidArgument,
-                    "rank 2 of world size 2"},
-        FactoryCase{"EmptyWorld", "gloo", 0, 0, absl::StatusCode::kInvalidArgument,
-                    "expected 0 <= rank < world size"},
-        // Gloo at world size 2 with the peer missing: Gloo was chosen and
-        // waited for it (Unavailable naming the rank), the empty name too.
-        FactoryCase{"GlooWaitsForItsPeers", "gloo", 0, 2, absl::StatusCode::kUnavailable,
-                    "rank 0 of 2"},
-        FactoryCase{"UnnamedIsGloo", "", 1, 2, absl::StatusCode::kUnavailable, "rank 1 of 2"}),
-    [](const ::testing::TestParamInfo<FactoryCase>& p) { return p.param.name; });
+std::vector<FactoryCase> FactoryCases() {
+  std::vector<FactoryCase> cases = {
+
+      FactoryCase{"GlooAtWorldOneIsLocal", "gloo", 0, 1, absl::StatusCode::kOk, "local"},
+      FactoryCase{"UnnamedAtWorldOneIsLocal", "", 0, 1, absl::StatusCode::kOk, "local"},
+      FactoryCase{"UnknownListsTheKnown", "mpi", 0, 2, absl::StatusCode::kInvalidArgument,
+                  "collective backend \"mpi\" is unknown (known: gloo, nccl)"},
+      FactoryCase{"UnknownAtWorldOne", "mpi", 0, 1, absl::StatusCode::kInvalidArgument,
+                  "known: gloo, nccl"},
+      FactoryCase{"RankOutsideTheWorld", "gloo", 2, 2, absl::StatusCode::kInvalidArgument,
+                  "rank 2 of world size 2"},
+      FactoryCase{"EmptyWorld", "gloo", 0, 0, absl::StatusCode::kInvalidArgument,
+                  "expected 0 <= rank < world size"},
+      // Gloo at world size 2 with the peer missing: Gloo was chosen and
+      // waited for it (Unavailable naming the rank), the empty name too.
+      FactoryCase{"GlooWaitsForItsPeers", "gloo", 0, 2, absl::StatusCode::kUnavailable,
+                  "rank 0 of 2"},
+      FactoryCase{"UnnamedIsGloo", "", 1, 2, absl::StatusCode::kUnavailable, "rank 1 of 2"}};
+#ifndef EPSERVE_WITH_NCCL
+  // Built with NCCL, "nccl" is tested where GPUs are
+  // (tests/comm/nccl_communicator_test.cc).
+  cases.push_back({"NcclIsNotBuilt", "nccl", 0, 2, absl::StatusCode::kUnimplemented,
+                   "collective backend \"nccl\" is not built in this binary"});
+  cases.push_back({"NcclAtWorldOneIsNotBuiltEither", "nccl", 0, 1, absl::StatusCode::kUnimplemented,
+                   "is not built in this binary"});
+#endif
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Choices, CommunicatorFactoryTest, ::testing::ValuesIn(FactoryCases()),
+                         [](const ::testing::TestParamInfo<FactoryCase>& p) {
+                           return p.param.name;
+                         });
 
 }  // namespace
 }  // namespace epserve::comm
