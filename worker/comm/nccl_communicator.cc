@@ -364,8 +364,10 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   if (options.timeout.count() <= 0) {
     return absl::InvalidArgumentError("NcclCommunicator: timeout must be positive");
   }
-  // NVLink multicast (NVLS) stays off unless the operator asked for it.
-  setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
+  // NVLink multicast (NVLS) stays off unless the operator asked for it. Once
+  // per process, before any NCCL init reads the environment.
+  static std::once_flag nvls_once;
+  std::call_once(nvls_once, [] { setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0); });
   int version = 0;
   RETURN_IF_NCCL_ERROR(nullptr, ncclGetVersion(&version));
   if (version < kMinNcclVersionCode) {
