@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "router/cluster/collective_choice.h"
 
 namespace epserve::router {
 namespace {
@@ -140,7 +141,9 @@ absl::StatusOr<RegisterResponse> WorkerRegistry::Register(const RegisterRequest&
   resp.set_rank(rank);
   resp.set_world_size(options_.world_size);
   *resp.mutable_plan() = options_.plan;
-  resp.set_collective_backend(options_.collective_backend);
+  // auto: chosen per group once every member is known (JoinGroup).
+  resp.set_collective_backend(options_.collective_backend == "auto" ? ""
+                                                                     : options_.collective_backend);
   resp.set_heartbeat_interval_ms(static_cast<uint32_t>(options_.heartbeat_interval.count()));
   resp.set_collective_timeout_ms(static_cast<uint32_t>(options_.collective_timeout.count()));
   return resp;
@@ -346,7 +349,8 @@ void WorkerRegistry::FillServerInfo(v1::GetServerInfoResponse* info, Clock::time
     wi->set_state(w.state);
     wi->set_last_seen_ms_ago(static_cast<uint64_t>(std::max<int64_t>(0, MillisSince(w.last_seen, now))));
     wi->set_warmup_alltoall_bytes(w.warmup_alltoall_bytes);
-    wi->set_collective_backend(options_.collective_backend);
+    wi->set_collective_backend(group_backend_.empty() ? options_.collective_backend
+                                                      : group_backend_);
     if (w.loaded) {
       wi->set_weight_dtype(w.loaded->weight_dtype());
       wi->set_weight_bytes(w.loaded->weight_bytes());
@@ -395,11 +399,32 @@ void WorkerRegistry::MaybeFormGroupLocked() {
   for (auto& [rank, w] : workers_) {
     if (w.channel == nullptr || !w.loaded.has_value()) return;
   }
+  std::vector<CollectiveCandidate> candidates;
+  for (const auto& [rank, w] : workers_) {
+    CollectiveCandidate c;
+    c.rank = rank;
+    c.worker_id = w.id;
+    c.hostname = w.registration.hostname();
+    c.device = w.registration.device().device();
+    c.backends.assign(w.registration.capabilities().collective_backends().begin(),
+                      w.registration.capabilities().collective_backends().end());
+    candidates.push_back(std::move(c));
+  }
+  absl::StatusOr<std::string> backend =
+      ChooseCollectiveBackend(options_.collective_backend, candidates);
+  if (!backend.ok()) {
+    // Retried when membership changes (a worker replaced by another).
+    LOG_ERROR("cannot form a collective group: {}", backend.status().message());
+    SetStateLocked(v1::CLUSTER_STATE_FORMING,
+                   absl::StrCat("cannot form a collective group: ", backend.status().message()));
+    return;
+  }
+  group_backend_ = *backend;
   ++epoch_;
   group_pending_ = true;
   store_->RetainOnly(RendezvousStore::EpochPrefix(epoch_));
-  LOG_INFO("all {} worker(s) connected; forming collective group epoch {}", workers_.size(),
-           epoch_);
+  LOG_INFO("all {} worker(s) connected; forming collective group epoch {} over {}",
+           workers_.size(), epoch_, group_backend_);
   for (auto& [rank, w] : workers_) {
     w.state = v1::WORKER_STATE_CONNECTED;
     w.warmup_alltoall_bytes = 0;
@@ -407,6 +432,7 @@ void WorkerRegistry::MaybeFormGroupLocked() {
     msg.mutable_join_group()->set_epoch(epoch_);
     msg.mutable_join_group()->set_rank(rank);
     msg.mutable_join_group()->set_world_size(options_.world_size);
+    msg.mutable_join_group()->set_collective_backend(group_backend_);
     w.channel->Send(msg);
   }
   if (state_ != v1::CLUSTER_STATE_SERVING) {

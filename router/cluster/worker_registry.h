@@ -50,7 +50,8 @@ struct RegistryOptions {
   std::chrono::milliseconds collective_timeout{10000};
   // After a failed group formation, wait this long before trying again.
   std::chrono::milliseconds reform_backoff{1000};
-  std::string collective_backend = "gloo";
+  // --collective-backend: auto | gloo | nccl (router/cluster/collective_choice.h).
+  std::string collective_backend = "auto";
   control::v1::ModelPlan plan;  // the same for every worker
 };
 
@@ -165,6 +166,8 @@ class WorkerRegistry {
   // True while JoinGroup(epoch_) is out and not all GroupReady are in.
   bool group_pending_ = false;
   std::optional<Clock::time_point> reform_after_;
+  // The backend of the newest group formed or being formed; empty before.
+  std::string group_backend_;
   v1::ClusterState state_ = v1::CLUSTER_STATE_FORMING;
   std::string state_reason_;
 };

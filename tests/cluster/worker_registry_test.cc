@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace epserve::router {
 namespace {
 
@@ -26,9 +28,10 @@ class FakeChannel : public WorkerChannel {
 
 class RegistryTest : public ::testing::Test {
  protected:
-  void Init(uint32_t world) {
+  void Init(uint32_t world, const std::string& collective_backend = "auto") {
     RegistryOptions o;
     o.world_size = world;
+    o.collective_backend = collective_backend;
     o.protocol_version = 7;
     o.worker_timeout = milliseconds(1000);
     o.reform_backoff = milliseconds(100);
@@ -48,7 +51,22 @@ class RegistryTest : public ::testing::Test {
   // Registers and attaches a worker for `rank` and (unless `load` is false)
   // reports its weights loaded; returns its id.
   std::string Join(uint32_t rank, bool load = true) {
-    auto resp = registry_->Register(Req(static_cast<int>(rank)), now_);
+    return JoinAs(Req(static_cast<int>(rank)), rank, load);
+  }
+
+  // A worker on `device` of `host` offering `backends`.
+  control::v1::RegisterRequest DeviceReq(uint32_t rank, const std::string& host,
+                                         const std::string& device,
+                                         const std::vector<std::string>& backends) {
+    control::v1::RegisterRequest r = Req(static_cast<int>(rank));
+    r.set_hostname(host);
+    r.mutable_device()->set_device(device);
+    for (const std::string& b : backends) r.mutable_capabilities()->add_collective_backends(b);
+    return r;
+  }
+
+  std::string JoinAs(const control::v1::RegisterRequest& req, uint32_t rank, bool load = true) {
+    auto resp = registry_->Register(req, now_);
     EXPECT_TRUE(resp.ok()) << resp.status();
     channels_[rank] = std::make_unique<FakeChannel>();
     EXPECT_TRUE(registry_->Attach(resp->worker_id(), channels_[rank].get(), now_).ok());
@@ -272,6 +290,65 @@ TEST_F(RegistryTest, FatalErrorIsTheReasonTheWorkerIsLost) {
   EXPECT_THAT(info.state_reason(), HasSubstr("missing 1 tensor(s): x (it reported a fatal error)"));
   ASSERT_TRUE(channels_[1]->closed.has_value());
   EXPECT_THAT(std::string(channels_[1]->closed->message()), HasSubstr("fatal"));
+}
+
+// The JoinGroup messages sent to `rank`, newest last.
+std::vector<control::v1::JoinGroup> Joins(const FakeChannel& channel) {
+  std::vector<control::v1::JoinGroup> joins;
+  for (const auto& m : channel.sent) {
+    if (m.has_join_group()) joins.push_back(m.join_group());
+  }
+  return joins;
+}
+
+TEST_F(RegistryTest, AutoChoosesNcclForGpuWorkersOnGpusOfTheirOwn) {
+  Init(2);
+  auto resp = registry_->Register(DeviceReq(0, "h", "cuda:0", {"gloo", "nccl"}), now_);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->collective_backend(), "");  // chosen per group
+  channels_[0] = std::make_unique<FakeChannel>();
+  ASSERT_TRUE(registry_->Attach(resp->worker_id(), channels_[0].get(), now_).ok());
+  Loaded(resp->worker_id(), 0);
+  std::string b = JoinAs(DeviceReq(1, "h", "cuda:1", {"gloo", "nccl"}), 1);
+  for (int r = 0; r < 2; ++r) {
+    auto joins = Joins(*channels_[r]);
+    ASSERT_EQ(joins.size(), 1u);
+    EXPECT_EQ(joins[0].collective_backend(), "nccl");
+  }
+  EXPECT_EQ(Info().workers(0).collective_backend(), "nccl");
+}
+
+TEST_F(RegistryTest, AutoChoosesGlooForGpuWorkersSharingAGpu) {
+  Init(2);
+  JoinAs(DeviceReq(0, "h", "cuda:0", {"gloo", "nccl"}), 0);
+  JoinAs(DeviceReq(1, "h", "cuda:0", {"gloo", "nccl"}), 1);
+  auto joins = Joins(*channels_[1]);
+  ASSERT_EQ(joins.size(), 1u);
+  EXPECT_EQ(joins[0].collective_backend(), "gloo");
+}
+
+TEST_F(RegistryTest, ExplicitNcclWithAWorkerThatLacksItDoesNotFormUntilReplaced) {
+  Init(2, "nccl");
+  auto resp = registry_->Register(DeviceReq(0, "h", "cuda:0", {"gloo", "nccl"}), now_);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->collective_backend(), "nccl");
+  channels_[0] = std::make_unique<FakeChannel>();
+  ASSERT_TRUE(registry_->Attach(resp->worker_id(), channels_[0].get(), now_).ok());
+  Loaded(resp->worker_id(), 0);
+  std::string cpu = JoinAs(DeviceReq(1, "h", "cpu", {"gloo"}), 1);
+  EXPECT_TRUE(Joins(*channels_[0]).empty());
+  EXPECT_TRUE(Joins(*channels_[1]).empty());
+  auto info = Info();
+  EXPECT_EQ(info.state(), v1::CLUSTER_STATE_FORMING);
+  EXPECT_THAT(info.state_reason(), HasSubstr("cannot form a collective group"));
+  EXPECT_THAT(info.state_reason(), HasSubstr(absl::StrCat("worker ", cpu, " (rank 1 on h, cpu) "
+                                                          "does not offer nccl")));
+  // A GPU worker takes the rank over: the group forms over NCCL.
+  registry_->Detach(cpu, "stream closed");
+  JoinAs(DeviceReq(1, "h", "cuda:1", {"gloo", "nccl"}), 1);
+  auto joins = Joins(*channels_[0]);
+  ASSERT_EQ(joins.size(), 1u);
+  EXPECT_EQ(joins[0].collective_backend(), "nccl");
 }
 
 TEST_F(RegistryTest, WorldOfOne) {
