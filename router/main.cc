@@ -1,5 +1,6 @@
 // epserve-router: the client-facing process of an epserve cluster.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "absl/flags/flag.h"
@@ -33,6 +34,10 @@ ABSL_FLAG(int, worker_timeout_ms, 3000,
 ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers send heartbeats");
 ABSL_FLAG(int, collective_timeout_ms, 10000,
           "Limit for forming the collective group and for every collective operation");
+ABSL_FLAG(std::string, collective_backend, "auto",
+          "Collective backend of the worker group: auto (nccl when every worker is a CUDA worker "
+          "built with NCCL on a GPU of its own, else gloo), gloo or nccl (the group does not form "
+          "when a worker cannot use it)");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, how long in-flight work may take before exit");
 ABSL_FLAG(int, expert_parallel, 0,
           "N > 0: split the MoE experts across the N workers (--expert-placement; N must equal "
@@ -92,6 +97,9 @@ int PositiveFlag(const char* flag, int value) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // NVLink multicast stays off in the router and the workers it starts
+  // (they inherit the environment) unless the operator set it.
+  setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
   std::vector<std::string> rest = epserve::ParseFlags(argc, argv, kUsage);
   if (rest.size() > 1) epserve::Die(absl::StrCat("unexpected argument '", rest[1], "'"), 2);
   if (!epserve::InitLogging("router", absl::GetFlag(FLAGS_log_level))) {
@@ -129,6 +137,13 @@ int main(int argc, char** argv) {
   }
   options.collective_timeout = std::chrono::milliseconds(
       PositiveFlag("collective-timeout-ms", absl::GetFlag(FLAGS_collective_timeout_ms)));
+  options.collective_backend = absl::GetFlag(FLAGS_collective_backend);
+  if (options.collective_backend != "auto" && options.collective_backend != "gloo" &&
+      options.collective_backend != "nccl") {
+    epserve::Die(absl::StrCat("--collective-backend: expected auto, gloo or nccl, got '",
+                              options.collective_backend, "'"),
+                 2);
+  }
   options.drain_timeout =
       std::chrono::seconds(PositiveFlag("drain-timeout-s", absl::GetFlag(FLAGS_drain_timeout_s)));
   options.ports_file = absl::GetFlag(FLAGS_ports_file);

@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/version.h"
+#include "router/cluster/collective_choice.h"
 #include "router/cluster/rendezvous_store.h"
 #include "router/cluster/worker_registry.h"
 #include "router/engine/engine.h"
@@ -125,6 +126,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   reg.worker_timeout = options.worker_timeout;
   reg.heartbeat_interval = options.heartbeat_interval;
   reg.collective_timeout = options.collective_timeout;
+  RETURN_IF_ERROR(Annotate(ValidateCollectiveBackend(options.collective_backend),
+                           "--collective-backend"));
+  reg.collective_backend = options.collective_backend;
   reg.plan.set_model_path(model.model_path());
   reg.plan.set_dtype(weight_dtype);
   reg.plan.set_load_format(options.load_format);

@@ -46,6 +46,9 @@ struct RouterOptions {
   std::chrono::milliseconds worker_timeout{3000};
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds collective_timeout{10000};
+  // auto | gloo | nccl: the collective backend of worker groups
+  // (router/cluster/collective_choice.h).
+  std::string collective_backend = "auto";
   std::chrono::seconds drain_timeout{30};
   PlacementStrategy placement = PlacementStrategy::kLinear;
   // Weights: --dtype policy, --load-format (auto | dummy), dummy seed.

@@ -1,6 +1,7 @@
 // epserve-worker: one per device; joins the router's cluster.
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,8 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // NVLink multicast stays off unless the operator set NCCL_NVLS_ENABLE.
+  setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
   std::vector<std::string> rest = epserve::ParseFlags(argc, argv, kUsage);
   if (rest.size() > 1) epserve::Die(absl::StrCat("unexpected argument '", rest[1], "'"), 2);
   if (!epserve::InitLogging("worker", absl::GetFlag(FLAGS_log_level))) {

@@ -73,6 +73,9 @@ absl::Status Worker::Run() {
   dev->set_compute_units(device_.compute_units);
   dev->set_compute_capability(device_.compute_capability);
   req.mutable_capabilities()->add_collective_backends("gloo");
+  if (device_.spec.type == kernels::DeviceType::kCuda && comm::NcclBuilt()) {
+    req.mutable_capabilities()->add_collective_backends("nccl");
+  }
   req.mutable_capabilities()->add_dtypes("float32");
   if (metrics_server_) req.set_metrics_address(metrics_server_->address().ToString());
   req.set_requested_rank(options_.requested_rank);
@@ -83,7 +86,8 @@ absl::Status Worker::Run() {
   LOG_INFO("registered with router {} as {} (rank {} of {}, device {}, collectives {})",
            control_->router_address(), registration_.worker_id(), registration_.rank(),
            registration_.world_size(), device_.spec.ToString(),
-           registration_.collective_backend());
+           registration_.collective_backend().empty() ? std::string("chosen per group")
+                                                      : registration_.collective_backend());
 
   grpc::ClientContext ctx;
   auto stream = control_->stub().Connect(&ctx);
@@ -371,7 +375,13 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   comm_.reset();  // leave the previous group first
   auto start = std::chrono::steady_clock::now();
   comm::CommunicatorOptions comm_options;
-  comm_options.backend = registration_.collective_backend();
+  // The router names the group's backend in JoinGroup; older routers only
+  // at registration.
+  comm_options.backend = join.collective_backend().empty() ? registration_.collective_backend()
+                                                           : join.collective_backend();
+  if (device_.spec.type == kernels::DeviceType::kCuda) {
+    comm_options.cuda_device = device_.spec.ordinal;
+  }
   comm_options.rank = static_cast<int>(join.rank());
   comm_options.world_size = static_cast<int>(join.world_size());
   comm_options.hostname = options_.collective_host;

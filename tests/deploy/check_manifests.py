@@ -347,9 +347,27 @@ def check_manifests(objects, router_flags, worker_flags):
     if (env.get("NCCL_NVLS_ENABLE") or {}).get("value") != "0":
         fail(f"{wwhere}: env NCCL_NVLS_ENABLE must be \"0\"")
     device = str(flag("epserve-worker", "device") or "")
-    gpus = ((wc.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
-    if device.startswith("cuda") and str(gpus) != "1":
-        fail(f"{wwhere}: --device {device} needs resources.limits nvidia.com/gpu: 1, got {gpus!r}")
+    resources = wc.get("resources") or {}
+    gpus = (resources.get("limits") or {}).get("nvidia.com/gpu")
+    if device.startswith("cuda"):
+        # GPU workers: one GPU per pod (NCCL needs one GPU per rank), multicast off.
+        if str(gpus) != "1":
+            fail(f"{wwhere}: --device {device} needs resources.limits nvidia.com/gpu: 1, "
+                 f"got {gpus!r}")
+        requested = (resources.get("requests") or {}).get("nvidia.com/gpu")
+        if requested is not None and str(requested) != str(gpus):
+            fail(f"{wwhere}: resources.requests nvidia.com/gpu {requested!r} differs from the "
+                 f"limit {gpus!r}")
+        nvls = env.get("NCCL_NVLS_ENABLE") or {}
+        if "valueFrom" in nvls or str(nvls.get("value")) != "0":
+            fail(f"{wwhere}: GPU workers need env NCCL_NVLS_ENABLE: \"0\" as a literal value")
+        debug = (env.get("NCCL_DEBUG") or {}).get("value")
+        if debug is not None and debug not in ("VERSION", "WARN", "INFO", "TRACE"):
+            fail(f"{wwhere}: env NCCL_DEBUG {debug!r} is not one of VERSION, WARN, INFO, TRACE")
+        backend = flag("epserve-router", "collective_backend")
+        if backend not in (None, "auto", "nccl"):
+            fail(f"{wwhere}: GPU workers with one GPU each run over NCCL: the router's "
+                 f"--collective-backend must be auto or nccl, got {backend!r}")
     wmounts = mounts_by_path(wspec, wc)
     shm = wmounts.get("/dev/shm")
     if not shm or ((shm.get("emptyDir") or {}).get("medium") != "Memory"):
