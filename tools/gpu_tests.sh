@@ -7,7 +7,7 @@
 #
 #   tools/device_bundle.sh cuda_ops_test cuda_sampling_test cuda_moe_small_test \
 #       cuda_attention_prologue_test models_parity_test step_executor_test \
-#       serving_test epserve-router epserve-worker epserve-run epserve
+#       serving_test nccl_communicator_test epserve-router epserve-worker epserve-run epserve
 #   device: tools/gpu_tests.sh
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,4 +38,9 @@ run step_executor_gpu_eager EPSERVE_TEST_DEVICE=cuda:0 timeout 300 $B/step_execu
 run step_executor_gpu_graphs EPSERVE_TEST_DEVICE=cuda:0 EPSERVE_TEST_GRAPHS=1 timeout 300 \
   $B/step_executor_test
 run serving_gpu EPSERVE_TEST_DEVICE=cuda timeout 600 $B/serving_test
+# NCCL communicator: the one-GPU tests run here; on a machine with N GPUs the
+# NcclCommunicatorMultiGpu tests for 2..N GPUs run too (the others skip).
+if [ -x $B/nccl_communicator_test ]; then
+  run nccl_communicator timeout 300 $B/nccl_communicator_test
+fi
 exit $status
