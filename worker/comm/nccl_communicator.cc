@@ -361,9 +361,12 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
     return absl::InvalidArgumentError(absl::StrCat("NcclCommunicator: rank ", options.rank,
                                                    " outside world size ", options.world_size));
   }
-  if (options.timeout.count() <= 0) {
-    return absl::InvalidArgumentError("NcclCommunicator: timeout must be positive");
+  if (options.timeout.count() <= 0 || options.init_timeout.count() < 0) {
+    return absl::InvalidArgumentError(
+        "NcclCommunicator: timeout must be positive and init_timeout non-negative");
   }
+  const std::chrono::milliseconds init_timeout =
+      options.init_timeout.count() > 0 ? options.init_timeout : options.timeout;
   // NVLink multicast (NVLS) stays off unless the operator asked for it. Once
   // per process, before any NCCL init reads the environment.
   static std::once_flag nvls_once;
@@ -391,7 +394,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   const std::string where =
       absl::StrCat("rank ", options.rank, " of ", options.world_size, " (cuda:", device, ")");
   LOG_INFO("NCCL {} (run time), forming group as {}", VersionString(version), where);
-  const auto deadline = Clock::now() + options.timeout;
+  const auto deadline = Clock::now() + init_timeout;
 
   ncclUniqueId id;
   const std::string key = NcclUniqueIdKey(options.key_prefix);
@@ -413,11 +416,11 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
         break;
       }
       if (Clock::now() >= deadline) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("forming NCCL group as ", where, ": timed out after ",
-                         options.timeout.count(), " ms waiting for rendezvous key ", key,
-                         ", which rank 0 publishes (rank 0 did not "
-                         "join)"));
+        return absl::DeadlineExceededError(absl::StrCat("forming NCCL group as ", where,
+                                                        ": timed out after ", init_timeout.count(),
+                                                        " ms waiting for rendezvous key ", key,
+                                                        ", which rank 0 publishes (rank 0 did not "
+                                                        "join)"));
       }
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
@@ -433,7 +436,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
     if (Clock::now() >= deadline) {
       (void)ncclCommAbort(comm);
       return absl::DeadlineExceededError(
-          absl::StrCat("NCCL init of ", where, " did not complete within ", options.timeout.count(),
+          absl::StrCat("NCCL init of ", where, " did not complete within ", init_timeout.count(),
                        " ms (a rank did not join, or the ranks cannot reach each other: check "
                        "NCCL_SOCKET_IFNAME)"));
     }

@@ -50,6 +50,9 @@ struct NcclOptions {
   // Limit for forming the group (rendezvous + init) and for every collective
   // (from enqueue to completion on the device).
   std::chrono::milliseconds timeout{10000};
+  // Limit for forming the group when it should differ from `timeout` (many
+  // ranks take longer to initialise than one collective may); 0: `timeout`.
+  std::chrono::milliseconds init_timeout{0};
 };
 
 // Rendezvous key under which rank 0 publishes the NCCL unique id (hex).
