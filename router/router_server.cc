@@ -126,8 +126,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   reg.worker_timeout = options.worker_timeout;
   reg.heartbeat_interval = options.heartbeat_interval;
   reg.collective_timeout = options.collective_timeout;
-  RETURN_IF_ERROR(Annotate(ValidateCollectiveBackend(options.collective_backend),
-                           "--collective-backend"));
+  RETURN_IF_ERROR(
+      Annotate(ValidateCollectiveBackend(options.collective_backend), "--collective-backend"));
   reg.collective_backend = options.collective_backend;
   reg.plan.set_model_path(model.model_path());
   reg.plan.set_dtype(weight_dtype);

@@ -143,7 +143,7 @@ absl::StatusOr<RegisterResponse> WorkerRegistry::Register(const RegisterRequest&
   *resp.mutable_plan() = options_.plan;
   // auto: chosen per group once every member is known (JoinGroup).
   resp.set_collective_backend(options_.collective_backend == "auto" ? ""
-                                                                     : options_.collective_backend);
+                                                                    : options_.collective_backend);
   resp.set_heartbeat_interval_ms(static_cast<uint32_t>(options_.heartbeat_interval.count()));
   resp.set_collective_timeout_ms(static_cast<uint32_t>(options_.collective_timeout.count()));
   return resp;
@@ -423,8 +423,8 @@ void WorkerRegistry::MaybeFormGroupLocked() {
   ++epoch_;
   group_pending_ = true;
   store_->RetainOnly(RendezvousStore::EpochPrefix(epoch_));
-  LOG_INFO("all {} worker(s) connected; forming collective group epoch {} over {}",
-           workers_.size(), epoch_, group_backend_);
+  LOG_INFO("all {} worker(s) connected; forming collective group epoch {} over {}", workers_.size(),
+           epoch_, group_backend_);
   for (auto& [rank, w] : workers_) {
     w.state = v1::WORKER_STATE_CONNECTED;
     w.warmup_alltoall_bytes = 0;

@@ -341,7 +341,8 @@ TEST_F(RegistryTest, ExplicitNcclWithAWorkerThatLacksItDoesNotFormUntilReplaced)
   auto info = Info();
   EXPECT_EQ(info.state(), v1::CLUSTER_STATE_FORMING);
   EXPECT_THAT(info.state_reason(), HasSubstr("cannot form a collective group"));
-  EXPECT_THAT(info.state_reason(), HasSubstr(absl::StrCat("worker ", cpu, " (rank 1 on h, cpu) "
+  EXPECT_THAT(info.state_reason(), HasSubstr(absl::StrCat("worker ", cpu,
+                                                          " (rank 1 on h, cpu) "
                                                           "does not offer nccl")));
   // A GPU worker takes the rank over: the group forms over NCCL.
   registry_->Detach(cpu, "stream closed");

@@ -49,12 +49,12 @@ absl::Status DeviceAllToAllV(Communicator& comm, const std::vector<int32_t>& sen
   RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&dev.stream, cudaStreamNonBlocking));
   RETURN_IF_CUDA_ERROR(cudaMalloc(&dev.send, std::max<size_t>(send_bytes, 1)));
   RETURN_IF_CUDA_ERROR(cudaMalloc(&dev.recv, std::max<size_t>(recv_bytes, 1)));
-  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dev.send, send.data(), send_bytes,
-                                       cudaMemcpyHostToDevice, dev.stream));
-  RETURN_IF_ERROR(comm.AllToAllV(dev.send, send_counts, dev.recv, recv_counts, sizeof(int32_t),
-                                 dev.stream));
-  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(recv.data(), dev.recv, recv_bytes,
-                                       cudaMemcpyDeviceToHost, dev.stream));
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(dev.send, send.data(), send_bytes, cudaMemcpyHostToDevice, dev.stream));
+  RETURN_IF_ERROR(
+      comm.AllToAllV(dev.send, send_counts, dev.recv, recv_counts, sizeof(int32_t), dev.stream));
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(recv.data(), dev.recv, recv_bytes, cudaMemcpyDeviceToHost, dev.stream));
   // The communicator's watchdog aborts an exchange stuck past its timeout,
   // which drains the stream; the bound here only guards against a watchdog
   // that never fires.
