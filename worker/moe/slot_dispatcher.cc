@@ -161,6 +161,11 @@ absl::Status SlotTokenDispatcher::EndStep() {
   return absl::OkStatus();
 }
 
+absl::Status SlotTokenDispatcher::AfterGraphLaunch() {
+  if (comm_ == nullptr) return absl::OkStatus();
+  return comm_->WatchStream(backend_.stream());
+}
+
 void SlotTokenDispatcher::SetAsyncError(const absl::Status& status) {
   std::lock_guard<std::mutex> lock(async_mu_);
   if (async_error_.ok()) async_error_ = status;

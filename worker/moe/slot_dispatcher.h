@@ -111,6 +111,7 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   bool step_capturable() const override { return fixed_step_ && comm_ != nullptr; }
   void BeginStep(int64_t max_tokens_any_rank) override;
   absl::Status EndStep() override;
+  absl::Status AfterGraphLaunch() override;
 
   absl::StatusOr<DispatchedTokens> Dispatch(const kernels::Tensor& hidden,
                                             const kernels::Tensor& topk_ids,

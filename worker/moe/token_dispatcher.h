@@ -57,6 +57,10 @@ class TokenDispatcher {
   // reports errors found by then (a device communicator's watchdog).
   virtual void BeginStep(int64_t /*max_tokens_any_rank*/) {}
   virtual absl::Status EndStep() { return absl::OkStatus(); }
+  // Called right after a graph holding this step's Dispatch/Combine was
+  // launched: a device communicator's watchdog then bounds it like eager
+  // work.
+  virtual absl::Status AfterGraphLaunch() { return absl::OkStatus(); }
 
   // Every Dispatch is followed by exactly one Combine before the next
   // Dispatch (the dispatcher keeps the routing of the call in between).

@@ -395,6 +395,7 @@ absl::StatusOr<control::v1::StepResult> StepExecutor::Execute(const control::v1:
   std::optional<models::DecodeGraphs::Output> graph_out;
   if (graphs_ != nullptr && model_->step_capturable() && graphs_->Accepts(input)) {
     ASSIGN_OR_RETURN(graph_out, graphs_->Run(input));
+    RETURN_IF_ERROR(dispatcher.AfterGraphLaunch());
     logits = graph_out->logits;
   } else {
     ASSIGN_OR_RETURN(logits, model_->Forward(input, *cache_));
