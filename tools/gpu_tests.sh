@@ -7,7 +7,8 @@
 #
 #   tools/device_bundle.sh cuda_ops_test cuda_sampling_test cuda_moe_small_test \
 #       cuda_attention_prologue_test models_parity_test step_executor_test \
-#       serving_test nccl_communicator_test epserve-router epserve-worker epserve-run epserve
+#       serving_test ep_serving_test cuda_ep_exchange_test nccl_communicator_test \
+#       epserve-router epserve-worker epserve-run epserve
 #   device: tools/gpu_tests.sh
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +39,17 @@ run step_executor_gpu_eager EPSERVE_TEST_DEVICE=cuda:0 timeout 300 $B/step_execu
 run step_executor_gpu_graphs EPSERVE_TEST_DEVICE=cuda:0 EPSERVE_TEST_GRAPHS=1 timeout 300 \
   $B/step_executor_test
 run serving_gpu EPSERVE_TEST_DEVICE=cuda timeout 600 $B/serving_test
+# Expert parallelism: the exchange kernels against the CPU, then GPU workers
+# sharing GPU 0 (Gloo through page-locked memory) against the single-process
+# GPU runner, with decode graphs and (a subset) eagerly.
+if [ -x $B/cuda_ep_exchange_test ]; then
+  run cuda_ep_exchange timeout 300 $B/cuda_ep_exchange_test
+fi
+if [ -x $B/ep_serving_test ]; then
+  run ep_serving_gpu_graphs EPSERVE_TEST_DEVICE=cuda timeout 600 $B/ep_serving_test
+  run ep_serving_gpu_eager EPSERVE_TEST_DEVICE=cuda EPSERVE_TEST_EAGER=1 timeout 600 \
+    $B/ep_serving_test --gtest_filter='Fixtures/ExpertParallelParity.*/*_2workers_*:Fixtures/ExpertParallelParity.*/qwen3_moe_4workers_*'
+fi
 # NCCL communicator: the one-GPU tests run here; on a machine with N GPUs the
 # NcclCommunicatorMultiGpu tests for 2..N GPUs run too (the others skip).
 if [ -x $B/nccl_communicator_test ]; then

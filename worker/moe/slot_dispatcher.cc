@@ -370,7 +370,9 @@ absl::Status SlotTokenDispatcher::Exchange(const kernels::Tensor& send, int64_t 
     RETURN_IF_ERROR(
         backend_.CopyFromHost(host_recv + r * recv_stride * row_bytes, region.nbytes(), &region));
   }
-  return absl::OkStatus();
+  // Copies from page-locked memory may still be in flight; the staging is
+  // rewritten by the next exchange.
+  return backend_.Synchronize();
 }
 
 absl::Status SlotTokenDispatcher::ExchangeCounts() {
