@@ -173,8 +173,9 @@ TEST(SlotDispatcher, PeerThatNeverCallsFailsWithinTimeout) {
         2, milliseconds(300), absl::StrCat("silent", mode, "/"), [&](comm::Communicator& comm) {
           if (comm.rank() == 1) return;  // never joins the exchange
           auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
-          SlotDispatcherOptions o{
-              kExperts, 2, kHidden, placement, DataType::kFloat32, fixed ? kCapacity : 0, staged};
+          SlotDispatcherOptions o{kExperts, 2, kHidden, placement, DataType::kFloat32};
+          o.decode_capacity = fixed ? kCapacity : 0;
+          o.force_host_staging = staged;
           auto d = SlotTokenDispatcher::Create(*backend, o, &comm);
           ASSERT_TRUE(d.ok()) << d.status();
           const RankInputs in = MakeInputs({Routing::kRandom, 0, {4, 4}}, 0, 0, 2, placement);
