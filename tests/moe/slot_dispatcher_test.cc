@@ -32,7 +32,12 @@ class SlotDispatcherTest
     : public ::testing::TestWithParam<std::tuple<int, PlacementStrategy, bool, bool, DataType>> {};
 
 TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
-  const auto [world, strategy, fixed, staged, wire] = GetParam();
+  // Named copies, not structured bindings: lambdas below capture them.
+  const int world = std::get<0>(GetParam());
+  const PlacementStrategy strategy = std::get<1>(GetParam());
+  const bool fixed = std::get<2>(GetParam());
+  const bool staged = std::get<3>(GetParam());
+  const DataType wire = std::get<4>(GetParam());
   const std::vector<uint32_t> placement = *PlaceExperts(kExperts, world, strategy);
   const std::vector<Tensor> experts = ExpertWeights();
   const std::vector<Step> steps = Steps(world);
