@@ -7,6 +7,10 @@
 #   then, through the device tool with carry [".device"]:
 #   tools/bench_gpu.sh [more epserve-bench-gpu flags, e.g. --models DIR,DIR]
 #
+# `all` includes the expert-parallel exchange (`alltoall`: its kernels on one
+# GPU; over NCCL when the machine has 2 or more GPUs). Alone:
+#   tools/device_run.sh epserve-bench-gpu alltoall --json "$OUT/alltoall.json"
+#
 # Results: $OUT/bench_gpu.json (the JSON object) and $OUT/bench_gpu.txt (the
 # human-readable lines); OUT defaults to /tmp.
 set -euo pipefail

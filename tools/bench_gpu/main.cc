@@ -3,6 +3,7 @@
 // lines on stdout as they are taken, then one JSON object (report.h) on
 // stdout and in --json.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "common/status.h"
 #include "kernels/device.h"
 #include "kernels/registry.h"
+#include "tools/bench_gpu/alltoall_bench.h"
 #include "tools/bench_gpu/grouped_gemm_bench.h"
 #include "tools/bench_gpu/model_bench.h"
 #include "tools/bench_gpu/model_cost.h"
@@ -36,14 +38,20 @@ ABSL_FLAG(int64_t, warmup_steps, 3, "decode: untimed steps first (graph capture)
 ABSL_FLAG(bool, eager, false, "decode: no CUDA graphs");
 ABSL_FLAG(std::string, tokens, "",
           "prefill: comma-separated prompt lengths (default 2048); grouped-gemm: token counts "
-          "(default 1,64,512,2048)");
+          "(default 1,64,512,2048); alltoall: tokens per rank (default 1,8,128,512)");
 ABSL_FLAG(int64_t, seqs, 1, "prefill: prompts per step");
 // grouped-gemm shape: with none of the four given, the Qwen3-30B-A3B and the
 // Mixtral-8x7B expert shapes; otherwise one case, unset ones as Qwen3-30B-A3B.
-ABSL_FLAG(int, experts, 0, "grouped-gemm: experts (128)");
-ABSL_FLAG(int, topk, 0, "grouped-gemm: experts per token (8)");
-ABSL_FLAG(int64_t, hidden, 0, "grouped-gemm: K, the hidden size (2048)");
+ABSL_FLAG(int, experts, 0, "grouped-gemm, alltoall: experts (128)");
+ABSL_FLAG(int, topk, 0, "grouped-gemm, alltoall: experts per token (8)");
+ABSL_FLAG(std::string, hidden, "",
+          "grouped-gemm: K, the hidden size (2048); alltoall: comma-separated hidden sizes "
+          "(2048,4096,7168)");
 ABSL_FLAG(int64_t, width, 0, "grouped-gemm: N, the expert width (768)");
+ABSL_FLAG(int, gpus, 0, "alltoall: GPUs of the NCCL part (0: all; fewer than 2: skipped)");
+ABSL_FLAG(int64_t, large_tokens, 4096,
+          "alltoall: tokens per rank of the bandwidth case of the NCCL part (0: none)");
+ABSL_FLAG(int, iterations, 100, "alltoall: timed calls per case");
 ABSL_FLAG(double, copy_gib, 2.0, "bandwidth: size of the copied buffer, GiB");
 ABSL_FLAG(int64_t, max_plan_tokens, 8192, "decode: prompt tokens per plan while filling contexts");
 ABSL_FLAG(double, reserve_gib, 6.0,
@@ -64,6 +72,12 @@ constexpr char kUsage[] =
     "  epserve-bench-gpu prefill --model DIR [--tokens 2048 --seqs 1]\n"
     "  epserve-bench-gpu grouped-gemm [--experts 128 --topk 8 --hidden 2048 --width 768 "
     "--tokens 1,64,512,2048]\n"
+    "  epserve-bench-gpu alltoall [--hidden 2048,4096,7168 --tokens 1,8,128,512 --experts 128 "
+    "--topk 8\n"
+    "                               --gpus 0 --large_tokens 4096 --iterations 100]\n"
+    "                               expert-parallel exchange: its kernels on one GPU, and\n"
+    "                               dispatch / combine over NCCL against an all-to-all on\n"
+    "                               2, 4, 8 ... GPUs when there are\n"
     "  epserve-bench-gpu all [--models DIR,DIR,...]\n\n"
     "Models use dummy bf16 weights made on the GPU (config.json is enough; see\n"
     "tools/configs). Add --json FILE to keep the results; --helpfull lists the flags.";
@@ -152,15 +166,31 @@ absl::Status GemmPeak(const kernels::DeviceSpec& device, bool with_prefill_shape
   return report.Flush();
 }
 
+// --hidden, or `fallback` when it was not given.
+absl::StatusOr<std::vector<int64_t>> HiddenFlag(const std::string& fallback) {
+  const std::string h = absl::GetFlag(FLAGS_hidden);
+  return ParseList("hidden", h.empty() ? fallback : h);
+}
+
 // The --experts/--topk/--hidden/--width case, or (`defaults`, or none of
 // them given) Qwen3-30B-A3B's and Mixtral-8x7B's expert gate/up projection.
-std::vector<GroupedGemmCase> GroupedGemmCases(bool defaults) {
+absl::StatusOr<std::vector<GroupedGemmCase>> GroupedGemmCases(bool defaults) {
   const GroupedGemmCase qwen{"qwen3-30b-a3b expert", 128, 8, 2048, 768, {}};
   const GroupedGemmCase mixtral{"mixtral-8x7b expert", 8, 2, 4096, 14336, {}};
   const int experts = absl::GetFlag(FLAGS_experts), topk = absl::GetFlag(FLAGS_topk);
-  const int64_t hidden = absl::GetFlag(FLAGS_hidden), width = absl::GetFlag(FLAGS_width);
+  const int64_t width = absl::GetFlag(FLAGS_width);
+  int64_t hidden = 0;
+  if (!absl::GetFlag(FLAGS_hidden).empty()) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> sizes, HiddenFlag(""));
+    if (sizes.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--hidden: grouped-gemm takes one size, found ", sizes.size(), " ('",
+                       absl::GetFlag(FLAGS_hidden), "')"));
+    }
+    hidden = sizes.front();
+  }
   if (defaults || (experts == 0 && topk == 0 && hidden == 0 && width == 0)) {
-    return {qwen, mixtral};
+    return std::vector<GroupedGemmCase>{qwen, mixtral};
   }
   GroupedGemmCase c = qwen;
   if (experts != 0) c.num_experts = experts;
@@ -168,7 +198,7 @@ std::vector<GroupedGemmCase> GroupedGemmCases(bool defaults) {
   if (hidden != 0) c.hidden = hidden;
   if (width != 0) c.width = width;
   c.label = absl::StrCat("E", c.num_experts, " top", c.top_k, " ", c.hidden, "x", c.width);
-  return {c};
+  return std::vector<GroupedGemmCase>{c};
 }
 
 absl::Status GroupedGemm(const kernels::DeviceSpec& device, bool defaults, const References& refs,
@@ -179,7 +209,8 @@ absl::Status GroupedGemm(const kernels::DeviceSpec& device, bool defaults, const
   options.repetitions = kGroupedRepetitions;
   options.seed = absl::GetFlag(FLAGS_seed);
   options.bandwidth_gb_per_s = refs.bandwidth_gb_per_s;
-  for (GroupedGemmCase c : GroupedGemmCases(defaults)) {
+  ASSIGN_OR_RETURN(std::vector<GroupedGemmCase> cases, GroupedGemmCases(defaults));
+  for (GroupedGemmCase c : cases) {
     c.tokens = tokens;
     Line("");
     absl::Status s = RunGroupedGemmBench(c, options, report);
@@ -188,6 +219,46 @@ absl::Status GroupedGemm(const kernels::DeviceSpec& device, bool defaults, const
     RETURN_IF_ERROR(report.Flush());
   }
   return absl::OkStatus();
+}
+
+// alltoall's options from the flags (`defaults`: the issue's sizes whatever
+// the flags say, for `all`).
+absl::StatusOr<AllToAllOptions> AllToAllFlags(const kernels::DeviceSpec& device, bool defaults,
+                                              const References& refs) {
+  AllToAllOptions o;
+  o.device = device;
+  if (!defaults) {
+    ASSIGN_OR_RETURN(o.hidden, HiddenFlag("2048,4096,7168"));
+    ASSIGN_OR_RETURN(o.tokens, TokensFlag("1,8,128,512"));
+    if (absl::GetFlag(FLAGS_experts) != 0) o.num_experts = absl::GetFlag(FLAGS_experts);
+    if (absl::GetFlag(FLAGS_topk) != 0) o.top_k = absl::GetFlag(FLAGS_topk);
+    o.iterations = absl::GetFlag(FLAGS_iterations);
+  }
+  o.gpus = absl::GetFlag(FLAGS_gpus);
+  o.large_tokens = absl::GetFlag(FLAGS_large_tokens);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.bandwidth_gb_per_s = refs.bandwidth_gb_per_s;
+  RETURN_IF_ERROR(CheckAllToAllOptions(o));
+  return o;
+}
+
+// Both parts; the NCCL part runs (and is reported) even when the local one
+// failed. Prints the section's wall time.
+absl::Status AllToAll(const kernels::DeviceSpec& device, bool defaults, const References& refs,
+                      Report& report) {
+  ASSIGN_OR_RETURN(AllToAllOptions options, AllToAllFlags(device, defaults, refs));
+  const auto start = std::chrono::steady_clock::now();
+  Line("");
+  const absl::Status local = RunLocalExchangeBench(options, report);
+  if (!local.ok()) Line("alltoall local kernels: error: %s", local.ToString());
+  RETURN_IF_ERROR(report.Flush());
+  Line("");
+  const absl::Status nccl = RunNcclExchangeBench(options, report);
+  if (!nccl.ok()) Line("alltoall nccl: error: %s", nccl.ToString());
+  RETURN_IF_ERROR(report.Flush());
+  Line("alltoall: %.1f s",
+       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return local.ok() ? nccl : local;
 }
 
 absl::StatusOr<ModelBenchOptions> ModelOptions(const kernels::DeviceSpec& device,
@@ -235,6 +306,10 @@ absl::Status Run(const std::string& command, const kernels::DeviceSpec& device, 
     RETURN_IF_ERROR(Bandwidth(device, refs, report));
     return GroupedGemm(device, /*defaults=*/false, refs, report);
   }
+  if (command == "alltoall") {
+    RETURN_IF_ERROR(Bandwidth(device, refs, report));
+    return AllToAll(device, /*defaults=*/false, refs, report);
+  }
   if (command == "decode" || command == "prefill") {
     const std::string model = absl::GetFlag(FLAGS_model);
     if (model.empty()) {
@@ -255,12 +330,13 @@ absl::Status Run(const std::string& command, const kernels::DeviceSpec& device, 
     // The kernel-level cases first: a model run that breaks the device
     // would otherwise take them with it.
     RETURN_IF_ERROR(GroupedGemm(device, /*defaults=*/true, refs, report));
+    RETURN_IF_ERROR(AllToAll(device, /*defaults=*/true, refs, report));
     ASSIGN_OR_RETURN(ModelBenchOptions options, ModelOptions(device, refs, true, true));
     return Models(ModelsFlag(), options, report);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown command '", command,
-                   "' (expected bandwidth, gemm-peak, decode, prefill, grouped-gemm or all)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown command '", command,
+      "' (expected bandwidth, gemm-peak, decode, prefill, grouped-gemm, alltoall or all)"));
 }
 
 int Main(int argc, char** argv) {

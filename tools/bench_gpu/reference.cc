@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda/cuda_status.h"
@@ -195,6 +196,75 @@ absl::StatusOr<double> BestOfOnStream(int device, void* stream, int repetitions,
     best = std::min(best, t);
   }
   return best;
+}
+
+absl::StatusOr<double> MeanOnStream(int device, void* stream, int iterations,
+                                    const std::function<absl::Status()>& body) {
+  if (iterations <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("timing: expected iterations > 0, found ", iterations));
+  }
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  EventPair ev;
+  RETURN_IF_ERROR(ev.Create());
+  RETURN_IF_ERROR(body());
+  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s));
+  RETURN_IF_CUDA_ERROR(cudaEventRecord(ev.start, s));
+  for (int i = 0; i < iterations; ++i) RETURN_IF_ERROR(body());
+  RETURN_IF_CUDA_ERROR(cudaEventRecord(ev.stop, s));
+  ASSIGN_OR_RETURN(double t, Elapsed(ev));
+  return t / iterations;
+}
+
+StreamEvents::StreamEvents(void* stream, int count)
+    : stream_(stream), events_(static_cast<size_t>(count), nullptr) {}
+
+StreamEvents::~StreamEvents() {
+  for (void* e : events_) {
+    if (e != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<StreamEvents>> StreamEvents::Create(void* stream, int count) {
+  if (count <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("events: expected count > 0, found ", count));
+  }
+  std::unique_ptr<StreamEvents> out(new StreamEvents(stream, count));
+  for (void*& e : out->events_) {
+    cudaEvent_t ev = nullptr;
+    RETURN_IF_CUDA_ERROR(cudaEventCreate(&ev));
+    e = ev;
+  }
+  return out;
+}
+
+absl::Status StreamEvents::Record(int i) {
+  if (i < 0 || i >= count()) {
+    return absl::OutOfRangeError(absl::StrCat("events: index ", i, " outside [0, ", count(), ")"));
+  }
+  RETURN_IF_CUDA_ERROR(cudaEventRecord(static_cast<cudaEvent_t>(events_[static_cast<size_t>(i)]),
+                                       static_cast<cudaStream_t>(stream_)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> StreamEvents::Seconds(int from, int to) const {
+  if (from < 0 || from >= count() || to < 0 || to >= count()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("events: interval ", from, " -> ", to, " outside [0, ", count(), ")"));
+  }
+  auto a = static_cast<cudaEvent_t>(events_[static_cast<size_t>(from)]);
+  auto b = static_cast<cudaEvent_t>(events_[static_cast<size_t>(to)]);
+  RETURN_IF_CUDA_ERROR(cudaEventSynchronize(b));
+  float ms = 0;
+  RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, a, b));
+  return static_cast<double>(ms) * 1e-3;
+}
+
+absl::StatusOr<int> CudaDeviceCount() {
+  int n = 0;
+  RETURN_IF_CUDA_ERROR(cudaGetDeviceCount(&n));
+  return n;
 }
 
 absl::Status ReleasePooledMemory(int device) {

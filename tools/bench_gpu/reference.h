@@ -5,12 +5,13 @@
 //  * cuBLAS bf16 GEMM (fp32 accumulation, tensor cores) throughput (the
 //    compute roofline of prefill).
 // And the few CUDA-side helpers the epserve-API benches need: event timing
-// on the backend's stream and handing pooled memory back to the driver.
-// Only this file's .cc includes CUDA headers.
+// on the backend's stream, the number of GPUs, and handing pooled memory back
+// to the driver. Only this file's .cc includes CUDA headers.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,6 +50,37 @@ absl::StatusOr<std::vector<GemmResult>> MeasureGemms(int device,
 // stay in L2 are still read from memory.
 absl::StatusOr<double> BestOfOnStream(int device, void* stream, int repetitions, bool flush_l2,
                                       const std::function<absl::Status()>& body);
+
+// Times `body` like BestOfOnStream (no L2 flush) but as a throughput: one
+// untimed call, then `iterations` calls back to back between two events;
+// returns the mean seconds per call. Host launch time that the device does
+// not hide is part of it (what an eager step pays).
+absl::StatusOr<double> MeanOnStream(int device, void* stream, int iterations,
+                                    const std::function<absl::Status()>& body);
+
+// CUDA events on one stream of the calling thread's current device, for
+// timing many intervals of one run: Record(i) enqueues event i, Seconds(a, b)
+// waits for event b and returns the time from a to b.
+class StreamEvents {
+ public:
+  // `stream`: a cudaStream_t (Backend::stream()); `count` events.
+  static absl::StatusOr<std::unique_ptr<StreamEvents>> Create(void* stream, int count);
+  ~StreamEvents();
+  StreamEvents(const StreamEvents&) = delete;
+  StreamEvents& operator=(const StreamEvents&) = delete;
+
+  int count() const { return static_cast<int>(events_.size()); }
+  absl::Status Record(int i);
+  absl::StatusOr<double> Seconds(int from, int to) const;
+
+ private:
+  StreamEvents(void* stream, int count);
+  void* stream_;
+  std::vector<void*> events_;  // cudaEvent_t
+};
+
+// cudaGetDeviceCount; an error naming the CUDA error when no device is usable.
+absl::StatusOr<int> CudaDeviceCount();
 
 // Hands the memory cached in `device`'s default memory pool back to the
 // driver. epserve's CUDA backend keeps freed pool memory (release threshold
