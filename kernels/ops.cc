@@ -3,6 +3,7 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <initializer_list>
 #include <optional>
@@ -781,7 +782,8 @@ absl::Status Backend::EpDispatchUnpack(const Tensor& recv_rows, const Tensor& re
   if (k < 1 || recv_routes.shape[1] != 2 * k) {
     return Bad(op, "recv_routes", "[W*C, 2k] with k >= 1", ShapeString(recv_routes.shape));
   }
-  for (Tensor* out : {rows, expert_offsets, route_rows}) RETURN_IF_ERROR(CheckOutPtr(op, "outputs", out));
+  for (Tensor* out : {rows, expert_offsets, route_rows})
+    RETURN_IF_ERROR(CheckOutPtr(op, "outputs", out));
   RETURN_IF_ERROR(Check(op, "rows", *rows, dev, true, kF32, {kAny, h}));
   RETURN_IF_ERROR(Check(op, "expert_offsets", *expert_offsets, dev, true, kI32, {kAny}));
   if (expert_offsets->shape[0] < 2) {
@@ -829,8 +831,8 @@ absl::Status Backend::EpCombineUnpack(const Tensor& returned_rows, const Tensor&
   return EpCombineUnpackImpl(returned_rows, token_slots, out);
 }
 
-absl::Status Backend::EpDispatchPackImpl(const Tensor&, const Tensor&, const Tensor&,
-                                         const Tensor&, Tensor*, Tensor*, Tensor*, Tensor*) {
+absl::Status Backend::EpDispatchPackImpl(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                         Tensor*, Tensor*, Tensor*, Tensor*) {
   return absl::UnimplementedError(
       absl::StrCat("EpDispatchPack: the ", device().ToString(), " backend has no such op"));
 }
@@ -930,6 +932,51 @@ absl::Status Backend::EnqueueHostCall(void (*fn)(void*), void* arg) {
   RETURN_IF_ERROR(Synchronize());
   fn(arg);
   return absl::OkStatus();
+}
+
+namespace {
+
+// Host time after the backend's queue drained.
+class HostTimestamps final : public Backend::Timestamps {
+ public:
+  HostTimestamps(Backend& backend, int n) : backend_(backend), marks_(static_cast<size_t>(n)) {}
+
+  absl::Status Record(int i) override {
+    if (i < 0 || i >= static_cast<int>(marks_.size())) {
+      return absl::OutOfRangeError(
+          absl::StrCat("Timestamps::Record: mark ", i, " outside [0, ", marks_.size(), ")"));
+    }
+    RETURN_IF_ERROR(backend_.Synchronize());
+    marks_[static_cast<size_t>(i)] = std::chrono::steady_clock::now();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> Seconds(int from, int to) override {
+    for (int i : {from, to}) {
+      if (i < 0 || i >= static_cast<int>(marks_.size())) {
+        return absl::OutOfRangeError(
+            absl::StrCat("Timestamps::Seconds: mark ", i, " outside [0, ", marks_.size(), ")"));
+      }
+      if (!marks_[static_cast<size_t>(i)].has_value()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("Timestamps::Seconds: mark ", i, " was never recorded"));
+      }
+    }
+    return std::chrono::duration<double>(*marks_[static_cast<size_t>(to)] -
+                                         *marks_[static_cast<size_t>(from)])
+        .count();
+  }
+
+ private:
+  Backend& backend_;
+  std::vector<std::optional<std::chrono::steady_clock::time_point>> marks_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend::Timestamps>> Backend::CreateTimestamps(int n) {
+  if (n < 0) return Bad("CreateTimestamps", "n", "a count >= 0", absl::StrCat(n));
+  return std::unique_ptr<Timestamps>(new HostTimestamps(*this, n));
 }
 
 absl::Status Backend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {

@@ -235,6 +235,21 @@ class Backend {
   // graph: every replay runs it). fn must not call the backend; `arg` must
   // outlive every run. The default waits for the stream and calls it.
   virtual absl::Status EnqueueHostCall(void (*fn)(void*), void* arg);
+  // Stream-ordered timestamps (graph-capturable: a mark captured into a
+  // graph is taken at every replay). Record(i) marks the point the stream
+  // reaches after the work enqueued before it; Seconds(a, b) is the time from
+  // mark a to mark b. Seconds fails with FailedPrecondition when either mark
+  // was never recorded, Unavailable when the stream has not reached one yet,
+  // and OutOfRange for an index outside [0, n). The default takes host time
+  // after Synchronize (exact for a synchronous backend); the CUDA backend
+  // records events (device time, ~0.5 µs resolution).
+  class Timestamps {
+   public:
+    virtual ~Timestamps() = default;
+    virtual absl::Status Record(int i) = 0;
+    virtual absl::StatusOr<double> Seconds(int from, int to) = 0;
+  };
+  virtual absl::StatusOr<std::unique_ptr<Timestamps>> CreateTimestamps(int n);
   // Moves rows between two tensors of the same width by blocks: for each
   // block b, dst rows [b.dst, b.dst + b.rows) = src rows [b.src, b.src +
   // b.rows), converted from src's dtype to dst's (float32, bfloat16,
@@ -512,10 +527,9 @@ class Backend {
                                                absl::Span<const LinearWeight> up, Tensor* out);
   // The Ep* ops' defaults are UNIMPLEMENTED naming the backend.
   virtual absl::Status EpDispatchPackImpl(const Tensor& hidden, const Tensor& topk_ids,
-                                          const Tensor& topk_weights,
-                                          const Tensor& expert_to_rank, Tensor* send_rows,
-                                          Tensor* send_routes, Tensor* send_counts,
-                                          Tensor* token_slots);
+                                          const Tensor& topk_weights, const Tensor& expert_to_rank,
+                                          Tensor* send_rows, Tensor* send_routes,
+                                          Tensor* send_counts, Tensor* token_slots);
   virtual absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
                                             const Tensor& recv_counts, Tensor* rows,
                                             Tensor* expert_offsets, Tensor* route_rows);

@@ -14,6 +14,8 @@
 #include "common/checkpoint/load_format.h"
 #include "common/checkpoint/quantization.h"
 #include "common/logging.h"
+#include "common/model_config/model_config.h"
+#include "common/safetensors/checkpoint.h"
 #include "common/status.h"
 #include "common/version.h"
 #include "router/cluster/collective_choice.h"
@@ -25,8 +27,6 @@
 #include "router/service/client_service.h"
 #include "router/service/control_service.h"
 #include "router/service/model_info.h"
-#include "common/model_config/model_config.h"
-#include "common/safetensors/checkpoint.h"
 
 namespace epserve::router {
 namespace {
@@ -267,8 +267,8 @@ absl::Status RouterServer::SpawnLocalWorkers() {
   const unsigned cpu_threads = options_.worker_cpu_threads > 0
                                    ? static_cast<unsigned>(options_.worker_cpu_threads)
                                    : std::max(1u, cores / options_.world_size);
-  const uint32_t gpus = options_.local_gpus > 0 ? static_cast<uint32_t>(options_.local_gpus)
-                                                : options_.world_size;
+  const uint32_t gpus =
+      options_.local_gpus > 0 ? static_cast<uint32_t>(options_.local_gpus) : options_.world_size;
   const uint32_t per_gpu = (options_.world_size + gpus - 1) / gpus;
   for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
     std::string device =

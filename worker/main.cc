@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   options.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   if (!(options.gpu_memory_utilization >= 0.0 && options.gpu_memory_utilization <= 1.0)) {
     epserve::Die(absl::StrCat("--gpu-memory-utilization must be in [0, 1], got ",
-                              options.gpu_memory_utilization), 2);
+                              options.gpu_memory_utilization),
+                 2);
   }
   options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
   options.cuda_graph_max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);

@@ -75,8 +75,8 @@ class CpuBackend : public Backend {
                                   Tensor* send_rows, Tensor* send_routes, Tensor* send_counts,
                                   Tensor* token_slots) override;
   absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
-                                    const Tensor& recv_counts, Tensor* rows,
-                                    Tensor* expert_offsets, Tensor* route_rows) override;
+                                    const Tensor& recv_counts, Tensor* rows, Tensor* expert_offsets,
+                                    Tensor* route_rows) override;
   absl::Status EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
                                  const Tensor& recv_counts, const Tensor& route_rows,
                                  Tensor* back_rows) override;

@@ -109,8 +109,9 @@ std::string DeviceErrorNames(uint32_t bits) {
     names.push_back("EpDispatchUnpack: more expert rows than rows.shape[0]");
   }
   if (bits & kErrEpCombineRoute) {
-    names.push_back("EpCombinePack: a receive count outside [0, C] or a route row outside "
-                    "[-1, expert_out rows)");
+    names.push_back(
+        "EpCombinePack: a receive count outside [0, C] or a route row outside "
+        "[-1, expert_out rows)");
   }
   if (bits & kErrEpCombineSlot) names.push_back("EpCombineUnpack: a token slot outside [-1, C)");
   return absl::StrJoin(names, "; ");
@@ -239,8 +240,7 @@ absl::Status CudaBackend::CopyToStagingAsync(const Tensor& src, void* dst) {
     return absl::InvalidArgumentError("CopyToStagingAsync: expected a tensor and a destination");
   }
   if (src.nbytes() == 0) return absl::OkStatus();
-  RETURN_IF_CUDA_ERROR(
-      cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, s()));
+  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, s()));
   return absl::OkStatus();
 }
 
@@ -257,6 +257,85 @@ absl::Status CudaBackend::CopyFromStagingAsync(const void* src, Tensor* dst) {
 absl::Status CudaBackend::EnqueueHostCall(void (*fn)(void*), void* arg) {
   RETURN_IF_CUDA_ERROR(cudaLaunchHostFunc(s(), fn, arg));
   return absl::OkStatus();
+}
+
+namespace {
+
+// CUDA events on the backend's stream. Inside a stream capture a mark is
+// recorded as an external event node, so every replay of the graph takes it.
+class CudaTimestamps final : public Backend::Timestamps {
+ public:
+  CudaTimestamps(cudaStream_t stream, std::vector<cudaEvent_t> events)
+      : stream_(stream), events_(std::move(events)), recorded_(events_.size(), false) {}
+  ~CudaTimestamps() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+
+  absl::Status Record(int i) override {
+    RETURN_IF_ERROR(Check("Record", i));
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    RETURN_IF_CUDA_ERROR(cudaStreamIsCapturing(stream_, &capture));
+    const unsigned flags =
+        capture == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : cudaEventRecordDefault;
+    RETURN_IF_CUDA_ERROR(cudaEventRecordWithFlags(events_[static_cast<size_t>(i)], stream_, flags));
+    recorded_[static_cast<size_t>(i)] = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> Seconds(int from, int to) override {
+    for (int i : {from, to}) {
+      RETURN_IF_ERROR(Check("Seconds", i));
+      if (!recorded_[static_cast<size_t>(i)]) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("Timestamps::Seconds: mark ", i, " was never recorded"));
+      }
+      const cudaError_t q = cudaEventQuery(events_[static_cast<size_t>(i)]);
+      if (q == cudaErrorNotReady) {
+        (void)cudaGetLastError();  // not an error: clear it
+        return absl::UnavailableError(
+            absl::StrCat("Timestamps::Seconds: the stream has not reached mark ", i));
+      }
+      RETURN_IF_CUDA_ERROR(q);
+    }
+    float ms = 0.0f;
+    RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, events_[static_cast<size_t>(from)],
+                                              events_[static_cast<size_t>(to)]));
+    return static_cast<double>(ms) * 1e-3;
+  }
+
+ private:
+  absl::Status Check(const char* what, int i) const {
+    if (i < 0 || i >= static_cast<int>(events_.size())) {
+      return absl::OutOfRangeError(
+          absl::StrCat("Timestamps::", what, ": mark ", i, " outside [0, ", events_.size(), ")"));
+    }
+    return absl::OkStatus();
+  }
+
+  cudaStream_t stream_;
+  std::vector<cudaEvent_t> events_;
+  std::vector<bool> recorded_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend::Timestamps>> CudaBackend::CreateTimestamps(int n) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CreateTimestamps: n: expected a count >= 0, found ", n));
+  }
+  std::vector<cudaEvent_t> events;
+  events.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    cudaEvent_t e = nullptr;
+    const cudaError_t err = cudaEventCreate(&e);
+    if (err != cudaSuccess) {
+      for (cudaEvent_t made : events) cudaEventDestroy(made);
+      RETURN_IF_CUDA_ERROR(err);
+    }
+    events.push_back(e);
+  }
+  return std::unique_ptr<Timestamps>(new CudaTimestamps(s(), std::move(events)));
 }
 
 absl::Status CudaBackend::FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) {

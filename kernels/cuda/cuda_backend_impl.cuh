@@ -46,6 +46,7 @@ class CudaBackend final : public Backend {
   absl::Status CopyFromStagingAsync(const void* src, Tensor* dst) override;
   absl::Status EnqueueHostCall(void (*fn)(void*), void* arg) override;
   absl::Status FillDummy(Tensor* t, uint64_t state0, float half_width, bool ones) override;
+  absl::StatusOr<std::unique_ptr<Timestamps>> CreateTimestamps(int n) override;
   bool SupportsGraphs() const override { return true; }
   absl::StatusOr<std::unique_ptr<Graph>> Capture(
       const std::function<absl::Status()>& body) override;
@@ -92,8 +93,8 @@ class CudaBackend final : public Backend {
                                   Tensor* send_rows, Tensor* send_routes, Tensor* send_counts,
                                   Tensor* token_slots) override;
   absl::Status EpDispatchUnpackImpl(const Tensor& recv_rows, const Tensor& recv_routes,
-                                    const Tensor& recv_counts, Tensor* rows,
-                                    Tensor* expert_offsets, Tensor* route_rows) override;
+                                    const Tensor& recv_counts, Tensor* rows, Tensor* expert_offsets,
+                                    Tensor* route_rows) override;
   absl::Status EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
                                  const Tensor& recv_counts, const Tensor& route_rows,
                                  Tensor* back_rows) override;

@@ -28,17 +28,17 @@ enum class Elem : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 // Bits of the device error word.
 enum DeviceError : uint32_t {
-  kErrEmbeddingId = 1u << 0,      // Embedding: id outside [0, rows)
-  kErrKvSlot = 1u << 1,           // WriteKvCache: slot outside [-1, num_slots)
-  kErrBlockTable = 1u << 2,       // PagedAttention: block id outside the cache / bad metadata
-  kErrExpertId = 1u << 3,         // MoePermute: expert id outside [0, E)
-  kErrMissingExpert = 1u << 4,    // GroupedExpertMatMul: rows routed to an expert not held
-  kErrPosition = 1u << 5,         // Rope: negative position
-  kErrPrologueSlot = 1u << 6,     // AttentionPrologue: slot outside [-1, num_slots)
-  kErrProloguePosition = 1u << 7,  // AttentionPrologue: negative position
-  kErrCopyRowsBlock = 1u << 8,     // CopyRows: a block outside src or dst
-  kErrEpPackExpertId = 1u << 9,    // EpDispatchPack: a topk id outside [0, E)
-  kErrEpPackRank = 1u << 10,       // EpDispatchPack: an expert_to_rank entry outside [0, W)
+  kErrEmbeddingId = 1u << 0,        // Embedding: id outside [0, rows)
+  kErrKvSlot = 1u << 1,             // WriteKvCache: slot outside [-1, num_slots)
+  kErrBlockTable = 1u << 2,         // PagedAttention: block id outside the cache / bad metadata
+  kErrExpertId = 1u << 3,           // MoePermute: expert id outside [0, E)
+  kErrMissingExpert = 1u << 4,      // GroupedExpertMatMul: rows routed to an expert not held
+  kErrPosition = 1u << 5,           // Rope: negative position
+  kErrPrologueSlot = 1u << 6,       // AttentionPrologue: slot outside [-1, num_slots)
+  kErrProloguePosition = 1u << 7,   // AttentionPrologue: negative position
+  kErrCopyRowsBlock = 1u << 8,      // CopyRows: a block outside src or dst
+  kErrEpPackExpertId = 1u << 9,     // EpDispatchPack: a topk id outside [0, E)
+  kErrEpPackRank = 1u << 10,        // EpDispatchPack: an expert_to_rank entry outside [0, W)
   kErrEpUnpackExpertId = 1u << 11,  // EpDispatchUnpack: a route id outside [-1, E)
   kErrEpUnpackCount = 1u << 12,     // EpDispatchUnpack: a receive count outside [0, C]
   kErrEpUnpackRows = 1u << 13,      // EpDispatchUnpack: more rows than M

@@ -313,8 +313,8 @@ absl::Status CudaBackend::EpDispatchUnpackImpl(const Tensor& recv_rows, const Te
   return cuda::EpDispatchUnpack(
       recv_rows.data(), wire, recv_routes.data_as<int32_t>(), recv_counts.data_as<int32_t>(), w,
       recv_rows.shape[0] / w, recv_routes.shape[1] / 2, recv_rows.shape[1],
-      rows->mutable_data_as<float>(), rows->shape[0], expert_offsets->mutable_data_as<int32_t>(),
-      e, route_rows->mutable_data_as<int32_t>(), scratch.mutable_data(), ws, errors_, s());
+      rows->mutable_data_as<float>(), rows->shape[0], expert_offsets->mutable_data_as<int32_t>(), e,
+      route_rows->mutable_data_as<int32_t>(), scratch.mutable_data(), ws, errors_, s());
 }
 
 absl::Status CudaBackend::EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,
@@ -322,11 +322,10 @@ absl::Status CudaBackend::EpCombinePackImpl(const Tensor& expert_out, const Tens
                                             Tensor* back_rows) {
   ASSIGN_OR_RETURN(Elem wire, ElemOf(back_rows->dtype));
   const int64_t w = recv_counts.shape[0];
-  return cuda::EpCombinePack(expert_out.data_as<float>(), expert_out.shape[0],
-                             recv_routes.data_as<int32_t>(), recv_counts.data_as<int32_t>(),
-                             route_rows.data_as<int32_t>(), w, back_rows->shape[0] / w,
-                             route_rows.shape[1], back_rows->shape[1], back_rows->mutable_data(),
-                             wire, errors_, s());
+  return cuda::EpCombinePack(
+      expert_out.data_as<float>(), expert_out.shape[0], recv_routes.data_as<int32_t>(),
+      recv_counts.data_as<int32_t>(), route_rows.data_as<int32_t>(), w, back_rows->shape[0] / w,
+      route_rows.shape[1], back_rows->shape[1], back_rows->mutable_data(), wire, errors_, s());
 }
 
 absl::Status CudaBackend::EpCombineUnpackImpl(const Tensor& returned_rows,

@@ -138,6 +138,7 @@ void RunRanks(int world, const std::string& prefix,
               milliseconds timeout = milliseconds(30000)) {
   InMemoryRendezvous rendezvous;
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       ASSERT_CUDA(cudaSetDevice(r));
@@ -321,6 +322,7 @@ TEST(NcclCommunicatorOneGpu, TwoRanksOnOneGpuAreRefusedWithTheReason) {
   InMemoryRendezvous rendezvous;
   std::vector<absl::Status> results(2);
   std::vector<std::thread> threads;
+  threads.reserve(2);
   const auto start = std::chrono::steady_clock::now();
   for (int r = 0; r < 2; ++r) {
     threads.emplace_back([&, r] {
@@ -456,6 +458,7 @@ TEST_P(NcclCommunicatorMultiGpu, RankThatStopsCallingCollectivesIsAbortedByTheWa
   InMemoryRendezvous rendezvous;
   std::atomic<int> finished{0};
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       ASSERT_CUDA(cudaSetDevice(r));

@@ -524,6 +524,56 @@ TEST_F(CudaEpExchangeTest, GraphReplayEqualsEager) {
   }
 }
 
+// Stream marks around the exchange kernels: taken eagerly and at every
+// replay of a graph they were captured into (event record nodes).
+TEST_F(CudaEpExchangeTest, TimestampsTimeEagerWorkAndGraphReplays) {
+  const int64_t t = 512, h = 4096, k = 8, c = t, m = t * k;
+  const DataType wire = DataType::kBFloat16;
+  Tensor hidden = Up(MakeF32({t, h}, Random(t * h, 9500)));
+  const Routing routing = MakeRouting(t, k, 1, Placement::kBlocks, 9501);
+  Tensor ids = Up(MakeI32({t, k}, routing.ids));
+  Tensor weights = Up(MakeF32({t, k}, routing.weights));
+  Tensor e2r = Up(MakeI32({kExperts}, std::vector<int32_t>(kExperts, 0)));
+  Tensor send_rows = GpuEmpty(wire, {c, h}), send_routes = GpuEmpty(DataType::kInt32, {c, 2 * k});
+  Tensor counts = GpuEmpty(DataType::kInt32, {1}), slots = GpuEmpty(DataType::kInt32, {t, 1});
+  Tensor rows = GpuEmpty(DataType::kFloat32, {m, h});
+  Tensor offsets = GpuEmpty(DataType::kInt32, {kExperts + 1});
+  Tensor route_rows = GpuEmpty(DataType::kInt32, {c, k});
+  auto marks = gpu_->CreateTimestamps(4);
+  ASSERT_TRUE(marks.ok()) << marks.status();
+  auto body = [&](int first) -> absl::Status {
+    RETURN_IF_ERROR((*marks)->Record(first));
+    RETURN_IF_ERROR(
+        gpu_->EpDispatchPack(hidden, ids, weights, e2r, &send_rows, &send_routes, &counts, &slots));
+    RETURN_IF_ERROR(
+        gpu_->EpDispatchUnpack(send_rows, send_routes, counts, &rows, &offsets, &route_rows));
+    return (*marks)->Record(first + 1);
+  };
+  EXPECT_EQ((*marks)->Seconds(0, 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(body(0).ok());
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  absl::StatusOr<double> eager = (*marks)->Seconds(0, 1);
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  // 512 x 4096 float32 rows read, bfloat16 written, 4096 float32 rows
+  // written: several µs on any GPU, well under a second.
+  EXPECT_GT(*eager, 1e-6);
+  EXPECT_LT(*eager, 1.0);
+
+  auto graph = gpu_->Capture([&] { return body(2); });
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  ASSERT_TRUE((*graph)->Replay().ok());
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  absl::StatusOr<double> replayed = (*marks)->Seconds(2, 3);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_GT(*replayed, 1e-6);
+  EXPECT_LT(*replayed, 1.0);
+  // The eager marks come before the replay's.
+  absl::StatusOr<double> between = (*marks)->Seconds(1, 2);
+  ASSERT_TRUE(between.ok()) << between.status();
+  EXPECT_GE(*between, 0.0);
+  EXPECT_EQ((*marks)->Record(4).code(), absl::StatusCode::kOutOfRange);
+}
+
 // ---- content errors: reported at the next CopyToHost, naming the op ----
 
 // Enqueues `op` (which must succeed: the error is found on the device), then

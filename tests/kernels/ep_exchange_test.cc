@@ -2,7 +2,9 @@
 // GPU kernels) on hand-computed slots: EpDispatchPack, EpDispatchUnpack,
 // EpCombinePack, EpCombineUnpack, their content errors and their op-boundary
 // checks.
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "common/dtype_convert.h"
 #include "gmock/gmock.h"
@@ -14,7 +16,8 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using namespace ::epserve::kernels::testing;  // NOLINT(build/namespaces)
+using namespace ::epserve::kernels::
+    testing;  // NOLINT(build/namespaces,google-build-using-namespace)
 
 int32_t Bits(float f) {
   int32_t b;
@@ -60,6 +63,7 @@ TEST(EpExchange, DispatchPackSendsEachTokenOnceToEachRankInTokenOrder) {
   Packed bf = Pack(*b, DataType::kBFloat16, &s);
   ASSERT_TRUE(s.ok()) << s;
   std::vector<float> got;
+  got.reserve(12);
   for (int i = 0; i < 12; ++i) got.push_back(Bf16ToFp32(bf.rows.data_as<uint16_t>()[i]));
   EXPECT_THAT(got, ElementsAre(1, 2, 3, 4, 0, 0, 1, 2, 5, 6, 0, 0));
 }
@@ -145,6 +149,32 @@ TEST(EpExchange, OpBoundaryChecksShapes) {
   Tensor out = Zeros({3, 2});
   s = b->EpCombineUnpack(half, slots, &out);
   EXPECT_THAT(std::string(s.message()), HasSubstr("returned_rows: expected dtype float32 or"));
+}
+
+// The stream marks that time a fixed-capacity exchange: host time after the
+// queue drained on the CPU; ordered, and refusing marks never taken.
+TEST(EpExchange, TimestampsMeasureBetweenMarksAndNameBadOnes) {
+  auto b = cpu::CreateCpuBackend();
+  auto marks = b->CreateTimestamps(3);
+  ASSERT_TRUE(marks.ok()) << marks.status();
+  ASSERT_TRUE((*marks)->Record(0).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE((*marks)->Record(1).ok());
+  absl::StatusOr<double> seconds = (*marks)->Seconds(0, 1);
+  ASSERT_TRUE(seconds.ok()) << seconds.status();
+  EXPECT_GE(*seconds, 0.015);
+  EXPECT_LT(*seconds, 5.0);
+  absl::StatusOr<double> back = (*marks)->Seconds(1, 0);
+  ASSERT_TRUE(back.ok());
+  EXPECT_DOUBLE_EQ(*back, -*seconds);
+
+  absl::StatusOr<double> never = (*marks)->Seconds(0, 2);
+  EXPECT_EQ(never.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(never.status().message(), HasSubstr("mark 2 was never recorded"));
+  EXPECT_EQ((*marks)->Record(3).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*marks)->Seconds(-1, 0).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT((*marks)->Record(3).message(), HasSubstr("mark 3 outside [0, 3)"));
+  EXPECT_EQ(b->CreateTimestamps(-1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Moe, GroupedMatMulLeavesRowsPastTheOffsetsAlone) {

@@ -26,14 +26,16 @@
 #include "common/placement.h"
 #include "kernels/ops.h"
 #include "kernels/registry.h"
+#include "tests/moe/dispatch_cases.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/local_communicator.h"
 #include "worker/comm/rendezvous.h"
 #include "worker/moe/token_dispatcher.h"
-#include "tests/moe/dispatch_cases.h"
 
 namespace epserve::moe {
 namespace {
+
+using ::testing::HasSubstr;
 
 class AllToAllDispatcherTest : public ::testing::TestWithParam<std::tuple<int, PlacementStrategy>> {
 };
@@ -260,14 +262,12 @@ TEST(AllToAllDispatcher, EnforcesDispatchCombineOrder) {
   Tensor out = *backend->Empty(DataType::kFloat32, {5, kHidden});
   Tensor no_rows = *backend->Empty(DataType::kFloat32, {10, kHidden});
 
-  EXPECT_EQ(d->Combine(no_rows, &out).code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(d->Combine(no_rows, &out).code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(d->Dispatch(in.hidden, in.topk_ids, in.topk_weights).ok());
   EXPECT_EQ(d->Dispatch(in.hidden, in.topk_ids, in.topk_weights).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(d->Combine(no_rows, &out).ok());
-  EXPECT_EQ(d->Combine(no_rows, &out).code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(d->Combine(no_rows, &out).code(), absl::StatusCode::kFailedPrecondition);
 
   // A failed exchange leaves no Dispatch pending; the error names the layer.
   FailingCommunicator failing(1);
@@ -285,7 +285,8 @@ TEST(AllToAllDispatcher, EnforcesDispatchCombineOrder) {
   // Arguments of the wrong shape.
   ASSERT_TRUE(d->SetCommunicator(&local_comm).ok());
   Tensor wide = *backend->Empty(DataType::kFloat32, {5, kHidden + 1});
-  EXPECT_EQ(d->Dispatch(wide, in.topk_ids, in.topk_weights).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(d->Dispatch(wide, in.topk_ids, in.topk_weights).status().code(),
+            absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(d->Dispatch(in.hidden, in.topk_ids, in.topk_weights).ok());
   EXPECT_EQ(d->Combine(wide, &out).code(), absl::StatusCode::kInvalidArgument);
 }

@@ -23,17 +23,15 @@
 #include "worker/moe/token_dispatcher.h"
 
 namespace epserve::moe {
-namespace {
 
 using kernels::Tensor;
 using std::chrono::milliseconds;
-using ::testing::HasSubstr;
 
-constexpr int64_t kHidden = 16;
-constexpr int64_t kExperts = 8;
-constexpr float kTolerance = 1e-5f;
+inline constexpr int64_t kHidden = 16;
+inline constexpr int64_t kExperts = 8;
+inline constexpr float kTolerance = 1e-5f;
 
-Tensor RandomFloats(std::vector<int64_t> shape, std::mt19937& rng, float lo, float hi) {
+inline Tensor RandomFloats(std::vector<int64_t> shape, std::mt19937& rng, float lo, float hi) {
   Tensor t = *kernels::EmptyHostTensor(DataType::kFloat32, std::move(shape));
   std::uniform_real_distribution<float> dist(lo, hi);
   float* p = t.mutable_data_as<float>();
@@ -42,9 +40,10 @@ Tensor RandomFloats(std::vector<int64_t> shape, std::mt19937& rng, float lo, flo
 }
 
 // One [H, H] matrix per expert, shared read-only by every rank.
-std::vector<Tensor> ExpertWeights() {
+inline std::vector<Tensor> ExpertWeights() {
   std::mt19937 rng(42);
   std::vector<Tensor> w;
+  w.reserve(kExperts);
   for (int64_t e = 0; e < kExperts; ++e)
     w.push_back(RandomFloats({kHidden, kHidden}, rng, -0.5f, 0.5f));
   return w;
@@ -69,8 +68,8 @@ struct RankInputs {
 };
 
 // Deterministic in (step, rank, k), so a checker can rebuild any rank's inputs.
-RankInputs MakeInputs(const Step& step, int step_index, int rank, int64_t k,
-                      const std::vector<uint32_t>& placement) {
+inline RankInputs MakeInputs(const Step& step, int step_index, int rank, int64_t k,
+                             const std::vector<uint32_t>& placement) {
   std::mt19937 rng(static_cast<uint32_t>(1000003 * k + 7919 * step_index + 31 * rank + 17));
   const int64_t t = step.tokens[rank];
   RankInputs in;
@@ -104,16 +103,17 @@ RankInputs MakeInputs(const Step& step, int step_index, int rank, int64_t k,
 }
 
 // Unquantized LinearWeights of expert weights (undefined: not held).
-std::vector<kernels::LinearWeight> Linears(const std::vector<Tensor>& ws) {
+inline std::vector<kernels::LinearWeight> Linears(const std::vector<Tensor>& ws) {
   std::vector<kernels::LinearWeight> out;
+  out.reserve(ws.size());
   for (const Tensor& w : ws) out.push_back(kernels::LinearWeight::Unquantized(w));
   return out;
 }
 
 // Dispatch → GroupedExpertMatMul(weights) → Combine; the outputs as floats.
-std::vector<float> RunLayer(kernels::Backend& backend, TokenDispatcher& dispatcher,
-                            const RankInputs& in, const std::vector<Tensor>& weights,
-                            absl::Status* status) {
+inline std::vector<float> RunLayer(kernels::Backend& backend, TokenDispatcher& dispatcher,
+                                   const RankInputs& in, const std::vector<Tensor>& weights,
+                                   absl::Status* status) {
   const int64_t t = in.hidden.shape[0];
   auto dispatched = dispatcher.Dispatch(in.hidden, in.topk_ids, in.topk_weights);
   if (!dispatched.ok()) {
@@ -130,8 +130,8 @@ std::vector<float> RunLayer(kernels::Backend& backend, TokenDispatcher& dispatch
   return std::vector<float>(p, p + t * kHidden);
 }
 
-std::vector<float> Reference(kernels::Backend& backend, const RankInputs& in,
-                             const std::vector<Tensor>& all_experts) {
+inline std::vector<float> Reference(kernels::Backend& backend, const RankInputs& in,
+                                    const std::vector<Tensor>& all_experts) {
   LocalTokenDispatcher local(backend, kExperts);
   absl::Status status;
   std::vector<float> out = RunLayer(backend, local, in, all_experts, &status);
@@ -140,7 +140,7 @@ std::vector<float> Reference(kernels::Backend& backend, const RankInputs& in,
 }
 
 // max |got - want| / max |want|.
-double RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
+inline double RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
   if (got.size() != want.size()) return INFINITY;
   double diff = 0.0, scale = 1e-30;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -150,8 +150,8 @@ double RelativeError(const std::vector<float>& got, const std::vector<float>& wa
   return got.empty() ? 0.0 : diff / scale;
 }
 
-std::vector<Tensor> LocalExperts(const std::vector<Tensor>& all,
-                                 const std::vector<uint32_t>& placement, int rank) {
+inline std::vector<Tensor> LocalExperts(const std::vector<Tensor>& all,
+                                        const std::vector<uint32_t>& placement, int rank) {
   std::vector<Tensor> local(all.size());
   for (size_t e = 0; e < all.size(); ++e) {
     if (placement[e] == static_cast<uint32_t>(rank)) local[e] = all[e];
@@ -159,7 +159,8 @@ std::vector<Tensor> LocalExperts(const std::vector<Tensor>& all,
   return local;
 }
 
-comm::GlooOptions Options(int rank, int world, const std::string& prefix, milliseconds timeout) {
+inline comm::GlooOptions Options(int rank, int world, const std::string& prefix,
+                                 milliseconds timeout) {
   comm::GlooOptions o;
   o.rank = rank;
   o.world_size = world;
@@ -169,8 +170,8 @@ comm::GlooOptions Options(int rank, int world, const std::string& prefix, millis
 }
 
 // Forms a Gloo group of `world` ranks and runs `body` on each rank's thread.
-void RunRanks(int world, milliseconds timeout, const std::string& prefix,
-              const std::function<void(comm::Communicator&)>& body) {
+inline void RunRanks(int world, milliseconds timeout, const std::string& prefix,
+                     const std::function<void(comm::Communicator&)>& body) {
   comm::InMemoryRendezvous rendezvous;
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
@@ -189,6 +190,7 @@ struct ExchangeRecord {
   uint64_t bytes_received = 0;
   std::vector<int64_t> rows_per_expert;
   std::vector<int64_t> rows_per_rank;
+  bool timed = false;
 };
 
 class Recorder final : public MoeExchangeObserver {
@@ -198,7 +200,8 @@ class Recorder final : public MoeExchangeObserver {
                        s.bytes_sent,
                        s.bytes_received,
                        {s.rows_per_expert.begin(), s.rows_per_expert.end()},
-                       {s.rows_per_rank.begin(), s.rows_per_rank.end()}});
+                       {s.rows_per_rank.begin(), s.rows_per_rank.end()},
+                       s.timed});
     EXPECT_GE(s.dispatch_seconds, 0.0);
     EXPECT_GE(s.combine_seconds, 0.0);
   }
@@ -206,13 +209,13 @@ class Recorder final : public MoeExchangeObserver {
 };
 
 // Token counts per rank cycle through `pattern`; zeros give ranks without tokens.
-std::vector<int64_t> Tokens(int world, std::vector<int64_t> pattern) {
+inline std::vector<int64_t> Tokens(int world, std::vector<int64_t> pattern) {
   std::vector<int64_t> t(world);
   for (int r = 0; r < world; ++r) t[r] = pattern[r % pattern.size()];
   return t;
 }
 
-std::vector<Step> Steps(int world) {
+inline std::vector<Step> Steps(int world) {
   return {
       {Routing::kRandom, 0, Tokens(world, {5, 9, 0, 12})},
       {Routing::kRandom, 0, Tokens(world, {0, 7, 3})},
@@ -225,5 +228,4 @@ std::vector<Step> Steps(int world) {
   };
 }
 
-}  // namespace
 }  // namespace epserve::moe

@@ -171,7 +171,8 @@ TEST_F(MoeBlockTest, DispatcherRefusesCallsOutOfOrder) {
   EXPECT_EQ(dispatcher.Combine(x_, &out).code(), absl::StatusCode::kFailedPrecondition);
   auto d = dispatcher.Dispatch(x_, ids, weights);
   ASSERT_TRUE(d.ok()) << d.status();
-  EXPECT_EQ(dispatcher.Dispatch(x_, ids, weights).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(dispatcher.Dispatch(x_, ids, weights).status().code(),
+            absl::StatusCode::kFailedPrecondition);
   // Identity experts: combine gives the input back.
   ASSERT_TRUE(dispatcher.Combine(d->rows, &out).ok());
   EXPECT_EQ(Host(*backend_, out), Host(*backend_, x_));

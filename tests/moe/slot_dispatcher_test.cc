@@ -22,6 +22,8 @@
 namespace epserve::moe {
 namespace {
 
+using ::testing::HasSubstr;
+
 constexpr int64_t kCapacity = 32;  // >= every step's tokens per rank in Steps()
 
 int64_t MostTokens(const Step& step) {
@@ -120,6 +122,8 @@ TEST_P(SlotDispatcherTest, MatchesSingleProcessAndReportsExchange) {
         ASSERT_EQ(records[r][ki].size(), steps.size()) << "rank " << r;
         const ExchangeRecord& rec = records[r][ki][i];
         EXPECT_EQ(rec.layer, static_cast<int>(i));
+        // Counts first: host time; fixed capacity: the stream's marks.
+        EXPECT_TRUE(rec.timed) << "rank " << r << " step " << i;
         sent += rec.bytes_sent;
         received += rec.bytes_received;
         if (world == 1) {
@@ -174,32 +178,32 @@ TEST(SlotDispatcher, PeerThatNeverCallsFailsWithinTimeout) {
   for (int mode = 0; mode < 3; ++mode) {
     const bool fixed = mode > 0, staged = mode == 2;
     SCOPED_TRACE(mode == 0 ? "counts first" : staged ? "fixed capacity, staged" : "fixed capacity");
-    RunRanks(
-        2, milliseconds(300), absl::StrCat("silent", mode, "/"), [&](comm::Communicator& comm) {
-          if (comm.rank() == 1) return;  // never joins the exchange
-          auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
-          SlotDispatcherOptions o{kExperts, 2, kHidden, placement, DataType::kFloat32};
-          o.decode_capacity = fixed ? kCapacity : 0;
-          o.force_host_staging = staged;
-          auto d = SlotTokenDispatcher::Create(*backend, o, &comm);
-          ASSERT_TRUE(d.ok()) << d.status();
-          const RankInputs in = MakeInputs({Routing::kRandom, 0, {4, 4}}, 0, 0, 2, placement);
-          (*d)->BeginStep(4);
-          (*d)->SetLayer(3);
-          const auto start = std::chrono::steady_clock::now();
-          auto got = (*d)->Dispatch(in.hidden, in.topk_ids, in.topk_weights);
-          absl::Status error = got.status();
-          if (staged) {
-            ASSERT_TRUE(got.ok()) << got.status();  // enqueued; the host call fails
-            Tensor expert_out = *backend->Empty(DataType::kFloat32, got->rows.shape);
-            Tensor out = *backend->Empty(DataType::kFloat32, {4, kHidden});
-            EXPECT_TRUE((*d)->Combine(expert_out, &out).ok());
-            error = (*d)->EndStep();
-          }
-          EXPECT_FALSE(error.ok());
-          EXPECT_THAT(std::string(error.message()), HasSubstr("MoE layer 3 dispatch"));
-          EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
-        });
+    RunRanks(2, milliseconds(300), absl::StrCat("silent", mode, "/"),
+             [&](comm::Communicator& comm) {
+               if (comm.rank() == 1) return;  // never joins the exchange
+               auto backend = *kernels::CreateBackend(kernels::DeviceSpec{});
+               SlotDispatcherOptions o{kExperts, 2, kHidden, placement, DataType::kFloat32};
+               o.decode_capacity = fixed ? kCapacity : 0;
+               o.force_host_staging = staged;
+               auto d = SlotTokenDispatcher::Create(*backend, o, &comm);
+               ASSERT_TRUE(d.ok()) << d.status();
+               const RankInputs in = MakeInputs({Routing::kRandom, 0, {4, 4}}, 0, 0, 2, placement);
+               (*d)->BeginStep(4);
+               (*d)->SetLayer(3);
+               const auto start = std::chrono::steady_clock::now();
+               auto got = (*d)->Dispatch(in.hidden, in.topk_ids, in.topk_weights);
+               absl::Status error = got.status();
+               if (staged) {
+                 ASSERT_TRUE(got.ok()) << got.status();  // enqueued; the host call fails
+                 Tensor expert_out = *backend->Empty(DataType::kFloat32, got->rows.shape);
+                 Tensor out = *backend->Empty(DataType::kFloat32, {4, kHidden});
+                 EXPECT_TRUE((*d)->Combine(expert_out, &out).ok());
+                 error = (*d)->EndStep();
+               }
+               EXPECT_FALSE(error.ok());
+               EXPECT_THAT(std::string(error.message()), HasSubstr("MoE layer 3 dispatch"));
+               EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+             });
   }
 }
 

@@ -11,11 +11,10 @@
 // through host memory over Gloo) against the single-process GPU runner;
 // rows cross in bfloat16 there, so log-probabilities agree within
 // kGpuLogprobTolerance and greedy tokens exactly.
-#include <signal.h>
-
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <cmath>
 #include <thread>
@@ -84,11 +83,11 @@ struct Reference {
 };
 
 Reference RunOffline(const std::string& model, const Prompt& p) {
-  RunResult r = RunToExit(Binary("epserve-run"),
-                          {"generate", "--model", model, "--prompt", p.text, "--max-tokens",
-                           absl::StrCat(p.max_tokens), "--logprobs", "--device",
-                           OnGpu() ? "cuda:0" : "cpu"},
-                          seconds(60));
+  RunResult r =
+      RunToExit(Binary("epserve-run"),
+                {"generate", "--model", model, "--prompt", p.text, "--max-tokens",
+                 absl::StrCat(p.max_tokens), "--logprobs", "--device", OnGpu() ? "cuda:0" : "cpu"},
+                seconds(60));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   Reference ref;
   if (r.exit_code != 0) return ref;
@@ -225,9 +224,9 @@ TEST(ExpertParallel, MetricsAfterTrafficAddUp) {
   for (const Prompt& p : Traffic()) refs.push_back(RunOffline(model, p));
   // Eager on a GPU: a decode graph's padding rows would go through the
   // experts too and be counted.
-  auto router = StartExpertParallel(model, kWorkers, "linear",
-                                    OnGpu() ? std::vector<std::string>{"--enforce-eager"}
-                                            : std::vector<std::string>{});
+  auto router = StartExpertParallel(
+      model, kWorkers, "linear",
+      OnGpu() ? std::vector<std::string>{"--enforce-eager"} : std::vector<std::string>{});
   ASSERT_NE(router, nullptr);
   auto stub = ClientStub(router->grpc_address());
   uint64_t tokens = 0;  // tokens that went through the MoE layers
@@ -280,7 +279,8 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
                                      "--worker-timeout-ms=1500", "--heartbeat-interval-ms=200",
                                      "--collective-timeout-ms=3000", "--log-level=warn"});
   std::vector<std::string> device;
-  if (OnGpu()) device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
+  if (OnGpu())
+    device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
   ASSERT_NE(router, nullptr);
   auto start_worker = [&](int rank, const std::string& tag) {
     std::vector<std::string> args = {"--router=" + router->grpc_address(),

@@ -185,7 +185,7 @@ absl::Status ReadIntervals(const StreamEvents& ev, int iterations, std::vector<d
   return absl::OkStatus();
 }
 
-absl::Status RunRankCase(RankContext& ctx, const Case& c, RankTimes* out) {
+absl::Status RunRankCase(RankContext& ctx, const Case& c, RankTimes* times) {
   const AllToAllOptions& o = *ctx.options;
   kernels::Backend& backend = *ctx.backend;
   const int world = ctx.group->world;
@@ -260,8 +260,8 @@ absl::Status RunRankCase(RankContext& ctx, const Case& c, RankTimes* out) {
   }
   RETURN_IF_ERROR(end_step());
   RETURN_IF_ERROR(ReadIntervals(*ev, iterations, &first, &second));
-  out->dispatch_eager = Median(first);
-  out->combine_eager = Median(second);
+  times->dispatch_eager = Median(first);
+  times->combine_eager = Median(second);
 
   // Graphs: Dispatch and Combine captured separately, replayed in turn.
   if (backend.SupportsGraphs()) {
@@ -290,8 +290,8 @@ absl::Status RunRankCase(RankContext& ctx, const Case& c, RankTimes* out) {
     RETURN_IF_ERROR(dispatcher->AfterGraphLaunch());
     RETURN_IF_ERROR(end_step());
     RETURN_IF_ERROR(ReadIntervals(*ev, iterations, &first, &second));
-    out->dispatch_graph = Median(first);
-    out->combine_graph = Median(second);
+    times->dispatch_graph = Median(first);
+    times->combine_graph = Median(second);
   }
   dispatched = {};
   dispatcher.reset();
@@ -319,8 +319,8 @@ absl::Status RunRankCase(RankContext& ctx, const Case& c, RankTimes* out) {
   RETURN_IF_ERROR(backend.Synchronize());
   RETURN_IF_ERROR(ctx.comm->AsyncError());
   RETURN_IF_ERROR(ReadIntervals(*ev, iterations, &first, &second));
-  out->alltoall = Median(first);
-  out->complete = true;
+  times->alltoall = Median(first);
+  times->complete = true;
   return absl::OkStatus();
 }
 

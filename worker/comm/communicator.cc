@@ -15,17 +15,17 @@ absl::Status Communicator::AllToAllVStrided(const void* send, int64_t send_strid
   const int world = world_size();
   if (send_counts.size() != static_cast<size_t>(world) ||
       recv_counts.size() != static_cast<size_t>(world)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("AllToAllVStrided: expected ", world, " counts per side, got ",
-                     send_counts.size(), " send and ", recv_counts.size(), " recv"));
+    return absl::InvalidArgumentError(absl::StrCat("AllToAllVStrided: expected ", world,
+                                                   " counts per side, got ", send_counts.size(),
+                                                   " send and ", recv_counts.size(), " recv"));
   }
   for (int r = 0; r < world; ++r) {
     if (send_counts[r] < 0 || send_counts[r] > send_stride || recv_counts[r] < 0 ||
         recv_counts[r] > recv_stride) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "AllToAllVStrided: rank ", r, ": counts (send ", send_counts[r], ", recv ",
-          recv_counts[r], ") must lie in [0, stride] (send ", send_stride, ", recv ",
-          recv_stride, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("AllToAllVStrided: rank ", r, ": counts (send ", send_counts[r], ", recv ",
+                       recv_counts[r], ") must lie in [0, stride] (send ", send_stride, ", recv ",
+                       recv_stride, ")"));
     }
   }
   if (device_buffers()) {
@@ -50,15 +50,15 @@ absl::Status Communicator::AllToAllVStrided(const void* send, int64_t send_strid
     }
     at += bytes;
   }
-  absl::Status s = AllToAllV(packed.data(), send_counts, unpacked.data(), recv_counts,
-                             element_size, stream);
+  absl::Status s =
+      AllToAllV(packed.data(), send_counts, unpacked.data(), recv_counts, element_size, stream);
   if (!s.ok()) return s;
   at = 0;
   for (int r = 0; r < world; ++r) {
     const size_t bytes = static_cast<size_t>(recv_counts[r]) * element_size;
     if (bytes > 0) {
-      std::memcpy(out + static_cast<size_t>(r * recv_stride) * element_size,
-                  unpacked.data() + at, bytes);
+      std::memcpy(out + static_cast<size_t>(r * recv_stride) * element_size, unpacked.data() + at,
+                  bytes);
     }
     at += bytes;
   }

@@ -55,8 +55,10 @@ namespace epserve::moe {
 // One MoE layer's exchange on one rank, reported after its Combine.
 struct MoeExchangeStats {
   int layer = 0;  // the last SetLayer value
-  // Host-side durations; `timed` is false where the host only enqueued the
-  // work (a fixed-capacity step on a GPU): then they are not meaningful.
+  // Seconds of each side: host time where the host waited for the exchange
+  // (counts first), the stream's time between marks where it only enqueued
+  // it (fixed capacity). `timed` is false where no time was taken (marks
+  // missing): then they are not meaningful.
   bool timed = true;
   double dispatch_seconds = 0.0;
   double combine_seconds = 0.0;
@@ -105,9 +107,9 @@ class AllToAllTokenDispatcher final : public TokenDispatcher {
   void SetLayer(int moe_layer_index) override { layer_ = moe_layer_index; }
 
   absl::StatusOr<DispatchedTokens> Dispatch(
-      const kernels::Tensor& hidden,                      // [T, H] float32
-      const kernels::Tensor& topk_ids,                    // [T, k] int32
-      const kernels::Tensor& topk_weights) override;      // [T, k] float32
+      const kernels::Tensor& hidden,                       // [T, H] float32
+      const kernels::Tensor& topk_ids,                     // [T, k] int32
+      const kernels::Tensor& topk_weights) override;       // [T, k] float32
   absl::Status Combine(const kernels::Tensor& expert_out,  // [R, H] float32
                        kernels::Tensor* out) override;     // [T, H] float32
 

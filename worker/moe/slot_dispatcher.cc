@@ -117,8 +117,27 @@ absl::Status SlotTokenDispatcher::SetCommunicator(comm::Communicator* comm) {
     RETURN_IF_ERROR(ReserveHost(
         static_cast<size_t>(options_.num_layers) * (options_.num_experts + 1) * sizeof(int32_t),
         &fixed_offsets_));
+    if (marks_ == nullptr) {
+      ASSIGN_OR_RETURN(marks_, backend_.CreateTimestamps(4 * options_.num_layers));
+    }
   }
   return absl::OkStatus();
+}
+
+absl::Status SlotTokenDispatcher::Mark(int which) {
+  if (!fixed_step_ || marks_ == nullptr || layer_ >= options_.num_layers) return absl::OkStatus();
+  return marks_->Record(4 * layer_ + which);
+}
+
+void SlotTokenDispatcher::FixedStepBytes() {
+  const uint64_t row_bytes =
+      static_cast<uint64_t>(options_.hidden) * DataTypeSize(options_.wire_dtype);
+  const uint64_t route_bytes = 2 * static_cast<uint64_t>(options_.top_k) * sizeof(int32_t);
+  const uint64_t region = static_cast<uint64_t>(options_.decode_capacity);
+  const uint64_t peers = static_cast<uint64_t>(world_ - 1);
+  // Whole regions cross: counts, routes and rows out, rows back.
+  stats_.bytes_sent = peers * (sizeof(int32_t) + region * (2 * row_bytes + route_bytes));
+  stats_.bytes_received = stats_.bytes_sent;
 }
 
 bool SlotTokenDispatcher::direct() const {
@@ -141,12 +160,13 @@ absl::Status SlotTokenDispatcher::EndStep() {
   absl::Status s = comm_->AsyncError();
   if (!s.ok()) return Annotate(s, "MoE exchange");
   if (fixed_step_ && observer_ != nullptr && fixed_offsets_.storage != nullptr) {
-    // Every MoE layer ran (eagerly or from a graph) and its offsets are in
-    // page-locked memory by now.
+    // Every MoE layer ran (eagerly or from a graph); once the stream is
+    // drained its offsets are in page-locked memory and its marks are taken.
+    RETURN_IF_ERROR(backend_.Synchronize());
     const auto* all = static_cast<const int32_t*>(fixed_offsets_.storage->data());
     const int64_t e = options_.num_experts;
-    stats_.timed = false;
     stats_.rows_per_rank = {};
+    FixedStepBytes();
     const bool from_graph = std::find(dispatched_this_step_.begin(), dispatched_this_step_.end(),
                                       true) == dispatched_this_step_.end();
     for (int layer = 0; layer < std::min(layers_seen_, options_.num_layers); ++layer) {
@@ -155,6 +175,18 @@ absl::Status SlotTokenDispatcher::EndStep() {
       for (int64_t x = 0; x < e; ++x) rows_per_expert_[x] = off[x + 1] - off[x];
       stats_.layer = layer;
       stats_.rows_per_expert = rows_per_expert_;
+      // Stream time from the first to the last op of each side (a layer
+      // whose marks are missing is reported untimed).
+      stats_.timed = false;
+      if (marks_ != nullptr) {
+        absl::StatusOr<double> d = marks_->Seconds(4 * layer, 4 * layer + 1);
+        absl::StatusOr<double> c = marks_->Seconds(4 * layer + 2, 4 * layer + 3);
+        if (d.ok() && c.ok()) {
+          stats_.timed = true;
+          stats_.dispatch_seconds = *d;
+          stats_.combine_seconds = *c;
+        }
+      }
       observer_->OnMoeExchange(stats_);
     }
   }
@@ -445,6 +477,7 @@ absl::StatusOr<DispatchedTokens> SlotTokenDispatcher::Dispatch(
   Buffers* buffers = fixed_step_ ? &fixed_ : &grown_;
   const int64_t send_capacity = fixed_step_ ? options_.decode_capacity : std::max<int64_t>(t, 1);
   RETURN_IF_ERROR(LayoutSend(buffers, t, send_capacity, &slots_));
+  RETURN_IF_ERROR(Mark(0));
   RETURN_IF_ERROR(backend_.EpDispatchPack(hidden, topk_ids, topk_weights, expert_to_rank_,
                                           &slots_.send_rows, &slots_.send_routes,
                                           &slots_.send_counts, &slots_.token_slots));
@@ -483,6 +516,7 @@ absl::StatusOr<DispatchedTokens> SlotTokenDispatcher::Dispatch(
   RETURN_IF_ERROR(backend_.EpDispatchUnpack(slots_.recv_rows, slots_.recv_routes,
                                             slots_.recv_counts, &slots_.rows,
                                             &slots_.expert_offsets, &slots_.route_rows));
+  RETURN_IF_ERROR(Mark(1));
   if (fixed_step_ && fixed_offsets_.storage != nullptr && layer_ < options_.num_layers) {
     auto* record = static_cast<char*>(fixed_offsets_.storage->mutable_data()) +
                    static_cast<size_t>(layer_) * slots_.expert_offsets.nbytes();
@@ -506,11 +540,6 @@ absl::StatusOr<DispatchedTokens> SlotTokenDispatcher::Dispatch(
     // Dispatch: rows and routes out; combine: one row back per received slot.
     stats_.bytes_sent = count_bytes + out * (row_bytes + route_bytes) + in * row_bytes;
     stats_.bytes_received = count_bytes + in * (row_bytes + route_bytes) + out * row_bytes;
-  } else {
-    const uint64_t region = static_cast<uint64_t>(options_.decode_capacity);
-    const uint64_t peers = static_cast<uint64_t>(world_ - 1);
-    stats_.bytes_sent = peers * (sizeof(int32_t) + region * (2 * row_bytes + route_bytes));
-    stats_.bytes_received = stats_.bytes_sent;
   }
   return DispatchedTokens{slots_.rows, slots_.expert_offsets};
 }
@@ -536,6 +565,7 @@ absl::Status SlotTokenDispatcher::Combine(const kernels::Tensor& expert_out, ker
   // the send buffers' rows (both free by now).
   kernels::Tensor& back = slots_.recv_rows;
   kernels::Tensor& returned = slots_.send_rows;
+  RETURN_IF_ERROR(Mark(2));
   RETURN_IF_ERROR(backend_.EpCombinePack(expert_out, slots_.recv_routes, slots_.recv_counts,
                                          slots_.route_rows, &back));
   absl::Status s;
@@ -550,6 +580,7 @@ absl::Status SlotTokenDispatcher::Combine(const kernels::Tensor& expert_out, ker
   }
   if (!s.ok()) return CommError("combine", s);
   RETURN_IF_ERROR(backend_.EpCombineUnpack(returned, slots_.token_slots, out));
+  RETURN_IF_ERROR(Mark(3));
   topk_weights_ = {};
 
   if (observer_ != nullptr && !fixed_step_) {

@@ -98,9 +98,10 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   // old binding is kept then).
   absl::Status SetCommunicator(comm::Communicator* comm);
   // Not owned; nullptr turns reporting off. Counts-first layers are reported
-  // after their Combine; fixed-capacity steps at EndStep, every layer from the
-  // expert offsets the step copied to page-locked memory (also when it ran
-  // from a graph), untimed and without per-rank counts.
+  // after their Combine, timed on the host; fixed-capacity steps at EndStep,
+  // every layer from the expert offsets the step copied to page-locked
+  // memory (also when it ran from a graph), timed by stream marks (device
+  // time of each side, CUDA events on a GPU) and without per-rank counts.
   void SetObserver(MoeExchangeObserver* observer) { observer_ = observer; }
   void SetLayer(int moe_layer_index) override {
     layer_ = moe_layer_index;
@@ -173,6 +174,11 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   static void DispatchHostCall(void* self);
   static void CombineHostCall(void* self);
   void SetAsyncError(const absl::Status& status);
+  // Stream mark `which` (0/1: dispatch begin/end, 2/3: combine begin/end) of
+  // the current layer in a fixed-capacity step; nothing otherwise.
+  absl::Status Mark(int which);
+  // stats_ bytes of one fixed-capacity layer (whole regions).
+  void FixedStepBytes();
 
   kernels::Backend& backend_;
   const SlotDispatcherOptions options_;
@@ -197,7 +203,8 @@ class SlotTokenDispatcher final : public TokenDispatcher {
   std::vector<int64_t> staged_send_counts_host_, staged_recv_counts_host_;
   int layer_in_flight_ = 0;  // layer of the enqueued host calls (errors)
   Arena fixed_offsets_;      // page-locked [num_layers][E + 1]: each layer's offsets
-  int layers_seen_ = 0;      // 1 + the largest SetLayer value so far
+  std::unique_ptr<kernels::Backend::Timestamps> marks_;  // [num_layers][4]
+  int layers_seen_ = 0;                                  // 1 + the largest SetLayer value so far
   // Layers this step dispatched from the host (none: the step ran from a
   // graph, which runs them all).
   std::vector<bool> dispatched_this_step_;

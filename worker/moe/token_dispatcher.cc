@@ -4,9 +4,9 @@
 
 namespace epserve::moe {
 
-absl::StatusOr<DispatchedTokens> LocalTokenDispatcher::Dispatch(const kernels::Tensor& hidden,
-                                                                const kernels::Tensor& topk_ids,
-                                                                const kernels::Tensor& topk_weights) {
+absl::StatusOr<DispatchedTokens> LocalTokenDispatcher::Dispatch(
+    const kernels::Tensor& hidden, const kernels::Tensor& topk_ids,
+    const kernels::Tensor& topk_weights) {
   if (pending_) {
     return absl::FailedPreconditionError("TokenDispatcher: Dispatch called twice without Combine");
   }

@@ -65,9 +65,9 @@ class TokenDispatcher {
   // Every Dispatch is followed by exactly one Combine before the next
   // Dispatch (the dispatcher keeps the routing of the call in between).
   virtual absl::StatusOr<DispatchedTokens> Dispatch(
-      const kernels::Tensor& hidden,             // [T, H] float32
-      const kernels::Tensor& topk_ids,           // [T, k] int32
-      const kernels::Tensor& topk_weights) = 0;  // [T, k] float32
+      const kernels::Tensor& hidden,                               // [T, H] float32
+      const kernels::Tensor& topk_ids,                             // [T, k] int32
+      const kernels::Tensor& topk_weights) = 0;                    // [T, k] float32
   virtual absl::Status Combine(const kernels::Tensor& expert_out,  // [R, H] float32
                                kernels::Tensor* out) = 0;          // [T, H] float32, overwritten
 };
