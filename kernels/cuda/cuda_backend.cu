@@ -291,15 +291,16 @@ class CudaTimestamps final : public Backend::Timestamps {
       }
       const cudaError_t q = cudaEventQuery(events_[static_cast<size_t>(i)]);
       if (q == cudaErrorNotReady) {
-        (void)cudaGetLastError();  // not an error: clear it
+        (void)cudaGetLastError();  // keep it out of the next launch's status
         return absl::UnavailableError(
             absl::StrCat("Timestamps::Seconds: the stream has not reached mark ", i));
       }
-      RETURN_IF_CUDA_ERROR(q);
+      RETURN_IF_ERROR(Cleared(q, "cudaEventQuery"));
     }
     float ms = 0.0f;
-    RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, events_[static_cast<size_t>(from)],
-                                              events_[static_cast<size_t>(to)]));
+    RETURN_IF_ERROR(Cleared(cudaEventElapsedTime(&ms, events_[static_cast<size_t>(from)],
+                                                 events_[static_cast<size_t>(to)]),
+                            "cudaEventElapsedTime"));
     return static_cast<double>(ms) * 1e-3;
   }
 
@@ -310,6 +311,15 @@ class CudaTimestamps final : public Backend::Timestamps {
           absl::StrCat("Timestamps::", what, ": mark ", i, " outside [0, ", events_.size(), ")"));
     }
     return absl::OkStatus();
+  }
+
+  // A failed timing call (e.g. a mark captured into a graph that has not
+  // been replayed yet) is not the next kernel launch's error: clear it.
+  static absl::Status Cleared(cudaError_t err, const char* call) {
+    if (err == cudaSuccess) return absl::OkStatus();
+    (void)cudaGetLastError();
+    return absl::UnavailableError(
+        absl::StrCat("Timestamps::Seconds: ", call, ": ", cudaGetErrorString(err)));
   }
 
   cudaStream_t stream_;
