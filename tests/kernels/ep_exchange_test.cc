@@ -16,8 +16,8 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using namespace ::epserve::kernels::
-    testing;  // NOLINT(build/namespaces,google-build-using-namespace)
+// NOLINTNEXTLINE(google-build-using-namespace)
+using namespace ::epserve::kernels::testing;
 
 int32_t Bits(float f) {
   int32_t b;
