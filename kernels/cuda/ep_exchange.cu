@@ -5,12 +5,15 @@
 //                      ─PackRows (block/token)► send rows (wire) + routes, rank-major
 //                      (T <= 256: both in PackFused, a block per token)
 //       ... exchange ...
-//   recv routes, counts ─UnpackCount (1 block)► expert_offsets [E+1], cursor [E]
-//   recv rows, routes ───UnpackRows (slot blocks)► rows [M,H] by expert, route_rows
+//   recv routes, counts ─UnpackCount (1 block)► expert_offsets [E+1], route_rows
+//   recv rows, route_rows ─UnpackRows (block/slot x H chunk)► rows [M,H] by expert
 //       ... grouped expert GEMMs: expert_out [M,H] ...
-//   expert_out ─CombinePack (warp/slot)► back rows (wire) = sum_j w_j * expert_out
+//   expert_out ─CombinePack (block/slot x H chunk)► back rows (wire) = sum_j w_j * expert_out
 //       ... exchange back ...
-//   returned rows ─CombineUnpack (warp/token)► out [T,H] = sum over ranks
+//   returned rows ─CombineUnpack (block/token x H chunk)► out [T,H] = sum over ranks
+//
+// The row kernels put one granule in each thread and split a row over
+// blockIdx.y, so that even one token fills the GPU's memory pipes.
 //
 // Rows move in granules of 8 elements (two float4 of float32, one 16-byte
 // word of bfloat16) where H % 8 == 0 and the buffers are 16-byte aligned,
@@ -37,7 +40,7 @@ namespace {
 constexpr unsigned kFullMask = 0xffffffffu;
 // expert_offsets histogram in shared memory (32 KiB at most).
 constexpr int64_t kMaxExperts = 8192;
-// Route entries of one UnpackRows block live in its threads.
+// Route entries of a slot, staged in shared memory by the row kernels.
 constexpr int64_t kMaxTopK = 256;
 
 absl::Status Bad(const char* op, const std::string& what) {
@@ -312,17 +315,45 @@ constexpr int kCountMaxThreads = 1024;
 // Ranks EpDispatchUnpack takes (their entry prefix lives in shared memory).
 constexpr int64_t kMaxUnpackRanks = 1024;
 
-// One block: the histogram of valid route entries per expert, then a block
-// scan -> expert_offsets (clamped to M) and cursor[e] = the unclamped offset,
-// where UnpackRows takes its positions. The valid entries of all ranks are
-// one flat range (rank q's are [start[q], start[q+1]), start = the prefix of
-// count * k), so every load is independent of the others; warp-aggregated
-// shared atomics.
+// Route entry f of the flat range of valid entries (rank q's are
+// [start[q], start[q+1])): its slot, its j, and its expert (-1: none here or
+// out of range, flagged in `bad`).
+__device__ __forceinline__ int EntryExpert(const int32_t* __restrict__ recv_routes,
+                                           const int* s_start, int world, int capacity, int top_k,
+                                           int num_experts, int f, int64_t* slot, int* j,
+                                           uint32_t* bad) {
+  int lo = 0, hi = world;  // the last q with s_start[q] <= f
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (s_start[mid] <= f) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const int local = f - s_start[lo];
+  *slot = static_cast<int64_t>(lo) * capacity + local / top_k;
+  *j = local % top_k;
+  int e = recv_routes[*slot * 2 * top_k + *j];
+  if (e < -1 || e >= num_experts) {
+    *bad |= kErrEpUnpackExpertId;
+    e = -1;
+  }
+  return e;
+}
+
+// One block: the histogram of valid route entries per expert, a block scan
+// -> expert_offsets (clamped to M), then every valid entry claims its row
+// from its expert's cursor (route_rows; -1 for entries of no expert here and
+// past M). The valid entries of all ranks are one flat range (rank q's are
+// [start[q], start[q+1]), start = the prefix of count * k), so every load is
+// independent of the others; warp-aggregated shared atomics. Entries of
+// empty slots (i >= count) are left to UnpackRows.
 __global__ void __launch_bounds__(kCountMaxThreads)
     EpUnpackCountKernel(const int32_t* __restrict__ recv_routes,
                         const int32_t* __restrict__ recv_counts, int world, int capacity, int top_k,
                         int num_experts, int max_rows, int32_t* __restrict__ expert_offsets,
-                        int32_t* __restrict__ cursor, uint32_t* errors) {
+                        int32_t* __restrict__ route_rows, uint32_t* errors) {
   extern __shared__ int s_dyn[];
   int* s_hist = s_dyn;                 // [E]
   int* s_start = s_dyn + num_experts;  // [W + 1]
@@ -359,22 +390,10 @@ __global__ void __launch_bounds__(kCountMaxThreads)
     const int f = base + tid;
     int e = -1;
     if (f < total) {
-      int lo = 0, hi = world;  // the last q with s_start[q] <= f
-      while (hi - lo > 1) {
-        const int mid = (lo + hi) >> 1;
-        if (s_start[mid] <= f) {
-          lo = mid;
-        } else {
-          hi = mid;
-        }
-      }
-      const int local = f - s_start[lo];
-      const int64_t slot = static_cast<int64_t>(lo) * capacity + local / top_k;
-      e = recv_routes[slot * 2 * top_k + local % top_k];
-      if (e < -1 || e >= num_experts) {
-        bad |= kErrEpUnpackExpertId;
-        e = -1;
-      }
+      int64_t slot;
+      int j;
+      e = EntryExpert(recv_routes, s_start, world, capacity, top_k, num_experts, f, &slot, &j,
+                      &bad);
     }
     const unsigned peers = __match_any_sync(kFullMask, e);
     if (e >= 0 && (peers & lanes_below) == 0) atomicAdd(&s_hist[e], __popc(peers));
@@ -398,7 +417,7 @@ __global__ void __launch_bounds__(kCountMaxThreads)
   int run = s_warp[warp] + incl - local;
   for (int e = e0; e < e1; ++e) {
     const int c = s_hist[e];
-    cursor[e] = run;
+    s_hist[e] = run;  // from here on: expert e's cursor (unclamped)
     expert_offsets[e] = min(run, max_rows);
     run += c;
   }
@@ -406,163 +425,167 @@ __global__ void __launch_bounds__(kCountMaxThreads)
     expert_offsets[num_experts] = min(run, max_rows);
     if (run > max_rows) bad |= kErrEpUnpackRows;
   }
+  __syncthreads();
+
+  // Positions: a warp's entries of one expert take consecutive rows.
+  uint32_t ignored = 0;  // flagged in the first pass
+  for (int base = 0; base < total; base += blockDim.x) {  // block-uniform
+    const int f = base + tid;
+    int e = -1, j = 0;
+    int64_t slot = 0;
+    if (f < total) {
+      e = EntryExpert(recv_routes, s_start, world, capacity, top_k, num_experts, f, &slot, &j,
+                      &ignored);
+    }
+    const unsigned peers = __match_any_sync(kFullMask, e);
+    const int leader = __ffs(peers) - 1;
+    int first = 0;
+    if (e >= 0 && lane == leader) first = atomicAdd(&s_hist[e], __popc(peers));
+    first = __shfl_sync(kFullMask, first, leader);
+    if (f < total) {
+      int pos = e >= 0 ? first + __popc(peers & lanes_below) : -1;
+      if (pos >= max_rows) pos = -1;  // flagged above
+      route_rows[slot * top_k + j] = pos;
+    }
+  }
   if (bad != 0) atomicOr(errors, bad);
 }
 
-constexpr int kUnpackThreads = 256;
-constexpr int kUnpackMaxSlots = 16;  // slots per UnpackRows block
+constexpr int kRowThreads = 256;  // granules per block of the row kernels
 
-// A block of `slots_per_block` slots (slots_per_block * k <= blockDim):
-// thread i holds route entry (i / k, i % k); the valid ones take positions
-// from cursor[e] (one global atomic per expert per warp), write route_rows,
-// then the block copies each valid slot's row (read once per granule) to its
-// positions as float32.
+// Threads of a row kernel's block for rows of `hidden_size` in granules of kN.
+int RowThreads(int64_t hidden_size, int kN) {
+  const int64_t granules = (hidden_size + kN - 1) / kN;
+  return static_cast<int>(std::clamp<int64_t>((granules + 31) / 32 * 32, 32, kRowThreads));
+}
+
+// Block (s, y): slot s, granules [y * blockDim, (y + 1) * blockDim) of its
+// row, read once and written as float32 to every row route_rows[s] names.
+// Empty slots (i >= count) get route_rows -1 (block y = 0).
 template <typename Wire, int kN>
-__global__ void __launch_bounds__(kUnpackThreads)
-    EpUnpackRowsKernel(const Wire* __restrict__ recv_rows, const int32_t* __restrict__ recv_routes,
-                       const int32_t* __restrict__ recv_counts, int64_t num_slots, int capacity,
-                       int top_k, int slots_per_block, int hidden_size, int num_experts,
-                       int max_rows, float* __restrict__ rows, int32_t* __restrict__ cursor,
+__global__ void __launch_bounds__(kRowThreads)
+    EpUnpackRowsKernel(const Wire* __restrict__ recv_rows, const int32_t* __restrict__ recv_counts,
+                       int capacity, int top_k, int hidden_size, float* __restrict__ rows,
                        int32_t* __restrict__ route_rows) {
-  __shared__ int s_pos[kUnpackThreads];  // [slots_per_block][k]
-  const int tid = threadIdx.x, lane = tid & 31;
-  const unsigned lanes_below = (1u << lane) - 1u;
-  const int64_t slot0 = static_cast<int64_t>(blockIdx.x) * slots_per_block;
-  const int entries = slots_per_block * top_k;
-
-  const int64_t s = slot0 + tid / top_k;
-  const int j = tid % top_k;
-  const bool mine = tid < entries && s < num_slots;
-  int e = -1;
-  if (mine) {
-    const int64_t q = s / capacity;
-    const int i = static_cast<int>(s - q * capacity);
-    const int count = min(max(recv_counts[q], 0), capacity);
-    if (i < count) {
-      e = recv_routes[s * 2 * top_k + j];
-      if (e >= num_experts) e = -1;  // flagged by UnpackCount
+  __shared__ int s_pos[kMaxTopK];
+  const int tid = threadIdx.x;
+  const int64_t s = blockIdx.x;
+  const int64_t q = s / capacity;
+  const int i = static_cast<int>(s - q * capacity);
+  const int count = min(max(recv_counts[q], 0), capacity);
+  if (i >= count) {  // block-uniform
+    if (blockIdx.y == 0) {
+      for (int j = tid; j < top_k; j += blockDim.x) route_rows[s * top_k + j] = -1;
     }
+    return;
   }
-  const unsigned peers = __match_any_sync(kFullMask, e);
-  const int leader = __ffs(peers) - 1;
-  int base = 0;
-  if (e >= 0 && lane == leader) base = atomicAdd(&cursor[e], __popc(peers));
-  base = __shfl_sync(kFullMask, base, leader);
-  int pos = -1;
-  if (e >= 0) {
-    pos = base + __popc(peers & lanes_below);
-    if (pos >= max_rows) pos = -1;  // flagged by UnpackCount
-  }
-  if (mine) route_rows[s * top_k + j] = pos;
-  if (tid < entries) s_pos[tid] = pos;
+  for (int j = tid; j < top_k; j += blockDim.x) s_pos[j] = route_rows[s * top_k + j];
   __syncthreads();
-
-  const int granules = hidden_size / kN;
-  for (int idx = tid; idx < slots_per_block * granules; idx += blockDim.x) {
-    const int sl = idx / granules;
-    const int64_t slot = slot0 + sl;
-    if (slot >= num_slots) break;  // sl grows with idx
-    const int* p = s_pos + sl * top_k;
-    bool any = false;
-    for (int jj = 0; jj < top_k; ++jj) any |= p[jj] >= 0;
-    if (!any) continue;
-    const int c = (idx - sl * granules) * kN;
-    float v[kN];
-    LoadGranule<Wire, kN>(recv_rows + slot * hidden_size + c, v);
-    for (int jj = 0; jj < top_k; ++jj) {
-      if (p[jj] >= 0) {
-        StoreGranule<float, kN>(rows + static_cast<int64_t>(p[jj]) * hidden_size + c, v);
-      }
-    }
+  const int c = (static_cast<int>(blockIdx.y) * blockDim.x + tid) * kN;
+  if (c >= hidden_size) return;
+  float v[kN];
+  LoadGranule<Wire, kN>(recv_rows + s * hidden_size + c, v);
+  for (int j = 0; j < top_k; ++j) {
+    const int p = s_pos[j];
+    if (p >= 0) StoreGranule<float, kN>(rows + static_cast<int64_t>(p) * hidden_size + c, v);
   }
 }
 
 // ---- EpCombinePack -------------------------------------------------------------
 
-constexpr int kCombineWarps = 8;
-
-// A warp per slot s (valid: i < count): back_rows[s] = fmaf chain over j
-// ascending of weight_j * expert_out[route_rows[s, j]], from 0.0f.
+// Block (s, y) of slot s (valid: i < count), granules of block y:
+// back_rows[s] = fmaf chain over j ascending of weight_j * expert_out[
+// route_rows[s, j]], from 0.0f. Block y = 0's first warp checks the count
+// and the route rows.
 template <typename Wire, int kN>
-__global__ void __launch_bounds__(kCombineWarps * 32)
+__global__ void __launch_bounds__(kRowThreads)
     EpCombinePackKernel(const float* __restrict__ expert_out, int expert_rows,
                         const int32_t* __restrict__ recv_routes,
                         const int32_t* __restrict__ recv_counts,
-                        const int32_t* __restrict__ route_rows, int64_t num_slots, int capacity,
-                        int top_k, int hidden_size, Wire* __restrict__ back_rows,
-                        uint32_t* errors) {
-  const int lane = threadIdx.x & 31;
-  const int64_t s = static_cast<int64_t>(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
-  if (s >= num_slots) return;
+                        const int32_t* __restrict__ route_rows, int capacity, int top_k,
+                        int hidden_size, Wire* __restrict__ back_rows, uint32_t* errors) {
+  __shared__ int s_row[kMaxTopK];
+  __shared__ float s_weight[kMaxTopK];
+  const int tid = threadIdx.x;
+  const int64_t s = blockIdx.x;
   const int64_t q = s / capacity;
   const int i = static_cast<int>(s - q * capacity);
   int count = recv_counts[q];
-  bool bad = false;
-  if (count < 0 || count > capacity) {
-    bad = true;
-    count = min(max(count, 0), capacity);
-  }
-  if (i < count) {
-    for (int j = lane; j < top_k; j += 32) {
-      const int r = route_rows[s * top_k + j];
-      bad |= r < -1 || r >= expert_rows;
+  const bool bad_count = count < 0 || count > capacity;
+  count = min(max(count, 0), capacity);
+  if (blockIdx.y == 0 && tid < 32) {  // a whole warp: blockDim >= 32
+    bool bad = bad_count;
+    if (i < count) {
+      for (int j = tid; j < top_k; j += 32) {
+        const int r = route_rows[s * top_k + j];
+        bad |= r < -1 || r >= expert_rows;
+      }
     }
+    if (__any_sync(kFullMask, bad) && tid == 0) atomicOr(errors, kErrEpCombineRoute);
   }
-  if (__any_sync(kFullMask, bad) && lane == 0) atomicOr(errors, kErrEpCombineRoute);
-  if (i >= count) return;
-
-  const int32_t* rr = route_rows + s * top_k;
-  const int32_t* weights = recv_routes + s * 2 * top_k + top_k;
-  for (int c = lane * kN; c < hidden_size; c += 32 * kN) {
-    float acc[kN];
-#pragma unroll
-    for (int x = 0; x < kN; ++x) acc[x] = 0.0f;
-    for (int j = 0; j < top_k; ++j) {
-      const int r = rr[j];
-      if (r < 0 || r >= expert_rows) continue;
-      const float w = __int_as_float(weights[j]);
-      float y[kN];
-      LoadGranule<float, kN>(expert_out + static_cast<int64_t>(r) * hidden_size + c, y);
-#pragma unroll
-      for (int x = 0; x < kN; ++x) acc[x] = fmaf(w, y[x], acc[x]);
-    }
-    StoreGranule<Wire, kN>(back_rows + s * hidden_size + c, acc);
+  if (i >= count) return;  // block-uniform
+  for (int j = tid; j < top_k; j += blockDim.x) {
+    const int r = route_rows[s * top_k + j];
+    s_row[j] = r >= 0 && r < expert_rows ? r : -1;
+    s_weight[j] = __int_as_float(recv_routes[s * 2 * top_k + top_k + j]);
   }
+  __syncthreads();
+  const int c = (static_cast<int>(blockIdx.y) * blockDim.x + tid) * kN;
+  if (c >= hidden_size) return;
+  float acc[kN];
+#pragma unroll
+  for (int x = 0; x < kN; ++x) acc[x] = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    const int r = s_row[j];
+    if (r < 0) continue;
+    const float w = s_weight[j];
+    float y[kN];
+    LoadGranule<float, kN>(expert_out + static_cast<int64_t>(r) * hidden_size + c, y);
+#pragma unroll
+    for (int x = 0; x < kN; ++x) acc[x] = fmaf(w, y[x], acc[x]);
+  }
+  StoreGranule<Wire, kN>(back_rows + s * hidden_size + c, acc);
 }
 
 // ---- EpCombineUnpack -----------------------------------------------------------
 
-// A warp per token: out[t] = sum over r ascending of its returned rows, from
-// 0.0f, one rounding per add (no contraction).
+// Block (t, y) of token t, granules of block y: out[t] = sum over r
+// ascending of its returned rows, from 0.0f, one rounding per add (no
+// contraction). Block y = 0's first warp checks the slots.
 template <typename Wire, int kN>
-__global__ void __launch_bounds__(kCombineWarps * 32)
+__global__ void __launch_bounds__(kRowThreads)
     EpCombineUnpackKernel(const Wire* __restrict__ returned_rows,
-                          const int32_t* __restrict__ token_slots, int num_tokens, int world,
-                          int capacity, int hidden_size, float* __restrict__ out,
-                          uint32_t* errors) {
-  const int lane = threadIdx.x & 31;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
-  if (t >= num_tokens) return;
+                          const int32_t* __restrict__ token_slots, int world, int capacity,
+                          int hidden_size, float* __restrict__ out, uint32_t* errors) {
+  __shared__ int s_slot[kEpMaxRanks];
+  const int tid = threadIdx.x;
+  const int64_t t = blockIdx.x;
   const int32_t* slots = token_slots + t * world;
-  bool bad = false;
-  for (int r = lane; r < world; r += 32) bad |= slots[r] < -1 || slots[r] >= capacity;
-  if (__any_sync(kFullMask, bad) && lane == 0) atomicOr(errors, kErrEpCombineSlot);
-
-  for (int c = lane * kN; c < hidden_size; c += 32 * kN) {
-    float acc[kN];
-#pragma unroll
-    for (int x = 0; x < kN; ++x) acc[x] = 0.0f;
-    for (int r = 0; r < world; ++r) {
-      const int slot = slots[r];
-      if (slot < 0 || slot >= capacity) continue;
-      float v[kN];
-      LoadGranule<Wire, kN>(
-          returned_rows + (static_cast<int64_t>(r) * capacity + slot) * hidden_size + c, v);
-#pragma unroll
-      for (int x = 0; x < kN; ++x) acc[x] = __fadd_rn(acc[x], v[x]);
-    }
-    StoreGranule<float, kN>(out + t * hidden_size + c, acc);
+  for (int r = tid; r < world; r += blockDim.x) {
+    const int slot = slots[r];
+    s_slot[r] = slot >= 0 && slot < capacity ? slot : -1;
   }
+  if (blockIdx.y == 0 && tid < 32) {  // a whole warp: blockDim >= 32
+    bool bad = false;
+    for (int r = tid; r < world; r += 32) bad |= slots[r] < -1 || slots[r] >= capacity;
+    if (__any_sync(kFullMask, bad) && tid == 0) atomicOr(errors, kErrEpCombineSlot);
+  }
+  __syncthreads();
+  const int c = (static_cast<int>(blockIdx.y) * blockDim.x + tid) * kN;
+  if (c >= hidden_size) return;
+  float acc[kN];
+#pragma unroll
+  for (int x = 0; x < kN; ++x) acc[x] = 0.0f;
+  for (int r = 0; r < world; ++r) {
+    const int slot = s_slot[r];
+    if (slot < 0) continue;
+    float v[kN];
+    LoadGranule<Wire, kN>(
+        returned_rows + (static_cast<int64_t>(r) * capacity + slot) * hidden_size + c, v);
+#pragma unroll
+    for (int x = 0; x < kN; ++x) acc[x] = __fadd_rn(acc[x], v[x]);
+  }
+  StoreGranule<float, kN>(out + t * hidden_size + c, acc);
 }
 
 int RoundUp32(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
@@ -662,7 +685,6 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
   if (workspace == nullptr || workspace_bytes < need) {
     return Bad(kOp, absl::StrCat("workspace: expected ", need, " bytes, found ", workspace_bytes));
   }
-  int32_t* cursor = static_cast<int32_t*>(workspace);
   const int count_threads =
       static_cast<int>(std::clamp<int64_t>(RoundUp32(num_slots * top_k), 128, kCountMaxThreads));
   // The histogram and the ranks' entry prefix: <= 36 KiB.
@@ -670,23 +692,22 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
   EpUnpackCountKernel<<<1, count_threads, smem, stream>>>(
       recv_routes, recv_counts, static_cast<int>(world), static_cast<int>(capacity),
       static_cast<int>(top_k), static_cast<int>(num_experts), static_cast<int>(max_rows),
-      expert_offsets, cursor, errors);
+      expert_offsets, route_rows, errors);
   RETURN_IF_ERROR(LaunchStatus("EpUnpackCountKernel"));
   if (num_slots == 0) return absl::OkStatus();
+  if (num_slots > INT_MAX) return Bad(kOp, absl::StrCat("W*C=", num_slots, " is too large"));
 
-  const int slots_per_block =
-      static_cast<int>(std::clamp<int64_t>(kUnpackThreads / top_k, 1, kUnpackMaxSlots));
-  const int64_t blocks = CeilDiv(num_slots, slots_per_block);
-  if (blocks > INT_MAX) return Bad(kOp, absl::StrCat("W*C=", num_slots, " is too large"));
   const bool vector = hidden_size % 8 == 0 && Aligned16(recv_rows) && Aligned16(rows);
   return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
-    EpUnpackRowsKernel<Wire, kN><<<static_cast<unsigned>(blocks), kUnpackThreads, 0, stream>>>(
-        static_cast<const Wire*>(recv_rows), recv_routes, recv_counts, num_slots,
-        static_cast<int>(capacity), static_cast<int>(top_k), slots_per_block,
-        static_cast<int>(hidden_size), static_cast<int>(num_experts), static_cast<int>(max_rows),
-        rows, cursor, route_rows);
+    const int threads = RowThreads(hidden_size, kN);
+    const dim3 grid(static_cast<unsigned>(num_slots),
+                    static_cast<unsigned>(std::max<int64_t>(
+                        1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    EpUnpackRowsKernel<Wire, kN><<<grid, threads, 0, stream>>>(
+        static_cast<const Wire*>(recv_rows), recv_counts, static_cast<int>(capacity),
+        static_cast<int>(top_k), static_cast<int>(hidden_size), rows, route_rows);
     return LaunchStatus("EpUnpackRowsKernel");
   });
 }
@@ -706,14 +727,21 @@ absl::Status EpCombinePack(const float* expert_out, int64_t expert_rows, const i
     return Bad(kOp, absl::StrCat("C=", capacity, " M=", expert_rows, " H=", hidden_size,
                                  ": expected int32 sizes"));
   }
-  const int64_t blocks = CeilDiv(num_slots, kCombineWarps);
-  if (blocks > INT_MAX) return Bad(kOp, absl::StrCat("W*C=", num_slots, " is too large"));
+  if (num_slots > INT_MAX) return Bad(kOp, absl::StrCat("W*C=", num_slots, " is too large"));
+  if (top_k > kMaxTopK) {
+    return absl::UnimplementedError(absl::StrCat(
+        kOp, ": route_rows: the CUDA backend takes k in 1..", kMaxTopK, ", found ", top_k));
+  }
   const bool vector = hidden_size % 8 == 0 && Aligned16(expert_out) && Aligned16(back_rows);
   return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
-    EpCombinePackKernel<Wire, kN><<<static_cast<unsigned>(blocks), kCombineWarps * 32, 0, stream>>>(
-        expert_out, static_cast<int>(expert_rows), recv_routes, recv_counts, route_rows, num_slots,
+    const int threads = RowThreads(hidden_size, kN);
+    const dim3 grid(static_cast<unsigned>(num_slots),
+                    static_cast<unsigned>(std::max<int64_t>(
+                        1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    EpCombinePackKernel<Wire, kN><<<grid, threads, 0, stream>>>(
+        expert_out, static_cast<int>(expert_rows), recv_routes, recv_counts, route_rows,
         static_cast<int>(capacity), static_cast<int>(top_k), static_cast<int>(hidden_size),
         static_cast<Wire*>(back_rows), errors);
     return LaunchStatus("EpCombinePackKernel");
@@ -734,16 +762,21 @@ absl::Status EpCombineUnpack(const void* returned_rows, Elem wire, const int32_t
     return Bad(kOp, absl::StrCat("T=", num_tokens, " W=", world, " C=", capacity,
                                  " H=", hidden_size, ": expected int32 sizes"));
   }
-  const int64_t blocks = CeilDiv(num_tokens, kCombineWarps);
+  if (world > kEpMaxRanks) {
+    return absl::UnimplementedError(absl::StrCat(kOp, ": token_slots: the CUDA backend takes 1..",
+                                                 kEpMaxRanks, " ranks, found ", world));
+  }
   const bool vector = hidden_size % 8 == 0 && Aligned16(returned_rows) && Aligned16(out);
   return DispatchRows(kOp, wire, vector, [&](auto wire_tag, auto granule) -> absl::Status {
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
-    EpCombineUnpackKernel<Wire, kN>
-        <<<static_cast<unsigned>(blocks), kCombineWarps * 32, 0, stream>>>(
-            static_cast<const Wire*>(returned_rows), token_slots, static_cast<int>(num_tokens),
-            static_cast<int>(world), static_cast<int>(capacity), static_cast<int>(hidden_size), out,
-            errors);
+    const int threads = RowThreads(hidden_size, kN);
+    const dim3 grid(static_cast<unsigned>(num_tokens),
+                    static_cast<unsigned>(std::max<int64_t>(
+                        1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    EpCombineUnpackKernel<Wire, kN><<<grid, threads, 0, stream>>>(
+        static_cast<const Wire*>(returned_rows), token_slots, static_cast<int>(world),
+        static_cast<int>(capacity), static_cast<int>(hidden_size), out, errors);
     return LaunchStatus("EpCombineUnpackKernel");
   });
 }

@@ -53,9 +53,10 @@ size_t EpDispatchUnpackWorkspaceBytes(int64_t num_experts);
 // depends on timing (the values do not). A count outside [0, C] sets
 // kErrEpUnpackCount (clamped), a route id outside [-1, E) kErrEpUnpackExpertId
 // (no row), more than M rows kErrEpUnpackRows (expert_offsets clamped to M,
-// the rows past M dropped: route_rows -1). Two launches: the histogram and
-// scan (one block), then blocks of slots taking their rows by atomic cursors
-// and copying them.
+// the rows past M dropped: route_rows -1). Two launches: the histogram,
+// scan and row positions (one block, shared-memory cursors), then a block
+// per slot and chunk of the hidden size copying the rows. The workspace is
+// checked but not used (kept for the op's interface).
 absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* recv_routes,
                               const int32_t* recv_counts, int64_t world, int64_t capacity,
                               int64_t top_k, int64_t hidden_size, float* rows, int64_t max_rows,
