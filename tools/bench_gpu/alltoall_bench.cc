@@ -285,6 +285,12 @@ absl::Status RunLocalExchangeBench(const AllToAllOptions& o, Report& report) {
                                                       [&]() { return DispatchSide(*backend, x); }));
         ASSIGN_OR_RETURN(SideTimes combine, TimeSide(*backend, device, o.iterations,
                                                      [&]() { return CombineSide(*backend, x); }));
+        // The send side alone (permute into rank-major slots + pack).
+        ASSIGN_OR_RETURN(SideTimes pack, TimeSide(*backend, device, o.iterations, [&]() {
+                           return backend->EpDispatchPack(
+                               x.hidden, x.topk_ids, x.topk_weights, x.expert_to_rank, &x.send_rows,
+                               &x.send_routes, &x.send_counts, &x.token_slots);
+                         }));
         // Content errors the kernels flagged (counts, ids, slots) surface here.
         std::vector<int32_t> offsets(static_cast<size_t>(o.num_experts) + 1);
         RETURN_IF_ERROR(backend->CopyToHost(x.expert_offsets, offsets.data(),
@@ -295,12 +301,16 @@ absl::Status RunLocalExchangeBench(const AllToAllOptions& o, Report& report) {
               ": unpack produced ", offsets.back(), " rows, expected ", tokens * o.top_k));
         }
         const SideBytes bytes = LocalBytes(tokens, hidden, o.top_k, slots);
-        Line("  hidden %4d W %d tokens %4d slots %5d: %s | %s", hidden, world, tokens, slots,
-             SideLine("dispatch", dispatch, bytes.dispatch, o),
+        Line("  hidden %4d W %d tokens %4d slots %5d: %s (pack %.1f us) | %s", hidden, world,
+             tokens, slots, SideLine("dispatch", dispatch, bytes.dispatch, o),
+             pack.graph_s.value_or(pack.eager_s) * 1e6,
              SideLine("combine", combine, bytes.combine, o));
         const std::string config = absl::StrCat("h", hidden, " w", world);
         ReportSide("dispatch", config, tokens, dispatch, bytes.dispatch, o, report);
         ReportSide("combine", config, tokens, combine, bytes.combine, o, report);
+        report.Add({"ep_local_pack_us", absl::StrCat(config, pack.graph_s ? " graph" : " eager"),
+                    tokens, pack.graph_s.value_or(pack.eager_s) * 1e6, "us",
+                    pack.graph_s.value_or(pack.eager_s) * 1e6 / kLocalTargetUs});
       }
       RETURN_IF_ERROR(report.Flush());
     }
