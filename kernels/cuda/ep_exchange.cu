@@ -428,7 +428,8 @@ __global__ void __launch_bounds__(kCountMaxThreads)
   __syncthreads();
 
   // Positions: a warp's entries of one expert take consecutive rows.
-  uint32_t ignored = 0;  // flagged in the first pass
+  // Content errors were flagged in the first pass.
+  uint32_t ignored = 0;
   for (int base = 0; base < total; base += blockDim.x) {  // block-uniform
     const int f = base + tid;
     int e = -1, j = 0;
