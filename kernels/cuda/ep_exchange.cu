@@ -703,9 +703,9 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
     const int threads = RowThreads(hidden_size, kN);
-    const dim3 grid(static_cast<unsigned>(num_slots),
-                    static_cast<unsigned>(std::max<int64_t>(
-                        1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    const dim3 grid(
+        static_cast<unsigned>(num_slots),
+        static_cast<unsigned>(std::max<int64_t>(1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
     EpUnpackRowsKernel<Wire, kN><<<grid, threads, 0, stream>>>(
         static_cast<const Wire*>(recv_rows), recv_counts, static_cast<int>(capacity),
         static_cast<int>(top_k), static_cast<int>(hidden_size), rows, route_rows);
@@ -738,9 +738,9 @@ absl::Status EpCombinePack(const float* expert_out, int64_t expert_rows, const i
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
     const int threads = RowThreads(hidden_size, kN);
-    const dim3 grid(static_cast<unsigned>(num_slots),
-                    static_cast<unsigned>(std::max<int64_t>(
-                        1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    const dim3 grid(
+        static_cast<unsigned>(num_slots),
+        static_cast<unsigned>(std::max<int64_t>(1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
     EpCombinePackKernel<Wire, kN><<<grid, threads, 0, stream>>>(
         expert_out, static_cast<int>(expert_rows), recv_routes, recv_counts, route_rows,
         static_cast<int>(capacity), static_cast<int>(top_k), static_cast<int>(hidden_size),
@@ -772,9 +772,9 @@ absl::Status EpCombineUnpack(const void* returned_rows, Elem wire, const int32_t
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
     const int threads = RowThreads(hidden_size, kN);
-    const dim3 grid(static_cast<unsigned>(num_tokens),
-                    static_cast<unsigned>(std::max<int64_t>(
-                        1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    const dim3 grid(
+        static_cast<unsigned>(num_tokens),
+        static_cast<unsigned>(std::max<int64_t>(1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
     EpCombineUnpackKernel<Wire, kN><<<grid, threads, 0, stream>>>(
         static_cast<const Wire*>(returned_rows), token_slots, static_cast<int>(world),
         static_cast<int>(capacity), static_cast<int>(hidden_size), out, errors);
