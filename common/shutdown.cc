@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <memory>
 #include <thread>
 
 namespace epserve {
@@ -24,12 +25,22 @@ void OnSignal(int sig) {
 
 void InstallShutdownHandler(std::function<void(int signal)> on_signal) {
   if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return;
-  std::thread([on_signal = std::move(on_signal)] {
+  auto callback = std::make_shared<std::function<void(int)>>(std::move(on_signal));
+  std::thread([callback] {
     unsigned char byte = 0;
+    bool first = true;
     while (true) {
       const ssize_t n = read(g_signal_pipe[0], &byte, 1);
       if (n == 1) {
-        on_signal(byte);
+        if (first) {
+          // The first call may block (a drain); later signals must still
+          // reach the callback meanwhile.
+          first = false;
+          const int sig = byte;
+          std::thread([callback, sig] { (*callback)(sig); }).detach();
+        } else {
+          (*callback)(byte);
+        }
       } else if (n < 0 && errno == EINTR) {
         continue;
       } else {

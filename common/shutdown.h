@@ -9,8 +9,11 @@
 
 namespace epserve {
 
-// Call once, early in main. `on_signal` runs on the signal thread, once per
-// received SIGTERM/SIGINT (a second signal can be used to force an exit).
+// Call once, early in main. `on_signal` runs once per received SIGTERM /
+// SIGINT: the first call on a thread of its own (it may block, e.g. while
+// draining), later ones on the signal thread, so that a second signal
+// reaches `on_signal` while the first call is still running (to force an
+// exit). Calls may therefore overlap: `on_signal` must be thread-safe.
 void InstallShutdownHandler(std::function<void(int signal)> on_signal);
 
 }  // namespace epserve

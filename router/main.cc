@@ -1,4 +1,5 @@
 // epserve-router: the client-facing process of an epserve cluster.
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -194,7 +195,7 @@ int main(int argc, char** argv) {
   std::shared_ptr<epserve::router::RouterServer> server;
   std::mutex server_mu;
   epserve::InstallShutdownHandler([&](int sig) {
-    static int count = 0;
+    static std::atomic<int> count{0};
     if (++count > 1) {
       std::fprintf(stderr, "epserve-router: second signal %d, exiting now\n", sig);
       std::_Exit(130);

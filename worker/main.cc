@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   // SIGTERM / SIGINT: Stop() the worker (a second one exits at once).
   static std::atomic<epserve::worker::Worker*> running{nullptr};
   epserve::InstallShutdownHandler([](int sig) {
-    static int count = 0;
+    static std::atomic<int> count{0};
     epserve::worker::Worker* w = running.load();
     if (++count > 1 || w == nullptr) std::_Exit(128 + sig);
     w->Stop(absl::StrCat("received signal ", sig));

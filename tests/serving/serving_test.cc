@@ -630,6 +630,36 @@ TEST(Serving, SigtermDrainsInFlightRequestsRefusesNewOnesAndExitsZero) {
   EXPECT_EQ(router->process().proc.Wait(seconds(30)), 0) << router->process().output();
 }
 
+// A drain that cannot end (its worker is stopped): a second SIGTERM ends the
+// router at once instead of after --drain-timeout-s.
+TEST(Serving, SecondSigtermDuringAStuckDrainExitsAtOnce) {
+  auto router = StartServing(1, {"--drain-timeout-s=60"});
+  ASSERT_NE(router, nullptr);
+  auto stub = ClientStub(router->grpc_address());
+  Outcome outcome;
+  std::thread client([&] {
+    v1::GenerateRequest req = Greedy(Prompts()[0], 1900);
+    req.mutable_sampling_params()->set_ignore_eos(true);
+    outcome = Generate(*stub, req);
+  });
+  ASSERT_TRUE(WaitFor([&] { return router->Info().requests_running() == 1; }, seconds(20)));
+  const pid_t worker = static_cast<pid_t>(router->Info().workers(0).pid());
+  ASSERT_EQ(kill(worker, SIGSTOP), 0);
+  ASSERT_EQ(kill(router->process().proc.pid(), SIGTERM), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(router->process().proc.pid(), SIGTERM), 0);
+  const std::optional<int> code = router->process().proc.Wait(seconds(5));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  kill(worker, SIGKILL);  // orphaned by the forced exit
+  client.join();
+  ASSERT_TRUE(code.has_value()) << "still running 5 s after the second SIGTERM";
+  EXPECT_EQ(*code, 130) << router->process().output();
+  EXPECT_LT(took, 3.0);
+  EXPECT_THAT(router->process().output(), HasSubstr("second signal"));
+  EXPECT_FALSE(outcome.status.ok());
+}
+
 TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
   REQUIRE_WORKERS(2);
   auto router = StartServing(2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200"});
