@@ -188,6 +188,13 @@ grpc::ServerUnaryReactor* ClientService::Tokenize(grpc::CallbackServerContext* c
                                                   const v1::TokenizeRequest* req,
                                                   v1::TokenizeResponse* resp) {
   if (absl::Status s = NeedTokenizer(); !s.ok()) return rpc::FinishUnary(ctx, s);
+  // The same bound as a Generate prompt: tokenizing costs time and memory.
+  if (req->text().size() > options_.limits.max_prompt_text_bytes) {
+    return rpc::FinishUnary(
+        ctx, absl::InvalidArgumentError(
+                 absl::StrCat("text: ", req->text().size(), " bytes exceeds the limit of ",
+                              options_.limits.max_prompt_text_bytes, " bytes (the prompt limit)")));
+  }
   tokenizer::EncodeOptions options;
   options.add_special_tokens = !req->has_add_special_tokens() || req->add_special_tokens();
   absl::StatusOr<std::vector<int32_t>> ids = options_.tokenizer->Encode(req->text(), options);
@@ -200,6 +207,12 @@ grpc::ServerUnaryReactor* ClientService::Detokenize(grpc::CallbackServerContext*
                                                     const v1::DetokenizeRequest* req,
                                                     v1::DetokenizeResponse* resp) {
   if (absl::Status s = NeedTokenizer(); !s.ok()) return rpc::FinishUnary(ctx, s);
+  if (static_cast<uint64_t>(req->token_ids_size()) > options_.limits.max_prompt_token_ids) {
+    return rpc::FinishUnary(
+        ctx, absl::InvalidArgumentError(
+                 absl::StrCat("token_ids: ", req->token_ids_size(), " ids exceeds the limit of ",
+                              options_.limits.max_prompt_token_ids, " ids (the prompt limit)")));
+  }
   std::vector<int32_t> ids;
   ids.reserve(static_cast<size_t>(req->token_ids_size()));
   for (int i = 0; i < req->token_ids_size(); ++i) {

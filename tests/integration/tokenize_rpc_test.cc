@@ -62,6 +62,24 @@ TEST(TokenizeRpc, MatchesTheLibraryAndRejectsBadIds) {
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(bad.error_message(), HasSubstr("token_ids"));
   EXPECT_THAT(bad.error_message(), HasSubstr("4000000000"));
+
+  // Bounded like a Generate prompt (4 MiB of text, 2^20 ids).
+  grpc::ClientContext c4;
+  treq.set_text(std::string((4u << 20) + 1, 'a'));
+  grpc::Status big = stub->Tokenize(&c4, treq, &tresp);
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(big.error_message(), HasSubstr("text: 4194305 bytes exceeds the limit of 4194304"));
+  grpc::ClientContext c5;
+  v1::DetokenizeRequest many;
+  for (int i = 0; i < (1 << 20) + 1; ++i) many.add_token_ids(1);
+  grpc::Status too_many = stub->Detokenize(&c5, many, &dresp);
+  EXPECT_EQ(too_many.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(too_many.error_message(),
+              HasSubstr("token_ids: 1048577 ids exceeds the limit of 1048576"));
+  // At the limit, text is tokenized.
+  grpc::ClientContext c6;
+  treq.set_text(std::string(4u << 20, 'a'));
+  EXPECT_TRUE(stub->Tokenize(&c6, treq, &tresp).ok());
 }
 
 TEST(TokenizeRpc, ModelWithoutTokenizerSaysSo) {
