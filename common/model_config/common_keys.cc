@@ -12,6 +12,11 @@ namespace epserve::model_config {
 namespace {
 
 constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+// Counts that size host tables before any weight is read; far above any
+// published model (126 layers, 384 experts), far below what would exhaust
+// memory in the tables themselves.
+constexpr int64_t kMaxLayers = 16384;
+constexpr int64_t kMaxRoutedExperts = 65536;
 
 absl::StatusOr<int> RequiredCount(const ConfigReader& reader, absl::string_view key) {
   ASSIGN_OR_RETURN(int64_t v, RequiredPositive(reader, key));
@@ -146,6 +151,10 @@ absl::Status ReadCommonKeys(const ConfigReader& r, const CommonDefaults& d,
   ASSIGN_OR_RETURN(desc->vocab_size, RequiredPositive(r, "vocab_size"));
   ASSIGN_OR_RETURN(desc->hidden_size, RequiredPositive(r, "hidden_size"));
   ASSIGN_OR_RETURN(desc->num_layers, RequiredCount(r, "num_hidden_layers"));
+  if (desc->num_layers > kMaxLayers) {
+    return r.Invalid("num_hidden_layers", absl::StrCat("(", desc->num_layers,
+                                                       ") is out of range: at most ", kMaxLayers));
+  }
   ASSIGN_OR_RETURN(desc->num_heads, RequiredCount(r, "num_attention_heads"));
   if (r.Has("num_key_value_heads")) {
     ASSIGN_OR_RETURN(desc->num_kv_heads, RequiredCount(r, "num_key_value_heads"));
@@ -177,6 +186,10 @@ absl::Status ReadCommonKeys(const ConfigReader& r, const CommonDefaults& d,
   ASSIGN_OR_RETURN(desc->rms_norm_eps, r.Double("rms_norm_eps", d.rms_norm_eps));
   ASSIGN_OR_RETURN(desc->max_position_embeddings,
                    r.Int("max_position_embeddings", d.max_position_embeddings));
+  if (desc->max_position_embeddings <= 0) {
+    return r.Invalid("max_position_embeddings",
+                     absl::StrCat("must be > 0 (found ", desc->max_position_embeddings, ")"));
+  }
   ASSIGN_OR_RETURN(desc->tie_word_embeddings, r.Bool("tie_word_embeddings", d.tie_word_embeddings));
   ASSIGN_OR_RETURN(std::string act, r.String("hidden_act", "silu"));
   if (act != "silu" && act != "swish") {
@@ -224,7 +237,10 @@ absl::Status ReadRoutedExperts(const ConfigReader& r, const char* num_experts_ke
         num_experts_key,
         absl::StrCat("must be > 0 for a mixture-of-experts architecture (found ", e, ")"));
   }
-  if (e > kMaxInt32) return r.Invalid(num_experts_key, "is too large");
+  if (e > kMaxRoutedExperts) {
+    return r.Invalid(num_experts_key,
+                     absl::StrCat("(", e, ") is out of range: at most ", kMaxRoutedExperts));
+  }
   ASSIGN_OR_RETURN(int64_t k, r.RequiredInt("num_experts_per_tok"));
   if (k < 1 || k > e) {
     return r.Invalid("num_experts_per_tok",

@@ -1,9 +1,11 @@
 #include "common/model_config/model_config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/model_config/architecture.h"
 #include "common/model_config/config_reader.h"
@@ -55,6 +57,58 @@ std::vector<std::string> SupportedArchitectures() {
   return names;
 }
 
+namespace {
+
+// Weights of more than this many bytes are refused while parsing (no machine
+// holds them; their sizes would overflow the loaders' arithmetic).
+constexpr long double kMaxWeightBytes = 1125899906842624.0L;  // 1 PiB
+
+// An upper bound of the weight bytes the sizes imply (every layer counted
+// with each kind of feed-forward it may have, 2 bytes per parameter), in
+// long double so that absurd values cannot overflow; the error names the
+// key whose term is the largest.
+absl::Status CheckImpliedWeightBytes(const model_config::ConfigReader& r,
+                                     const ModelDescription& d) {
+  using L = long double;
+  const L layers = d.num_layers, hidden = static_cast<L>(d.hidden_size);
+  struct Term {
+    const char* key;
+    int64_t value;
+    L bytes;
+  };
+  const char* experts_key = r.Has("num_local_experts") ? "num_local_experts" : "num_experts";
+  const Term terms[] = {
+      {"vocab_size", d.vocab_size,
+       2 * static_cast<L>(d.vocab_size) * hidden * (d.tie_word_embeddings ? 1 : 2)},
+      {"num_hidden_layers", d.num_layers,
+       2 * layers * hidden * static_cast<L>(d.head_dim) *
+           (2.0L * d.num_heads + 2.0L * d.num_kv_heads)},
+      {"intermediate_size", d.intermediate_size,
+       2 * layers * 3 * hidden * static_cast<L>(d.intermediate_size)},
+      {experts_key, d.moe.num_experts,
+       2 * layers * 3 * hidden * static_cast<L>(d.moe.num_experts) *
+           static_cast<L>(d.moe.moe_intermediate_size)},
+      {"shared_expert_intermediate_size", d.moe.shared_expert_intermediate_size,
+       2 * layers * 3 * hidden * static_cast<L>(d.moe.shared_expert_intermediate_size)},
+  };
+  L total = 0;
+  const Term* largest = &terms[0];
+  for (const Term& t : terms) {
+    total += t.bytes;
+    if (t.bytes > largest->bytes) largest = &t;
+  }
+  if (total <= kMaxWeightBytes) return absl::OkStatus();
+  return r.Invalid(
+      largest->key,
+      absl::StrCat("(", largest->value, ") with hidden_size ", d.hidden_size,
+                   " and num_hidden_layers ", d.num_layers, " implies ",
+                   absl::StrFormat("%.3g", static_cast<double>(largest->bytes)),
+                   " bytes of weights (", absl::StrFormat("%.3g", static_cast<double>(total)),
+                   " in all), more than any machine holds (limit 1 PiB)"));
+}
+
+}  // namespace
+
 absl::StatusOr<ModelDescription> ParseModelConfig(const nlohmann::json& config,
                                                   const std::string& file_name) {
   using model_config::ArchitectureDef;
@@ -95,6 +149,7 @@ absl::StatusOr<ModelDescription> ParseModelConfig(const nlohmann::json& config,
 
   ConfigReader reader(config, file_name, architecture);
   ASSIGN_OR_RETURN(ModelDescription desc, def->parse(reader));
+  RETURN_IF_ERROR(CheckImpliedWeightBytes(reader, desc));
   desc.architecture = architecture;
   desc.model_type = model_type.empty() ? def->model_type : model_type;
   desc.config_file = file_name;
@@ -103,6 +158,12 @@ absl::StatusOr<ModelDescription> ParseModelConfig(const nlohmann::json& config,
 
 absl::StatusOr<ModelDescription> LoadModelConfig(const std::string& model_dir) {
   const std::string path = absl::StrCat(model_dir, "/config.json");
+  // A FIFO or a device would block the read (or never end it).
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (!ec && std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::stringstream text;

@@ -2,12 +2,15 @@
 // facts, the Qwen MoE layer rule, attention shape, rope spellings, dtype and
 // quantization recognition, and every error path naming file, key and
 // architecture.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/model_config/model_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -727,6 +730,43 @@ TEST(ErrorTest, UnsupportedFeaturesAreRefusedByName) {
   EXPECT_EQ(Parse(j).status().code(), absl::StatusCode::kUnimplemented);
 }
 
+// Sizes that would exhaust memory (or overflow) are refused while parsing,
+// naming the key and the bytes they imply.
+TEST(ErrorTest, AbsurdSizesAreRefusedNamingTheKey) {
+  Json j = SmallConfig("MixtralForCausalLM");
+  j["num_local_experts"] = 2147483647;
+  EXPECT_THAT(ErrorOf(j),
+              HasSubstr("'num_local_experts' (2147483647) is out of range: at most 65536"));
+  j = SmallConfig("Qwen3MoeForCausalLM");
+  j["num_hidden_layers"] = 2147483647;
+  EXPECT_THAT(ErrorOf(j),
+              HasSubstr("'num_hidden_layers' (2147483647) is out of range: at most 16384"));
+  j = SmallConfig("LlamaForCausalLM");
+  j["vocab_size"] = int64_t{1} << 40;
+  j["hidden_size"] = 1 << 20;
+  j["num_attention_heads"] = 1 << 14;
+  j["num_key_value_heads"] = 1 << 14;
+  const std::string big = ErrorOf(j);
+  EXPECT_THAT(big, HasSubstr("'vocab_size' (1099511627776) with hidden_size 1048576"));
+  EXPECT_THAT(big, HasSubstr("bytes of weights"));
+  EXPECT_THAT(big, HasSubstr("more than any machine holds (limit 1 PiB)"));
+  j = SmallConfig("Qwen2MoeForCausalLM");
+  j["moe_intermediate_size"] = int64_t{1} << 40;
+  EXPECT_THAT(ErrorOf(j), HasSubstr("'num_experts' ("));
+  for (int64_t bad : {int64_t{0}, int64_t{-5}}) {
+    j = SmallConfig("Qwen3ForCausalLM");
+    j["max_position_embeddings"] = bad;
+    EXPECT_THAT(ErrorOf(j),
+                HasSubstr(absl::StrCat("'max_position_embeddings' must be > 0 (found ", bad, ")")));
+  }
+  // The largest published shapes still parse.
+  j = SmallConfig("Qwen3MoeForCausalLM");
+  j["num_hidden_layers"] = 94;
+  j["num_experts"] = 512;
+  j["hidden_size"] = 8192;
+  EXPECT_EQ(ErrorOf(j), "OK");
+}
+
 TEST(ErrorTest, Qwen2MoeRequiresSharedExpertWidth) {
   Json j = SmallConfig("Qwen2MoeForCausalLM");
   j.erase("shared_expert_intermediate_size");
@@ -769,6 +809,12 @@ TEST(LoadModelConfigTest, ReadsFileAndNamesItInErrors) {
   { std::ofstream(path) << "{ not json"; }
   EXPECT_EQ(std::string(LoadModelConfig(dir.string()).status().message()),
             path + ": not valid JSON");
+  // A FIFO would block the read forever.
+  std::filesystem::remove(path);
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  absl::Status fifo = LoadModelConfig(dir.string()).status();
+  EXPECT_EQ(fifo.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(fifo.message()), path + ": not a regular file");
   std::filesystem::remove_all(dir);
   absl::Status s = LoadModelConfig(dir.string()).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
