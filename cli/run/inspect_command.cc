@@ -1,8 +1,11 @@
 #include "cli/run/inspect_command.h"
 
+#include <algorithm>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "cli/run/args.h"
 #include "common/checkpoint/checkpoint_binding.h"
 #include "common/checkpoint/dtype_policy.h"
@@ -13,6 +16,7 @@
 #include "common/placement.h"
 #include "common/safetensors/checkpoint.h"
 #include "common/shape.h"
+#include "kernels/registry.h"
 #include "nlohmann/json.hpp"
 #include "worker/weights/weight_loader.h"
 
@@ -70,8 +74,9 @@ int RunInspectCommand(int argc, char** argv) { return RunInspectCommand(argc, ar
 
 int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   Args args;
-  if (auto e = ParseArgs(argc, argv, {"model", "load-format", "dtype", "expert-parallel", "placement"},
-                         {}, args)) {
+  if (auto e = ParseArgs(
+          argc, argv, {"model", "load-format", "dtype", "expert-parallel", "placement", "device"},
+          {}, args)) {
     return UsageError(err, "inspect", *e);
   }
   if (!args.has("model")) return UsageError(err, "inspect", "--model DIR is required");
@@ -84,6 +89,12 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
   }
   auto strategy = ParsePlacementStrategy(args.get("placement", "linear"));
   if (!strategy.ok()) return UsageError(err, "inspect", std::string(strategy.status().message()));
+  std::optional<kernels::DeviceSpec> device;
+  if (args.has("device")) {
+    auto parsed = kernels::ParseDevice(args.get("device"));
+    if (!parsed.ok()) return UsageError(err, "inspect", absl::StrCat(parsed.status().message()));
+    device = *parsed;
+  }
 
   const std::string dir = args.get("model");
   auto desc = LoadModelConfig(dir);
@@ -165,6 +176,27 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
     report["expert_parallel"] = {{"world_size", world},
                                  {"placement", PlacementStrategyName(*strategy)},
                                  {"ranks", ranks}};
+  }
+  // With --device: every rank's weights must fit that device's memory (one
+  // rank per device; KV cache and activations need more on top).
+  if (device.has_value()) {
+    absl::StatusOr<kernels::DeviceProperties> props = kernels::QueryDevice(*device);
+    if (!props.ok()) {
+      loadable = false;
+      problems.emplace_back(props.status().message());
+    } else {
+      const uint64_t most = *std::max_element(rank_bytes.begin(), rank_bytes.end());
+      report["device"] = {{"name", props->name},
+                          {"spec", props->spec.ToString()},
+                          {"total_memory_bytes", props->total_memory_bytes},
+                          {"largest_rank_bytes", most}};
+      if (most > props->total_memory_bytes) {
+        loadable = false;
+        problems.emplace_back(absl::StrCat(
+            "the weights need ", most, " bytes", world > 1 ? " on the largest rank" : "", ", ",
+            props->spec.ToString(), " (", props->name, ") has ", props->total_memory_bytes));
+      }
+    }
   }
   report["loadable"] = loadable;
   report["problems"] = problems;

@@ -3,12 +3,14 @@
 //
 //   epserve-run inspect --model DIR [--load-format auto|dummy] [--dtype D]
 //                       [--expert-parallel N] [--placement linear|round-robin]
+//                       [--device cpu|cuda:K]
 //
 // Prints one JSON object: the normalised description (architecture, layer
 // kinds, attention shape, rope, experts, quantization), parameter counts
 // (total and active per token), bytes by dtype, the checkpoint check
 // (missing, mis-shaped, unexpected tensors; packed expert layers) and, with
-// --expert-parallel, each rank's experts and bytes. Exit 0 when the model
+// --expert-parallel, each rank's experts and bytes; with --device, whether
+// the largest rank's weights fit that device's memory. Exit 0 when the model
 // can be loaded, 1 when not (the JSON says why), 2 for bad arguments.
 #pragma once
 

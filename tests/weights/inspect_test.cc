@@ -66,6 +66,42 @@ TEST(Inspect, EveryShippedRealShapeConfigWithDummyWeights) {
   EXPECT_EQ(seen, 5);
 }
 
+// --device: the largest rank's weights must fit the named device's memory.
+TEST(Inspect, DeviceMemoryDecidesLoadable) {
+  const std::string qwen3 = EPSERVE_SOURCE_DIR "/tools/configs/qwen3-30b-a3b";
+  Result fits = Inspect({"--model", EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe",
+                         "--load-format=dummy", "--device=cpu"});
+  ASSERT_EQ(fits.code, 0) << fits.err << fits.out;
+  auto j = nlohmann::json::parse(fits.out);
+  EXPECT_TRUE(j["loadable"].get<bool>());
+  EXPECT_GT(j["device"]["total_memory_bytes"].get<uint64_t>(),
+            j["device"]["largest_rank_bytes"].get<uint64_t>());
+
+  // A model far larger than any host: 1.9 TB of weights (under the parser's 1 PiB bound).
+  fs::path dir = fs::path(::testing::TempDir()) / "inspect_huge";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ifstream in(qwen3 + "/config.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["num_experts"] = 4096;
+    c["num_experts_per_tok"] = 8;
+    std::ofstream(dir / "config.json") << c.dump();
+  }
+  Result huge = Inspect(
+      {"--model", dir.string(), "--load-format=dummy", "--device=cpu", "--expert-parallel=2"});
+  EXPECT_EQ(huge.code, 1) << huge.err;
+  j = nlohmann::json::parse(huge.out);
+  EXPECT_FALSE(j["loadable"].get<bool>());
+  ASSERT_EQ(j["problems"].size(), 1u);
+  EXPECT_THAT(j["problems"][0].get<std::string>(), HasSubstr("bytes on the largest rank, cpu ("));
+  // Without --device no memory is compared.
+  Result unnamed = Inspect({"--model", dir.string(), "--load-format=dummy"});
+  EXPECT_EQ(unnamed.code, 0) << unnamed.err;
+  Result bad = Inspect({"--model", dir.string(), "--load-format=dummy", "--device=tpu"});
+  EXPECT_EQ(bad.code, 2);
+}
+
 TEST(Inspect, ReportsMissingWeightsAndFailsWithoutCrashing) {
   fs::path dir = fs::path(::testing::TempDir()) / "inspect_missing";
   fs::remove_all(dir);
