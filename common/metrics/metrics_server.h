@@ -14,6 +14,11 @@ class Exposer;
 
 namespace epserve {
 
+// Connections served at once, and how long one request may take to arrive
+// and be answered before its connection is closed.
+inline constexpr int kMetricsThreads = 4;
+inline constexpr int kMetricsRequestTimeoutMs = 5000;
+
 class MetricsServer {
  public:
   // Serves `registry` at http://ADDRESS/metrics. Port 0 picks a free port.
