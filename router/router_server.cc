@@ -7,12 +7,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/checkpoint_binding.h"
 #include "common/checkpoint/dtype_policy.h"
 #include "common/checkpoint/load_format.h"
 #include "common/checkpoint/quantization.h"
+#include "common/dtype_convert.h"
 #include "common/logging.h"
 #include "common/model_config/model_config.h"
 #include "common/safetensors/checkpoint.h"
@@ -60,13 +62,14 @@ absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
   RETURN_IF_ERROR(Annotate(checkpoint::CheckQuantizationSupported(*desc, backend), "--model"));
   ASSIGN_OR_RETURN(checkpoint::LoadFormat format, checkpoint::ParseLoadFormat(options.load_format));
   std::map<DataType, uint64_t> checkpoint_bytes;
+  const std::vector<TensorSpec> specs = ExpectedTensors(*desc);
+  std::optional<checkpoint::CheckpointBinding> bound;
   if (format == checkpoint::LoadFormat::kSafetensors) {
     auto checkpoint = safetensors::SafetensorsCheckpoint::Open(options.model_dir);
     if (checkpoint.ok()) {
-      checkpoint::CheckpointBinding binding =
-          checkpoint::BindCheckpoint(*desc, ExpectedTensors(*desc), **checkpoint);
-      RETURN_IF_ERROR(Annotate(binding.ToStatus(*desc, options.model_dir), "--model"));
-      checkpoint_bytes = binding.bytes_by_dtype;
+      bound = checkpoint::BindCheckpoint(*desc, specs, **checkpoint);
+      RETURN_IF_ERROR(Annotate(bound->ToStatus(*desc, options.model_dir), "--model"));
+      checkpoint_bytes = bound->bytes_by_dtype;
     } else if (absl::IsNotFound(checkpoint.status())) {
       LOG_WARN("{}; the workers will look for the weights themselves (--load-format dummy "
                "runs without weight files)",
@@ -76,6 +79,22 @@ absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
     }
   }
   ASSIGN_OR_RETURN(DataType dtype, checkpoint::ResolveWeightDtype(options.dtype, *desc, checkpoint_bytes));
+  // Every tensor must convert to the dtype the workers hold it in (integer
+  // weights of an unquantized model would fail on every worker instead).
+  if (bound.has_value()) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!bound->found[i]) continue;
+      const checkpoint::TensorSource& src = bound->sources[i];
+      const DataType target =
+          specs[i].fixed_dtype.value_or(checkpoint::StorageDtype(specs[i].role, dtype));
+      if (!CanConvert(src.dtype, target)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--model: ", options.model_dir, ": ", src.checkpoint_name, ": ",
+                         DataTypeName(src.dtype), " cannot be converted to ", DataTypeName(target),
+                         " (unquantized weights must be float32, bfloat16 or float16)"));
+      }
+    }
+  }
   return std::string(DataTypeName(dtype));
 }
 

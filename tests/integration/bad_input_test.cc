@@ -3,9 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/model_config/model_config.h"
+#include "common/model_config/tensor_spec.h"
+#include "common/safetensors/writer.h"
 #include "tests/integration/cluster_harness.h"
 
 namespace epserve::testing {
@@ -27,6 +32,32 @@ struct BadCase {
   std::vector<std::string> args;
   const char* expected;  // substring of the one-line error
 };
+
+// Integer weights in an unquantized checkpoint: refused by the router before
+// any worker starts, naming a tensor and the dtypes.
+TEST(BadInput, IntegerWeightsAreRefusedBeforeWorkersLoad) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(ScratchDir()) / "int32_weights";
+  fs::create_directories(dir);
+  fs::copy_file(fs::path(kModel) / "config.json", dir / "config.json",
+                fs::copy_options::overwrite_existing);
+  auto desc = LoadModelConfig(dir.string());
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  std::vector<safetensors::TensorToWrite> tensors;
+  for (const TensorSpec& spec : ExpectedTensors(*desc)) {
+    int64_t n = 1;
+    for (int64_t d : spec.shape) n *= d;
+    tensors.push_back(
+        {spec.name, DataType::kInt32, spec.shape, std::string(static_cast<size_t>(n) * 4, '\0')});
+  }
+  ASSERT_TRUE(safetensors::WriteSafetensors((dir / "model.safetensors").string(), tensors).ok());
+  RunResult r = RunToExit(Binary("epserve-router"),
+                          {"--model=" + dir.string(), "--local-workers=1"}, seconds(20));
+  EXPECT_GT(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("int32 cannot be converted to float32"));
+  EXPECT_THAT(r.output, HasSubstr("unquantized weights must be float32, bfloat16 or float16"));
+  EXPECT_EQ(Lines(r.output), 1u) << r.output;
+}
 
 TEST(BadInput, FlagsAndAddresses) {
   std::string model = std::string("--model=") + kModel;
