@@ -5,6 +5,7 @@
 // CreateCommunicator's choices and errors.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <functional>
@@ -296,6 +297,32 @@ TEST(GlooCommunicator, PeerThatStopsParticipatingTimesOutAndBreaksTheGroup) {
   EXPECT_THAT(std::string(again.message()), HasSubstr("earlier failure"));
   rank1_done = true;
   rank1.join();
+}
+
+// A peer that closes its sockets while this rank still writes to them: the
+// exchange fails with a status, the process does not die of SIGPIPE.
+TEST(GlooCommunicator, PeerThatGoesAwayMidExchangeFailsWithoutKillingTheProcess) {
+  InMemoryRendezvous rendezvous;
+  std::thread rank1([&] {
+    auto comm = GlooCommunicator::Create(Options(1, 2, "gone/", milliseconds(2000)), rendezvous);
+    ASSERT_TRUE(comm.ok());
+    // Leaves at once: the communicator (and its sockets) close here.
+  });
+  auto comm = GlooCommunicator::Create(Options(0, 2, "gone/", milliseconds(2000)), rendezvous);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  rank1.join();
+  // Gloo writes with plain write(): SIGPIPE is ignored once a group exists.
+  struct sigaction current {};
+  ASSERT_EQ(sigaction(SIGPIPE, nullptr, &current), 0);
+  EXPECT_EQ(current.sa_handler, SIG_IGN);
+  // Enough bytes to still be writing when the peer's reset arrives.
+  const int64_t rows = int64_t{16} << 20;
+  std::vector<char> send(static_cast<size_t>(2 * rows)), recv(static_cast<size_t>(2 * rows));
+  absl::Status s = absl::OkStatus();
+  for (int i = 0; i < 4 && s.ok(); ++i) {
+    s = (*comm)->AllToAllV(send.data(), {rows, rows}, recv.data(), {rows, rows}, 1, nullptr);
+  }
+  EXPECT_FALSE(s.ok());
 }
 
 TEST(GlooCommunicator, InvalidOptions) {

@@ -1,6 +1,9 @@
 #include "worker/comm/gloo_communicator.h"
 
+#include <signal.h>
+
 #include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -74,8 +77,27 @@ class PollingStore final : public gloo::rendezvous::Store {
 
 }  // namespace
 
+namespace {
+
+// Gloo's TCP transport writes with plain write(): a peer that goes away mid
+// exchange would raise SIGPIPE and end the whole process instead of failing
+// the collective with EPIPE. Ignored once per process unless the program
+// installed a handler of its own.
+void IgnoreSigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
     const GlooOptions& options, Rendezvous& rendezvous) {
+  IgnoreSigpipe();
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("GlooCommunicator: rank ", options.rank,
                                                    " outside world size ", options.world_size));
