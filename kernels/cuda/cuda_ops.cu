@@ -308,13 +308,11 @@ absl::Status CudaBackend::EpDispatchUnpackImpl(const Tensor& recv_rows, const Te
                                                Tensor* expert_offsets, Tensor* route_rows) {
   ASSIGN_OR_RETURN(Elem wire, ElemOf(recv_rows.dtype));
   const int64_t w = recv_counts.shape[0], e = expert_offsets->shape[0] - 1;
-  const size_t ws = EpDispatchUnpackWorkspaceBytes(e);
-  ASSIGN_OR_RETURN(Tensor scratch, Scratch(ws));
   return cuda::EpDispatchUnpack(
       recv_rows.data(), wire, recv_routes.data_as<int32_t>(), recv_counts.data_as<int32_t>(), w,
       recv_rows.shape[0] / w, recv_routes.shape[1] / 2, recv_rows.shape[1],
       rows->mutable_data_as<float>(), rows->shape[0], expert_offsets->mutable_data_as<int32_t>(), e,
-      route_rows->mutable_data_as<int32_t>(), scratch.mutable_data(), ws, errors_, s());
+      route_rows->mutable_data_as<int32_t>(), errors_, s());
 }
 
 absl::Status CudaBackend::EpCombinePackImpl(const Tensor& expert_out, const Tensor& recv_routes,

@@ -460,6 +460,13 @@ int RowThreads(int64_t hidden_size, int kN) {
   return static_cast<int>(std::clamp<int64_t>((granules + 31) / 32 * 32, 32, kRowThreads));
 }
 
+// The row kernels' grid: a block column per row (slot or token), enough
+// blocks of `threads` granules along y to cover the hidden size.
+dim3 RowGrid(int64_t num_rows, int64_t hidden_size, int kN, int threads) {
+  return dim3(static_cast<unsigned>(num_rows), static_cast<unsigned>(std::max<int64_t>(
+                                                   1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+}
+
 // Block (s, y): slot s, granules [y * blockDim, (y + 1) * blockDim) of its
 // row, read once and written as float32 to every row route_rows[s] names.
 // Empty slots (i >= count) get route_rows -1 (block y = 0).
@@ -649,16 +656,11 @@ absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const 
   });
 }
 
-size_t EpDispatchUnpackWorkspaceBytes(int64_t num_experts) {
-  return sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(num_experts, 1));
-}
-
 absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* recv_routes,
                               const int32_t* recv_counts, int64_t world, int64_t capacity,
                               int64_t top_k, int64_t hidden_size, float* rows, int64_t max_rows,
                               int32_t* expert_offsets, int64_t num_experts, int32_t* route_rows,
-                              void* workspace, size_t workspace_bytes, uint32_t* errors,
-                              cudaStream_t stream) {
+                              uint32_t* errors, cudaStream_t stream) {
   constexpr const char* kOp = "EpDispatchUnpack";
   if (num_experts < 1 || num_experts > kMaxExperts) {
     return absl::UnimplementedError(absl::StrCat(kOp,
@@ -682,10 +684,6 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
     return Bad(kOp, absl::StrCat("W*C=", num_slots, " k=", top_k, " M=", max_rows,
                                  " H=", hidden_size, ": expected W*C*2k, M and H to fit in int32"));
   }
-  const size_t need = EpDispatchUnpackWorkspaceBytes(num_experts);
-  if (workspace == nullptr || workspace_bytes < need) {
-    return Bad(kOp, absl::StrCat("workspace: expected ", need, " bytes, found ", workspace_bytes));
-  }
   const int count_threads =
       static_cast<int>(std::clamp<int64_t>(RoundUp32(num_slots * top_k), 128, kCountMaxThreads));
   // The histogram and the ranks' entry prefix: <= 36 KiB.
@@ -703,9 +701,7 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
     const int threads = RowThreads(hidden_size, kN);
-    const dim3 grid(
-        static_cast<unsigned>(num_slots),
-        static_cast<unsigned>(std::max<int64_t>(1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    const dim3 grid = RowGrid(num_slots, hidden_size, kN, threads);
     EpUnpackRowsKernel<Wire, kN><<<grid, threads, 0, stream>>>(
         static_cast<const Wire*>(recv_rows), recv_counts, static_cast<int>(capacity),
         static_cast<int>(top_k), static_cast<int>(hidden_size), rows, route_rows);
@@ -738,9 +734,7 @@ absl::Status EpCombinePack(const float* expert_out, int64_t expert_rows, const i
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
     const int threads = RowThreads(hidden_size, kN);
-    const dim3 grid(
-        static_cast<unsigned>(num_slots),
-        static_cast<unsigned>(std::max<int64_t>(1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    const dim3 grid = RowGrid(num_slots, hidden_size, kN, threads);
     EpCombinePackKernel<Wire, kN><<<grid, threads, 0, stream>>>(
         expert_out, static_cast<int>(expert_rows), recv_routes, recv_counts, route_rows,
         static_cast<int>(capacity), static_cast<int>(top_k), static_cast<int>(hidden_size),
@@ -772,9 +766,7 @@ absl::Status EpCombineUnpack(const void* returned_rows, Elem wire, const int32_t
     using Wire = decltype(wire_tag);
     constexpr int kN = decltype(granule)::value;
     const int threads = RowThreads(hidden_size, kN);
-    const dim3 grid(
-        static_cast<unsigned>(num_tokens),
-        static_cast<unsigned>(std::max<int64_t>(1, CeilDiv(CeilDiv(hidden_size, kN), threads))));
+    const dim3 grid = RowGrid(num_tokens, hidden_size, kN, threads);
     EpCombineUnpackKernel<Wire, kN><<<grid, threads, 0, stream>>>(
         static_cast<const Wire*>(returned_rows), token_slots, static_cast<int>(world),
         static_cast<int>(capacity), static_cast<int>(hidden_size), out, errors);

@@ -44,9 +44,6 @@ absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const 
                             int32_t* send_counts, int32_t* token_slots, uint32_t* errors,
                             cudaStream_t stream);
 
-// Scratch for EpDispatchUnpack with E experts.
-size_t EpDispatchUnpackWorkspaceBytes(int64_t num_experts);
-
 // recv_rows [W*C, H] (wire), recv_routes [W*C, 2k], recv_counts [W] ->
 // rows [M, H] float32 grouped by expert, expert_offsets [E + 1] and
 // route_rows [W*C, k] (-1 where no row). Within an expert the row order
@@ -55,14 +52,12 @@ size_t EpDispatchUnpackWorkspaceBytes(int64_t num_experts);
 // (no row), more than M rows kErrEpUnpackRows (expert_offsets clamped to M,
 // the rows past M dropped: route_rows -1). Two launches: the histogram,
 // scan and row positions (one block, shared-memory cursors), then a block
-// per slot and chunk of the hidden size copying the rows. The workspace is
-// checked but not used (kept for the op's interface).
+// per slot and chunk of the hidden size copying the rows.
 absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* recv_routes,
                               const int32_t* recv_counts, int64_t world, int64_t capacity,
                               int64_t top_k, int64_t hidden_size, float* rows, int64_t max_rows,
                               int32_t* expert_offsets, int64_t num_experts, int32_t* route_rows,
-                              void* workspace, size_t workspace_bytes, uint32_t* errors,
-                              cudaStream_t stream);
+                              uint32_t* errors, cudaStream_t stream);
 
 // expert_out [M, H] float32, recv_routes [W*C, 2k], recv_counts [W],
 // route_rows [W*C, k] -> back_rows [W*C, H] (wire) for the valid slots:
