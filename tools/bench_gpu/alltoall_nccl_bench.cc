@@ -170,10 +170,11 @@ struct RankContext {
   std::unique_ptr<comm::Communicator> comm;
 };
 
-// Iteration i recorded events 3i (before), 3i+1 (between the two parts) and
-// 3i+2 (after): the seconds of its first and second part.
-absl::Status ReadIntervals(const StreamEvents& ev, int iterations, std::vector<double>* first,
-                           std::vector<double>* second) {
+// Iteration i recorded marks 3i (before), 3i+1 (between the two parts) and
+// 3i+2 (after), and the stream has passed them: the seconds of its first and
+// second part.
+absl::Status ReadIntervals(kernels::Backend::Timestamps& ev, int iterations,
+                           std::vector<double>* first, std::vector<double>* second) {
   first->clear();
   second->clear();
   for (int i = 0; i < iterations; ++i) {
@@ -247,8 +248,8 @@ absl::Status RunRankCase(RankContext& ctx, const Case& c, RankTimes* times) {
     RETURN_IF_ERROR(combine());
   }
   RETURN_IF_ERROR(end_step());
-  ASSIGN_OR_RETURN(std::unique_ptr<StreamEvents> ev,
-                   StreamEvents::Create(backend.stream(), 3 * iterations));
+  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend::Timestamps> ev,
+                   backend.CreateTimestamps(3 * iterations));
   std::vector<double> first, second;
   RETURN_IF_ERROR(begin_step());
   for (int i = 0; i < iterations; ++i) {

@@ -217,50 +217,6 @@ absl::StatusOr<double> MeanOnStream(int device, void* stream, int iterations,
   return t / iterations;
 }
 
-StreamEvents::StreamEvents(void* stream, int count)
-    : stream_(stream), events_(static_cast<size_t>(count), nullptr) {}
-
-StreamEvents::~StreamEvents() {
-  for (void* e : events_) {
-    if (e != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(e));
-  }
-}
-
-absl::StatusOr<std::unique_ptr<StreamEvents>> StreamEvents::Create(void* stream, int count) {
-  if (count <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("events: expected count > 0, found ", count));
-  }
-  std::unique_ptr<StreamEvents> out(new StreamEvents(stream, count));
-  for (void*& e : out->events_) {
-    cudaEvent_t ev = nullptr;
-    RETURN_IF_CUDA_ERROR(cudaEventCreate(&ev));
-    e = ev;
-  }
-  return out;
-}
-
-absl::Status StreamEvents::Record(int i) {
-  if (i < 0 || i >= count()) {
-    return absl::OutOfRangeError(absl::StrCat("events: index ", i, " outside [0, ", count(), ")"));
-  }
-  RETURN_IF_CUDA_ERROR(cudaEventRecord(static_cast<cudaEvent_t>(events_[static_cast<size_t>(i)]),
-                                       static_cast<cudaStream_t>(stream_)));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<double> StreamEvents::Seconds(int from, int to) const {
-  if (from < 0 || from >= count() || to < 0 || to >= count()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("events: interval ", from, " -> ", to, " outside [0, ", count(), ")"));
-  }
-  auto a = static_cast<cudaEvent_t>(events_[static_cast<size_t>(from)]);
-  auto b = static_cast<cudaEvent_t>(events_[static_cast<size_t>(to)]);
-  RETURN_IF_CUDA_ERROR(cudaEventSynchronize(b));
-  float ms = 0;
-  RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, a, b));
-  return static_cast<double>(ms) * 1e-3;
-}
-
 absl::StatusOr<int> CudaDeviceCount() {
   int n = 0;
   RETURN_IF_CUDA_ERROR(cudaGetDeviceCount(&n));

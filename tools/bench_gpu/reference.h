@@ -58,27 +58,6 @@ absl::StatusOr<double> BestOfOnStream(int device, void* stream, int repetitions,
 absl::StatusOr<double> MeanOnStream(int device, void* stream, int iterations,
                                     const std::function<absl::Status()>& body);
 
-// CUDA events on one stream of the calling thread's current device, for
-// timing many intervals of one run: Record(i) enqueues event i, Seconds(a, b)
-// waits for event b and returns the time from a to b.
-class StreamEvents {
- public:
-  // `stream`: a cudaStream_t (Backend::stream()); `count` events.
-  static absl::StatusOr<std::unique_ptr<StreamEvents>> Create(void* stream, int count);
-  ~StreamEvents();
-  StreamEvents(const StreamEvents&) = delete;
-  StreamEvents& operator=(const StreamEvents&) = delete;
-
-  int count() const { return static_cast<int>(events_.size()); }
-  absl::Status Record(int i);
-  absl::StatusOr<double> Seconds(int from, int to) const;
-
- private:
-  StreamEvents(void* stream, int count);
-  void* stream_;
-  std::vector<void*> events_;  // cudaEvent_t
-};
-
 // cudaGetDeviceCount; an error naming the CUDA error when no device is usable.
 absl::StatusOr<int> CudaDeviceCount();
 
