@@ -306,10 +306,15 @@ TEST(GlooCommunicator, PeerThatGoesAwayMidExchangeFailsWithoutKillingTheProcess)
   std::thread rank1([&] {
     auto comm = GlooCommunicator::Create(Options(1, 2, "gone/", milliseconds(2000)), rendezvous);
     ASSERT_TRUE(comm.ok());
-    // Leaves at once: the communicator (and its sockets) close here.
+    // One collective first, so that both ends of every connection are set
+    // up: Gloo's event loop raises (ending the process) on socket errors
+    // while it still sets a connection up, which no caller can catch. Then
+    // it leaves: the communicator and its sockets close here.
+    ASSERT_TRUE((*comm)->Barrier().ok());
   });
   auto comm = GlooCommunicator::Create(Options(0, 2, "gone/", milliseconds(2000)), rendezvous);
   ASSERT_TRUE(comm.ok()) << comm.status();
+  ASSERT_TRUE((*comm)->Barrier().ok());
   rank1.join();
   // Gloo writes with plain write(): SIGPIPE is ignored once a group exists.
   struct sigaction current {};
