@@ -6,6 +6,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -19,6 +20,9 @@ struct SubprocessOptions {
   // Redirect the child's stdout and stderr to this file (appending); empty:
   // inherit the parent's.
   std::string output_path;
+  // Variables set (or replaced) in the child's environment, on top of this
+  // process's: how secrets reach a child without showing in its argv.
+  std::vector<std::pair<std::string, std::string>> env;
 };
 
 class Subprocess {

@@ -13,8 +13,19 @@
 #include "router/router_server.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, weights, tokenizer)");
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
-          "HOST:PORT for clients and workers (gRPC). Port 0 picks a free port");
+ABSL_FLAG(std::string, listen, "",
+          "HOST:PORT for clients (gRPC). Default: 0.0.0.0:50051 when --api-key-file is given, "
+          "else 127.0.0.1:50051 (this host only). Port 0 picks a free port");
+ABSL_FLAG(std::string, control_listen, "",
+          "HOST:PORT where workers register (the control plane; never the client port). "
+          "Default: 127.0.0.1 on a free port with --local-workers, 0.0.0.0:50052 with --workers");
+ABSL_FLAG(std::string, cluster_secret_file, "",
+          "File holding the cluster secret (one line, >= 16 characters) every worker must present; "
+          "empty: $EPSERVE_CLUSTER_SECRET. Required with --workers; --local-workers get a fresh "
+          "random one when none is given");
+ABSL_FLAG(std::string, api_key_file, "",
+          "File of API keys, one per line; clients then present one as 'authorization: Bearer "
+          "KEY' on every call (health and reflection stay open)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9400",
           "HOST:PORT of the Prometheus /metrics endpoint; empty disables it");
 ABSL_FLAG(int, local_workers, 0,
@@ -111,13 +122,36 @@ int main(int argc, char** argv) {
   epserve::router::RouterOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
   if (options.model_dir.empty()) epserve::Die("--model is required", 2);
-  options.listen = *ParseAddressFlag("listen", absl::GetFlag(FLAGS_listen), false);
   options.metrics_listen =
       ParseAddressFlag("metrics-listen", absl::GetFlag(FLAGS_metrics_listen), true);
   int local = absl::GetFlag(FLAGS_local_workers);
   int remote = absl::GetFlag(FLAGS_workers);
   if ((local > 0) == (remote > 0) || local < 0 || remote < 0) {
     epserve::Die("give exactly one of --local-workers N or --workers N (N >= 1)", 2);
+  }
+  options.api_key_file = absl::GetFlag(FLAGS_api_key_file);
+  options.cluster_secret_file = absl::GetFlag(FLAGS_cluster_secret_file);
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  std::string loopback_note;  // logged once serving
+  if (!listen.empty()) {
+    options.listen = *ParseAddressFlag("listen", listen, false);
+  } else if (!options.api_key_file.empty()) {
+    options.listen = epserve::HostPort{"0.0.0.0", 50051};
+  } else {
+    options.listen = epserve::HostPort{"127.0.0.1", 50051};
+    loopback_note =
+        "clients: this host only (127.0.0.1:50051); to serve other hosts give --api-key-file "
+        "FILE (then all interfaces), or --listen 0.0.0.0:50051 to open it without keys";
+  }
+  const bool open_without_keys = options.api_key_file.empty() &&
+                                 options.listen.host != "127.0.0.1" &&
+                                 options.listen.host != "localhost" && options.listen.host != "::1";
+  const std::string control_listen = absl::GetFlag(FLAGS_control_listen);
+  if (!control_listen.empty()) {
+    options.control_listen = *ParseAddressFlag("control-listen", control_listen, false);
+  } else {
+    options.control_listen =
+        local > 0 ? epserve::HostPort{"127.0.0.1", 0} : epserve::HostPort{"0.0.0.0", 50052};
   }
   options.world_size = static_cast<uint32_t>(local > 0 ? local : remote);
   options.local_workers = local > 0;
@@ -217,6 +251,13 @@ int main(int argc, char** argv) {
   {
     std::lock_guard<std::mutex> lock(server_mu);
     server = std::move(*started);
+  }
+  if (!loopback_note.empty()) LOG_INFO("{}", loopback_note);
+  if (open_without_keys) {
+    LOG_WARN(
+        "--listen {}: clients on other hosts reach the API without a key (give "
+        "--api-key-file to require one)",
+        options.listen.ToString());
   }
   server->Wait();
   LOG_INFO("router stopped");

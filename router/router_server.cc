@@ -17,7 +17,9 @@
 #include "common/dtype_convert.h"
 #include "common/logging.h"
 #include "common/model_config/model_config.h"
+#include "common/rpc/auth.h"
 #include "common/safetensors/checkpoint.h"
+#include "common/secure_random.h"
 #include "common/status.h"
 #include "common/version.h"
 #include "router/cluster/collective_choice.h"
@@ -185,6 +187,12 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   client_options.limits.vocab_size = model.vocab_size();
   client_options.limits.max_context_length = model.max_context_length();
   client_options.limits.has_tokenizer = client_options.tokenizer != nullptr;
+  if (!options.api_key_file.empty()) {
+    ASSIGN_OR_RETURN(std::vector<std::string> keys,
+                     rpc::ReadTokenFile(options.api_key_file, "--api-key-file"));
+    LOG_INFO("client API: {} API key(s) from {}", keys.size(), options.api_key_file);
+    client_options.api_keys = rpc::TokenSet(std::move(keys));
+  }
 
   EngineOptions engine_options;
   engine_options.scheduler.max_tokens_per_step = options.max_tokens_per_step;
@@ -203,10 +211,41 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
       });
   self->client_service_ = std::make_unique<ClientService>(
       client_options, self->registry_.get(), self->engine_.get(), self->serving_metrics_.get());
-  self->control_service_ =
-      std::make_unique<ControlService>(self->registry_.get(), self->store_.get());
+  ASSIGN_OR_RETURN(std::optional<std::string> secret,
+                   rpc::LoadClusterSecret(options.cluster_secret_file, "--cluster-secret-file"));
+  if (!secret) {
+    if (!options.local_workers) {
+      return absl::InvalidArgumentError(
+          "--workers: workers started elsewhere must present the cluster secret; give the "
+          "router and every worker --cluster-secret-file FILE (or set $EPSERVE_CLUSTER_SECRET), "
+          "e.g. made with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE");
+    }
+    ASSIGN_OR_RETURN(secret, RandomHex(32));
+  }
+  self->cluster_secret_ = *secret;
+  self->control_service_ = std::make_unique<ControlService>(
+      self->registry_.get(), self->store_.get(), rpc::TokenSet({self->cluster_secret_}));
 
   grpc::EnableDefaultHealthCheckService(true);
+  {
+    // Built before reflection is enabled: the control server lists nothing.
+    grpc::ServerBuilder control;
+    control.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    control.SetMaxReceiveMessageSize(64 << 20);
+    int control_port = 0;
+    control.AddListeningPort(options.control_listen.ToString(), grpc::InsecureServerCredentials(),
+                             &control_port);
+    control.RegisterService(self->control_service_.get());
+    self->control_server_ = control.BuildAndStart();
+    if (self->control_server_ == nullptr || control_port == 0) {
+      return absl::UnavailableError(absl::StrCat("--control-listen ",
+                                                 options.control_listen.ToString(),
+                                                 ": cannot listen (port in use, or the address "
+                                                 "is not local)"));
+    }
+    self->control_address_ = options.control_listen;
+    self->control_address_.port = static_cast<uint16_t>(control_port);
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // gRPC enables SO_REUSEPORT by default, which would let a second router
@@ -217,7 +256,6 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   builder.AddListeningPort(options.listen.ToString(), grpc::InsecureServerCredentials(),
                            &bound_port);
   builder.RegisterService(self->client_service_.get());
-  builder.RegisterService(self->control_service_.get());
   self->server_ = builder.BuildAndStart();
   if (self->server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("--listen ", options.listen.ToString(),
@@ -241,10 +279,13 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     if (!metrics.ok()) return Annotate(metrics.status(), "--metrics-listen");
     self->metrics_server_ = std::move(*metrics);
   }
-  LOG_INFO("epserve-router {} serving {} ({}) on {}; metrics on {}; expecting {} worker(s)",
-           kVersion, model.architecture(), model.model_path(), self->grpc_address_.ToString(),
-           self->metrics_server_ ? self->metrics_server_->address().ToString() : "(off)",
-           options.world_size);
+  LOG_INFO(
+      "epserve-router {} serving {} ({}) on {}; workers join on {}; metrics on {}; "
+      "expecting {} worker(s)",
+      kVersion, model.architecture(), model.model_path(), self->grpc_address_.ToString(),
+      self->control_address_.ToString(),
+      self->metrics_server_ ? self->metrics_server_->address().ToString() : "(off)",
+      options.world_size);
   RETURN_IF_ERROR(self->WritePortsFile());
   self->sweeper_ = std::thread([raw = self.get()] { raw->SweepLoop(); });
   if (options.local_workers) RETURN_IF_ERROR(self->SpawnLocalWorkers());
@@ -261,7 +302,8 @@ absl::Status RouterServer::WritePortsFile() const {
   std::string tmp = options_.ports_file + ".tmp";
   {
     std::ofstream out(tmp);
-    out << "{\"grpc\": \"" << grpc_address_.ToString() << "\", \"metrics\": \""
+    out << "{\"grpc\": \"" << grpc_address_.ToString() << "\", \"control\": \""
+        << control_address_.ToString() << "\", \"metrics\": \""
         << (metrics_server_ ? metrics_server_->address().ToString() : "") << "\"}\n";
     if (!out) return absl::InternalError(absl::StrCat("--ports-file: cannot write ", tmp));
   }
@@ -280,7 +322,7 @@ absl::Status RouterServer::SpawnLocalWorkers() {
     return absl::NotFoundError(
         absl::StrCat("--local-workers: worker binary not found at ", worker_bin));
   }
-  std::string router = absl::StrCat("127.0.0.1:", grpc_address_.port);
+  std::string router = absl::StrCat("127.0.0.1:", control_address_.port);
   // CPU workers on one host share its cores instead of each taking all.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned cpu_threads = options_.worker_cpu_threads > 0
@@ -308,7 +350,9 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                   per_gpu > 1 ? 0.0 : options_.gpu_memory_utilization));
       if (options_.enforce_eager) argv.push_back("--enforce-eager");
     }
-    ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, SubprocessOptions{}));
+    SubprocessOptions spawn;
+    spawn.env = {{rpc::kClusterSecretEnv, cluster_secret_}};
+    ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, spawn));
     LOG_INFO("spawned local worker {} (pid {}) on {}", rank, child.pid(), device);
     local_workers_.push_back(std::move(child));
   }
@@ -377,6 +421,9 @@ void RouterServer::Shutdown(const std::string& reason) {
     LOG_INFO("local worker pid {} exited with code {}", child.pid(), *code);
   }
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (control_server_) {
+    control_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     shutdown_done_ = true;

@@ -1,6 +1,7 @@
-// The epserve-router process: gRPC server (client API, control plane,
-// health, reflection), worker registry, metrics, and (--local-workers) the
-// worker processes it spawns on this host.
+// The epserve-router process: the client gRPC server (client API, health,
+// reflection), the control server (workers: registration, step streams,
+// rendezvous; authenticated by the cluster secret), worker registry,
+// metrics, and (--local-workers) the worker processes it spawns on this host.
 #pragma once
 
 #include <atomic>
@@ -36,7 +37,17 @@ class RegistryTransport;
 
 struct RouterOptions {
   std::string model_dir;
-  HostPort listen{"0.0.0.0", 50051};
+  HostPort listen{"127.0.0.1", 50051};
+  // The control plane (worker registration, step streams, rendezvous store):
+  // a listener of its own, never the client port.
+  HostPort control_listen{"127.0.0.1", 50052};
+  // File holding the cluster secret workers present; empty: the
+  // EPSERVE_CLUSTER_SECRET environment variable, else (local workers only)
+  // a fresh random one handed to the spawned workers.
+  std::string cluster_secret_file;
+  // File of API keys (one per line) clients present as
+  // `authorization: Bearer <key>`; empty: the client API needs no key.
+  std::string api_key_file;
   std::optional<HostPort> metrics_listen;  // nullopt: no metrics endpoint
   uint32_t world_size = 1;
   // Spawn `world_size` workers on this host instead of waiting for them.
@@ -90,6 +101,7 @@ class RouterServer {
   void Shutdown(const std::string& reason);
 
   const HostPort& grpc_address() const { return grpc_address_; }
+  const HostPort& control_address() const { return control_address_; }
 
  private:
   RouterServer() = default;
@@ -109,6 +121,9 @@ class RouterServer {
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<grpc::Server> server_;
   HostPort grpc_address_;
+  std::unique_ptr<grpc::Server> control_server_;
+  HostPort control_address_;
+  std::string cluster_secret_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::vector<Subprocess> local_workers_;

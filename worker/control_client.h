@@ -14,7 +14,8 @@ namespace epserve::worker {
 
 class ControlClient {
  public:
-  explicit ControlClient(const std::string& router_address);
+  // `cluster_secret`: presented on every call (empty: none).
+  ControlClient(const std::string& router_address, std::string cluster_secret);
 
   // Registers, retrying transient failures (router not up yet, rank still
   // held by a lost worker, cluster full) until `retry_for` has passed. A
@@ -24,10 +25,13 @@ class ControlClient {
       const control::v1::RegisterRequest& request, std::chrono::milliseconds retry_for);
 
   control::v1::Control::Stub& stub() { return *stub_; }
+  // Adds the cluster secret to a call's metadata.
+  void Authorize(grpc::ClientContext* ctx) const;
   const std::string& router_address() const { return router_address_; }
 
  private:
   std::string router_address_;
+  std::string cluster_secret_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<control::v1::Control::Stub> stub_;
 };
@@ -35,12 +39,12 @@ class ControlClient {
 // comm::Rendezvous over Control.StoreSet / StoreGet.
 class GrpcRendezvous final : public comm::Rendezvous {
  public:
-  explicit GrpcRendezvous(control::v1::Control::Stub* stub) : stub_(stub) {}
+  explicit GrpcRendezvous(ControlClient* control) : control_(control) {}
   absl::Status Set(const std::string& key, const std::string& value) override;
   absl::StatusOr<std::optional<std::string>> TryGet(const std::string& key) override;
 
  private:
-  control::v1::Control::Stub* stub_;
+  ControlClient* control_;
 };
 
 }  // namespace epserve::worker

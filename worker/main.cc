@@ -8,11 +8,16 @@
 #include "common/flags/flags_util.h"
 #include "common/logging.h"
 #include "common/net.h"
+#include "common/rpc/auth.h"
 #include "common/shutdown.h"
 #include "common/version.h"
 #include "worker/worker.h"
 
-ABSL_FLAG(std::string, router, "", "HOST:PORT of the epserve-router to join (required)");
+ABSL_FLAG(std::string, router, "",
+          "HOST:PORT of the router's control listener (its --control-listen) to join (required)");
+ABSL_FLAG(std::string, cluster_secret_file, "",
+          "File holding the cluster secret the router was given (one line); empty: "
+          "$EPSERVE_CLUSTER_SECRET");
 ABSL_FLAG(std::string, device, "cpu", "Device to run on: cpu, cuda or cuda:K");
 ABSL_FLAG(int, rank, -1,
           "Rank to ask for (e.g. a StatefulSet ordinal); -1 lets the router choose");
@@ -66,6 +71,10 @@ int main(int argc, char** argv) {
   auto router_addr = epserve::ParseHostPort(router, /*allow_port_zero=*/false);
   if (!router_addr.ok()) epserve::Die(absl::StrCat("--router: ", router_addr.status().message()), 2);
   options.router_address = router_addr->ToString();
+  auto secret = epserve::rpc::LoadClusterSecret(absl::GetFlag(FLAGS_cluster_secret_file),
+                                                "--cluster-secret-file");
+  if (!secret.ok()) epserve::Die(secret.status().message(), 2);
+  options.cluster_secret = secret->value_or("");
   auto device = epserve::kernels::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) epserve::Die(absl::StrCat("--device: ", device.status().message()), 2);
   options.device = *device;

@@ -39,7 +39,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const WorkerOptions& opti
     if (!server.ok()) return Annotate(server.status(), "--metrics-listen");
     self->metrics_server_ = std::move(*server);
   }
-  self->control_ = std::make_unique<ControlClient>(options.router_address);
+  self->control_ = std::make_unique<ControlClient>(options.router_address, options.cluster_secret);
   return self;
 }
 
@@ -90,6 +90,7 @@ absl::Status Worker::Run() {
                                                       : registration_.collective_backend());
 
   grpc::ClientContext ctx;
+  control_->Authorize(&ctx);
   auto stream = control_->stub().Connect(&ctx);
   {
     std::lock_guard<std::mutex> lock(stream_mu_);
@@ -387,7 +388,7 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   comm_options.hostname = options_.collective_host;
   comm_options.key_prefix = absl::StrCat("epoch/", join.epoch(), "/");
   comm_options.timeout = std::chrono::milliseconds(registration_.collective_timeout_ms());
-  GrpcRendezvous rendezvous(&control_->stub());
+  GrpcRendezvous rendezvous(control_.get());
   absl::StatusOr<std::unique_ptr<comm::Communicator>> comm =
       comm::CreateCommunicator(comm_options, rendezvous);
   WorkerMessage reply;

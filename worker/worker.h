@@ -29,7 +29,8 @@ class SlotTokenDispatcher;
 namespace epserve::worker {
 
 struct WorkerOptions {
-  std::string router_address;  // HOST:PORT
+  std::string router_address;  // HOST:PORT of the router's control listener
+  std::string cluster_secret;  // presented on every control call; empty: none
   kernels::DeviceSpec device;
   // Address other workers reach this one on for collectives.
   std::string collective_host;

@@ -18,6 +18,8 @@ struct ServerOptions {
   std::string target;   // normalized gRPC target
   // Deadline of each call in seconds; 0: the command's default.
   int timeout_s = 0;
+  // Sent as `authorization: Bearer <key>` on every call; empty: none.
+  std::string api_key;
 };
 
 ServerOptions ServerFlags();

@@ -1,14 +1,19 @@
 // Flags every command shares: which router, and the call deadline.
 #include <chrono>
+#include <cstdlib>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "cli/client/commands.h"
 #include "common/flags/flags_util.h"
 #include "common/net.h"
+#include "common/rpc/auth.h"
 
 ABSL_FLAG(std::string, server, "", "HOST:PORT of the epserve-router (default 127.0.0.1:50051)");
 ABSL_FLAG(std::string, router, "", "Another name for --server");
+ABSL_FLAG(std::string, api_key_file, "",
+          "File holding the API key to present (the router's --api-key-file); empty: "
+          "$EPSERVE_API_KEY, else none");
 ABSL_FLAG(int, timeout_s, 0,
           "Deadline of each call, in seconds; 0: 10 s for info and health, none for generate "
           "and bench");
@@ -31,11 +36,24 @@ ServerOptions ServerFlags() {
   if (!addr.ok()) Die(absl::StrCat(flag, ": ", addr.status().message()), 2);
   const int timeout_s = absl::GetFlag(FLAGS_timeout_s);
   if (timeout_s < 0) Die(absl::StrCat("--timeout-s: expected >= 0, found ", timeout_s), 2);
-  return ServerOptions{server, addr->ToString(), timeout_s};
+  std::string api_key;
+  if (const std::string file = absl::GetFlag(FLAGS_api_key_file); !file.empty()) {
+    auto keys = rpc::ReadTokenFile(file, "--api-key-file");
+    if (!keys.ok()) Die(keys.status().message(), 2);
+    if (keys->size() != 1)
+      Die(absl::StrCat("--api-key-file: '", file, "' holds ", keys->size(),
+                       " keys; a client presents one"),
+          2);
+    api_key = keys->front();
+  } else if (const char* env = std::getenv("EPSERVE_API_KEY"); env != nullptr) {
+    api_key = env;
+  }
+  return ServerOptions{server, addr->ToString(), timeout_s, api_key};
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const ServerOptions& server) {
-  return grpc::CreateChannel(server.target, grpc::InsecureChannelCredentials());
+  return rpc::CreateChannelWithToken(server.target, grpc::InsecureChannelCredentials(),
+                                     server.api_key);
 }
 
 std::chrono::system_clock::time_point DeadlineIn(int timeout_s) {

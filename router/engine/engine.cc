@@ -104,7 +104,7 @@ absl::Status Engine::Submit(NewRequest request) {
       std::make_unique<frontend::OutputProcessor>(request.id, request.sampling, tokenizer_.get());
   t->num_prompt_tokens = request.prompt_ids.size();
   t->req = std::move(request);
-  live_ids_.insert(t->req.id);
+  live_ids_.emplace(t->req.id, t->req.owner);
   inbox_tokens_ += prompt_tokens;
   Command c{Command::kAdd, t->req.id, std::move(t), absl::OkStatus()};
   inbox_.push_back(std::move(c));
@@ -112,9 +112,10 @@ absl::Status Engine::Submit(NewRequest request) {
   return absl::OkStatus();
 }
 
-absl::Status Engine::Abort(const std::string& id) {
+absl::Status Engine::Abort(const std::string& id, const std::string& caller) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (live_ids_.count(id) == 0) {
+  auto live = live_ids_.find(id);
+  if (live == live_ids_.end() || live->second != caller) {
     return absl::NotFoundError(absl::StrCat("request_id: no running request '", id, "'"));
   }
   inbox_.push_back(Command{Command::kAbort, id, nullptr, absl::OkStatus()});

@@ -135,7 +135,9 @@ class Engine {
   absl::Status Submit(NewRequest request);
   // Ends a live request with finish_reason ABORT (a complete message, status
   // OK) before its next step. NOT_FOUND for an id that is not live.
-  absl::Status Abort(const std::string& id);
+  // Only `caller` == the request's owner may abort it: any other caller is
+  // told that no such request runs (ids of others stay hidden).
+  absl::Status Abort(const std::string& id, const std::string& caller = "");
   // The client went away (cancelled, deadline): the request is dropped before
   // its next step; its stream gets `status` (usually ignored by gRPC).
   void Cancel(const std::string& id, const absl::Status& status);
@@ -227,7 +229,8 @@ class Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Command> inbox_;
-  std::unordered_set<std::string> live_ids_;  // submitted, not ended
+  // Submitted, not ended: id -> owner.
+  std::unordered_map<std::string, std::string> live_ids_;
   int64_t inbox_tokens_ = 0;                  // prompt tokens of queued kAdd
   bool serving_changed_ = true;
   bool draining_ = false;

@@ -70,7 +70,7 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry, const std::string
       rejected_(prometheus::BuildCounter()
                     .Name("epserve_requests_rejected_total")
                     .Help("Requests refused before queueing, by reason (queue_full, invalid, "
-                          "unavailable, draining)")
+                          "unavailable, draining, unauthenticated)")
                     .Register(registry)),
       preemptions_(prometheus::BuildCounter()
                        .Name("epserve_num_preemptions_total")
@@ -111,7 +111,8 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry, const std::string
       waiting_g_(waiting_.Add({{"model", model}})) {
   // Every finish reason is exported from the start (rate() needs a zero).
   for (const char* reason : {"stop", "length", "abort", "error"}) FinishedCounter(reason);
-  for (const char* reason : {"queue_full", "invalid", "unavailable", "draining"}) {
+  for (const char* reason :
+       {"queue_full", "invalid", "unavailable", "draining", "unauthenticated"}) {
     rejected_.Add({{"model", model_}, {"reason", reason}});
   }
 }

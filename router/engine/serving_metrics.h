@@ -22,7 +22,7 @@ class ServingMetrics {
   // A request passed validation and entered the queue.
   void RequestAdmitted(int64_t prompt_tokens);
   // A request was refused before queueing; reason: queue_full, invalid,
-  // unavailable, draining.
+  // unavailable, draining, unauthenticated.
   void RequestRejected(const std::string& reason);
   // Arrival to the first step that computed any of its tokens.
   void QueueTime(double seconds);

@@ -19,6 +19,9 @@ using RequestClock = std::chrono::steady_clock;
 
 struct GenerationRequest {
   std::string id;                    // non-empty, validated
+  // Who submitted it (the front end's caller identity: an API key, or the
+  // client's address); only the same caller may Abort it.
+  std::string owner;
   std::vector<uint32_t> prompt_ids;  // non-empty, each < vocab_size
   // As validated, router-only fields (stop, include_stop_str_in_output,
   // skip_special_tokens) included: the output processor reads those.

@@ -4,15 +4,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/secure_random.h"
 #include "common/status.h"
 
 namespace epserve::frontend {
 
 RequestBuilder::RequestBuilder(router::GenerateLimits limits,
                                std::shared_ptr<const tokenizer::Tokenizer> tokenizer)
-    : limits_(std::move(limits)),
-      tokenizer_(std::move(tokenizer)),
-      id_prefix_(RequestClock::now().time_since_epoch().count() % 1000000) {}
+    : limits_(limits), tokenizer_(std::move(tokenizer)) {}
 
 absl::StatusOr<GenerationRequest> RequestBuilder::Build(
     const v1::GenerateRequest& req, RequestClock::time_point arrival,
@@ -37,9 +36,14 @@ absl::StatusOr<GenerationRequest> RequestBuilder::Build(
                    router::ResolveMaxTokens(req.sampling_params(), r.prompt_ids.size(), limits_));
   r.sampling = req.sampling_params();
   r.priority = req.priority();
-  r.id = req.request_id().empty()
-             ? absl::StrCat("gen-", id_prefix_, "-", next_request_.fetch_add(1))
-             : req.request_id();
+  if (req.request_id().empty()) {
+    // 128 random bits: an id another client cannot guess (Abort also checks
+    // the caller).
+    ASSIGN_OR_RETURN(std::string random, RandomHex(16));
+    r.id = absl::StrCat("gen-", random);
+  } else {
+    r.id = req.request_id();
+  }
   r.deadline = deadline;
   return r;
 }

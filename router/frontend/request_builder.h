@@ -13,7 +13,6 @@
 // Thread-safety: Build may be called from any thread.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -49,8 +48,6 @@ class RequestBuilder {
   const router::GenerateLimits limits_;
   const std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;
   // Assigned ids: "gen-" + this builder's start time mod 1e6 + a counter.
-  const int64_t id_prefix_;
-  std::atomic<uint64_t> next_request_ = 0;
 };
 
 }  // namespace epserve::frontend

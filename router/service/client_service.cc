@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/client_message.h"
 #include "common/rpc/grpc_status.h"
 #include "common/status.h"
 #include "common/version.h"
@@ -17,7 +18,7 @@ namespace {
 // up behind a slow client merge into one (nothing is lost, fewer messages).
 // Owned by itself until gRPC calls OnDone, and by the engine while the
 // request is live, so neither outlives the other's use.
-class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                            public GenerateStream {
  public:
   static std::shared_ptr<GenerateCall> Create(Engine* engine, std::string id) {
@@ -89,16 +90,16 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     if (writing_ || finish_called_) return;
     if (!queue_.empty()) {
       writing_ = true;
-      const v1::GenerateResponse* next = &queue_.front();  // stable until popped
+      rpc::SerializeToByteBuffer(queue_.front(), &wire_);  // stable until the write is done
       lock.unlock();
-      StartWrite(next);
+      StartWrite(&wire_);
       return;
     }
     if (finish_requested_) {
       finish_called_ = true;
       grpc::Status status = final_;
       lock.unlock();
-      grpc::ServerWriteReactor<v1::GenerateResponse>::Finish(status);
+      grpc::ServerWriteReactor<grpc::ByteBuffer>::Finish(status);
     }
   }
 
@@ -106,6 +107,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   const std::string id_;
   std::mutex mu_;
   std::deque<v1::GenerateResponse> queue_;  // front() is in flight while writing_
+  grpc::ByteBuffer wire_;                   // front() serialized, while writing_
   bool writing_ = false;
   bool finish_requested_ = false;
   bool finish_called_ = false;
@@ -115,13 +117,29 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 };
 
 // A Generate stream that ends at once with a status.
-class RefusedGenerate final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class RefusedGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit RefusedGenerate(const absl::Status& status) { Finish(rpc::ToGrpc(status)); }
   void OnDone() override { delete this; }
 };
 
 }  // namespace
+
+absl::StatusOr<std::string> ClientService::Caller(const grpc::CallbackServerContext* ctx) const {
+  if (!options_.api_keys.empty()) {
+    absl::StatusOr<size_t> key = options_.api_keys.Check(
+        *ctx, "API key", "the router's operator hands them out (--api-key-file)");
+    if (!key.ok()) return key.status();
+    return absl::StrCat("key:", *key);
+  }
+  // "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000": the port changes per
+  // connection, the host does not.
+  std::string peer = ctx->peer();
+  const size_t colon = peer.rfind(':');
+  const size_t scheme = peer.find(':');
+  if (colon != std::string::npos && colon != scheme) peer.resize(colon);
+  return peer;
+}
 
 ClientService::ClientService(ClientServiceOptions options, WorkerRegistry* registry,
                              Engine* engine, ServingMetrics* metrics)
@@ -132,12 +150,19 @@ ClientService::ClientService(ClientServiceOptions options, WorkerRegistry* regis
       builder_(options_.limits, options_.tokenizer),
       start_(Clock::now()) {}
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
-    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ClientService::Generate(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
   auto refuse = [&](const char* reason, const absl::Status& status) {
     if (metrics_ != nullptr) metrics_->RequestRejected(reason);
     return new RefusedGenerate(status);
   };
+  absl::StatusOr<std::string> caller = Caller(ctx);
+  if (!caller.ok()) return refuse("unauthenticated", caller.status());
+  v1::GenerateRequest parsed;
+  if (absl::Status s = rpc::ParseClientMessage(*raw, &parsed); !s.ok()) {
+    return refuse("invalid", s);
+  }
+  const v1::GenerateRequest* req = &parsed;
   if (!options_.generate_unavailable.empty()) {
     return refuse("unavailable", absl::UnimplementedError(options_.generate_unavailable));
   }
@@ -162,6 +187,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
   if (!built.ok()) return refuse("invalid", built.status());
   NewRequest request;
   static_cast<frontend::GenerationRequest&>(request) = std::move(*built);
+  request.owner = std::move(*caller);
   std::shared_ptr<GenerateCall> call = GenerateCall::Create(engine_, request.id);
   request.stream = call;
   // Submit counts its own rejections.
@@ -170,12 +196,20 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* ClientService::Generate(
 }
 
 grpc::ServerUnaryReactor* ClientService::Abort(grpc::CallbackServerContext* ctx,
-                                               const v1::AbortRequest* req,
-                                               v1::AbortResponse* /*resp*/) {
+                                               const grpc::ByteBuffer* raw,
+                                               grpc::ByteBuffer* resp) {
+  absl::StatusOr<std::string> caller = Caller(ctx);
+  if (!caller.ok()) return rpc::FinishUnary(ctx, caller.status());
+  v1::AbortRequest parsed;
+  if (absl::Status s = rpc::ParseClientMessage(*raw, &parsed); !s.ok()) {
+    return rpc::FinishUnary(ctx, s);
+  }
+  const v1::AbortRequest* req = &parsed;
+  rpc::SerializeToByteBuffer(v1::AbortResponse(), resp);
   if (req->request_id().empty()) {
     return rpc::FinishUnary(ctx, absl::InvalidArgumentError("request_id: must not be empty"));
   }
-  return rpc::FinishUnary(ctx, engine_->Abort(req->request_id()));
+  return rpc::FinishUnary(ctx, engine_->Abort(req->request_id(), *caller));
 }
 
 absl::Status ClientService::NeedTokenizer() const {
@@ -185,8 +219,16 @@ absl::Status ClientService::NeedTokenizer() const {
 }
 
 grpc::ServerUnaryReactor* ClientService::Tokenize(grpc::CallbackServerContext* ctx,
-                                                  const v1::TokenizeRequest* req,
-                                                  v1::TokenizeResponse* resp) {
+                                                  const grpc::ByteBuffer* raw,
+                                                  grpc::ByteBuffer* wire) {
+  if (auto caller = Caller(ctx); !caller.ok()) return rpc::FinishUnary(ctx, caller.status());
+  v1::TokenizeRequest parsed;
+  if (absl::Status s = rpc::ParseClientMessage(*raw, &parsed); !s.ok()) {
+    return rpc::FinishUnary(ctx, s);
+  }
+  const v1::TokenizeRequest* req = &parsed;
+  v1::TokenizeResponse response;
+  v1::TokenizeResponse* resp = &response;
   if (absl::Status s = NeedTokenizer(); !s.ok()) return rpc::FinishUnary(ctx, s);
   // The same bound as a Generate prompt: tokenizing costs time and memory.
   if (req->text().size() > options_.limits.max_prompt_text_bytes) {
@@ -200,12 +242,14 @@ grpc::ServerUnaryReactor* ClientService::Tokenize(grpc::CallbackServerContext* c
   absl::StatusOr<std::vector<int32_t>> ids = options_.tokenizer->Encode(req->text(), options);
   if (!ids.ok()) return rpc::FinishUnary(ctx, Annotate(ids.status(), "text"));
   for (int32_t id : *ids) resp->add_token_ids(static_cast<uint32_t>(id));
+  rpc::SerializeToByteBuffer(response, wire);
   return rpc::FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ClientService::Detokenize(grpc::CallbackServerContext* ctx,
                                                     const v1::DetokenizeRequest* req,
                                                     v1::DetokenizeResponse* resp) {
+  if (auto caller = Caller(ctx); !caller.ok()) return rpc::FinishUnary(ctx, caller.status());
   if (absl::Status s = NeedTokenizer(); !s.ok()) return rpc::FinishUnary(ctx, s);
   if (static_cast<uint64_t>(req->token_ids_size()) > options_.limits.max_prompt_token_ids) {
     return rpc::FinishUnary(
@@ -234,6 +278,7 @@ grpc::ServerUnaryReactor* ClientService::Detokenize(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* ClientService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                       const v1::GetModelInfoRequest* /*req*/,
                                                       v1::GetModelInfoResponse* resp) {
+  if (auto caller = Caller(ctx); !caller.ok()) return rpc::FinishUnary(ctx, caller.status());
   *resp = options_.model_info;
   return rpc::FinishUnary(ctx, absl::OkStatus());
 }
@@ -241,6 +286,7 @@ grpc::ServerUnaryReactor* ClientService::GetModelInfo(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* ClientService::GetServerInfo(grpc::CallbackServerContext* ctx,
                                                        const v1::GetServerInfoRequest* /*req*/,
                                                        v1::GetServerInfoResponse* resp) {
+  if (auto caller = Caller(ctx); !caller.ok()) return rpc::FinishUnary(ctx, caller.status());
   auto now = Clock::now();
   resp->set_version(kVersion);
   resp->set_protocol_version(kProtocolVersion);

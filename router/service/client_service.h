@@ -2,18 +2,21 @@
 // request with the shared frontend::RequestBuilder (validate, tokenize,
 // max_tokens; the call's deadline as a time point) and submits it to the
 // Engine, whose per-request frontend::OutputProcessor makes the responses
-// this service streams back.
+// this service streams back. With API keys configured every method needs one
+// (UNAUTHENTICATED otherwise); health and reflection stay open for probes.
 #pragma once
 
 #include <chrono>
 #include <memory>
 
+#include "common/rpc/auth.h"
 #include "common/tokenizer/tokenizer.h"
-#include "epserve/v1/epserve.grpc.pb.h"
 #include "router/cluster/worker_registry.h"
 #include "router/engine/engine.h"
 #include "router/frontend/request_builder.h"
 #include "router/validation/generate_validation.h"
+
+#include "epserve/v1/epserve.grpc.pb.h"
 
 namespace epserve::router {
 
@@ -29,21 +32,29 @@ struct ClientServiceOptions {
   GenerateLimits limits;
   // Generate is refused with this reason when non-empty.
   std::string generate_unavailable;
+  // Accepted API keys (--api-key-file); empty: calls need no key.
+  rpc::TokenSet api_keys;
 };
 
-class ClientService final : public v1::Epserve::CallbackService {
+// Generate, Abort and Tokenize take client text: they receive the raw bytes
+// and parse them with rpc::ParseClientMessage, so invalid UTF-8 is an
+// INVALID_ARGUMENT naming the field instead of gRPC's bare UNIMPLEMENTED.
+using ClientServiceBase =
+    v1::Epserve::WithRawCallbackMethod_Generate<v1::Epserve::WithRawCallbackMethod_Abort<
+        v1::Epserve::WithRawCallbackMethod_Tokenize<v1::Epserve::CallbackService>>>;
+
+class ClientService final : public ClientServiceBase {
  public:
   // `registry`, `engine` and `metrics` (may be null) must outlive the service.
   ClientService(ClientServiceOptions options, WorkerRegistry* registry, Engine* engine,
                 ServingMetrics* metrics);
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) override;
-  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const v1::AbortRequest* req,
-                                  v1::AbortResponse* resp) override;
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
-                                     const v1::TokenizeRequest* req,
-                                     v1::TokenizeResponse* resp) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* raw) override;
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                                  grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                                     grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
                                        const v1::DetokenizeRequest* req,
                                        v1::DetokenizeResponse* resp) override;
@@ -56,6 +67,11 @@ class ClientService final : public v1::Epserve::CallbackService {
 
  private:
   absl::Status NeedTokenizer() const;
+  // Who calls: "key:<index>" of the API key presented, or without keys the
+  // client's address without its port ("ipv4:10.0.0.7"); UNAUTHENTICATED
+  // when a key is needed and missing or wrong. Requests belong to their
+  // caller: only the same caller may Abort them.
+  absl::StatusOr<std::string> Caller(const grpc::CallbackServerContext* ctx) const;
 
   const ClientServiceOptions options_;
   WorkerRegistry* registry_;

@@ -133,11 +133,29 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, RouterM
   grpc::Status pending_status_;
 };
 
+// A step stream refused before its first message.
+class RefusedStream final : public grpc::ServerBidiReactor<WorkerMessage, RouterMessage> {
+ public:
+  explicit RefusedStream(const absl::Status& status) { Finish(rpc::ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
+
+absl::Status ControlService::Authenticate(const grpc::CallbackServerContext* ctx,
+                                          const char* method) const {
+  absl::StatusOr<size_t> ok = secret_.Check(
+      *ctx, "cluster secret",
+      "start the worker with the router's --cluster-secret-file (or $EPSERVE_CLUSTER_SECRET)");
+  if (ok.ok()) return absl::OkStatus();
+  LOG_WARN("refused Control.{} from {}: {}", method, ctx->peer(), ok.status().message());
+  return ok.status();
+}
 
 grpc::ServerUnaryReactor* ControlService::Register(grpc::CallbackServerContext* ctx,
                                                    const control::v1::RegisterRequest* req,
                                                    control::v1::RegisterResponse* resp) {
+  if (absl::Status s = Authenticate(ctx, "Register"); !s.ok()) return rpc::FinishUnary(ctx, s);
   auto result = registry_->Register(*req, Clock::now());
   if (!result.ok()) {
     LOG_WARN("refused registration from {} pid {}: {}", req->hostname(), req->pid(),
@@ -149,19 +167,22 @@ grpc::ServerUnaryReactor* ControlService::Register(grpc::CallbackServerContext* 
 }
 
 grpc::ServerBidiReactor<WorkerMessage, RouterMessage>* ControlService::Connect(
-    grpc::CallbackServerContext* /*ctx*/) {
+    grpc::CallbackServerContext* ctx) {
+  if (absl::Status s = Authenticate(ctx, "Connect"); !s.ok()) return new RefusedStream(s);
   return new WorkerStream(registry_);
 }
 
 grpc::ServerUnaryReactor* ControlService::StoreSet(grpc::CallbackServerContext* ctx,
                                                    const control::v1::StoreSetRequest* req,
                                                    control::v1::StoreSetResponse* /*resp*/) {
+  if (absl::Status s = Authenticate(ctx, "StoreSet"); !s.ok()) return rpc::FinishUnary(ctx, s);
   return rpc::FinishUnary(ctx, store_->Set(req->key(), req->value()));
 }
 
 grpc::ServerUnaryReactor* ControlService::StoreGet(grpc::CallbackServerContext* ctx,
                                                    const control::v1::StoreGetRequest* req,
                                                    control::v1::StoreGetResponse* resp) {
+  if (absl::Status s = Authenticate(ctx, "StoreGet"); !s.ok()) return rpc::FinishUnary(ctx, s);
   if (auto value = store_->Get(req->key())) {
     resp->set_found(true);
     resp->set_value(std::move(*value));

@@ -1,16 +1,21 @@
-// Control.* for workers: registration, the step stream, rendezvous.
+// Control.* for workers: registration, the step stream, rendezvous. Served
+// on the router's control listener only (never the client port). Every call
+// must carry the cluster secret (rpc/auth.h) when the router has one.
 #pragma once
 
-#include "epserve/control/v1/control.grpc.pb.h"
+#include "common/rpc/auth.h"
 #include "router/cluster/rendezvous_store.h"
 #include "router/cluster/worker_registry.h"
+
+#include "epserve/control/v1/control.grpc.pb.h"
 
 namespace epserve::router {
 
 class ControlService final : public control::v1::Control::CallbackService {
  public:
-  ControlService(WorkerRegistry* registry, RendezvousStore* store)
-      : registry_(registry), store_(store) {}
+  // `secret`: the accepted cluster secret; an empty set accepts any caller.
+  ControlService(WorkerRegistry* registry, RendezvousStore* store, rpc::TokenSet secret)
+      : registry_(registry), store_(store), secret_(std::move(secret)) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
                                      const control::v1::RegisterRequest* req,
@@ -25,8 +30,12 @@ class ControlService final : public control::v1::Control::CallbackService {
                                      control::v1::StoreGetResponse* resp) override;
 
  private:
+  // OK, or UNAUTHENTICATED (logged with the caller's address).
+  absl::Status Authenticate(const grpc::CallbackServerContext* ctx, const char* method) const;
+
   WorkerRegistry* registry_;
   RendezvousStore* store_;
+  rpc::TokenSet secret_;
 };
 
 }  // namespace epserve::router

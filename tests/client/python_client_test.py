@@ -1,7 +1,7 @@
 """tools/examples/python_client.py against a real router (one local CPU
-worker, the bundled tiny model): it prints the streamed text and a final JSON
-line whose output_ids equal those `epserve generate --json` reports for the
-same greedy request.
+worker, the bundled tiny model, API keys required): it prints the streamed
+text and a final JSON line whose output_ids equal those `epserve generate
+--json` reports for the same greedy request; without the key it is refused.
 
     python3 python_client_test.py --bin-dir build/bin --source-dir .
 """
@@ -43,8 +43,15 @@ def run(argv, timeout=120):
     return r
 
 
+API_KEY = "python-client-test-key-0123456789"
+
+
 def start_router(bin_dir, model, scratch):
     ports = os.path.join(scratch, "ports.json")
+    keys = os.path.join(scratch, "api_keys")
+    with open(keys, "w") as f:
+        f.write(API_KEY + "\n")
+    os.chmod(keys, 0o600)
     log = open(os.path.join(scratch, "router.log"), "w")
     router = subprocess.Popen(
         [
@@ -54,6 +61,7 @@ def start_router(bin_dir, model, scratch):
             "--listen=127.0.0.1:0",
             "--metrics-listen=127.0.0.1:0",
             f"--ports-file={ports}",
+            f"--api-key-file={keys}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -65,7 +73,7 @@ def start_router(bin_dir, model, scratch):
         time.sleep(0.05)
     time.sleep(0.05)  # the file is written in one go; let the writer close it
     with open(ports) as f:
-        return router, json.load(f)["grpc"], log.name
+        return router, json.load(f)["grpc"], log.name, keys
 
 
 def stop_router(router):
@@ -89,7 +97,7 @@ def main():
     model = os.path.join(args.source_dir, "checkpoints", "tiny-random-qwen3-moe")
 
     with tempfile.TemporaryDirectory(prefix="epserve_python_client_") as scratch:
-        router, address, log = start_router(args.bin_dir, model, scratch)
+        router, address, log, keys = start_router(args.bin_dir, model, scratch)
         try:
             health = subprocess.run(
                 [epserve, "health", f"--server={address}", "--wait-serving-s=60"],
@@ -100,7 +108,7 @@ def main():
                      f"router log:\n{open(log).read()}")
 
             cli = run([epserve, "generate", f"--server={address}", f"--prompt={PROMPT}",
-                       "--temperature=0", "--max-tokens=16", "--json"])
+                       "--temperature=0", "--max-tokens=16", "--json", f"--api-key-file={keys}"])
             messages = [json.loads(line) for line in cli.stdout.splitlines() if line]
             completes = [m["complete"] for m in messages if "complete" in m]
             if len(completes) != 1:
@@ -109,7 +117,15 @@ def main():
             cli_text = "".join(m["chunk"]["text"] for m in messages if "chunk" in m)
 
             py = run([sys.executable, example, f"--server={address}", f"--prompt={PROMPT}",
-                      "--temperature=0", "--max-tokens=16"])
+                      "--temperature=0", "--max-tokens=16", f"--api-key={API_KEY}"])
+            refused = subprocess.run(
+                [sys.executable, example, f"--server={address}", f"--prompt={PROMPT}",
+                 "--max-tokens=1"],
+                capture_output=True, text=True, timeout=60,
+                env={k: v for k, v in os.environ.items() if k != "EPSERVE_API_KEY"})
+            if refused.returncode == 0 or "UNAUTHENTICATED" not in refused.stderr:
+                fail(f"without the key the client was not refused: exit {refused.returncode}, "
+                     f"stderr {refused.stderr!r}")
             lines = py.stdout.rstrip("\n").split("\n")
             final = json.loads(lines[-1])
             for key in ("finish_reason", "usage", "output_ids"):

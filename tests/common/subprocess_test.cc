@@ -24,6 +24,31 @@ TEST(Subprocess, ExitCodeAndOutput) {
   EXPECT_EQ(text.str(), "hello\n");
 }
 
+// options.env adds and replaces variables in the child only; the rest of
+// the environment is inherited.
+TEST(Subprocess, EnvironmentOverridesReachOnlyTheChild) {
+  std::string out = ::testing::TempDir() + "/subprocess_env.txt";
+  std::remove(out.c_str());
+  setenv("EPSERVE_SUBPROCESS_TEST_KEEP", "kept", 1);
+  setenv("EPSERVE_SUBPROCESS_TEST_REPLACE", "old", 1);
+  SubprocessOptions options{true, out};
+  options.env = {{"EPSERVE_SUBPROCESS_TEST_REPLACE", "new"},
+                 {"EPSERVE_SUBPROCESS_TEST_ADD", "a=b"}};
+  auto child = Subprocess::Spawn(
+      {"/bin/sh", "-c",
+       "echo \"$EPSERVE_SUBPROCESS_TEST_KEEP $EPSERVE_SUBPROCESS_TEST_REPLACE "
+       "$EPSERVE_SUBPROCESS_TEST_ADD\"; env | grep -c EPSERVE_SUBPROCESS_TEST_REPLACE"},
+      options);
+  ASSERT_TRUE(child.ok()) << child.status();
+  EXPECT_EQ(child->Wait(std::chrono::seconds(10)), 0);
+  std::ifstream in(out);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), "kept new a=b\n1\n");
+  EXPECT_STREQ(getenv("EPSERVE_SUBPROCESS_TEST_REPLACE"), "old");
+  EXPECT_EQ(getenv("EPSERVE_SUBPROCESS_TEST_ADD"), nullptr);
+}
+
 TEST(Subprocess, TerminateRunningChild) {
   auto child = Subprocess::Spawn({"/bin/sleep", "30"}, SubprocessOptions{});
   ASSERT_TRUE(child.ok());

@@ -269,6 +269,11 @@ def check_manifests(objects, router_flags, worker_flags):
     if ((rdep.get("spec") or {}).get("strategy") or {}).get("type") != "Recreate":
         fail(f"{rwhere}: strategy must be Recreate (two routers must never run side by side)")
     listen_port = port_of(flag("epserve-router", "listen"), f"{rwhere} --listen")
+    control_port = port_of(flag("epserve-router", "control_listen"), f"{rwhere} --control-listen")
+    if control_port is not None:
+        resolve_port(rc, control_port, f"{rwhere} --control-listen")
+        if control_port == listen_port:
+            fail(f"{rwhere}: --control-listen and --listen share port {listen_port}")
     rmetrics_port = port_of(flag("epserve-router", "metrics_listen"), f"{rwhere} --metrics-listen")
     for p in (listen_port, rmetrics_port):
         if p is not None:
@@ -398,9 +403,22 @@ def check_manifests(objects, router_flags, worker_flags):
         target = [p for p in sspec2.get("ports") or [] if p.get("port") == rport]
         if not target:
             fail(f"{wwhere}: Service {host} has no port {rport}")
-        elif port_num(rc, target[0].get("targetPort", rport)) != listen_port:
-            fail(f"{wwhere}: Service {host} port {rport} does not lead to the router's --listen "
-                 f"port {listen_port}")
+        elif port_num(rc, target[0].get("targetPort", rport)) != control_port:
+            fail(f"{wwhere}: Service {host} port {rport} does not lead to the router's "
+                 f"--control-listen port {control_port} (workers register on the control plane)")
+
+    # ---- the workers prove the cluster secret the router checks
+    rsecret = secret_file_source(rspec, rc, flag("epserve-router", "cluster_secret_file"))
+    wsecret = secret_file_source(wspec, wc, flag("epserve-worker", "cluster_secret_file"))
+    if rsecret is None:
+        fail(f"{rwhere}: --cluster-secret-file must be a file of a mounted Secret volume")
+    if wsecret is None:
+        fail(f"{wwhere}: --cluster-secret-file must be a file of a mounted Secret volume")
+    if rsecret and wsecret and rsecret != wsecret:
+        fail(f"{wwhere}: the workers' cluster secret {wsecret} is not the router's {rsecret}")
+    keys = flag("epserve-router", "api_key_file")
+    if keys and secret_file_source(rspec, rc, keys) is None:
+        fail(f"{rwhere}: --api-key-file must be a file of a mounted Secret volume")
 
     # ---- every Service port leads to a containerPort of the pods it selects
     workloads = [(rdep, rc), (wss, wc)]
@@ -418,6 +436,12 @@ def check_manifests(objects, router_flags, worker_flags):
     client = [s for s in services if s["metadata"]["name"] == rdep["metadata"]["name"]]
     if not client:
         fail(f"no Service named {rdep['metadata']['name']} for clients")
+    for s in client:
+        for p in (s.get("spec") or {}).get("ports") or []:
+            if control_port is not None and \
+                    port_num(rc, p.get("targetPort", p.get("port"))) == control_port:
+                fail(f"Service/{s['metadata']['name']}: the client Service exposes the control "
+                     f"port {control_port} (port '{p.get('name')}')")
     else:
         ports = {p.get("port") for p in client[0]["spec"].get("ports") or []}
         if listen_port not in ports or rmetrics_port not in ports:
@@ -471,6 +495,18 @@ def port_num(c, port):
 def mounts_by_path(pod_spec, c):
     vols = {v.get("name"): v for v in pod_spec.get("volumes") or []}
     return {m.get("mountPath"): vols.get(m.get("name"), {}) for m in c.get("volumeMounts") or []}
+
+
+def secret_file_source(pod_spec, c, path):
+    """(secretName, key) when `path` is a file of a Secret volume mounted in c."""
+    if not path:
+        return None
+    for mpath, vol in mounts_by_path(pod_spec, c).items():
+        prefix = str(mpath).rstrip("/") + "/"
+        sec = vol.get("secret")
+        if sec and str(path).startswith(prefix):
+            return (sec.get("secretName"), str(path)[len(prefix):])
+    return None
 
 
 def volume_source(v):

@@ -78,6 +78,40 @@ TEST_F(EngineRequestTest, AbortWhileRunningKeepsTheTokensSoFar) {
   IdleStats();
 }
 
+// Only the caller that submitted a request may abort it; another caller is
+// told what it would hear for an unknown id, and the request runs on.
+TEST_F(EngineRequestTest, AbortByAnotherCallerIsNotFoundAndTheRequestRunsOn) {
+  StartOneRank();
+  transport().SetHold(true);
+  NewRequest request = MakeRequest("a", {1, 2}, 3);
+  request.owner = "key:0";
+  auto a = Submit(std::move(request));
+  ASSERT_TRUE(transport().WaitForHeldStep(kWait));
+  absl::Status other = engine().Abort("a", "key:1");
+  EXPECT_EQ(other.code(), absl::StatusCode::kNotFound) << other;
+  EXPECT_EQ(other.message(), "request_id: no running request 'a'");
+  EXPECT_EQ(engine().Abort("a").code(), absl::StatusCode::kNotFound);  // anonymous caller
+  transport().SetHold(false);
+  ASSERT_TRUE(a->WaitFinished(kWait));
+  ASSERT_TRUE(a->complete().has_value());
+  EXPECT_EQ(a->complete()->finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(a->complete()->usage().completion_tokens(), 3u);
+}
+
+TEST_F(EngineRequestTest, OwnerAbortsItsOwnRequest) {
+  StartOneRank();
+  transport().SetHold(true);
+  NewRequest request = MakeRequest("a", {1, 2}, 100);
+  request.owner = "key:0";
+  auto a = Submit(std::move(request));
+  ASSERT_TRUE(transport().WaitForHeldStep(kWait));
+  EXPECT_EQ(engine().Abort("a", "key:0"), absl::OkStatus());
+  transport().SetHold(false);
+  ASSERT_TRUE(a->WaitFinished(kWait));
+  ASSERT_TRUE(a->complete().has_value());
+  EXPECT_EQ(a->complete()->finish_reason(), v1::FINISH_REASON_ABORT);
+}
+
 TEST_F(EngineRequestTest, AbortOfAnUnknownOrEndedIdIsNotFound) {
   StartOneRank();
   EXPECT_EQ(engine().Abort("nope").code(), absl::StatusCode::kNotFound);

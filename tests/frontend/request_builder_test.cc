@@ -188,6 +188,11 @@ TEST(RequestBuilderTest, AssignsDistinctIdsWhenNoneIsGiven) {
   EXPECT_THAT(b->id, StartsWith("gen-"));
   EXPECT_NE(a->id, b->id);
   EXPECT_EQ(a->deadline, std::nullopt);
+  // 128 random bits as hex: nothing in one id tells the next.
+  EXPECT_THAT(a->id, ::testing::MatchesRegex("gen-[0-9a-f]{32}"));
+  int same = 0;
+  for (size_t i = 4; i < a->id.size(); ++i) same += a->id[i] == b->id[i] ? 1 : 0;
+  EXPECT_LT(same, 16);  // about 2 of 32 positions agree by chance
 }
 
 TEST(RequestBuilderTest, TokenIdPromptsNeedNoTokenizer) {

@@ -94,6 +94,22 @@ TEST(BadInput, FlagsAndAddresses) {
       {"epserve-router",
        {model, dummy, "--workers=1", "--gpu-memory-utilization=1.5"},
        "--gpu-memory-utilization must be in (0, 1]"},
+      {"epserve-router",
+       {model, dummy, "--workers=1", "--control-listen=127.0.0.1:0"},
+       "--workers: workers started elsewhere must present the cluster secret; give the router "
+       "and every worker --cluster-secret-file FILE"},
+      {"epserve-router",
+       {model, dummy, "--workers=1", "--control-listen=nowhere"},
+       "--control-listen: bad address 'nowhere'"},
+      {"epserve-router",
+       {model, dummy, "--local-workers=1", "--cluster-secret-file=/nonexistent/secret"},
+       "--cluster-secret-file: cannot read '/nonexistent/secret'"},
+      {"epserve-router",
+       {model, dummy, "--local-workers=1", "--api-key-file=/nonexistent/keys"},
+       "--api-key-file: cannot read '/nonexistent/keys'"},
+      {"epserve-worker",
+       {"--router=127.0.0.1:5", "--cluster-secret-file=/dev/null"},
+       "--cluster-secret-file: '/dev/null' is not a regular file"},
       {"epserve-worker",
        {"--router=127.0.0.1:5", "--gpu-memory-utilization=1.5"},
        "--gpu-memory-utilization must be in [0, 1], got 1.5"},
@@ -123,10 +139,11 @@ TEST(BadInput, FlagsAndAddresses) {
 TEST(BadInput, PortInUse) {
   auto first = RouterHandle::Start({std::string("--model=") + kModel, "--workers=1"});
   ASSERT_NE(first, nullptr);
+  const std::string secret = "--cluster-secret-file=" + first->secret_file();
   RunResult grpc_taken = RunToExit(
       Binary("epserve-router"),
       {std::string("--model=") + kModel, "--workers=1", "--listen=" + first->grpc_address(),
-       "--metrics-listen="},
+       "--control-listen=127.0.0.1:0", secret, "--metrics-listen="},
       seconds(20));
   EXPECT_EQ(grpc_taken.exit_code, 1) << grpc_taken.output;
   EXPECT_THAT(grpc_taken.output, HasSubstr("--listen " + first->grpc_address()));
@@ -135,11 +152,20 @@ TEST(BadInput, PortInUse) {
   RunResult metrics_taken = RunToExit(
       Binary("epserve-router"),
       {std::string("--model=") + kModel, "--workers=1", "--listen=127.0.0.1:0",
-       "--metrics-listen=" + first->metrics_address()},
+       "--control-listen=127.0.0.1:0", secret, "--metrics-listen=" + first->metrics_address()},
       seconds(20));
   EXPECT_EQ(metrics_taken.exit_code, 1) << metrics_taken.output;
   EXPECT_THAT(metrics_taken.output, HasSubstr("--metrics-listen"));
   EXPECT_THAT(metrics_taken.output, HasSubstr(first->metrics_address()));
+
+  RunResult control_taken =
+      RunToExit(Binary("epserve-router"),
+                {std::string("--model=") + kModel, "--workers=1", "--listen=127.0.0.1:0",
+                 "--control-listen=" + first->control_address(), secret, "--metrics-listen="},
+                seconds(20));
+  EXPECT_EQ(control_taken.exit_code, 1) << control_taken.output;
+  EXPECT_THAT(control_taken.output,
+              HasSubstr("--control-listen " + first->control_address() + ": cannot listen"));
   EXPECT_TRUE(first->Info().state() == v1::CLUSTER_STATE_FORMING);  // the first is unharmed
 }
 

@@ -1,6 +1,8 @@
 #include "tests/integration/cluster_harness.h"
 
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,12 +12,10 @@
 #include <sstream>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/net.h"
+#include "common/secure_random.h"
 #include "nlohmann/json.hpp"
 
 namespace epserve::testing {
@@ -78,10 +78,30 @@ RunResult RunToExit(const std::string& binary, std::vector<std::string> args,
   return RunResult{code.value_or(-1), p.output()};
 }
 
+std::string WriteSecretFile(const std::string& path) {
+  absl::StatusOr<std::string> secret = RandomHex(32);
+  EXPECT_TRUE(secret.ok()) << secret.status();
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << *secret << "\n";
+  }
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  return *secret;
+}
+
+std::vector<std::string> RouterHandle::WorkerJoinArgs() const {
+  return {"--router=" + control_, "--cluster-secret-file=" + secret_file_};
+}
+
 std::unique_ptr<RouterHandle> RouterHandle::Start(std::vector<std::string> args) {
   auto handle = std::make_unique<RouterHandle>();
   std::string dir = ScratchDir();
   std::string ports = dir + "/router_ports.json";
+  handle->secret_file_ = dir + "/cluster_secret";
+  WriteSecretFile(handle->secret_file_);
+  args.push_back("--cluster-secret-file=" + handle->secret_file_);
+  args.push_back("--control-listen=127.0.0.1:0");
   args.push_back("--listen=127.0.0.1:0");
   args.push_back("--metrics-listen=127.0.0.1:0");
   args.push_back("--ports-file=" + ports);
@@ -98,6 +118,7 @@ std::unique_ptr<RouterHandle> RouterHandle::Start(std::vector<std::string> args)
   }
   auto json = nlohmann::json::parse(ReadFile(ports));
   handle->grpc_ = json["grpc"].get<std::string>();
+  handle->control_ = json["control"].get<std::string>();
   handle->metrics_ = json["metrics"].get<std::string>();
   auto channel = grpc::CreateChannel(handle->grpc_, grpc::InsecureChannelCredentials());
   handle->client_ = v1::Epserve::NewStub(channel);

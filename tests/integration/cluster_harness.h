@@ -50,11 +50,18 @@ RunResult RunToExit(const std::string& binary, std::vector<std::string> args,
 // A router started with --ports-file, plus gRPC stubs to it.
 class RouterHandle {
  public:
-  // Starts epserve-router with `args` (listen/metrics/ports-file are added)
-  // and waits until it has written its ports file.
+  // Starts epserve-router with `args` (listen, control-listen, metrics,
+  // ports-file and a cluster secret file are added) and waits until it has
+  // written its ports file.
   static std::unique_ptr<RouterHandle> Start(std::vector<std::string> args);
 
   const std::string& grpc_address() const { return grpc_; }
+  // Where workers join (--control-listen).
+  const std::string& control_address() const { return control_; }
+  // The cluster secret file the router was given (workers need it).
+  const std::string& secret_file() const { return secret_file_; }
+  // The arguments a worker needs to join: --router and --cluster-secret-file.
+  std::vector<std::string> WorkerJoinArgs() const;
   const std::string& metrics_address() const { return metrics_; }
   Process& process() { return process_; }
 
@@ -66,10 +73,15 @@ class RouterHandle {
  private:
   Process process_;
   std::string grpc_;
+  std::string control_;
+  std::string secret_file_;
   std::string metrics_;
   std::unique_ptr<v1::Epserve::Stub> client_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
+
+// Writes a fresh random cluster secret to `path` (mode 0600); returns it.
+std::string WriteSecretFile(const std::string& path);
 
 // GET http://ADDRESS/metrics; empty on failure.
 std::string ScrapeMetrics(const std::string& address);

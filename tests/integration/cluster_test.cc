@@ -25,11 +25,9 @@ constexpr char kModel[] = EPSERVE_SOURCE_DIR "/checkpoints/tiny-random-qwen3-moe
 
 Process StartWorker(RouterHandle& router, int rank, const std::string& tag,
                     std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--router=" + router.grpc_address(),
-                                   absl::StrCat("--rank=", rank),
-                                   "--collective-host=127.0.0.1",
-                                   "--metrics-listen=127.0.0.1:0",
-                                   "--connect-timeout-s=20"};
+  std::vector<std::string> args = router.WorkerJoinArgs();
+  args.insert(args.end(), {absl::StrCat("--rank=", rank), "--collective-host=127.0.0.1",
+                           "--metrics-listen=127.0.0.1:0", "--connect-timeout-s=20"});
   args.insert(args.end(), extra.begin(), extra.end());
   return Start(Binary("epserve-worker"), args, absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));
 }

@@ -85,10 +85,13 @@ TEST(NetnsCluster, WorkersInSeparateNamespacesServeAcrossTheBridge) {
 
   const std::string dir = ScratchDir();
   const std::string ports = dir + "/router_ports.json";
+  const std::string secret = dir + "/cluster_secret";
+  WriteSecretFile(secret);
   Process router = Start(
       Binary("epserve-router"),
       {"--model", kModel, "--workers", absl::StrCat(kNumWorkers), "--listen",
-       net->bridge_address() + ":0", "--metrics-listen", "127.0.0.1:0", "--ports-file", ports},
+       net->bridge_address() + ":0", "--control-listen", net->bridge_address() + ":0",
+       "--cluster-secret-file", secret, "--metrics-listen", "127.0.0.1:0", "--ports-file", ports},
       dir + "/router.log");
   std::vector<Process> workers;
   auto logs = [&] {
@@ -106,15 +109,18 @@ TEST(NetnsCluster, WorkersInSeparateNamespacesServeAcrossTheBridge) {
       },
       seconds(20)));
   ASSERT_TRUE(std::filesystem::exists(ports)) << "router did not start" << logs();
-  const std::string grpc_address =
-      nlohmann::json::parse(ReadFile(ports))["grpc"].get<std::string>();
+  const nlohmann::json bound = nlohmann::json::parse(ReadFile(ports));
+  const std::string grpc_address = bound["grpc"].get<std::string>();
+  const std::string control_address = bound["control"].get<std::string>();
   ASSERT_THAT(grpc_address, HasSubstr(net->bridge_address() + ":"));
+  ASSERT_THAT(control_address, HasSubstr(net->bridge_address() + ":"));
 
   for (int i = 0; i < kNumWorkers; ++i) {
     const NetnsTopology::Peer& peer = net->peers()[i];
-    std::vector<std::string> argv = net->InPeer(
-        i, {Binary("epserve-worker"), "--router", grpc_address, "--collective-interface",
-            peer.interface, "--metrics-listen", "127.0.0.1:0", "--cpu-threads", "1"});
+    std::vector<std::string> argv =
+        net->InPeer(i, {Binary("epserve-worker"), "--router", control_address,
+                        "--cluster-secret-file", secret, "--collective-interface", peer.interface,
+                        "--metrics-listen", "127.0.0.1:0", "--cpu-threads", "1"});
     std::string binary = argv.front();
     argv.erase(argv.begin());
     workers.push_back(Start(binary, argv, absl::StrCat(dir, "/worker_", i, ".log")));
@@ -156,9 +162,9 @@ TEST(NetnsCluster, WorkersInSeparateNamespacesServeAcrossTheBridge) {
 
   // Inside a namespace, an interface that does not exist there is refused
   // before the worker contacts anyone, and the message lists what exists.
-  std::vector<std::string> argv = net->InPeer(
-      0,
-      {Binary("epserve-worker"), "--router", grpc_address, "--collective-interface", "nosuchif"});
+  std::vector<std::string> argv =
+      net->InPeer(0, {Binary("epserve-worker"), "--router", control_address,
+                      "--collective-interface", "nosuchif"});
   std::string binary = argv.front();
   argv.erase(argv.begin());
   RunResult bad = RunToExit(binary, argv, seconds(20));

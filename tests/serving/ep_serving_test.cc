@@ -283,12 +283,10 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
     device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
   ASSERT_NE(router, nullptr);
   auto start_worker = [&](int rank, const std::string& tag) {
-    std::vector<std::string> args = {"--router=" + router->grpc_address(),
-                                     absl::StrCat("--rank=", rank),
-                                     "--collective-host=127.0.0.1",
-                                     "--metrics-listen=127.0.0.1:0",
-                                     "--connect-timeout-s=20",
-                                     "--cpu-threads=1"};
+    std::vector<std::string> args = router->WorkerJoinArgs();
+    args.insert(args.end(),
+                {absl::StrCat("--rank=", rank), "--collective-host=127.0.0.1",
+                 "--metrics-listen=127.0.0.1:0", "--connect-timeout-s=20", "--cpu-threads=1"});
     args.insert(args.end(), device.begin(), device.end());
     return Start(Binary("epserve-worker"), args,
                  absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));

@@ -80,7 +80,14 @@ def main():
     parser.add_argument("--seed", type=int, help="sampling seed")
     parser.add_argument("--ignore-eos", action="store_true")
     parser.add_argument("--timeout-s", type=float, default=None, help="call deadline")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("EPSERVE_API_KEY"),
+        help="key for a router started with --api-key-file (default: $EPSERVE_API_KEY)",
+    )
     args = parser.parse_args()
+    # The key travels as call metadata: authorization: Bearer KEY.
+    metadata = [("authorization", f"Bearer {args.api_key}")] if args.api_key else None
 
     grpc = require("grpc", "python3-grpcio")
     with tempfile.TemporaryDirectory(prefix="epserve_stubs_") as stubs:
@@ -98,7 +105,7 @@ def main():
         with grpc.insecure_channel(args.server) as channel:
             stub = pb2_grpc.EpserveStub(channel)
             try:
-                for response in stub.Generate(request, timeout=args.timeout_s):
+                for response in stub.Generate(request, timeout=args.timeout_s, metadata=metadata):
                     kind = response.WhichOneof("response")
                     if kind == "chunk":
                         sys.stdout.write(response.chunk.text)
