@@ -80,6 +80,11 @@ ABSL_FLAG(int64_t, max_waiting_tokens, int64_t{1} << 22,
 ABSL_FLAG(int, step_timeout_ms, 0,
           "A step not answered by every worker within this long fails its requests; 0: "
           "--collective-timeout-ms + --worker-timeout-ms");
+ABSL_FLAG(int, recovery_timeout_s, 60,
+          "When a worker dies, stalls or fails a step, its requests (and those of the whole "
+          "group) wait this long for the cluster to serve again, then resume where they were "
+          "(recomputed; streams continue). Local workers are started again meanwhile. 0: they "
+          "end with UNAVAILABLE at once");
 ABSL_FLAG(std::string, ports_file, "",
           "Write the bound addresses here as JSON once listening (for scripts and tests)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error (router and local workers)");
@@ -225,6 +230,10 @@ int main(int argc, char** argv) {
   options.step_timeout = step_timeout > 0
                              ? std::chrono::milliseconds(step_timeout)
                              : options.collective_timeout + options.worker_timeout;
+
+  const int recovery = absl::GetFlag(FLAGS_recovery_timeout_s);
+  if (recovery < 0) epserve::Die("--recovery-timeout-s must be >= 0", 2);
+  options.recovery_timeout = std::chrono::seconds(recovery);
 
   std::shared_ptr<epserve::router::RouterServer> server;
   std::mutex server_mu;

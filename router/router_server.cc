@@ -200,6 +200,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   engine_options.max_waiting_requests = options.max_waiting_requests;
   engine_options.max_waiting_tokens = options.max_waiting_tokens;
   engine_options.step_timeout = options.step_timeout;
+  engine_options.recovery_timeout = options.recovery_timeout;
   engine_options.eos_token_ids.assign(model.eos_token_ids().begin(), model.eos_token_ids().end());
   self->transport_ = std::make_unique<RegistryTransport>(self->registry_.get());
   self->engine_ = std::make_unique<Engine>(engine_options, self->transport_.get(),
@@ -350,13 +351,47 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                   per_gpu > 1 ? 0.0 : options_.gpu_memory_utilization));
       if (options_.enforce_eager) argv.push_back("--enforce-eager");
     }
-    SubprocessOptions spawn;
-    spawn.env = {{rpc::kClusterSecretEnv, cluster_secret_}};
-    ASSIGN_OR_RETURN(Subprocess child, Subprocess::Spawn(argv, spawn));
-    LOG_INFO("spawned local worker {} (pid {}) on {}", rank, child.pid(), device);
-    local_workers_.push_back(std::move(child));
+    LocalWorker worker{Subprocess(), std::move(argv), 0, std::nullopt};
+    ASSIGN_OR_RETURN(worker.process, SpawnLocalWorker(worker));
+    LOG_INFO("spawned local worker {} (pid {}) on {}", rank, worker.process.pid(), device);
+    local_workers_.push_back(std::move(worker));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Subprocess> RouterServer::SpawnLocalWorker(const LocalWorker& worker) const {
+  SubprocessOptions spawn;
+  spawn.env = {{rpc::kClusterSecretEnv, cluster_secret_}};
+  return Subprocess::Spawn(worker.argv, spawn);
+}
+
+void RouterServer::RestartExitedLocalWorkers() {
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < local_workers_.size(); ++i) {
+    LocalWorker& w = local_workers_[i];
+    if (w.process.running()) {
+      if (auto code = w.process.Wait(std::chrono::milliseconds(0))) {
+        const auto backoff =
+            std::min(std::chrono::milliseconds(500) * (1 << std::min(w.restarts, 6)),
+                     std::chrono::milliseconds(30000));
+        LOG_WARN("local worker {} (pid {}) exited with code {}; starting it again in {} ms", i,
+                 w.process.pid(), *code, backoff.count());
+        w.restart_at = now + backoff;
+      }
+      continue;
+    }
+    if (!w.restart_at || now < *w.restart_at) continue;
+    absl::StatusOr<Subprocess> again = SpawnLocalWorker(w);
+    ++w.restarts;
+    if (!again.ok()) {
+      LOG_ERROR("cannot start local worker {} again: {}", i, again.status().ToString());
+      w.restart_at = now + std::chrono::milliseconds(30000);
+      continue;
+    }
+    w.process = std::move(*again);
+    w.restart_at.reset();
+    LOG_INFO("local worker {} started again (pid {}, restart {})", i, w.process.pid(), w.restarts);
+  }
 }
 
 void RouterServer::SweepLoop() {
@@ -368,15 +403,13 @@ void RouterServer::SweepLoop() {
     v1::GetServerInfoResponse info;
     registry_->FillServerInfo(&info, now);
     metrics_->Update(info, registry_->workers_lost_total(), registry_->groups_formed_total());
-    for (size_t i = 0; i < local_workers_.size(); ++i) {
-      if (local_workers_[i].running()) {
-        if (auto code = local_workers_[i].Wait(std::chrono::milliseconds(0))) {
-          LOG_WARN("local worker {} (pid {}) exited with code {}", i, local_workers_[i].pid(),
-                   *code);
-        }
-      }
-    }
     lock.lock();
+    // Not while shutting down: workers then exit on purpose.
+    if (!shutdown_started_) {
+      lock.unlock();
+      RestartExitedLocalWorkers();
+      lock.lock();
+    }
     cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return sweeper_stop_; });
   }
 }
@@ -413,7 +446,9 @@ void RouterServer::Shutdown(const std::string& reason) {
   auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
   // Local workers exit on the Shutdown message; SIGTERM (then SIGKILL) only
   // those that have not within the drain timeout.
-  for (Subprocess& child : local_workers_) {
+  for (LocalWorker& worker : local_workers_) {
+    Subprocess& child = worker.process;
+    if (!child.running()) continue;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     std::optional<int> code = child.Wait(std::max(left, std::chrono::milliseconds(0)));

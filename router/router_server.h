@@ -83,6 +83,10 @@ struct RouterOptions {
   int max_waiting_requests = 1024;
   int64_t max_waiting_tokens = int64_t{1} << 22;
   std::chrono::milliseconds step_timeout{13000};
+  // Requests of a lost worker group wait this long for the cluster to serve
+  // again and then resume (0: they end at once). Local workers that exit
+  // are started again meanwhile.
+  std::chrono::milliseconds recovery_timeout{60000};
   // If set, the bound addresses are written here as JSON once listening.
   std::string ports_file;
 };
@@ -126,7 +130,18 @@ class RouterServer {
   std::string cluster_secret_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MetricsServer> metrics_server_;
-  std::vector<Subprocess> local_workers_;
+  // Local workers: the process, how to start it again, and when.
+  struct LocalWorker {
+    Subprocess process;
+    std::vector<std::string> argv;
+    int restarts = 0;
+    std::optional<std::chrono::steady_clock::time_point> restart_at;
+  };
+  absl::StatusOr<Subprocess> SpawnLocalWorker(const LocalWorker& worker) const;
+  // A local worker that exited is started again after a backoff (0.5 s,
+  // doubling to 30 s), unless the router is shutting down.
+  void RestartExitedLocalWorkers();
+  std::vector<LocalWorker> local_workers_;
 
   std::thread sweeper_;
   std::mutex mu_;

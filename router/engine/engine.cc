@@ -46,6 +46,8 @@ struct Engine::Tracked {
   bool computed_once = false;
   std::optional<EngineClock::time_point> last_token;
   int worker = -1;  // rank of the group it last ran on
+  bool suspended = false;  // waiting for a lost group to be replaced
+  int recoveries = 0;      // group losses it lived through
 
   size_t num_output_tokens() const { return history ? history->generated_ids.size() : 0; }
 };
@@ -200,8 +202,11 @@ void Engine::Loop() {
     bool group_changed = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      // Requests waiting for a lost group do not spin the loop: it looks
+      // for the new group every 50 ms.
       cv_.wait_for(lock, std::chrono::milliseconds(50), [this] {
-        return stopping_ || !inbox_.empty() || serving_changed_ || !requests_.empty();
+        return stopping_ || !inbox_.empty() || serving_changed_ ||
+               (!requests_.empty() && !recovery_deadline_);
       });
       if (stopping_) return;
       commands.swap(inbox_);
@@ -213,9 +218,18 @@ void Engine::Loop() {
       std::string reason;
       std::optional<GroupView> g = transport_->ServingGroup(&reason);
       if (!g || g->epoch != group_.epoch) {
-        FailAll(absl::UnavailableError(absl::StrCat(
+        SuspendAll(absl::UnavailableError(absl::StrCat(
             "the cluster stopped serving: ",
             g ? absl::StrCat("collective group re-formed (epoch ", g->epoch, ")") : reason)));
+      }
+    }
+    if (recovery_deadline_) {
+      std::string reason;
+      EnsureScheduler(&reason);
+      if (scheduler_ != nullptr) {
+        RestoreSuspended();
+      } else {
+        ExpireRecovery(EngineClock::now());
       }
     }
     ApplyCommands(std::move(commands));
@@ -329,6 +343,95 @@ void Engine::FailAll(const absl::Status& status) {
   // Its KV accounting is void; the next serving group gets a fresh one.
   scheduler_.reset();
   if (!all.empty()) LOG_WARN("ended {} request(s): {}", all.size(), status.ToString());
+}
+
+void Engine::SuspendAll(const absl::Status& cause) {
+  if (options_.recovery_timeout.count() <= 0) {
+    FailAll(cause);
+    return;
+  }
+  std::vector<std::shared_ptr<Tracked>> all;
+  all.reserve(requests_.size());
+  for (auto& [id, t] : requests_) all.push_back(t);
+  int kept = 0;
+  for (auto& t : all) {
+    if (scheduler_ != nullptr) (void)scheduler_->Abort(t->req.id);
+    if (t->recoveries >= options_.max_recoveries) {
+      EndRequest(*t,
+                 absl::Status(cause.code(),
+                              absl::StrCat(cause.message(), " (the request already lived through ",
+                                           t->recoveries, " such failures; not retried again)")),
+                 std::nullopt);
+      continue;
+    }
+    // Its KV on the old worker is void: that worker (if it lives on) drops
+    // it with the next plan it gets.
+    if (t->worker >= 0 && static_cast<size_t>(t->worker) < release_.size()) {
+      release_[static_cast<size_t>(t->worker)].push_back(t->req.id);
+    }
+    t->worker = -1;
+    t->suspended = true;
+    ++t->recoveries;
+    ++kept;
+  }
+  scheduler_.reset();
+  if (kept == 0) return;
+  const auto now = EngineClock::now();
+  if (!recovery_deadline_) {
+    recovery_started_ = now;
+    recovery_deadline_ = now + options_.recovery_timeout;
+    recovery_cause_ = cause;
+  }
+  LOG_WARN(
+      "{}: {} request(s) wait up to {} ms for the cluster to serve again", cause.ToString(), kept,
+      std::chrono::duration_cast<std::chrono::milliseconds>(*recovery_deadline_ - now).count());
+}
+
+void Engine::RestoreSuspended() {
+  std::vector<std::shared_ptr<Tracked>> suspended;
+  for (auto& [id, t] : requests_) {
+    if (t->suspended) suspended.push_back(t);
+  }
+  std::sort(suspended.begin(), suspended.end(),
+            [](const auto& a, const auto& b) { return a->history->arrival < b->history->arrival; });
+  for (auto& t : suspended) {
+    t->suspended = false;
+    scheduler::RequestSpec spec = t->history->spec;
+    std::vector<uint32_t> generated = t->history->generated_ids;
+    if (absl::Status s = scheduler_->Restore(std::move(spec), std::move(generated)); !s.ok()) {
+      EndRequest(*t,
+                 absl::UnavailableError(absl::StrCat(recovery_cause_.message(),
+                                                     "; the new group cannot take the "
+                                                     "request: ",
+                                                     s.message())),
+                 std::nullopt);
+      continue;
+    }
+    t->history = scheduler_->Share(t->req.id);
+  }
+  const double waited = recovery_started_ ? Seconds(EngineClock::now() - *recovery_started_) : 0.0;
+  LOG_INFO("the cluster serves again after {:.2f} s: {} request(s) resume", waited,
+           suspended.size());
+  if (metrics_ != nullptr) {
+    metrics_->RequestsRecovered(static_cast<int64_t>(suspended.size()), waited);
+  }
+  recovery_deadline_.reset();
+  recovery_started_.reset();
+}
+
+void Engine::ExpireRecovery(EngineClock::time_point now) {
+  if (!recovery_deadline_ || now < *recovery_deadline_) return;
+  std::vector<std::shared_ptr<Tracked>> suspended;
+  for (auto& [id, t] : requests_) {
+    if (t->suspended) suspended.push_back(t);
+  }
+  const absl::Status status(
+      recovery_cause_.code(),
+      absl::StrCat(recovery_cause_.message(), "; the cluster did not serve again within ",
+                   options_.recovery_timeout.count(), " ms"));
+  for (auto& t : suspended) EndRequest(*t, status, std::nullopt);
+  recovery_deadline_.reset();
+  recovery_started_.reset();
 }
 
 void Engine::EndRequest(Tracked& t, const absl::Status& status,
@@ -470,7 +573,7 @@ bool Engine::SendPlans(const PlannedStep& step) {
     results_.clear();
   }
   if (absl::Status sent = transport_->SendStep(group_.epoch, step.plans); !sent.ok()) {
-    FailAll(absl::UnavailableError(
+    SuspendAll(absl::UnavailableError(
         absl::StrCat("cannot send step ", step.step_id, ": ", sent.message())));
     return false;
   }
@@ -509,7 +612,7 @@ std::optional<std::map<uint32_t, control::v1::StepResult>> Engine::CollectResult
     why = absl::StrCat("worker rank ", absl::StrJoin(missing, ", rank "), " did not answer within ",
                        options_.step_timeout.count(), " ms");
   }
-  FailAll(absl::UnavailableError(absl::StrCat("step ", step.step_id, " failed: ", why)));
+  SuspendAll(absl::UnavailableError(absl::StrCat("step ", step.step_id, " failed: ", why)));
   return std::nullopt;
 }
 
@@ -518,8 +621,11 @@ std::optional<Engine::StepTokens> Engine::ReadTokens(
   StepTokens out;
   for (const auto& [rank, r] : results) {
     if (!r.error().empty()) {
-      FailAll(absl::InternalError(absl::StrCat("step ", step.step_id, " failed on worker rank ",
-                                               rank, ": ", r.error())));
+      // A worker that failed a step (its device, or a peer that died
+      // mid-exchange): the requests resume on the next group like after a
+      // lost worker, each at most max_recoveries times.
+      SuspendAll(absl::InternalError(
+          absl::StrCat("step ", step.step_id, " failed on worker rank ", rank, ": ", r.error())));
       return std::nullopt;
     }
     if (metrics_ != nullptr && step.phase[rank] != nullptr) {
@@ -599,6 +705,18 @@ void Engine::PublishStats() {
       if (r != nullptr && r->status != scheduler::RequestStatus::kRunning) {
         waiting_tokens += r->history_size();
       }
+    }
+    kv_ranks_published_ = std::max(kv_ranks_published_, scheduler_->num_workers());
+  } else {
+    // No group: requests waiting for one count as waiting; no worker holds
+    // KV for them (the gauges follow the membership, not the last group).
+    for (const auto& [id, t] : requests_) {
+      if (!t->suspended) continue;
+      ++s.waiting;
+      waiting_tokens += static_cast<int64_t>(t->history->history_size());
+    }
+    if (metrics_ != nullptr) {
+      for (int w = 0; w < kv_ranks_published_; ++w) metrics_->SetKvUsage(w, 0.0);
     }
   }
   if (metrics_ != nullptr) metrics_->SetQueue(s.running, s.waiting);

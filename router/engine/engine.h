@@ -20,10 +20,15 @@
 // router/scheduler/request.h); the engine holds a shared handle to it.
 //
 // Failure: a worker lost, a step error or a step that takes longer than
-// step_timeout ends every live request with a non-OK status naming the
-// worker, and the scheduler is rebuilt from the next serving group (its KV
-// accounting starts empty; the workers are told to drop the old requests).
-// Nothing waits without a bound.
+// step_timeout drops the scheduler; it is rebuilt from the next serving
+// group (its KV accounting starts empty; the workers are told to drop the
+// old requests). With recovery_timeout set, the live requests wait for that
+// group (suspended) and are then restored into the new scheduler from their
+// token history, recomputed like preempted ones, so their streams continue
+// with the tokens an undisturbed run would give (greedy and seeded
+// sampling); without it, or when the cluster does not serve again in time,
+// they end with a non-OK status naming the cause. Nothing waits without a
+// bound.
 //
 // Thread-safety: every public method may be called from any thread.
 #pragma once
@@ -99,6 +104,15 @@ struct EngineOptions {
   // request (a stalled worker; the registry's liveness check then drops it).
   std::chrono::milliseconds step_timeout{30000};
   std::vector<uint32_t> eos_token_ids;
+  // When the worker group is lost (a worker died, stalled or failed a step)
+  // live requests wait this long for the cluster to serve again, then
+  // resume: recomputed from their prompt and the tokens generated so far,
+  // their streams continue where they were. 0: they end with UNAVAILABLE at
+  // once (fail-stop).
+  std::chrono::milliseconds recovery_timeout{0};
+  // A request that already lived through this many group losses ends with
+  // the next one (a request that keeps failing its worker).
+  int max_recoveries = 3;
 };
 
 // A request built by a front end (frontend::RequestBuilder) and the stream
@@ -174,6 +188,16 @@ class Engine {
   // Ends every live request with `status` and drops the scheduler (its KV
   // accounting no longer matches the workers); the next step rebuilds it.
   void FailAll(const absl::Status& status);
+  // The worker group was lost (`cause`): drops the scheduler like FailAll,
+  // but the live requests wait for the next serving group (up to
+  // recovery_timeout) instead of ending, except those recovered
+  // max_recoveries times already. FailAll when recovery is off.
+  void SuspendAll(const absl::Status& cause);
+  // Puts the suspended requests into the new scheduler, in arrival order;
+  // a request it refuses ends with the reason.
+  void RestoreSuspended();
+  // Ends the suspended requests once the recovery deadline has passed.
+  void ExpireRecovery(EngineClock::time_point now);
   // Ends one request; it must already be gone from the scheduler.
   void EndRequest(Tracked& t, const absl::Status& status,
                   std::optional<v1::FinishReason> reason);
@@ -248,6 +272,11 @@ class Engine {
   std::unordered_map<std::string, std::shared_ptr<Tracked>> requests_;
   std::vector<std::vector<std::string>> release_;  // per rank, for the next plan
   uint64_t preemptions_seen_ = 0;
+  // Set while requests wait for a lost group to be replaced.
+  std::optional<EngineClock::time_point> recovery_deadline_;
+  std::optional<EngineClock::time_point> recovery_started_;
+  absl::Status recovery_cause_;
+  int kv_ranks_published_ = 0;  // ranks whose KV usage gauge is set
   uint64_t next_step_id_ = 0;
   // Ended requests whose streams FinishStreams has yet to end.
   std::vector<std::pair<std::shared_ptr<GenerateStream>, absl::Status>> finishing_;

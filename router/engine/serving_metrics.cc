@@ -99,6 +99,16 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry, const std::string
                              "result back, tokens handled (minus the workers' step time: "
                              "router + gRPC overhead)")
                        .Register(registry)),
+      recovered_(prometheus::BuildCounter()
+                     .Name("epserve_requests_recovered_total")
+                     .Help("Requests that resumed on a new worker group after theirs was lost "
+                           "(a worker died, stalled or failed a step): recomputed, not ended")
+                     .Register(registry)),
+      recovery_(prometheus::BuildHistogram()
+                    .Name("epserve_recovery_seconds")
+                    .Help("From losing a worker group with requests in flight to those "
+                          "requests resuming on a new group")
+                    .Register(registry)),
       ttft_h_(ttft_.Add({{"model", model}}, LatencyBuckets())),
       itl_h_(itl_.Add({{"model", model}}, InterTokenBuckets())),
       e2e_h_(e2e_.Add({{"model", model}}, RequestBuckets())),
@@ -108,7 +118,9 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry, const std::string
       generation_tokens_c_(generation_tokens_.Add({{"model", model}})),
       preemptions_c_(preemptions_.Add({{"model", model}})),
       running_g_(running_.Add({{"model", model}})),
-      waiting_g_(waiting_.Add({{"model", model}})) {
+      waiting_g_(waiting_.Add({{"model", model}})),
+      recovered_c_(recovered_.Add({{"model", model}})),
+      recovery_h_(recovery_.Add({{"model", model}}, RequestBuckets())) {
   // Every finish reason is exported from the start (rate() needs a zero).
   for (const char* reason : {"stop", "length", "abort", "error"}) FinishedCounter(reason);
   for (const char* reason :
@@ -160,5 +172,10 @@ void ServingMetrics::StepDuration(int worker, const std::string& phase, double s
 }
 
 void ServingMetrics::RouterStep(double seconds) { router_step_h_.Observe(seconds); }
+
+void ServingMetrics::RequestsRecovered(int64_t n, double waited) {
+  recovered_c_.Increment(static_cast<double>(n));
+  recovery_h_.Observe(waited);
+}
 
 }  // namespace epserve::router

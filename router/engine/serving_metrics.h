@@ -42,6 +42,9 @@ class ServingMetrics {
   // result back, tokens handled. Minus the workers' step time: the router
   // and gRPC overhead.
   void RouterStep(double seconds);
+  // `n` requests resumed on a new worker group `waited` seconds after the
+  // old one was lost.
+  void RequestsRecovered(int64_t n, double waited);
 
  private:
   prometheus::Counter& FinishedCounter(const std::string& reason);
@@ -61,6 +64,8 @@ class ServingMetrics {
   prometheus::Family<prometheus::Gauge>& kv_usage_;
   prometheus::Family<prometheus::Histogram>& step_;
   prometheus::Family<prometheus::Histogram>& router_step_;
+  prometheus::Family<prometheus::Counter>& recovered_;
+  prometheus::Family<prometheus::Histogram>& recovery_;
   prometheus::Histogram& ttft_h_;
   prometheus::Histogram& itl_h_;
   prometheus::Histogram& e2e_h_;
@@ -71,6 +76,8 @@ class ServingMetrics {
   prometheus::Counter& preemptions_c_;
   prometheus::Gauge& running_g_;
   prometheus::Gauge& waiting_g_;
+  prometheus::Counter& recovered_c_;
+  prometheus::Histogram& recovery_h_;
 };
 
 }  // namespace epserve::router

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace epserve::scheduler {
 namespace {
@@ -119,6 +120,21 @@ absl::Status Scheduler::Add(RequestSpec spec) {
   Request* raw = r.get();
   requests_.emplace(raw->spec.id, std::move(r));
   waiting_.insert(raw);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Restore(RequestSpec spec, std::vector<uint32_t> generated_ids) {
+  if (static_cast<int64_t>(generated_ids.size()) >= spec.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("request ", spec.id, ": ", generated_ids.size(),
+                                                   " generated tokens, max_tokens ",
+                                                   spec.max_tokens, ": nothing left to restore"));
+  }
+  const std::string id = spec.id;
+  RETURN_IF_ERROR(Add(std::move(spec)));
+  Request* r = requests_.at(id).get();
+  // Still in waiting_ (ordered by priority and arrival, neither changes).
+  r->generated_ids = std::move(generated_ids);
+  if (!r->generated_ids.empty()) r->status = RequestStatus::kPreempted;
   return absl::OkStatus();
 }
 

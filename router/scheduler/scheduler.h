@@ -113,6 +113,12 @@ class Scheduler {
   // duplicate live id, or a request whose prompt + max_tokens tokens cannot
   // fit any worker's KV even alone (it could never finish).
   absl::Status Add(RequestSpec spec);
+  // Queues a request that already generated `generated_ids` under an earlier
+  // scheduler (one rebuilt after its worker group was lost): like a
+  // preempted request it is prefilled again over prompt + generated and
+  // resumes sampling where it left off. Add's checks, and fewer generated
+  // ids than max_tokens (else it had finished).
+  absl::Status Restore(RequestSpec spec, std::vector<uint32_t> generated_ids);
 
   // Ends a request at once: frees its blocks, drops it from every queue; it is
   // never scheduled again. A result for it in the outstanding step is ignored.

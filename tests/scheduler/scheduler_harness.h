@@ -71,6 +71,14 @@ class Harness {
     ASSERT_TRUE(s.ok()) << s;
   }
 
+  // A request that generated `generated` under another scheduler.
+  void Restore(RequestSpec spec, std::vector<uint32_t> generated) {
+    prompts_[spec.id] = spec.prompt_ids;
+    outputs_[spec.id] = generated;
+    absl::Status s = sched_->Restore(std::move(spec), std::move(generated));
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
   // Schedule + fake model + OnStepResult; returns Describe(batch).
   std::string Step() {
     auto batch = sched_->Schedule();

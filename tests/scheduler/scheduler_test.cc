@@ -152,6 +152,34 @@ TEST(SchedulerTest, PreemptionByRecomputeKeepsTheTokenHistory) {
   ExpectDrained(h);
 }
 
+// A request restored into a new scheduler (its worker group was lost) is
+// recomputed over prompt + generated and ends with the uncontended output.
+TEST(SchedulerTest, RestoredRequestIsRecomputedAndEndsAsIfUndisturbed) {
+  Harness before(Opts(/*budget=*/64, /*block_size=*/2), {8});
+  before.Add(Spec("a", 3, 5));
+  ExpectSteps(before, {"w0: a@0+3*[0,1]", "w0: a@3+1*[0,1]"});
+  const std::vector<uint32_t> generated = before.sched().Find("a")->generated_ids;
+  ASSERT_EQ(generated.size(), 2u);
+
+  Harness after(Opts(/*budget=*/64, /*block_size=*/2), {8});
+  after.Restore(Spec("a", 3, 5), generated);
+  ASSERT_NE(after.sched().Find("a"), nullptr);
+  EXPECT_EQ(after.sched().Find("a")->status, RequestStatus::kPreempted);
+  ExpectSteps(after, {
+                         "w0: a@0+5*[0,1,2]",  // prompt + 2 generated, recomputed
+                         "w0: a@5+1*[0,1,2]",
+                         "w0: a@6+1*[0,1,2,3]",
+                     });
+  EXPECT_EQ(after.output("a"), Uncontended(Spec("a", 3, 5)));
+  EXPECT_EQ(after.finished().at("a"), FinishReason::kLength);
+  ExpectDrained(after);
+
+  // Nothing left to generate: refused, nothing queued.
+  EXPECT_EQ(after.sched().Restore(Spec("b", 3, 2), {1, 2}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(after.sched().num_live(), 0);
+}
+
 TEST(SchedulerTest, PreemptionPicksTheLowestPriorityVictim) {
   Harness h(Opts(/*budget=*/64, /*block_size=*/2), {6});
   h.Add(Spec("lo", 3, 4, /*priority=*/5));

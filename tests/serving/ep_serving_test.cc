@@ -17,6 +17,7 @@
 #include <signal.h>
 
 #include <cmath>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -274,10 +275,12 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
   const Reference ref = RunOffline(model, check);
   constexpr int kWorkers = 3;
   // Remote workers (started here) so one can be restarted by hand.
-  auto router = RouterHandle::Start({"--model=" + model, absl::StrCat("--workers=", kWorkers),
-                                     absl::StrCat("--expert-parallel=", kWorkers),
-                                     "--worker-timeout-ms=1500", "--heartbeat-interval-ms=200",
-                                     "--collective-timeout-ms=3000", "--log-level=warn"});
+  // Fail-stop (--recovery-timeout-s=0): the requests end with the loss.
+  auto router =
+      RouterHandle::Start({"--model=" + model, absl::StrCat("--workers=", kWorkers),
+                           absl::StrCat("--expert-parallel=", kWorkers), "--worker-timeout-ms=1500",
+                           "--heartbeat-interval-ms=200", "--collective-timeout-ms=3000",
+                           "--recovery-timeout-s=0", "--log-level=warn"});
   std::vector<std::string> device;
   if (OnGpu())
     device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
@@ -340,6 +343,82 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
   for (Process& w : workers) {
     EXPECT_TRUE(w.proc.Wait(seconds(15)).has_value()) << w.output();
   }
+}
+
+// With recovery (the default): a rank killed mid-generation and started
+// again (as Kubernetes restarts a pod) re-forms the group with its experts;
+// every in-flight stream completes with exactly the undisturbed output.
+TEST(ExpertParallel, KilledRankRestartedMidStreamEveryStreamCompletesUndisturbed) {
+  const std::string model = absl::StrCat(kFixtures, "/qwen3_moe");
+  constexpr int kWorkers = 3;
+  auto router =
+      RouterHandle::Start({"--model=" + model, absl::StrCat("--workers=", kWorkers),
+                           absl::StrCat("--expert-parallel=", kWorkers), "--worker-timeout-ms=1500",
+                           "--heartbeat-interval-ms=200", "--collective-timeout-ms=3000",
+                           "--recovery-timeout-s=60", "--log-level=warn"});
+  ASSERT_NE(router, nullptr);
+  std::vector<std::string> device;
+  if (OnGpu())
+    device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
+  auto start_worker = [&](int rank, const std::string& tag) {
+    std::vector<std::string> args = router->WorkerJoinArgs();
+    args.insert(args.end(),
+                {absl::StrCat("--rank=", rank), "--collective-host=127.0.0.1",
+                 "--metrics-listen=127.0.0.1:0", "--connect-timeout-s=20", "--cpu-threads=1"});
+    args.insert(args.end(), device.begin(), device.end());
+    return Start(Binary("epserve-worker"), args,
+                 absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));
+  };
+  std::vector<Process> workers;
+  workers.reserve(kWorkers);
+  for (int r = 0; r < kWorkers; ++r) workers.push_back(start_worker(r, absl::StrCat(r)));
+  ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
+      << router->process().output();
+  auto stub = ClientStub(router->grpc_address());
+  const std::vector<Prompt> traffic = {{"Hello world", 200},
+                                       {"Mixture of experts", 200},
+                                       {"Once upon a time", 200},
+                                       {"The quick brown fox", 200}};
+  auto run = [&](const std::function<void()>& meanwhile) {
+    std::vector<Outcome> outcomes(traffic.size());
+    std::vector<std::thread> threads;
+    threads.reserve(traffic.size());
+    for (size_t i = 0; i < traffic.size(); ++i) {
+      threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, traffic[i], seconds(120)); });
+    }
+    meanwhile();
+    for (auto& t : threads) t.join();
+    return outcomes;
+  };
+  const std::vector<Outcome> undisturbed = run([] {});
+  for (size_t i = 0; i < traffic.size(); ++i) {
+    ASSERT_TRUE(undisturbed[i].status.ok()) << i << ": " << undisturbed[i].status.error_message();
+  }
+  std::chrono::steady_clock::time_point killed;
+  const std::vector<Outcome> disturbed = run([&] {
+    ASSERT_TRUE(
+        WaitFor([&] { return router->Info().requests_running() == traffic.size(); }, seconds(20)));
+    std::this_thread::sleep_for(milliseconds(100));  // mid-generation
+    killed = std::chrono::steady_clock::now();
+    ASSERT_EQ(kill(workers[1].proc.pid(), SIGKILL), 0);
+    workers[1].proc.Wait(seconds(10));
+    workers[1] = start_worker(1, "1b");
+  });
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  for (size_t i = 0; i < traffic.size(); ++i) {
+    ASSERT_TRUE(disturbed[i].status.ok()) << i << ": " << disturbed[i].status.error_message();
+    EXPECT_EQ(disturbed[i].ids, undisturbed[i].ids) << i;
+    EXPECT_EQ(disturbed[i].complete.finish_reason(), undisturbed[i].complete.finish_reason()) << i;
+  }
+  std::cerr << "recovery (expert parallel, " << kWorkers << " ranks): streams completed " << took
+            << " s after SIGKILL of rank 1\n";
+  EXPECT_GE(MetricValue(ScrapeMetrics(router->metrics_address()),
+                        "epserve_requests_recovered_total{model=\"qwen3_moe\"}"),
+            1);
+  // The survivors were not restarted.
+  EXPECT_FALSE(workers[0].proc.Wait(milliseconds(0)).has_value());
+  EXPECT_FALSE(workers[2].proc.Wait(milliseconds(0)).has_value());
 }
 
 }  // namespace

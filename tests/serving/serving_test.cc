@@ -2,13 +2,13 @@
 // Generate against the offline runner's output, with data-parallel workers,
 // concurrency, cancellation, overload, KV preemption, deadlines, drain,
 // validation, Abort and the request metrics.
-#include <signal.h>
-
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -19,8 +19,8 @@
 #include "absl/strings/str_join.h"
 #include "kernels/device.h"
 #include "kernels/registry.h"
-#include "tests/gpu/gpu_test_util.h"
 #include "nlohmann/json.hpp"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/integration/cluster_harness.h"
 
 namespace epserve::testing {
@@ -660,9 +660,12 @@ TEST(Serving, SecondSigtermDuringAStuckDrainExitsAtOnce) {
   EXPECT_FALSE(outcome.status.ok());
 }
 
+// Fail-stop (--recovery-timeout-s=0): the requests of a lost worker group end
+// at once.
 TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
   REQUIRE_WORKERS(2);
-  auto router = StartServing(2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200"});
+  auto router = StartServing(
+      2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200", "--recovery-timeout-s=0"});
   ASSERT_NE(router, nullptr);
   auto stub = ClientStub(router->grpc_address());
   constexpr int kInFlight = 4;
@@ -693,6 +696,67 @@ TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
   Outcome refused = Generate(*stub, Greedy(Prompts()[0]));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(refused.status.error_message(), HasSubstr("not serving"));
+}
+
+// The default: a local worker killed mid-stream is started again, and every
+// in-flight request resumes (recomputed on the re-formed group) and ends with
+// exactly the tokens of an undisturbed run of the same traffic.
+TEST(Serving, KilledLocalWorkerIsRestartedAndEveryStreamCompletesUndisturbed) {
+  REQUIRE_WORKERS(2);
+  auto router = StartServing(2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200"});
+  ASSERT_NE(router, nullptr);
+  auto stub = ClientStub(router->grpc_address());
+  constexpr int kInFlight = 4;
+  constexpr int kTokens = 300;
+  auto run = [&](const std::function<void()>& meanwhile) {
+    std::vector<Outcome> outcomes(kInFlight);
+    std::vector<std::thread> threads;
+    threads.reserve(kInFlight);
+    for (int i = 0; i < kInFlight; ++i) {
+      threads.emplace_back([&, i] {
+        v1::GenerateRequest req = Greedy(Prompts()[i], kTokens);
+        req.mutable_sampling_params()->set_ignore_eos(true);
+        outcomes[i] = Generate(*stub, req);
+      });
+    }
+    meanwhile();
+    for (auto& t : threads) t.join();
+    return outcomes;
+  };
+  const std::vector<Outcome> undisturbed = run([] {});
+  for (int i = 0; i < kInFlight; ++i) {
+    ASSERT_TRUE(undisturbed[i].status.ok()) << i << ": " << undisturbed[i].status.error_message();
+    ASSERT_EQ(undisturbed[i].chunk_ids.size(), static_cast<size_t>(kTokens)) << i;
+  }
+
+  const pid_t victim = static_cast<pid_t>(router->Info().workers(1).pid());
+  std::chrono::steady_clock::time_point killed;
+  const std::vector<Outcome> disturbed = run([&] {
+    ASSERT_TRUE(
+        WaitFor([&] { return router->Info().requests_running() == kInFlight; }, seconds(20)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // mid-generation
+    killed = std::chrono::steady_clock::now();
+    ASSERT_EQ(kill(victim, SIGKILL), 0);
+  });
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  for (int i = 0; i < kInFlight; ++i) {
+    ASSERT_TRUE(disturbed[i].status.ok()) << i << ": " << disturbed[i].status.error_message();
+    EXPECT_EQ(disturbed[i].chunk_ids, undisturbed[i].chunk_ids) << i;
+    EXPECT_EQ(disturbed[i].complete.usage().completion_tokens(), static_cast<uint32_t>(kTokens))
+        << i;
+  }
+  std::cerr << "recovery: " << kInFlight << " streams completed " << took
+            << " s after SIGKILL of worker rank 1\n";
+  const std::string m = ScrapeMetrics(router->metrics_address());
+  EXPECT_EQ(MetricValue(m, "epserve_requests_recovered_total{model=\"tiny-random-qwen3-moe\"}"),
+            kInFlight);
+  EXPECT_EQ(MetricValue(m, "epserve_recovery_seconds_count{model=\"tiny-random-qwen3-moe\"}"), 1);
+  v1::GetServerInfoResponse info = router->Info();
+  ASSERT_EQ(info.workers_size(), 2);
+  EXPECT_NE(info.workers(1).pid(), static_cast<uint32_t>(victim));  // a new process
+  EXPECT_THAT(router->process().output(), HasSubstr("starting it again"));
+  ExpectIdle(*router);
 }
 
 // ---- GPU resources (EPSERVE_TEST_DEVICE=cuda only) ----
