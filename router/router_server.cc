@@ -351,7 +351,8 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                   per_gpu > 1 ? 0.0 : options_.gpu_memory_utilization));
       if (options_.enforce_eager) argv.push_back("--enforce-eager");
     }
-    LocalWorker worker{Subprocess(), std::move(argv), 0, std::nullopt};
+    LocalWorker worker{Subprocess(), std::move(argv), 0, std::chrono::steady_clock::now(),
+                       std::nullopt};
     ASSIGN_OR_RETURN(worker.process, SpawnLocalWorker(worker));
     LOG_INFO("spawned local worker {} (pid {}) on {}", rank, worker.process.pid(), device);
     local_workers_.push_back(std::move(worker));
@@ -371,9 +372,12 @@ void RouterServer::RestartExitedLocalWorkers() {
     LocalWorker& w = local_workers_[i];
     if (w.process.running()) {
       if (auto code = w.process.Wait(std::chrono::milliseconds(0))) {
+        if (now - w.started >= std::chrono::seconds(10)) w.restarts = 0;
         const auto backoff =
-            std::min(std::chrono::milliseconds(500) * (1 << std::min(w.restarts, 6)),
-                     std::chrono::milliseconds(30000));
+            w.restarts == 0
+                ? std::chrono::milliseconds(0)
+                : std::min(std::chrono::milliseconds(500) * (1 << std::min(w.restarts - 1, 6)),
+                           std::chrono::milliseconds(30000));
         LOG_WARN("local worker {} (pid {}) exited with code {}; starting it again in {} ms", i,
                  w.process.pid(), *code, backoff.count());
         w.restart_at = now + backoff;
@@ -389,6 +393,7 @@ void RouterServer::RestartExitedLocalWorkers() {
       continue;
     }
     w.process = std::move(*again);
+    w.started = now;
     w.restart_at.reset();
     LOG_INFO("local worker {} started again (pid {}, restart {})", i, w.process.pid(), w.restarts);
   }

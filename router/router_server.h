@@ -134,12 +134,15 @@ class RouterServer {
   struct LocalWorker {
     Subprocess process;
     std::vector<std::string> argv;
-    int restarts = 0;
+    int restarts = 0;  // in a row: reset once a start lives kStableRun
+    std::chrono::steady_clock::time_point started;
     std::optional<std::chrono::steady_clock::time_point> restart_at;
   };
   absl::StatusOr<Subprocess> SpawnLocalWorker(const LocalWorker& worker) const;
-  // A local worker that exited is started again after a backoff (0.5 s,
-  // doubling to 30 s), unless the router is shutting down.
+  // A local worker that exited is started again, unless the router is
+  // shutting down: at once after a run of 10 s or more, else after a
+  // backoff (0.5 s, doubling up to 30 s) that keeps a worker that cannot
+  // start from spinning.
   void RestartExitedLocalWorkers();
   std::vector<LocalWorker> local_workers_;
 
