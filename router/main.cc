@@ -23,6 +23,16 @@ ABSL_FLAG(std::string, cluster_secret_file, "",
           "File holding the cluster secret (one line, >= 16 characters) every worker must present; "
           "empty: $EPSERVE_CLUSTER_SECRET. Required with --workers; --local-workers get a fresh "
           "random one when none is given");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain of the client port (TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: clients must present a certificate it signed (mutual TLS)");
+ABSL_FLAG(std::string, control_tls_cert, "",
+          "PEM certificate chain of the control listener (TLS; with --workers)");
+ABSL_FLAG(std::string, control_tls_key, "", "PEM private key of --control-tls-cert");
+ABSL_FLAG(std::string, control_tls_client_ca, "",
+          "PEM cluster CA: workers must present a certificate it signed (mutual TLS); the "
+          "cluster secret is then optional");
 ABSL_FLAG(std::string, api_key_file, "",
           "File of API keys, one per line; clients then present one as 'authorization: Bearer "
           "KEY' on every call (health and reflection stay open)");
@@ -135,21 +145,29 @@ int main(int argc, char** argv) {
     epserve::Die("give exactly one of --local-workers N or --workers N (N >= 1)", 2);
   }
   options.api_key_file = absl::GetFlag(FLAGS_api_key_file);
+  options.client_tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                        absl::GetFlag(FLAGS_tls_client_ca)};
+  options.control_tls = {absl::GetFlag(FLAGS_control_tls_cert),
+                         absl::GetFlag(FLAGS_control_tls_key),
+                         absl::GetFlag(FLAGS_control_tls_client_ca)};
+  // Clients are authenticated by an API key or a client certificate.
+  const bool clients_authenticated =
+      !options.api_key_file.empty() || !options.client_tls.ca.empty();
   options.cluster_secret_file = absl::GetFlag(FLAGS_cluster_secret_file);
   const std::string listen = absl::GetFlag(FLAGS_listen);
   std::string loopback_note;  // logged once serving
   if (!listen.empty()) {
     options.listen = *ParseAddressFlag("listen", listen, false);
-  } else if (!options.api_key_file.empty()) {
+  } else if (clients_authenticated) {
     options.listen = epserve::HostPort{"0.0.0.0", 50051};
   } else {
     options.listen = epserve::HostPort{"127.0.0.1", 50051};
     loopback_note =
         "clients: this host only (127.0.0.1:50051); to serve other hosts give --api-key-file "
-        "FILE (then all interfaces), or --listen 0.0.0.0:50051 to open it without keys";
+        "FILE or --tls-client-ca FILE (then all interfaces), or --listen 0.0.0.0:50051 to open "
+        "it without either";
   }
-  const bool open_without_keys = options.api_key_file.empty() &&
-                                 options.listen.host != "127.0.0.1" &&
+  const bool open_without_keys = !clients_authenticated && options.listen.host != "127.0.0.1" &&
                                  options.listen.host != "localhost" && options.listen.host != "::1";
   const std::string control_listen = absl::GetFlag(FLAGS_control_listen);
   if (!control_listen.empty()) {

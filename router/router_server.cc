@@ -214,18 +214,32 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
       client_options, self->registry_.get(), self->engine_.get(), self->serving_metrics_.get());
   ASSIGN_OR_RETURN(std::optional<std::string> secret,
                    rpc::LoadClusterSecret(options.cluster_secret_file, "--cluster-secret-file"));
+  const bool control_mtls = !options.control_tls.ca.empty();
+  if (options.local_workers && !options.control_tls.empty()) {
+    return absl::InvalidArgumentError(
+        "--control-tls-*: local workers reach the control plane on loopback with a generated "
+        "secret; control-plane TLS is for --workers");
+  }
   if (!secret) {
-    if (!options.local_workers) {
+    if (!options.local_workers && !control_mtls) {
       return absl::InvalidArgumentError(
           "--workers: workers started elsewhere must present the cluster secret; give the "
           "router and every worker --cluster-secret-file FILE (or set $EPSERVE_CLUSTER_SECRET), "
-          "e.g. made with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE");
+          "e.g. made with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE (or "
+          "authenticate them by certificate: --control-tls-cert/-key/-client-ca)");
     }
-    ASSIGN_OR_RETURN(secret, RandomHex(32));
+    if (options.local_workers) {
+      ASSIGN_OR_RETURN(secret, RandomHex(32));
+    }
   }
-  self->cluster_secret_ = *secret;
+  self->cluster_secret_ = secret.value_or("");
   self->control_service_ = std::make_unique<ControlService>(
-      self->registry_.get(), self->store_.get(), rpc::TokenSet({self->cluster_secret_}));
+      self->registry_.get(), self->store_.get(),
+      secret ? rpc::TokenSet({self->cluster_secret_}) : rpc::TokenSet());
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> control_credentials,
+                   rpc::MakeServerCredentials(options.control_tls, "--control-tls"));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> client_credentials,
+                   rpc::MakeServerCredentials(options.client_tls, "--tls"));
 
   grpc::EnableDefaultHealthCheckService(true);
   {
@@ -234,8 +248,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     control.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     control.SetMaxReceiveMessageSize(64 << 20);
     int control_port = 0;
-    control.AddListeningPort(options.control_listen.ToString(), grpc::InsecureServerCredentials(),
-                             &control_port);
+    control.AddListeningPort(options.control_listen.ToString(), control_credentials, &control_port);
     control.RegisterService(self->control_service_.get());
     self->control_server_ = control.BuildAndStart();
     if (self->control_server_ == nullptr || control_port == 0) {
@@ -254,8 +267,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(64 << 20);
   int bound_port = 0;
-  builder.AddListeningPort(options.listen.ToString(), grpc::InsecureServerCredentials(),
-                           &bound_port);
+  builder.AddListeningPort(options.listen.ToString(), client_credentials, &bound_port);
   builder.RegisterService(self->client_service_.get());
   self->server_ = builder.BuildAndStart();
   if (self->server_ == nullptr || bound_port == 0) {
@@ -280,11 +292,17 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     if (!metrics.ok()) return Annotate(metrics.status(), "--metrics-listen");
     self->metrics_server_ = std::move(*metrics);
   }
+  const char* client_security = options.client_tls.empty()      ? "plaintext"
+                                : options.client_tls.ca.empty() ? "TLS"
+                                                                : "mutual TLS";
+  const char* control_security = control_mtls                   ? "mutual TLS"
+                                 : !options.control_tls.empty() ? "TLS + cluster secret"
+                                                                : "cluster secret";
   LOG_INFO(
-      "epserve-router {} serving {} ({}) on {}; workers join on {}; metrics on {}; "
+      "epserve-router {} serving {} ({}) on {} ({}); workers join on {} ({}); metrics on {}; "
       "expecting {} worker(s)",
       kVersion, model.architecture(), model.model_path(), self->grpc_address_.ToString(),
-      self->control_address_.ToString(),
+      client_security, self->control_address_.ToString(), control_security,
       self->metrics_server_ ? self->metrics_server_->address().ToString() : "(off)",
       options.world_size);
   RETURN_IF_ERROR(self->WritePortsFile());

@@ -18,6 +18,7 @@
 #include "common/metrics/metrics_server.h"
 #include "common/net.h"
 #include "common/placement.h"
+#include "common/rpc/tls.h"
 #include "common/subprocess.h"
 
 namespace grpc {
@@ -48,6 +49,12 @@ struct RouterOptions {
   // File of API keys (one per line) clients present as
   // `authorization: Bearer <key>`; empty: the client API needs no key.
   std::string api_key_file;
+  // TLS of the client port (--tls-cert/--tls-key, --tls-client-ca for mutual
+  // TLS) and of the control plane (--control-tls-*; with a client CA, a
+  // worker's certificate authenticates it and the cluster secret becomes
+  // optional). Empty: plaintext.
+  rpc::TlsFiles client_tls;
+  rpc::TlsFiles control_tls;
   std::optional<HostPort> metrics_listen;  // nullopt: no metrics endpoint
   uint32_t world_size = 1;
   // Spawn `world_size` workers on this host instead of waiting for them.

@@ -25,10 +25,11 @@ bool Retryable(absl::StatusCode code) {
 
 }  // namespace
 
-ControlClient::ControlClient(const std::string& router_address, std::string cluster_secret)
+ControlClient::ControlClient(const std::string& router_address, std::string cluster_secret,
+                             const std::shared_ptr<grpc::ChannelCredentials>& credentials)
     : router_address_(router_address),
       cluster_secret_(std::move(cluster_secret)),
-      channel_(grpc::CreateChannel(router_address, grpc::InsecureChannelCredentials())),
+      channel_(grpc::CreateChannel(router_address, credentials)),
       stub_(control::v1::Control::NewStub(channel_)) {}
 
 void ControlClient::Authorize(grpc::ClientContext* ctx) const {

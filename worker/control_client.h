@@ -2,20 +2,25 @@
 // and the router's rendezvous store as a comm::Rendezvous.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "epserve/control/v1/control.grpc.pb.h"
 #include "worker/comm/rendezvous.h"
+
+#include "epserve/control/v1/control.grpc.pb.h"
 
 namespace epserve::worker {
 
 class ControlClient {
  public:
-  // `cluster_secret`: presented on every call (empty: none).
-  ControlClient(const std::string& router_address, std::string cluster_secret);
+  // `cluster_secret`: presented on every call (empty: none); `credentials`:
+  // plaintext or TLS (rpc::MakeChannelCredentials).
+  ControlClient(const std::string& router_address, std::string cluster_secret,
+                const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
   // Registers, retrying transient failures (router not up yet, rank still
   // held by a lost worker, cluster full) until `retry_for` has passed. A

@@ -15,6 +15,13 @@
 
 ABSL_FLAG(std::string, router, "",
           "HOST:PORT of the router's control listener (its --control-listen) to join (required)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signed the router's control certificate (its --control-tls-cert): "
+          "talk TLS to the control listener");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate of this worker, signed by the router's --control-tls-client-ca "
+          "(mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::string, cluster_secret_file, "",
           "File holding the cluster secret the router was given (one line); empty: "
           "$EPSERVE_CLUSTER_SECRET");
@@ -75,6 +82,8 @@ int main(int argc, char** argv) {
                                                 "--cluster-secret-file");
   if (!secret.ok()) epserve::Die(secret.status().message(), 2);
   options.cluster_secret = secret->value_or("");
+  options.control_tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                         absl::GetFlag(FLAGS_tls_ca)};
   auto device = epserve::kernels::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) epserve::Die(absl::StrCat("--device: ", device.status().message()), 2);
   options.device = *device;

@@ -39,7 +39,10 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const WorkerOptions& opti
     if (!server.ok()) return Annotate(server.status(), "--metrics-listen");
     self->metrics_server_ = std::move(*server);
   }
-  self->control_ = std::make_unique<ControlClient>(options.router_address, options.cluster_secret);
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   rpc::MakeChannelCredentials(options.control_tls, "--tls"));
+  self->control_ =
+      std::make_unique<ControlClient>(options.router_address, options.cluster_secret, credentials);
   return self;
 }
 

@@ -14,13 +14,15 @@
 #include "absl/status/statusor.h"
 #include "common/metrics/metrics_server.h"
 #include "common/net.h"
-#include "epserve/control/v1/control.grpc.pb.h"
+#include "common/rpc/tls.h"
 #include "kernels/device.h"
-#include "worker/comm/communicator.h"
 #include "kernels/ops.h"
+#include "worker/comm/communicator.h"
 #include "worker/control_client.h"
 #include "worker/step/step_executor.h"
 #include "worker/weights/weight_loader.h"
+
+#include "epserve/control/v1/control.grpc.pb.h"
 
 namespace epserve::moe {
 class SlotTokenDispatcher;
@@ -31,6 +33,7 @@ namespace epserve::worker {
 struct WorkerOptions {
   std::string router_address;  // HOST:PORT of the router's control listener
   std::string cluster_secret;  // presented on every control call; empty: none
+  rpc::TlsFiles control_tls;   // TLS to the control listener; empty: plaintext
   kernels::DeviceSpec device;
   // Address other workers reach this one on for collectives.
   std::string collective_host;

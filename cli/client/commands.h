@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/rpc/tls.h"
+
 namespace epserve::client {
 
 // The router to talk to, from --server (or --router) and --timeout-s.
@@ -20,6 +22,9 @@ struct ServerOptions {
   int timeout_s = 0;
   // Sent as `authorization: Bearer <key>` on every call; empty: none.
   std::string api_key;
+  // TLS: the CA of the router's certificate (--tls-ca), and this client's
+  // certificate for mutual TLS. Empty: plaintext.
+  rpc::TlsFiles tls;
 };
 
 ServerOptions ServerFlags();

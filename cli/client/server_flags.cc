@@ -8,12 +8,18 @@
 #include "common/flags/flags_util.h"
 #include "common/net.h"
 #include "common/rpc/auth.h"
+#include "common/rpc/tls.h"
 
 ABSL_FLAG(std::string, server, "", "HOST:PORT of the epserve-router (default 127.0.0.1:50051)");
 ABSL_FLAG(std::string, router, "", "Another name for --server");
 ABSL_FLAG(std::string, api_key_file, "",
           "File holding the API key to present (the router's --api-key-file); empty: "
           "$EPSERVE_API_KEY, else none");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signed the router's certificate (its --tls-cert): talk TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate, for a router with --tls-client-ca (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(int, timeout_s, 0,
           "Deadline of each call, in seconds; 0: 10 s for info and health, none for generate "
           "and bench");
@@ -48,12 +54,19 @@ ServerOptions ServerFlags() {
   } else if (const char* env = std::getenv("EPSERVE_API_KEY"); env != nullptr) {
     api_key = env;
   }
-  return ServerOptions{server, addr->ToString(), timeout_s, api_key};
+  rpc::TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                    absl::GetFlag(FLAGS_tls_ca)};
+  // Checked here, so that a bad file is a usage error (exit 2), not a call's.
+  if (auto credentials = rpc::MakeChannelCredentials(tls, "--tls"); !credentials.ok()) {
+    Die(credentials.status().message(), 2);
+  }
+  return ServerOptions{server, addr->ToString(), timeout_s, api_key, tls};
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const ServerOptions& server) {
-  return rpc::CreateChannelWithToken(server.target, grpc::InsecureChannelCredentials(),
-                                     server.api_key);
+  auto credentials = rpc::MakeChannelCredentials(server.tls, "--tls");
+  if (!credentials.ok()) Die(credentials.status().message(), 2);
+  return rpc::CreateChannelWithToken(server.target, *credentials, server.api_key);
 }
 
 std::chrono::system_clock::time_point DeadlineIn(int timeout_s) {

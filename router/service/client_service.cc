@@ -132,6 +132,12 @@ absl::StatusOr<std::string> ClientService::Caller(const grpc::CallbackServerCont
     if (!key.ok()) return key.status();
     return absl::StrCat("key:", *key);
   }
+  // Mutual TLS: the client certificate's subject.
+  if (std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+      auth != nullptr && auth->IsPeerAuthenticated()) {
+    std::vector<grpc::string_ref> names = auth->FindPropertyValues("x509_common_name");
+    if (!names.empty()) return absl::StrCat("cert:", std::string(names[0].data(), names[0].size()));
+  }
   // "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000": the port changes per
   // connection, the host does not.
   std::string peer = ctx->peer();

@@ -68,6 +68,7 @@ class ClientService final : public ClientServiceBase {
  private:
   absl::Status NeedTokenizer() const;
   // Who calls: "key:<index>" of the API key presented, or without keys the
+  // subject of its client certificate ("cert:<CN>", mutual TLS), else the
   // client's address without its port ("ipv4:10.0.0.7"); UNAUTHENTICATED
   // when a key is needed and missing or wrong. Requests belong to their
   // caller: only the same caller may Abort them.

@@ -60,6 +60,7 @@ TEST(BadInput, IntegerWeightsAreRefusedBeforeWorkersLoad) {
 }
 
 TEST(BadInput, FlagsAndAddresses) {
+  const char* kReadme = EPSERVE_SOURCE_DIR "/README.md";  // a file, but no PEM
   std::string model = std::string("--model=") + kModel;
   std::string dummy = "--load-format=dummy";  // the tiny model ships no weights
   const BadCase cases[] = {
@@ -110,6 +111,23 @@ TEST(BadInput, FlagsAndAddresses) {
       {"epserve-worker",
        {"--router=127.0.0.1:5", "--cluster-secret-file=/dev/null"},
        "--cluster-secret-file: '/dev/null' is not a regular file"},
+      {"epserve-router",
+       {model, dummy, "--local-workers=1", "--tls-cert=/nonexistent/c.pem",
+        "--tls-key=/nonexistent/k.pem"},
+       "--tls-cert: cannot read '/nonexistent/c.pem'"},
+      {"epserve-router",
+       {model, dummy, "--local-workers=1", "--tls-cert=/nonexistent/c.pem"},
+       "--tls-cert and --tls-key go together"},
+      {"epserve-router",
+       {model, dummy, "--local-workers=1", "--control-tls-client-ca=/nonexistent/ca.pem"},
+       "control-plane TLS is for --workers"},
+      {"epserve-router",
+       {model, dummy, "--local-workers=1", std::string("--tls-cert=") + kReadme,
+        std::string("--tls-key=") + kReadme},
+       "README.md' holds no PEM CERTIFICATE block"},
+      {"epserve-worker",
+       {"--router=127.0.0.1:5", "--tls-cert=/nonexistent/c.pem"},
+       "--tls-cert and --tls-key go together"},
       {"epserve-worker",
        {"--router=127.0.0.1:5", "--gpu-memory-utilization=1.5"},
        "--gpu-memory-utilization must be in [0, 1], got 1.5"},

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -91,16 +92,24 @@ std::string WriteSecretFile(const std::string& path) {
 }
 
 std::vector<std::string> RouterHandle::WorkerJoinArgs() const {
-  return {"--router=" + control_, "--cluster-secret-file=" + secret_file_};
+  std::vector<std::string> args = {"--router=" + control_};
+  if (!secret_file_.empty()) args.push_back("--cluster-secret-file=" + secret_file_);
+  return args;
 }
 
 std::unique_ptr<RouterHandle> RouterHandle::Start(std::vector<std::string> args) {
   auto handle = std::make_unique<RouterHandle>();
   std::string dir = ScratchDir();
   std::string ports = dir + "/router_ports.json";
-  handle->secret_file_ = dir + "/cluster_secret";
-  WriteSecretFile(handle->secret_file_);
-  args.push_back("--cluster-secret-file=" + handle->secret_file_);
+  // Workers authenticated by certificate (mutual TLS) need no secret.
+  const bool mtls = std::any_of(args.begin(), args.end(), [](const std::string& a) {
+    return a.rfind("--control-tls-client-ca", 0) == 0;
+  });
+  if (!mtls) {
+    handle->secret_file_ = dir + "/cluster_secret";
+    WriteSecretFile(handle->secret_file_);
+    args.push_back("--cluster-secret-file=" + handle->secret_file_);
+  }
   args.push_back("--control-listen=127.0.0.1:0");
   args.push_back("--listen=127.0.0.1:0");
   args.push_back("--metrics-listen=127.0.0.1:0");

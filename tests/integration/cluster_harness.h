@@ -58,9 +58,11 @@ class RouterHandle {
   const std::string& grpc_address() const { return grpc_; }
   // Where workers join (--control-listen).
   const std::string& control_address() const { return control_; }
-  // The cluster secret file the router was given (workers need it).
+  // The cluster secret file the router was given (workers need it); empty
+  // when the args authenticate workers by certificate (--control-tls-client-ca).
   const std::string& secret_file() const { return secret_file_; }
-  // The arguments a worker needs to join: --router and --cluster-secret-file.
+  // The arguments a worker needs to join: --router and --cluster-secret-file
+  // (TLS flags are the test's).
   std::vector<std::string> WorkerJoinArgs() const;
   const std::string& metrics_address() const { return metrics_; }
   Process& process() { return process_; }

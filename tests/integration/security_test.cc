@@ -6,6 +6,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -239,6 +240,90 @@ TEST_F(ApiKeys, OnlyTheCallerThatSentARequestCanAbortIt) {
   ASSERT_TRUE(complete.has_value());
   EXPECT_EQ(complete->finish_reason(), v1::FINISH_REASON_ABORT);
   EXPECT_LT(tokens, 2000u);
+}
+
+constexpr char kTls[] = EPSERVE_SOURCE_DIR "/tests/fixtures/tls/";
+constexpr char kPythonClient[] = EPSERVE_SOURCE_DIR "/tools/examples/python_client.py";
+
+std::string Tls(const std::string& name) { return std::string(kTls) + name; }
+
+// The client port with mutual TLS: the CLI and the Python client get through
+// with a certificate of the cluster CA; plaintext, no certificate or one of
+// another CA do not.
+TEST(ClientTls, MutualTlsRoundTripWithTheCliAndThePythonClient) {
+  auto router = RouterHandle::Start(
+      {"--model=" + std::string(kModel), "--local-workers=1", "--tls-cert=" + Tls("server.pem"),
+       "--tls-key=" + Tls("server.key"), "--tls-client-ca=" + Tls("ca.pem")});
+  ASSERT_NE(router, nullptr);
+  const std::string server = "--server=" + router->grpc_address();
+  RunResult health =
+      RunToExit(Binary("epserve"),
+                {"health", server, "--wait-serving-s=60", "--tls-ca=" + Tls("ca.pem"),
+                 "--tls-cert=" + Tls("client.pem"), "--tls-key=" + Tls("client.key")},
+                seconds(90));
+  ASSERT_EQ(health.exit_code, 0) << health.output << router->process().output();
+  EXPECT_THAT(router->process().output(), HasSubstr("(mutual TLS)"));
+
+  RunResult python =
+      RunToExit("/usr/bin/python3",
+                {std::string(kPythonClient), server, "--prompt=Hello", "--max-tokens=4",
+                 "--tls-ca=" + Tls("ca.pem"), "--tls-cert=" + Tls("client.pem"),
+                 "--tls-key=" + Tls("client.key")},
+                seconds(60));
+  EXPECT_EQ(python.exit_code, 0) << python.output;
+  EXPECT_THAT(python.output, HasSubstr("\"output_ids\""));
+
+  const std::vector<std::vector<std::string>> refused = {
+      {"info", server, "--timeout-s=5"},                               // plaintext
+      {"info", server, "--timeout-s=5", "--tls-ca=" + Tls("ca.pem")},  // no certificate
+      {"info", server, "--timeout-s=5", "--tls-ca=" + Tls("ca.pem"),
+       "--tls-cert=" + Tls("other_client.pem"), "--tls-key=" + Tls("other_client.key")},
+  };
+  for (const auto& args : refused) {
+    RunResult r = RunToExit(Binary("epserve"), args, seconds(20));
+    EXPECT_NE(r.exit_code, 0) << r.output;
+  }
+  RunResult bad_flags = RunToExit(Binary("epserve"),
+                                  {"info", server, "--tls-cert=" + Tls("client.pem")}, seconds(20));
+  EXPECT_EQ(bad_flags.exit_code, 2) << bad_flags.output;
+  EXPECT_THAT(bad_flags.output, HasSubstr("--tls-cert and --tls-key go together"));
+}
+
+// The control plane with mutual TLS and no secret: a worker with a
+// certificate of the cluster CA joins; one of another CA, or plaintext, does
+// not.
+TEST(ControlPlane, MutualTlsAuthenticatesWorkersByCertificate) {
+  auto router = RouterHandle::Start(
+      {"--model=" + ConfigOnlyModel(), "--workers=1", "--load-format=dummy",
+       "--control-tls-cert=" + Tls("server.pem"), "--control-tls-key=" + Tls("server.key"),
+       "--control-tls-client-ca=" + Tls("ca.pem")});
+  ASSERT_NE(router, nullptr);
+  EXPECT_TRUE(router->secret_file().empty());
+  auto worker = [&](std::vector<std::string> tls, const std::string& tag) {
+    std::vector<std::string> args = router->WorkerJoinArgs();
+    args.insert(args.end(), {"--connect-timeout-s=3", "--metrics-listen=",
+                             "--collective-host=127.0.0.1", "--cpu-threads=1"});
+    args.insert(args.end(), tls.begin(), tls.end());
+    return Start(Binary("epserve-worker"), args, ScratchDir() + "/worker_" + tag + ".log");
+  };
+  for (const auto& [tag, tls] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"plaintext", {}},
+           {"other_ca",
+            {"--tls-ca=" + Tls("ca.pem"), "--tls-cert=" + Tls("other_client.pem"),
+             "--tls-key=" + Tls("other_client.key")}}}) {
+    Process rogue = worker(tls, tag);
+    EXPECT_EQ(rogue.proc.Wait(seconds(20)), 1) << tag << ": " << rogue.output();
+    EXPECT_THAT(rogue.output(), HasSubstr("could not register")) << tag;
+  }
+  EXPECT_EQ(router->Info().workers_size(), 0);
+  Process good = worker({"--tls-ca=" + Tls("ca.pem"), "--tls-cert=" + Tls("client.pem"),
+                         "--tls-key=" + Tls("client.key")},
+                        "good");
+  EXPECT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
+      << good.output() << router->process().output();
+  router->process().proc.Signal(SIGTERM);
+  EXPECT_EQ(router->process().proc.Wait(seconds(20)), 0);
+  EXPECT_EQ(good.proc.Wait(seconds(20)), 0) << good.output();
 }
 
 // Sends `bytes` as the request of `method` (unary or server streaming) and

@@ -85,6 +85,9 @@ def main():
         default=os.environ.get("EPSERVE_API_KEY"),
         help="key for a router started with --api-key-file (default: $EPSERVE_API_KEY)",
     )
+    parser.add_argument("--tls-ca", help="PEM CA of the router's --tls-cert: talk TLS")
+    parser.add_argument("--tls-cert", help="PEM client certificate (router with --tls-client-ca)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args()
     # The key travels as call metadata: authorization: Bearer KEY.
     metadata = [("authorization", f"Bearer {args.api_key}")] if args.api_key else None
@@ -102,7 +105,20 @@ def main():
             params.seed = args.seed
 
         complete = None
-        with grpc.insecure_channel(args.server) as channel:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+
+        if args.tls_ca:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(args.tls_ca),
+                private_key=read(args.tls_key) if args.tls_key else None,
+                certificate_chain=read(args.tls_cert) if args.tls_cert else None,
+            )
+            channel = grpc.secure_channel(args.server, credentials)
+        else:
+            channel = grpc.insecure_channel(args.server)
+        with channel:
             stub = pb2_grpc.EpserveStub(channel)
             try:
                 for response in stub.Generate(request, timeout=args.timeout_s, metadata=metadata):
