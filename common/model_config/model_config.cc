@@ -71,24 +71,32 @@ absl::Status CheckImpliedWeightBytes(const model_config::ConfigReader& r,
                                      const ModelDescription& d) {
   using L = long double;
   const L layers = d.num_layers, hidden = static_cast<L>(d.hidden_size);
+  // Each term names the config keys that make it up, so that the error
+  // points at whichever of them is absurd.
   struct Term {
     const char* key;
     int64_t value;
+    std::string others;  // the other factors, by key
     L bytes;
   };
   const char* experts_key = r.Has("num_local_experts") ? "num_local_experts" : "num_experts";
+  const char* expert_width_key =
+      r.Has("moe_intermediate_size") ? "moe_intermediate_size" : "intermediate_size";
   const Term terms[] = {
-      {"vocab_size", d.vocab_size,
+      {"vocab_size", d.vocab_size, "",
        2 * static_cast<L>(d.vocab_size) * hidden * (d.tie_word_embeddings ? 1 : 2)},
       {"num_hidden_layers", d.num_layers,
+       absl::StrCat(", head_dim ", d.head_dim, ", num_attention_heads ", d.num_heads,
+                    ", num_key_value_heads ", d.num_kv_heads),
        2 * layers * hidden * static_cast<L>(d.head_dim) *
            (2.0L * d.num_heads + 2.0L * d.num_kv_heads)},
-      {"intermediate_size", d.intermediate_size,
+      {"intermediate_size", d.intermediate_size, "",
        2 * layers * 3 * hidden * static_cast<L>(d.intermediate_size)},
       {experts_key, d.moe.num_experts,
+       absl::StrCat(", ", expert_width_key, " ", d.moe.moe_intermediate_size),
        2 * layers * 3 * hidden * static_cast<L>(d.moe.num_experts) *
            static_cast<L>(d.moe.moe_intermediate_size)},
-      {"shared_expert_intermediate_size", d.moe.shared_expert_intermediate_size,
+      {"shared_expert_intermediate_size", d.moe.shared_expert_intermediate_size, "",
        2 * layers * 3 * hidden * static_cast<L>(d.moe.shared_expert_intermediate_size)},
   };
   L total = 0;
@@ -100,7 +108,7 @@ absl::Status CheckImpliedWeightBytes(const model_config::ConfigReader& r,
   if (total <= kMaxWeightBytes) return absl::OkStatus();
   return r.Invalid(
       largest->key,
-      absl::StrCat("(", largest->value, ") with hidden_size ", d.hidden_size,
+      absl::StrCat("(", largest->value, ")", largest->others, " with hidden_size ", d.hidden_size,
                    " and num_hidden_layers ", d.num_layers, " implies ",
                    absl::StrFormat("%.3g", static_cast<double>(largest->bytes)),
                    " bytes of weights (", absl::StrFormat("%.3g", static_cast<double>(total)),

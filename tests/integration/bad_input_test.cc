@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -11,6 +12,7 @@
 #include "common/model_config/model_config.h"
 #include "common/model_config/tensor_spec.h"
 #include "common/safetensors/writer.h"
+#include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
 
 namespace epserve::testing {
@@ -57,6 +59,49 @@ TEST(BadInput, IntegerWeightsAreRefusedBeforeWorkersLoad) {
   EXPECT_THAT(r.output, HasSubstr("int32 cannot be converted to float32"));
   EXPECT_THAT(r.output, HasSubstr("unquantized weights must be float32, bfloat16 or float16"));
   EXPECT_EQ(Lines(r.output), 1u) << r.output;
+}
+
+// Every integer size of every bundled architecture's config.json, set to an
+// absurd value, under a 2 GiB address-space limit: `epserve-run inspect`
+// either accepts it (some values are legal) or exits with a one-line error
+// naming the key, within a second, never by a signal (no allocation is tried
+// before the range checks).
+TEST(BadInput, AbsurdConfigSizesFailFastNamingTheKeyUnderAMemoryLimit) {
+  const std::vector<std::string> archs = {"qwen3-8b", "qwen3-30b-a3b", "mixtral-8x7b-v0.1",
+                                          "olmoe-1b-7b-0924", "qwen2-57b-a14b"};
+  const std::vector<int64_t> values = {2147483647, -1, 0, int64_t{1} << 40};
+  const std::string dir = ScratchDir() + "/absurd";
+  std::filesystem::create_directories(dir);
+  int refused = 0, runs = 0;
+  for (const std::string& arch : archs) {
+    const nlohmann::json base = nlohmann::json::parse(
+        ReadFile(absl::StrCat(EPSERVE_SOURCE_DIR "/tools/configs/", arch, "/config.json")));
+    for (const auto& [key, value] : base.items()) {
+      if (!value.is_number_integer()) continue;
+      for (int64_t bad : values) {
+        nlohmann::json j = base;
+        j[key] = bad;
+        std::ofstream(dir + "/config.json", std::ios::trunc) << j.dump();
+        const std::string cmd = absl::StrCat("ulimit -v 2097152; exec ", Binary("epserve-run"),
+                                             " inspect --load-format dummy --model ", dir);
+        SCOPED_TRACE(absl::StrCat(arch, ": ", key, " = ", bad));
+        const auto t0 = std::chrono::steady_clock::now();
+        RunResult r = RunToExit("/bin/sh", {"-c", cmd}, seconds(20));
+        const double took =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++runs;
+        EXPECT_LT(took, 1.0);
+        ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1 || r.exit_code == 2) << r.output;
+        if (r.exit_code != 0) {
+          ++refused;
+          EXPECT_THAT(r.output, HasSubstr(key)) << r.output;
+          EXPECT_EQ(Lines(r.output), 1u) << r.output;
+        }
+      }
+    }
+  }
+  EXPECT_GT(runs, 100);
+  EXPECT_GT(refused, runs / 2);  // most absurd values are refused, not all
 }
 
 TEST(BadInput, FlagsAndAddresses) {
