@@ -49,7 +49,8 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const WorkerOptions& opti
 void Worker::Stop(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return;
+    if (shutdown_) return;
+    shutdown_ = true;
     stopping_ = true;
     stop_reason_ = reason;
   }
@@ -64,6 +65,25 @@ void Worker::Send(const WorkerMessage& message) {
 }
 
 absl::Status Worker::Run() {
+  int rank = options_.requested_rank;
+  while (true) {
+    bool router_lost = false;
+    absl::Status status = RunSession(rank, &router_lost);
+    if (!router_lost) return status;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (shutdown_) return absl::OkStatus();
+      stopping_ = false;
+      inbox_.clear();
+    }
+    rank = static_cast<int>(registration_.rank());
+    LOG_WARN("{}; registering again as rank {} (weights kept) for up to {} s", status.message(),
+             rank,
+             std::chrono::duration_cast<std::chrono::seconds>(options_.register_retry).count());
+  }
+}
+
+control::v1::RegisterRequest Worker::MakeRegisterRequest(int requested_rank) const {
   control::v1::RegisterRequest req;
   req.set_protocol_version(options_.protocol_version);
   req.set_hostname(LocalHostName());
@@ -81,9 +101,14 @@ absl::Status Worker::Run() {
   }
   req.mutable_capabilities()->add_dtypes("float32");
   if (metrics_server_) req.set_metrics_address(metrics_server_->address().ToString());
-  req.set_requested_rank(options_.requested_rank);
+  req.set_requested_rank(requested_rank);
+  return req;
+}
 
-  ASSIGN_OR_RETURN(registration_, control_->Register(req, options_.register_retry));
+absl::Status Worker::RunSession(int requested_rank, bool* router_lost) {
+  *router_lost = false;
+  ASSIGN_OR_RETURN(registration_, control_->Register(MakeRegisterRequest(requested_rank),
+                                                     options_.register_retry));
   SetLogRole(absl::StrCat("worker-", registration_.rank()));
   metrics_->rank_.Set(registration_.rank());
   LOG_INFO("registered with router {} as {} (rank {} of {}, device {}, collectives {})",
@@ -155,9 +180,31 @@ absl::Status Worker::Run() {
     LOG_INFO("stopping: {}", stop_reason);
     return absl::OkStatus();
   }
+  *router_lost = true;
   return absl::UnavailableError(absl::StrCat("lost the step stream to router ",
                                              control_->router_address(), ": ",
                                              end.ok() ? "closed by router" : end.message()));
+}
+
+absl::Status Worker::EnsureModel() {
+  const bool same =
+      executor_ != nullptr && weights_ != nullptr && loaded_for_.rank() == registration_.rank() &&
+      loaded_for_.world_size() == registration_.world_size() &&
+      loaded_for_.plan().SerializeAsString() == registration_.plan().SerializeAsString();
+  if (same) {
+    LOG_INFO("the router's plan is the one the weights were loaded for: kept ({} bytes)",
+             loaded_message_.model_loaded().weight_bytes());
+    executor_->ReleaseAll();  // the old router's requests are gone with it
+    Send(loaded_message_);
+    return absl::OkStatus();
+  }
+  if (executor_ != nullptr) LOG_INFO("the router's plan changed: loading the weights again");
+  ep_dispatcher_ = nullptr;
+  executor_.reset();
+  moe_metrics_.reset();
+  weights_.reset();
+  backend_.reset();
+  return LoadModel();
 }
 
 void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
@@ -230,6 +277,8 @@ absl::Status Worker::LoadModel() {
   LOG_INFO("loaded {} ({} tensors, {} bytes {}, {} local experts) in {:.2f} s", desc.architecture,
            report.num_tensors, report.bytes_held, DataTypeName(report.weight_dtype),
            report.local_experts.size(), m->load_seconds());
+  loaded_for_ = registration_;
+  loaded_message_ = msg;
   Send(msg);
   return absl::OkStatus();
 }
@@ -339,7 +388,7 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
 }
 
 void Worker::ExecutorLoop() {
-  if (absl::Status loaded = LoadModel(); !loaded.ok()) {
+  if (absl::Status loaded = EnsureModel(); !loaded.ok()) {
     LOG_ERROR("cannot load the model: {}", loaded);
     WorkerMessage fatal;
     fatal.mutable_fatal()->set_error(std::string(loaded.message()));

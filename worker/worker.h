@@ -68,13 +68,24 @@ class Worker {
   ~Worker();
 
   // Serves until the router sends Shutdown or Stop() is called (OK), or the
-  // router is lost or refuses this worker (error naming the router).
+  // router refuses this worker or cannot be reached again (error naming the
+  // router). A router that goes away (its step stream breaks) is waited for:
+  // the worker registers again for --connect-timeout-s, asking for its rank,
+  // and keeps its weights and KV cache when the new router's plan is the one
+  // they were loaded for (a restarted router reloads nothing).
   absl::Status Run();
   // Ends Run() soon; callable from any thread.
   void Stop(const std::string& reason);
 
  private:
   explicit Worker(WorkerOptions options);
+  control::v1::RegisterRequest MakeRegisterRequest(int requested_rank) const;
+  // One registration and step stream. *router_lost: the stream broke while
+  // nothing asked this worker to stop (the caller may register again).
+  absl::Status RunSession(int requested_rank, bool* router_lost);
+  // The loaded weights serve this registration (same plan, rank and world):
+  // answers ModelLoaded again; else loads them (LoadModel).
+  absl::Status EnsureModel();
   void Send(const control::v1::WorkerMessage& message);
   void HeartbeatLoop(std::chrono::milliseconds interval);
   void ExecutorLoop();
@@ -97,6 +108,9 @@ class Worker {
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<ControlClient> control_;
   control::v1::RegisterResponse registration_;
+  // What the loaded weights were loaded for, and the ModelLoaded answered.
+  control::v1::RegisterResponse loaded_for_;
+  control::v1::WorkerMessage loaded_message_;
   std::unique_ptr<comm::Communicator> comm_;
   std::unique_ptr<weights::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;
@@ -117,7 +131,8 @@ class Worker {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<control::v1::RouterMessage> inbox_;
-  bool stopping_ = false;
+  bool stopping_ = false;  // this session ends
+  bool shutdown_ = false;  // Stop() was called: no new session
   std::string stop_reason_;
   // Set when the worker cannot go on (Run() then fails with it).
   std::string fatal_error_;

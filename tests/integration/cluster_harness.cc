@@ -7,7 +7,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -100,21 +99,30 @@ std::vector<std::string> RouterHandle::WorkerJoinArgs() const {
 std::unique_ptr<RouterHandle> RouterHandle::Start(std::vector<std::string> args) {
   auto handle = std::make_unique<RouterHandle>();
   std::string dir = ScratchDir();
-  std::string ports = dir + "/router_ports.json";
-  // Workers authenticated by certificate (mutual TLS) need no secret.
-  const bool mtls = std::any_of(args.begin(), args.end(), [](const std::string& a) {
-    return a.rfind("--control-tls-client-ca", 0) == 0;
-  });
-  if (!mtls) {
-    handle->secret_file_ = dir + "/cluster_secret";
+  // A test may start several routers: each gets files of its own.
+  static int started = 0;
+  const std::string n = std::to_string(started++);
+  std::string ports = dir + "/router_ports_" + n + ".json";
+  auto given = [&](const std::string& flag) -> std::optional<std::string> {
+    for (const std::string& a : args) {
+      if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
+    }
+    return std::nullopt;
+  };
+  // Workers authenticated by certificate (mutual TLS) need no secret; a test
+  // may also bring its own secret file (a restarted router: the same one).
+  if (std::optional<std::string> secret = given("--cluster-secret-file")) {
+    handle->secret_file_ = *secret;
+  } else if (!given("--control-tls-client-ca")) {
+    handle->secret_file_ = dir + "/cluster_secret_" + n;
     WriteSecretFile(handle->secret_file_);
     args.push_back("--cluster-secret-file=" + handle->secret_file_);
   }
-  args.push_back("--control-listen=127.0.0.1:0");
+  if (!given("--control-listen")) args.push_back("--control-listen=127.0.0.1:0");
   args.push_back("--listen=127.0.0.1:0");
   args.push_back("--metrics-listen=127.0.0.1:0");
   args.push_back("--ports-file=" + ports);
-  handle->process_ = testing::Start(Binary("epserve-router"), args, dir + "/router.log");
+  handle->process_ = testing::Start(Binary("epserve-router"), args, dir + "/router_" + n + ".log");
   bool up = WaitFor(
       [&] {
         return std::filesystem::exists(ports) ||

@@ -2,16 +2,17 @@
 // collective group through the router's rendezvous, run the warm-up
 // all-to-all-v, serve health and info, detect dead and stalled workers,
 // re-form when a replacement arrives, and shut down without orphans.
-#include <signal.h>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+
+#include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "tests/integration/cluster_harness.h"
 #include "common/model_config/model_config.h"
 #include "common/model_config/tensor_spec.h"
 #include "common/shape.h"
+#include "tests/integration/cluster_harness.h"
 #include "worker/comm/alltoall_check.h"
 
 namespace epserve::testing {
@@ -156,6 +157,69 @@ TEST(Cluster, FormsGroupDetectsLossAndStallReformsAndShutsDown) {
   EXPECT_EQ(worker_for_rank(0).proc.Wait(seconds(10)), 0) << worker_for_rank(0).output();
   EXPECT_EQ(replacement.proc.Wait(seconds(10)), 0) << replacement.output();
   EXPECT_THAT(replacement.output(), HasSubstr("router asked this worker to shut down"));
+}
+
+// A router that dies and comes back on the same control address: the remote
+// workers wait for it, register again with their ranks and serve without
+// loading their weights again.
+TEST(Cluster, RemoteWorkersRejoinARestartedRouterWithoutReloading) {
+  auto first = RouterHandle::Start({"--model=" + std::string(kModel), "--workers=2"});
+  ASSERT_NE(first, nullptr);
+  std::vector<Process> workers;
+  workers.reserve(2);
+  for (int rank : {0, 1}) workers.push_back(StartWorker(*first, rank, absl::StrCat(rank)));
+  ASSERT_TRUE(WaitFor([&] { return first->Serving(); }, seconds(30))) << first->process().output();
+  auto generate = [](RouterHandle& router) {
+    auto stub = ClientStub(router.grpc_address());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(30));
+    v1::GenerateRequest req;
+    req.mutable_token_ids()->add_ids(5);
+    req.mutable_token_ids()->add_ids(9);
+    req.mutable_sampling_params()->set_max_tokens(8);
+    req.mutable_sampling_params()->set_temperature(0);
+    auto reader = stub->Generate(&ctx, req);
+    std::vector<uint32_t> ids;
+    v1::GenerateResponse resp;
+    while (reader->Read(&resp)) {
+      if (resp.has_chunk()) {
+        ids.insert(ids.end(), resp.chunk().token_ids().begin(), resp.chunk().token_ids().end());
+      }
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return ids;
+  };
+  const std::vector<uint32_t> before = generate(*first);
+  ASSERT_FALSE(before.empty());
+
+  first->process().proc.Signal(SIGKILL);
+  first->process().proc.Wait(seconds(5));
+  std::this_thread::sleep_for(milliseconds(500));
+  for (Process& w : workers) EXPECT_TRUE(w.proc.running()) << w.output();  // waiting
+
+  auto second = RouterHandle::Start({"--model=" + std::string(kModel), "--workers=2",
+                                     "--control-listen=" + first->control_address(),
+                                     "--cluster-secret-file=" + first->secret_file()});
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return second->Serving(); }, seconds(30)))
+      << second->process().output() << workers[0].output();
+  for (int rank : {0, 1}) {
+    const std::string log = workers[rank].output();
+    EXPECT_THAT(log, HasSubstr("registering again as rank " + std::to_string(rank)));
+    EXPECT_THAT(log, HasSubstr("weights were loaded for: kept"));
+    size_t loads = 0;
+    for (size_t at = log.find("] loaded "); at != std::string::npos;
+         at = log.find("] loaded ", at + 1)) {
+      ++loads;
+    }
+    EXPECT_EQ(loads, 1u) << log;  // loaded once, for the first router
+    EXPECT_EQ(FindRank(second->Info(), static_cast<uint32_t>(rank))->pid(),
+              static_cast<uint32_t>(workers[rank].proc.pid()));
+  }
+  EXPECT_EQ(generate(*second), before);
+  second->process().proc.Signal(SIGTERM);
+  EXPECT_EQ(second->process().proc.Wait(seconds(20)), 0);
+  for (Process& w : workers) EXPECT_EQ(w.proc.Wait(seconds(20)), 0) << w.output();
 }
 
 TEST(Cluster, WorkerWithWrongProtocolVersionIsRefused) {

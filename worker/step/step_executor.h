@@ -118,6 +118,8 @@ class StepExecutor {
 
   // Drops the token history of `request_id`; false when none was kept.
   bool Release(const std::string& request_id);
+  // Forgets every request (a new router: the old one's requests are gone).
+  void ReleaseAll() { history_.clear(); }
   size_t num_tracked_requests() const { return history_.size(); }
 
   const ModelDescription& desc() const { return model_->desc(); }
