@@ -278,30 +278,20 @@ void Engine::ApplyCommands(std::deque<Command> commands) {
       Tracked& t = *c.request;
       std::string reason;
       EnsureScheduler(&reason);
+      // A group that has just come back takes the waiting requests first.
+      if (scheduler_ != nullptr && recovery_deadline_) RestoreSuspended();
+      requests_.emplace(c.id, c.request);
       if (scheduler_ == nullptr) {
-        requests_.emplace(c.id, c.request);
+        if (recovery_deadline_) {
+          // The group is being replaced: it waits with the others.
+          t.suspended = true;
+          continue;
+        }
         EndRequest(t, absl::UnavailableError(absl::StrCat("cluster is not serving: ", reason)),
                    std::nullopt);
         continue;
       }
-      scheduler::RequestSpec spec;
-      spec.id = t.req.id;
-      spec.prompt_ids = std::move(t.req.prompt_ids);
-      spec.max_tokens = static_cast<int>(t.req.max_tokens);
-      spec.priority = t.req.priority;
-      spec.stop_token_ids.assign(t.req.sampling.stop_token_ids().begin(),
-                                 t.req.sampling.stop_token_ids().end());
-      spec.eos_token_ids = options_.eos_token_ids;
-      spec.ignore_eos = t.req.sampling.ignore_eos();
-      requests_.emplace(c.id, c.request);
-      if (absl::Status s = scheduler_->Add(std::move(spec)); !s.ok()) {
-        EndRequest(t, s, std::nullopt);
-        continue;
-      }
-      t.history = scheduler_->Share(t.req.id);
-      if (metrics_ != nullptr) {
-        metrics_->RequestAdmitted(static_cast<int64_t>(t.num_prompt_tokens));
-      }
+      Admit(t);
       continue;
     }
     auto it = requests_.find(c.id);
@@ -314,6 +304,24 @@ void Engine::ApplyCommands(std::deque<Command> commands) {
       EndRequest(*t, c.status, std::nullopt);
     }
   }
+}
+
+void Engine::Admit(Tracked& t) {
+  scheduler::RequestSpec spec;
+  spec.id = t.req.id;
+  spec.prompt_ids = std::move(t.req.prompt_ids);
+  spec.max_tokens = static_cast<int>(t.req.max_tokens);
+  spec.priority = t.req.priority;
+  spec.stop_token_ids.assign(t.req.sampling.stop_token_ids().begin(),
+                             t.req.sampling.stop_token_ids().end());
+  spec.eos_token_ids = options_.eos_token_ids;
+  spec.ignore_eos = t.req.sampling.ignore_eos();
+  if (absl::Status s = scheduler_->Add(std::move(spec)); !s.ok()) {
+    EndRequest(t, s, std::nullopt);
+    return;
+  }
+  t.history = scheduler_->Share(t.req.id);
+  if (metrics_ != nullptr) metrics_->RequestAdmitted(static_cast<int64_t>(t.num_prompt_tokens));
 }
 
 void Engine::ExpireDeadlines(EngineClock::time_point now) {
@@ -381,6 +389,7 @@ void Engine::SuspendAll(const absl::Status& cause) {
     recovery_started_ = now;
     recovery_deadline_ = now + options_.recovery_timeout;
     recovery_cause_ = cause;
+    recovering_ = true;
   }
   LOG_WARN(
       "{}: {} request(s) wait up to {} ms for the cluster to serve again", cause.ToString(), kept,
@@ -392,10 +401,21 @@ void Engine::RestoreSuspended() {
   for (auto& [id, t] : requests_) {
     if (t->suspended) suspended.push_back(t);
   }
-  std::sort(suspended.begin(), suspended.end(),
-            [](const auto& a, const auto& b) { return a->history->arrival < b->history->arrival; });
+  // In arrival order: first those that ran before the loss (in their
+  // order), then those submitted while waiting.
+  std::sort(suspended.begin(), suspended.end(), [](const auto& a, const auto& b) {
+    if ((a->history == nullptr) != (b->history == nullptr)) return a->history != nullptr;
+    if (a->history == nullptr) return a->req.arrival < b->req.arrival;
+    return a->history->arrival < b->history->arrival;
+  });
+  int resumed = 0;
   for (auto& t : suspended) {
     t->suspended = false;
+    if (t->history == nullptr) {
+      Admit(*t);  // submitted while the group was being replaced
+      continue;
+    }
+    ++resumed;
     scheduler::RequestSpec spec = t->history->spec;
     std::vector<uint32_t> generated = t->history->generated_ids;
     if (absl::Status s = scheduler_->Restore(std::move(spec), std::move(generated)); !s.ok()) {
@@ -410,13 +430,14 @@ void Engine::RestoreSuspended() {
     t->history = scheduler_->Share(t->req.id);
   }
   const double waited = recovery_started_ ? Seconds(EngineClock::now() - *recovery_started_) : 0.0;
-  LOG_INFO("the cluster serves again after {:.2f} s: {} request(s) resume", waited,
-           suspended.size());
-  if (metrics_ != nullptr) {
-    metrics_->RequestsRecovered(static_cast<int64_t>(suspended.size()), waited);
-  }
+  LOG_INFO(
+      "the cluster serves again after {:.2f} s: {} request(s) resume, {} submitted "
+      "meanwhile start",
+      waited, resumed, suspended.size() - static_cast<size_t>(resumed));
+  if (metrics_ != nullptr) metrics_->RequestsRecovered(resumed, waited);
   recovery_deadline_.reset();
   recovery_started_.reset();
+  recovering_ = false;
 }
 
 void Engine::ExpireRecovery(EngineClock::time_point now) {
@@ -432,6 +453,7 @@ void Engine::ExpireRecovery(EngineClock::time_point now) {
   for (auto& t : suspended) EndRequest(*t, status, std::nullopt);
   recovery_deadline_.reset();
   recovery_started_.reset();
+  recovering_ = false;
 }
 
 void Engine::EndRequest(Tracked& t, const absl::Status& status,
@@ -713,7 +735,8 @@ void Engine::PublishStats() {
     for (const auto& [id, t] : requests_) {
       if (!t->suspended) continue;
       ++s.waiting;
-      waiting_tokens += static_cast<int64_t>(t->history->history_size());
+      waiting_tokens += t->history != nullptr ? t->history->history_size()
+                                              : static_cast<int64_t>(t->num_prompt_tokens);
     }
     if (metrics_ != nullptr) {
       for (int w = 0; w < kv_ranks_published_; ++w) metrics_->SetKvUsage(w, 0.0);

@@ -33,6 +33,7 @@
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -51,11 +52,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/tokenizer/tokenizer.h"
-#include "epserve/control/v1/control.pb.h"
-#include "epserve/v1/epserve.pb.h"
 #include "router/engine/serving_metrics.h"
 #include "router/frontend/generation_request.h"
 #include "router/scheduler/scheduler.h"
+
+#include "epserve/control/v1/control.pb.h"
+#include "epserve/v1/epserve.pb.h"
 
 namespace epserve::router {
 
@@ -169,6 +171,9 @@ class Engine {
 
   EngineStats Stats() const;
   bool draining() const;
+  // A lost group's requests wait for the next one: new requests may be
+  // submitted (they wait with them) although the cluster is not serving.
+  bool recovering() const { return recovering_.load(); }
 
  private:
   struct Tracked;
@@ -198,6 +203,8 @@ class Engine {
   void RestoreSuspended();
   // Ends the suspended requests once the recovery deadline has passed.
   void ExpireRecovery(EngineClock::time_point now);
+  // Adds a new request to the scheduler (ends it when refused).
+  void Admit(Tracked& t);
   // Ends one request; it must already be gone from the scheduler.
   void EndRequest(Tracked& t, const absl::Status& status,
                   std::optional<v1::FinishReason> reason);
@@ -276,6 +283,7 @@ class Engine {
   std::optional<EngineClock::time_point> recovery_deadline_;
   std::optional<EngineClock::time_point> recovery_started_;
   absl::Status recovery_cause_;
+  std::atomic<bool> recovering_{false};
   int kv_ranks_published_ = 0;  // ranks whose KV usage gauge is set
   uint64_t next_step_id_ = 0;
   // Ended requests whose streams FinishStreams has yet to end.

@@ -177,7 +177,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ClientService::Generate(
                                   "the router is draining (shutting down); not accepting new "
                                   "requests"));
   }
-  if (!registry_->serving()) {
+  // While a lost group is being replaced, requests wait with the ones it
+  // had (up to --recovery-timeout-s) instead of being refused.
+  if (!registry_->serving() && !engine_->recovering()) {
     v1::GetServerInfoResponse info;
     registry_->FillServerInfo(&info, Clock::now());
     return refuse("unavailable", absl::UnavailableError(absl::StrCat(

@@ -139,6 +139,29 @@ TEST_F(EngineRecoveryTest, AbortWhileWaitingForAGroupEndsTheRequest) {
               ElementsAreArray(Generate(NextTokenModel(kVocab), Prompt(1), kMaxTokens)));
 }
 
+// A request submitted while the group is being replaced waits with the
+// others and starts on the new group (after them), instead of being refused.
+TEST_F(EngineRecoveryTest, RequestSubmittedWhileWaitingStartsOnTheNewGroup) {
+  const Model model = NextTokenModel(kVocab);
+  Start(Options(std::chrono::seconds(10)), Group(1, 64), model);
+  auto streams = RunSomeSteps(1, 2);
+  LoseTheGroup();
+  ASSERT_TRUE(WaitForStats([](const EngineStats& s) { return s.waiting == 1; }));
+  EXPECT_TRUE(engine().recovering());
+  auto late = Submit("late", {40, 41}, 5);
+  ASSERT_TRUE(WaitForStats([](const EngineStats& s) { return s.waiting == 2; }));
+  EXPECT_FALSE(late->finished());
+  transport().SetGroup(Group(1, 64, 4, /*epoch=*/2));
+  engine().OnServingChanged();
+  ASSERT_TRUE(late->WaitFinished(kWait));
+  EXPECT_TRUE(late->status().ok()) << late->status();
+  EXPECT_THAT(late->chunk_token_ids(), ElementsAreArray(Generate(model, {40, 41}, 5)));
+  ASSERT_TRUE(streams[0]->WaitFinished(kWait));
+  EXPECT_TRUE(streams[0]->status().ok()) << streams[0]->status();
+  EXPECT_FALSE(engine().recovering());
+  EXPECT_EQ(Metric("epserve_requests_recovered_total"), 1.0);  // the late one did not resume
+}
+
 // Recovery off (the default): the requests end at once, as before.
 TEST_F(EngineRecoveryTest, RecoveryOffEndsAtOnce) {
   Start(Options(std::chrono::milliseconds(0)), Group(2, 64), NextTokenModel(kVocab));
