@@ -24,8 +24,11 @@ std::string Binary(const std::string& name) { return std::string(EPSERVE_BIN_DIR
 
 std::string ScratchDir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
-                              absl::StrCat("epserve_", info->test_suite_name(), "_", info->name());
+  // The pid keeps two runs of the suite on one machine (two checkouts, a
+  // developer's run beside CI's) out of each other's files.
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) /
+      absl::StrCat("epserve_", info->test_suite_name(), "_", info->name(), "_", getpid());
   // Cleared once per test, on first use.
   static std::string cleared;
   if (cleared != dir.string()) {
