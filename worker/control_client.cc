@@ -25,16 +25,11 @@ bool Retryable(absl::StatusCode code) {
 
 }  // namespace
 
-ControlClient::ControlClient(const std::string& router_address, std::string cluster_secret,
+ControlClient::ControlClient(const std::string& router_address, const std::string& cluster_secret,
                              const std::shared_ptr<grpc::ChannelCredentials>& credentials)
     : router_address_(router_address),
-      cluster_secret_(std::move(cluster_secret)),
-      channel_(grpc::CreateChannel(router_address, credentials)),
+      channel_(rpc::CreateChannelWithToken(router_address, credentials, cluster_secret)),
       stub_(control::v1::Control::NewStub(channel_)) {}
-
-void ControlClient::Authorize(grpc::ClientContext* ctx) const {
-  if (!cluster_secret_.empty()) rpc::AddBearerToken(ctx, cluster_secret_);
-}
 
 absl::StatusOr<control::v1::RegisterResponse> ControlClient::Register(
     const control::v1::RegisterRequest& request, std::chrono::milliseconds retry_for) {
@@ -46,7 +41,6 @@ absl::StatusOr<control::v1::RegisterResponse> ControlClient::Register(
     ++attempts;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, std::chrono::duration_cast<std::chrono::milliseconds>(kRpcTimeout));
-    Authorize(&ctx);
     control::v1::RegisterResponse response;
     last = rpc::FromGrpc(stub_->Register(&ctx, request, &response));
     if (last.ok()) return response;
@@ -72,22 +66,20 @@ absl::StatusOr<control::v1::RegisterResponse> ControlClient::Register(
 absl::Status GrpcRendezvous::Set(const std::string& key, const std::string& value) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, std::chrono::duration_cast<std::chrono::milliseconds>(kRpcTimeout));
-  control_->Authorize(&ctx);
   control::v1::StoreSetRequest req;
   req.set_key(key);
   req.set_value(value);
   control::v1::StoreSetResponse resp;
-  return rpc::FromGrpc(control_->stub().StoreSet(&ctx, req, &resp));
+  return rpc::FromGrpc(stub_->StoreSet(&ctx, req, &resp));
 }
 
 absl::StatusOr<std::optional<std::string>> GrpcRendezvous::TryGet(const std::string& key) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, std::chrono::duration_cast<std::chrono::milliseconds>(kRpcTimeout));
-  control_->Authorize(&ctx);
   control::v1::StoreGetRequest req;
   req.set_key(key);
   control::v1::StoreGetResponse resp;
-  absl::Status s = rpc::FromGrpc(control_->stub().StoreGet(&ctx, req, &resp));
+  absl::Status s = rpc::FromGrpc(stub_->StoreGet(&ctx, req, &resp));
   if (!s.ok()) return s;
   if (!resp.found()) return std::optional<std::string>();
   return std::optional<std::string>(resp.value());

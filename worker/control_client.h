@@ -17,9 +17,9 @@ namespace epserve::worker {
 
 class ControlClient {
  public:
-  // `cluster_secret`: presented on every call (empty: none); `credentials`:
-  // plaintext or TLS (rpc::MakeChannelCredentials).
-  ControlClient(const std::string& router_address, std::string cluster_secret,
+  // `cluster_secret`: presented on every call of the channel (empty: none);
+  // `credentials`: plaintext or TLS (rpc::MakeChannelCredentials).
+  ControlClient(const std::string& router_address, const std::string& cluster_secret,
                 const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
   // Registers, retrying transient failures (router not up yet, rank still
@@ -30,13 +30,10 @@ class ControlClient {
       const control::v1::RegisterRequest& request, std::chrono::milliseconds retry_for);
 
   control::v1::Control::Stub& stub() { return *stub_; }
-  // Adds the cluster secret to a call's metadata.
-  void Authorize(grpc::ClientContext* ctx) const;
   const std::string& router_address() const { return router_address_; }
 
  private:
   std::string router_address_;
-  std::string cluster_secret_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<control::v1::Control::Stub> stub_;
 };
@@ -44,12 +41,12 @@ class ControlClient {
 // comm::Rendezvous over Control.StoreSet / StoreGet.
 class GrpcRendezvous final : public comm::Rendezvous {
  public:
-  explicit GrpcRendezvous(ControlClient* control) : control_(control) {}
+  explicit GrpcRendezvous(control::v1::Control::Stub* stub) : stub_(stub) {}
   absl::Status Set(const std::string& key, const std::string& value) override;
   absl::StatusOr<std::optional<std::string>> TryGet(const std::string& key) override;
 
  private:
-  ControlClient* control_;
+  control::v1::Control::Stub* stub_;
 };
 
 }  // namespace epserve::worker

@@ -118,7 +118,6 @@ absl::Status Worker::RunSession(int requested_rank, bool* router_lost) {
                                                       : registration_.collective_backend());
 
   grpc::ClientContext ctx;
-  control_->Authorize(&ctx);
   auto stream = control_->stub().Connect(&ctx);
   {
     std::lock_guard<std::mutex> lock(stream_mu_);
@@ -440,7 +439,7 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   comm_options.hostname = options_.collective_host;
   comm_options.key_prefix = absl::StrCat("epoch/", join.epoch(), "/");
   comm_options.timeout = std::chrono::milliseconds(registration_.collective_timeout_ms());
-  GrpcRendezvous rendezvous(control_.get());
+  GrpcRendezvous rendezvous(&control_->stub());
   absl::StatusOr<std::unique_ptr<comm::Communicator>> comm =
       comm::CreateCommunicator(comm_options, rendezvous);
   WorkerMessage reply;
