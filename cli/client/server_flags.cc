@@ -44,19 +44,18 @@ ServerOptions ServerFlags() {
   if (timeout_s < 0) Die(absl::StrCat("--timeout-s: expected >= 0, found ", timeout_s), 2);
   std::string api_key;
   if (const std::string file = absl::GetFlag(FLAGS_api_key_file); !file.empty()) {
-    auto keys = rpc::ReadTokenFile(file, "--api-key-file");
-    if (!keys.ok()) Die(keys.status().message(), 2);
-    if (keys->size() != 1)
-      Die(absl::StrCat("--api-key-file: '", file, "' holds ", keys->size(),
-                       " keys; a client presents one"),
-          2);
-    api_key = keys->front();
+    auto key = rpc::ReadSingleToken(file, "--api-key-file", "keys", "a client presents one");
+    if (!key.ok()) Die(key.status().message(), 2);
+    api_key = std::move(*key);
   } else if (const char* env = std::getenv("EPSERVE_API_KEY"); env != nullptr) {
     api_key = env;
   }
   rpc::TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                     absl::GetFlag(FLAGS_tls_ca)};
   // Checked here, so that a bad file is a usage error (exit 2), not a call's.
+  // The credentials are made again in MakeChannel and not kept from here: a
+  // live credentials object keeps gRPC (and its threads) running, and those
+  // threads must start after a command's InterruptWatcher blocks SIGINT.
   if (auto credentials = rpc::MakeChannelCredentials(tls, "--tls"); !credentials.ok()) {
     Die(credentials.status().message(), 2);
   }

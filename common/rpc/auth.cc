@@ -78,16 +78,24 @@ absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path,
   return tokens;
 }
 
+absl::StatusOr<std::string> ReadSingleToken(const std::string& path, absl::string_view flag,
+                                            absl::string_view noun, absl::string_view why_one) {
+  absl::StatusOr<std::vector<std::string>> tokens = ReadTokenFile(path, flag);
+  if (!tokens.ok()) return tokens.status();
+  if (tokens->size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": '", path, "' holds ", tokens->size(), " ", noun, "; ", why_one));
+  }
+  return std::move(tokens->front());
+}
+
 absl::StatusOr<std::optional<std::string>> LoadClusterSecret(const std::string& file,
                                                              absl::string_view flag) {
   if (!file.empty()) {
-    absl::StatusOr<std::vector<std::string>> tokens = ReadTokenFile(file, flag);
-    if (!tokens.ok()) return tokens.status();
-    if (tokens->size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, ": '", file, "' holds ", tokens->size(),
-                                                     " tokens; the cluster secret is one line"));
-    }
-    return std::optional<std::string>(std::move(tokens->front()));
+    absl::StatusOr<std::string> secret =
+        ReadSingleToken(file, flag, "tokens", "the cluster secret is one line");
+    if (!secret.ok()) return secret.status();
+    return std::optional<std::string>(std::move(*secret));
   }
   const char* env = std::getenv(kClusterSecretEnv);
   if (env == nullptr || *env == '\0') return std::optional<std::string>();

@@ -36,6 +36,11 @@ inline constexpr size_t kMinTokenBytes = 16;
 absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path,
                                                        absl::string_view flag);
 
+// The one token of a file (ReadTokenFile's rules); a file of several is
+// refused: "FLAG: 'PATH' holds N <noun>; <why_one>".
+absl::StatusOr<std::string> ReadSingleToken(const std::string& path, absl::string_view flag,
+                                            absl::string_view noun, absl::string_view why_one);
+
 // The cluster secret: the single token of `file` when it is given, else the
 // value of $EPSERVE_CLUSTER_SECRET, else nullopt (none configured).
 absl::StatusOr<std::optional<std::string>> LoadClusterSecret(const std::string& file,
