@@ -100,6 +100,31 @@ absl::StatusOr<std::string> CheckModel(const RouterOptions& options) {
   return std::string(DataTypeName(dtype));
 }
 
+// A gRPC server for `service` on `address`; the address with the port bound
+// (port 0 picks one) in *bound. `flag` names the address in the error.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
+    const char* flag, const HostPort& address,
+    const std::shared_ptr<grpc::ServerCredentials>& credentials, grpc::Service* service,
+    HostPort* bound) {
+  grpc::ServerBuilder builder;
+  // gRPC enables SO_REUSEPORT by default, which would let a second router
+  // bind the same port silently; a port in use must be an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  int port = 0;
+  builder.AddListeningPort(address.ToString(), credentials, &port);
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(flag, " ", address.ToString(),
+                                               ": cannot listen (port in use, or the address "
+                                               "is not local)"));
+  }
+  *bound = address;
+  bound->port = static_cast<uint16_t>(port);
+  return server;
+}
+
 }  // namespace
 
 // The engine's StepTransport over the worker registry.
@@ -242,41 +267,13 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
                    rpc::MakeServerCredentials(options.client_tls, "--tls"));
 
   grpc::EnableDefaultHealthCheckService(true);
-  {
-    // Built before reflection is enabled: the control server lists nothing.
-    grpc::ServerBuilder control;
-    control.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    control.SetMaxReceiveMessageSize(64 << 20);
-    int control_port = 0;
-    control.AddListeningPort(options.control_listen.ToString(), control_credentials, &control_port);
-    control.RegisterService(self->control_service_.get());
-    self->control_server_ = control.BuildAndStart();
-    if (self->control_server_ == nullptr || control_port == 0) {
-      return absl::UnavailableError(absl::StrCat("--control-listen ",
-                                                 options.control_listen.ToString(),
-                                                 ": cannot listen (port in use, or the address "
-                                                 "is not local)"));
-    }
-    self->control_address_ = options.control_listen;
-    self->control_address_.port = static_cast<uint16_t>(control_port);
-  }
+  // Built before reflection is enabled: the control server lists nothing.
+  ASSIGN_OR_RETURN(self->control_server_,
+                   StartServer("--control-listen", options.control_listen, control_credentials,
+                               self->control_service_.get(), &self->control_address_));
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  // gRPC enables SO_REUSEPORT by default, which would let a second router
-  // bind the same port silently; a port in use must be an error.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  int bound_port = 0;
-  builder.AddListeningPort(options.listen.ToString(), client_credentials, &bound_port);
-  builder.RegisterService(self->client_service_.get());
-  self->server_ = builder.BuildAndStart();
-  if (self->server_ == nullptr || bound_port == 0) {
-    return absl::UnavailableError(absl::StrCat("--listen ", options.listen.ToString(),
-                                               ": cannot listen (port in use, or the address "
-                                               "is not local)"));
-  }
-  self->grpc_address_ = options.listen;
-  self->grpc_address_.port = static_cast<uint16_t>(bound_port);
+  ASSIGN_OR_RETURN(self->server_, StartServer("--listen", options.listen, client_credentials,
+                                              self->client_service_.get(), &self->grpc_address_));
 
   grpc::HealthCheckServiceInterface* health = self->server_->GetHealthCheckService();
   health->SetServingStatus(false);
@@ -390,12 +387,12 @@ void RouterServer::RestartExitedLocalWorkers() {
     LocalWorker& w = local_workers_[i];
     if (w.process.running()) {
       if (auto code = w.process.Wait(std::chrono::milliseconds(0))) {
-        if (now - w.started >= std::chrono::seconds(10)) w.restarts = 0;
+        if (now - w.started >= kLocalWorkerStableRun) w.restarts = 0;
         const auto backoff =
             w.restarts == 0
                 ? std::chrono::milliseconds(0)
-                : std::min(std::chrono::milliseconds(500) * (1 << std::min(w.restarts - 1, 6)),
-                           std::chrono::milliseconds(30000));
+                : std::min(kLocalWorkerFirstBackoff * (1 << std::min(w.restarts - 1, 6)),
+                           kLocalWorkerMaxBackoff);
         LOG_WARN("local worker {} (pid {}) exited with code {}; starting it again in {} ms", i,
                  w.process.pid(), *code, backoff.count());
         w.restart_at = now + backoff;
@@ -407,7 +404,7 @@ void RouterServer::RestartExitedLocalWorkers() {
     ++w.restarts;
     if (!again.ok()) {
       LOG_ERROR("cannot start local worker {} again: {}", i, again.status().ToString());
-      w.restart_at = now + std::chrono::milliseconds(30000);
+      w.restart_at = now + kLocalWorkerMaxBackoff;
       continue;
     }
     w.process = std::move(*again);

@@ -141,15 +141,19 @@ class RouterServer {
   struct LocalWorker {
     Subprocess process;
     std::vector<std::string> argv;
-    int restarts = 0;  // in a row: reset once a start lives kStableRun
+    int restarts = 0;  // in a row: reset once a start lives kLocalWorkerStableRun
     std::chrono::steady_clock::time_point started;
     std::optional<std::chrono::steady_clock::time_point> restart_at;
   };
   absl::StatusOr<Subprocess> SpawnLocalWorker(const LocalWorker& worker) const;
   // A local worker that exited is started again, unless the router is
-  // shutting down: at once after a run of 10 s or more, else after a
-  // backoff (0.5 s, doubling up to 30 s) that keeps a worker that cannot
-  // start from spinning.
+  // shutting down: at once after a run of kLocalWorkerStableRun or more,
+  // else after a backoff (kLocalWorkerFirstBackoff, doubling up to
+  // kLocalWorkerMaxBackoff) that keeps a worker that cannot start from
+  // spinning.
+  static constexpr std::chrono::seconds kLocalWorkerStableRun{10};
+  static constexpr std::chrono::milliseconds kLocalWorkerFirstBackoff{500};
+  static constexpr std::chrono::milliseconds kLocalWorkerMaxBackoff{30000};
   void RestartExitedLocalWorkers();
   std::vector<LocalWorker> local_workers_;
 
