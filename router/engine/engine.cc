@@ -206,7 +206,7 @@ void Engine::Loop() {
       // for the new group every 50 ms.
       cv_.wait_for(lock, std::chrono::milliseconds(50), [this] {
         return stopping_ || !inbox_.empty() || serving_changed_ ||
-               (!requests_.empty() && !recovery_deadline_);
+               (!requests_.empty() && !recovery_started_);
       });
       if (stopping_) return;
       commands.swap(inbox_);
@@ -223,7 +223,7 @@ void Engine::Loop() {
             g ? absl::StrCat("collective group re-formed (epoch ", g->epoch, ")") : reason)));
       }
     }
-    if (recovery_deadline_) {
+    if (recovery_started_) {
       std::string reason;
       EnsureScheduler(&reason);
       if (scheduler_ != nullptr) {
@@ -279,10 +279,10 @@ void Engine::ApplyCommands(std::deque<Command> commands) {
       std::string reason;
       EnsureScheduler(&reason);
       // A group that has just come back takes the waiting requests first.
-      if (scheduler_ != nullptr && recovery_deadline_) RestoreSuspended();
+      if (scheduler_ != nullptr && recovery_started_) RestoreSuspended();
       requests_.emplace(c.id, c.request);
       if (scheduler_ == nullptr) {
-        if (recovery_deadline_) {
+        if (recovery_started_) {
           // The group is being replaced: it waits with the others.
           t.suspended = true;
           continue;
@@ -385,22 +385,33 @@ void Engine::SuspendAll(const absl::Status& cause) {
   scheduler_.reset();
   if (kept == 0) return;
   const auto now = EngineClock::now();
-  if (!recovery_deadline_) {
+  if (!recovery_started_) {
     recovery_started_ = now;
-    recovery_deadline_ = now + options_.recovery_timeout;
     recovery_cause_ = cause;
     recovering_ = true;
   }
-  LOG_WARN(
-      "{}: {} request(s) wait up to {} ms for the cluster to serve again", cause.ToString(), kept,
-      std::chrono::duration_cast<std::chrono::milliseconds>(*recovery_deadline_ - now).count());
+  LOG_WARN("{}: {} request(s) wait up to {} ms for the cluster to serve again", cause.ToString(),
+           kept,
+           std::chrono::duration_cast<std::chrono::milliseconds>(*recovery_started_ +
+                                                                 options_.recovery_timeout - now)
+               .count());
+}
+
+std::vector<std::shared_ptr<Engine::Tracked>> Engine::Suspended() const {
+  std::vector<std::shared_ptr<Tracked>> suspended;
+  for (const auto& [id, t] : requests_) {
+    if (t->suspended) suspended.push_back(t);
+  }
+  return suspended;
+}
+
+void Engine::EndRecovery() {
+  recovery_started_.reset();
+  recovering_ = false;
 }
 
 void Engine::RestoreSuspended() {
-  std::vector<std::shared_ptr<Tracked>> suspended;
-  for (auto& [id, t] : requests_) {
-    if (t->suspended) suspended.push_back(t);
-  }
+  std::vector<std::shared_ptr<Tracked>> suspended = Suspended();
   // In arrival order: first those that ran before the loss (in their
   // order), then those submitted while waiting.
   std::sort(suspended.begin(), suspended.end(), [](const auto& a, const auto& b) {
@@ -429,31 +440,23 @@ void Engine::RestoreSuspended() {
     }
     t->history = scheduler_->Share(t->req.id);
   }
-  const double waited = recovery_started_ ? Seconds(EngineClock::now() - *recovery_started_) : 0.0;
+  const double waited = Seconds(EngineClock::now() - *recovery_started_);
   LOG_INFO(
       "the cluster serves again after {:.2f} s: {} request(s) resume, {} submitted "
       "meanwhile start",
       waited, resumed, suspended.size() - static_cast<size_t>(resumed));
   if (metrics_ != nullptr) metrics_->RequestsRecovered(resumed, waited);
-  recovery_deadline_.reset();
-  recovery_started_.reset();
-  recovering_ = false;
+  EndRecovery();
 }
 
 void Engine::ExpireRecovery(EngineClock::time_point now) {
-  if (!recovery_deadline_ || now < *recovery_deadline_) return;
-  std::vector<std::shared_ptr<Tracked>> suspended;
-  for (auto& [id, t] : requests_) {
-    if (t->suspended) suspended.push_back(t);
-  }
+  if (!recovery_started_ || now < *recovery_started_ + options_.recovery_timeout) return;
   const absl::Status status(
       recovery_cause_.code(),
       absl::StrCat(recovery_cause_.message(), "; the cluster did not serve again within ",
                    options_.recovery_timeout.count(), " ms"));
-  for (auto& t : suspended) EndRequest(*t, status, std::nullopt);
-  recovery_deadline_.reset();
-  recovery_started_.reset();
-  recovering_ = false;
+  for (auto& t : Suspended()) EndRequest(*t, status, std::nullopt);
+  EndRecovery();
 }
 
 void Engine::EndRequest(Tracked& t, const absl::Status& status,

@@ -203,6 +203,9 @@ class Engine {
   void RestoreSuspended();
   // Ends the suspended requests once the recovery deadline has passed.
   void ExpireRecovery(EngineClock::time_point now);
+  // The requests waiting for a group, and the end of that wait.
+  std::vector<std::shared_ptr<Tracked>> Suspended() const;
+  void EndRecovery();
   // Adds a new request to the scheduler (ends it when refused).
   void Admit(Tracked& t);
   // Ends one request; it must already be gone from the scheduler.
@@ -279,8 +282,9 @@ class Engine {
   std::unordered_map<std::string, std::shared_ptr<Tracked>> requests_;
   std::vector<std::vector<std::string>> release_;  // per rank, for the next plan
   uint64_t preemptions_seen_ = 0;
-  // Set while requests wait for a lost group to be replaced.
-  std::optional<EngineClock::time_point> recovery_deadline_;
+  // Set while requests wait for a lost group to be replaced (they end at
+  // recovery_started_ + recovery_timeout); recovering_ mirrors it for
+  // other threads.
   std::optional<EngineClock::time_point> recovery_started_;
   absl::Status recovery_cause_;
   std::atomic<bool> recovering_{false};
