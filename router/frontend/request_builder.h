@@ -47,7 +47,6 @@ class RequestBuilder {
  private:
   const router::GenerateLimits limits_;
   const std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;
-  // Assigned ids: "gen-" + this builder's start time mod 1e6 + a counter.
 };
 
 }  // namespace epserve::frontend

@@ -149,6 +149,32 @@ std::unique_ptr<RouterHandle> StartExpertParallel(const std::string& model, int 
   return router;
 }
 
+// Expert parallelism over `workers` remote workers started by the test (so
+// one can be killed and started again by hand), with the given
+// --recovery-timeout-s; short liveness and collective timeouts.
+std::unique_ptr<RouterHandle> StartRemoteExpertParallel(const std::string& model, int workers,
+                                                        int recovery_timeout_s) {
+  return RouterHandle::Start(
+      {"--model=" + model, absl::StrCat("--workers=", workers),
+       absl::StrCat("--expert-parallel=", workers), "--worker-timeout-ms=1500",
+       "--heartbeat-interval-ms=200", "--collective-timeout-ms=3000",
+       absl::StrCat("--recovery-timeout-s=", recovery_timeout_s), "--log-level=warn"});
+}
+
+// One remote worker of `router` for `rank` (on the GPU where the suite runs
+// there, all workers sharing it).
+Process StartRemoteWorker(const RouterHandle& router, int rank, const std::string& tag) {
+  std::vector<std::string> args = router.WorkerJoinArgs();
+  args.insert(args.end(),
+              {absl::StrCat("--rank=", rank), "--collective-host=127.0.0.1",
+               "--metrics-listen=127.0.0.1:0", "--connect-timeout-s=20", "--cpu-threads=1"});
+  if (OnGpu()) {
+    args.insert(args.end(),
+                {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"});
+  }
+  return Start(Binary("epserve-worker"), args, absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));
+}
+
 struct Case {
   std::string fixture;
   int workers;
@@ -274,25 +300,11 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
   const Prompt check{"Mixture of experts", 10};
   const Reference ref = RunOffline(model, check);
   constexpr int kWorkers = 3;
-  // Remote workers (started here) so one can be restarted by hand.
   // Fail-stop (--recovery-timeout-s=0): the requests end with the loss.
-  auto router =
-      RouterHandle::Start({"--model=" + model, absl::StrCat("--workers=", kWorkers),
-                           absl::StrCat("--expert-parallel=", kWorkers), "--worker-timeout-ms=1500",
-                           "--heartbeat-interval-ms=200", "--collective-timeout-ms=3000",
-                           "--recovery-timeout-s=0", "--log-level=warn"});
-  std::vector<std::string> device;
-  if (OnGpu())
-    device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
+  auto router = StartRemoteExpertParallel(model, kWorkers, /*recovery_timeout_s=*/0);
   ASSERT_NE(router, nullptr);
   auto start_worker = [&](int rank, const std::string& tag) {
-    std::vector<std::string> args = router->WorkerJoinArgs();
-    args.insert(args.end(),
-                {absl::StrCat("--rank=", rank), "--collective-host=127.0.0.1",
-                 "--metrics-listen=127.0.0.1:0", "--connect-timeout-s=20", "--cpu-threads=1"});
-    args.insert(args.end(), device.begin(), device.end());
-    return Start(Binary("epserve-worker"), args,
-                 absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));
+    return StartRemoteWorker(*router, rank, tag);
   };
   std::vector<Process> workers;
   for (int r = 0; r < kWorkers; ++r) workers.push_back(start_worker(r, absl::StrCat(r)));
@@ -352,23 +364,10 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
 TEST(ExpertParallel, KilledRankRestartedMidStreamEveryStreamCompletesUndisturbed) {
   const std::string model = absl::StrCat(kFixtures, "/qwen3_moe");
   constexpr int kWorkers = 3;
-  auto router =
-      RouterHandle::Start({"--model=" + model, absl::StrCat("--workers=", kWorkers),
-                           absl::StrCat("--expert-parallel=", kWorkers), "--worker-timeout-ms=1500",
-                           "--heartbeat-interval-ms=200", "--collective-timeout-ms=3000",
-                           "--recovery-timeout-s=60", "--log-level=warn"});
+  auto router = StartRemoteExpertParallel(model, kWorkers, /*recovery_timeout_s=*/60);
   ASSERT_NE(router, nullptr);
-  std::vector<std::string> device;
-  if (OnGpu())
-    device = {"--device=cuda:0", "--gpu-memory-utilization=0", "--kv-cache-memory-mb=64"};
   auto start_worker = [&](int rank, const std::string& tag) {
-    std::vector<std::string> args = router->WorkerJoinArgs();
-    args.insert(args.end(),
-                {absl::StrCat("--rank=", rank), "--collective-host=127.0.0.1",
-                 "--metrics-listen=127.0.0.1:0", "--connect-timeout-s=20", "--cpu-threads=1"});
-    args.insert(args.end(), device.begin(), device.end());
-    return Start(Binary("epserve-worker"), args,
-                 absl::StrCat(ScratchDir(), "/worker_", tag, ".log"));
+    return StartRemoteWorker(*router, rank, tag);
   };
   std::vector<Process> workers;
   workers.reserve(kWorkers);
