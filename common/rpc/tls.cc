@@ -34,6 +34,26 @@ absl::Status CertAndKeyTogether(const TlsFiles& files, absl::string_view flags) 
   return absl::OkStatus();
 }
 
+struct KeyCertPair {
+  std::string key;
+  std::string cert;
+};
+
+// The PEM certificate chain and private key of `files` (both set).
+absl::StatusOr<KeyCertPair> ReadKeyCertPair(const TlsFiles& files, absl::string_view flags) {
+  const std::string key_flag = absl::StrCat(flags, "-key");
+  absl::StatusOr<std::string> cert =
+      ReadPem(files.cert, absl::StrCat(flags, "-cert"), "CERTIFICATE");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(files.key, key_flag, "");
+  if (!key.ok()) return key.status();
+  if (!absl::StrContains(*key, "PRIVATE KEY-----")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_flag, ": '", files.key, "' holds no PEM private key"));
+  }
+  return KeyCertPair{std::move(*key), std::move(*cert)};
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
@@ -44,16 +64,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     return absl::InvalidArgumentError(
         absl::StrCat(flags, "-client-ca needs ", flags, "-cert and ", flags, "-key"));
   }
-  const std::string cert_flag = absl::StrCat(flags, "-cert");
-  const std::string key_flag = absl::StrCat(flags, "-key");
-  absl::StatusOr<std::string> cert = ReadPem(files.cert, cert_flag, "CERTIFICATE");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPem(files.key, key_flag, "");
-  if (!key.ok()) return key.status();
-  if (!absl::StrContains(*key, "PRIVATE KEY-----")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(key_flag, ": '", files.key, "' holds no PEM private key"));
-  }
+  absl::StatusOr<KeyCertPair> pair = ReadKeyCertPair(files, flags);
+  if (!pair.ok()) return pair.status();
   grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   if (!files.ca.empty()) {
     absl::StatusOr<std::string> ca =
@@ -62,7 +74,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     options.pem_root_certs = *ca;
     options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
-  options.pem_key_cert_pairs.push_back({*key, *cert});
+  options.pem_key_cert_pairs.push_back({pair->key, pair->cert});
   return grpc::SslServerCredentials(options);
 }
 
@@ -79,13 +91,10 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   if (!ca.ok()) return ca.status();
   options.pem_root_certs = *ca;
   if (!files.cert.empty()) {
-    absl::StatusOr<std::string> cert =
-        ReadPem(files.cert, absl::StrCat(flags, "-cert"), "CERTIFICATE");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadPem(files.key, absl::StrCat(flags, "-key"), "");
-    if (!key.ok()) return key.status();
-    options.pem_cert_chain = *cert;
-    options.pem_private_key = *key;
+    absl::StatusOr<KeyCertPair> pair = ReadKeyCertPair(files, flags);
+    if (!pair.ok()) return pair.status();
+    options.pem_cert_chain = std::move(pair->cert);
+    options.pem_private_key = std::move(pair->key);
   }
   return grpc::SslCredentials(options);
 }
