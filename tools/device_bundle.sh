@@ -5,8 +5,12 @@
 # CUDA and NCCL come from the GPU machine itself.
 #
 #   tools/device_bundle.sh [BINARY...]   # from build/; default: every binary
-#   then, through the device tool, with carry [".device"]:
-#   tools/device_run.sh .device/bin/device_test
+#   then, through the device tool, with carry [".device.tar.xz"]:
+#   tools/device_run.sh device_test
+#
+# The bundle also lands in .device.tar.xz (git-ignored), which is what travels:
+# the device tool carries at most 64 MiB and the binaries alone are larger.
+# tools/device_run.sh unpacks it on the GPU machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${EPSERVE_BUILD_DIR:-$root/build}"
@@ -34,3 +38,5 @@ done | sort -u |
   grep -v -E 'libcuda|libcudart|libcublas|libnccl|/libc\.so|/libm\.so|libpthread|/libdl\.so|/librt\.so|ld-linux|libgcc_s|libstdc\+\+' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
 du -sh "$out" | awk '{print "device_bundle: " $1 " in .device/"}'
+tar -C "$root" -cf - .device | xz -T0 -3 >"$root/.device.tar.xz"
+du -sh "$root/.device.tar.xz" | awk '{print "device_bundle: " $1 " in .device.tar.xz"}'

@@ -124,6 +124,10 @@ absl::Status DispatchRows(const char* op, Elem wire, bool vector, F&& f) {
 
 // ---- EpDispatchPack ------------------------------------------------------------
 
+// Picks are read in batches of this many independent loads (ids, then their
+// ranks), so a token's k picks cost two memory latencies, not 2k.
+constexpr int kPickBatch = 8;
+
 // Token t's destinations: bit r set when one of its picks is held by rank r.
 // A pick with an id outside [0, E) or a rank outside [0, W) is dropped and
 // its error bit added to *bad.
@@ -132,49 +136,85 @@ __device__ __forceinline__ uint64_t DestinationMask(const int32_t* __restrict__ 
                                                     const int32_t* __restrict__ expert_to_rank,
                                                     int num_experts, int world, uint32_t* bad) {
   uint64_t mask = 0;
-  for (int j = 0; j < top_k; ++j) {
-    const int id = topk_ids[t * top_k + j];
-    if (id < 0 || id >= num_experts) {
-      *bad |= kErrEpPackExpertId;
-      continue;
+  const int32_t* ids = topk_ids + t * top_k;
+  for (int j0 = 0; j0 < top_k; j0 += kPickBatch) {
+    int id[kPickBatch];
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) id[u] = j0 + u < top_k ? __ldg(ids + j0 + u) : 0;
+    int rank[kPickBatch];
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) {
+      const bool pick = j0 + u < top_k;
+      const bool known = id[u] >= 0 && id[u] < num_experts;
+      if (pick && !known) *bad |= kErrEpPackExpertId;
+      rank[u] = pick && known ? __ldg(expert_to_rank + id[u]) : -1;
     }
-    const int r = expert_to_rank[id];
-    if (r < 0 || r >= world) {
-      *bad |= kErrEpPackRank;
-      continue;
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) {
+      const bool pick = j0 + u < top_k && id[u] >= 0 && id[u] < num_experts;
+      if (!pick) continue;
+      if (rank[u] < 0 || rank[u] >= world) {
+        *bad |= kErrEpPackRank;
+        continue;
+      }
+      mask |= uint64_t{1} << rank[u];
     }
-    mask |= uint64_t{1} << r;
   }
   return mask;
 }
 
-// Token t's routes and row at each destination; s_row[r] = its slot row at
-// rank r or -1 (shared memory, ready). The row is read once per granule and
-// written to every destination in the wire type. Every thread of the block.
-template <typename Wire, int kN>
-__device__ __forceinline__ void WriteTokenSlots(
-    const float* __restrict__ hidden, const int32_t* __restrict__ topk_ids,
-    const float* __restrict__ topk_weights, int64_t t, int top_k, int hidden_size,
-    const int32_t* __restrict__ expert_to_rank, int num_experts, int world, const int64_t* s_row,
-    Wire* __restrict__ send_rows, int32_t* __restrict__ send_routes) {
-  const int tid = threadIdx.x;
+// Token t's picks for its route words, read by every block of the token
+// before anything waits on them: s_rank[j] = the rank holding pick j (-1:
+// an id or rank out of range, flagged by DestinationMask), s_id[j], s_weight
+// bits[j]. Every thread of the block; visible after the next barrier.
+__device__ __forceinline__ void LoadTokenPicks(const int32_t* __restrict__ topk_ids,
+                                               const float* __restrict__ topk_weights, int64_t t,
+                                               int top_k,
+                                               const int32_t* __restrict__ expert_to_rank,
+                                               int num_experts, int world, int* s_id, int* s_rank,
+                                               int* s_weight) {
+  for (int j = threadIdx.x; j < top_k; j += blockDim.x) {
+    const int id = __ldg(topk_ids + t * top_k + j);
+    const bool known = id >= 0 && id < num_experts;
+    const int r = known ? __ldg(expert_to_rank + id) : -1;
+    s_id[j] = id;
+    s_rank[j] = r >= 0 && r < world ? r : -1;
+    s_weight[j] = __float_as_int(__ldg(topk_weights + t * top_k + j));
+  }
+}
+
+// Token t's route at each destination from its staged picks; s_row[r] = its
+// slot row at rank r or -1 (shared memory, ready). Every thread of the block.
+__device__ __forceinline__ void WriteTokenRoutes(int top_k, int world, const int64_t* s_row,
+                                                 const int* s_id, const int* s_rank,
+                                                 const int* s_weight,
+                                                 int32_t* __restrict__ send_routes) {
   const int words = 2 * top_k;
-  for (int i = tid; i < world * words; i += blockDim.x) {
+  for (int i = threadIdx.x; i < world * words; i += blockDim.x) {
     const int r = i / words, w = i % words;
     const int64_t row = s_row[r];
     if (row < 0) continue;
-    int32_t v;
-    if (w < top_k) {
-      const int id = topk_ids[t * top_k + w];
-      const bool held = id >= 0 && id < num_experts && expert_to_rank[id] == r;
-      v = held ? id : -1;
-    } else {
-      v = __float_as_int(topk_weights[t * top_k + (w - top_k)]);
-    }
+    const int v = w < top_k ? (s_rank[w] == r ? s_id[w] : -1) : s_weight[w - top_k];
     send_routes[row * words + w] = v;
   }
+}
+
+// Token t's row written to every destination in the wire type, read once per
+// granule; `first` holds the thread's first granule (at c = tid * kN), loaded
+// by the caller before it waited for the slots. Every thread of the block.
+template <typename Wire, int kN>
+__device__ __forceinline__ void WriteTokenRows(const float* __restrict__ hidden, int64_t t,
+                                               int hidden_size, int world, const int64_t* s_row,
+                                               const float (&first)[kN],
+                                               Wire* __restrict__ send_rows) {
+  const int c0 = threadIdx.x * kN;
+  if (c0 >= hidden_size) return;
+  for (int r = 0; r < world; ++r) {
+    const int64_t row = s_row[r];
+    if (row >= 0) StoreGranule<Wire, kN>(send_rows + row * hidden_size + c0, first);
+  }
   const float* src = hidden + t * hidden_size;
-  for (int c = tid * kN; c < hidden_size; c += blockDim.x * kN) {
+  for (int c = c0 + blockDim.x * kN; c < hidden_size; c += blockDim.x * kN) {
     float v[kN];
     LoadGranule<float, kN>(src + c, v);
     for (int r = 0; r < world; ++r) {
@@ -182,6 +222,14 @@ __device__ __forceinline__ void WriteTokenSlots(
       if (row >= 0) StoreGranule<Wire, kN>(send_rows + row * hidden_size + c, v);
     }
   }
+}
+
+// The thread's first granule of token t's row (c = tid * kN), if any.
+template <int kN>
+__device__ __forceinline__ void LoadFirstGranule(const float* __restrict__ hidden, int64_t t,
+                                                 int hidden_size, float (&v)[kN]) {
+  const int c0 = threadIdx.x * kN;
+  if (c0 < hidden_size) LoadGranule<float, kN>(hidden + t * hidden_size + c0, v);
 }
 
 // Up to this many tokens EpDispatchPack is one kernel (EpPackFusedKernel).
@@ -202,8 +250,14 @@ __global__ void __launch_bounds__(kFusedPackMaxTokens)
                       int32_t* __restrict__ send_routes, uint32_t* errors) {
   __shared__ int64_t s_row[kEpMaxRanks];
   __shared__ uint64_t s_mask;  // token t's
+  __shared__ int s_id[kMaxTopK], s_rank[kMaxTopK], s_weight[kMaxTopK];
   const int tid = threadIdx.x;
   const int t = blockIdx.x;
+  // Everything that does not wait on the slots is read first.
+  float first[kN];
+  LoadFirstGranule<kN>(hidden, t, hidden_size, first);
+  LoadTokenPicks(topk_ids, topk_weights, t, top_k, expert_to_rank, num_experts, world, s_id, s_rank,
+                 s_weight);
   uint32_t bad = 0;
   const uint64_t mask = tid < num_tokens ? DestinationMask(topk_ids, tid, top_k, expert_to_rank,
                                                            num_experts, world, &bad)
@@ -228,8 +282,8 @@ __global__ void __launch_bounds__(kFusedPackMaxTokens)
     if (bad != 0) atomicOr(errors, bad);
   }
   __syncthreads();
-  WriteTokenSlots<Wire, kN>(hidden, topk_ids, topk_weights, t, top_k, hidden_size, expert_to_rank,
-                            num_experts, world, s_row, send_rows, send_routes);
+  WriteTokenRoutes(top_k, world, s_row, s_id, s_rank, s_weight, send_routes);
+  WriteTokenRows<Wire, kN>(hidden, t, hidden_size, world, s_row, first, send_rows);
 }
 
 constexpr int kPlanMaxThreads = 1024;
@@ -299,14 +353,19 @@ __global__ void __launch_bounds__(kPackRowsMaxThreads)
                      int64_t capacity, const int32_t* __restrict__ token_slots,
                      Wire* __restrict__ send_rows, int32_t* __restrict__ send_routes) {
   __shared__ int64_t s_row[kEpMaxRanks];  // slot row at rank r, or -1
+  __shared__ int s_id[kMaxTopK], s_rank[kMaxTopK], s_weight[kMaxTopK];
   const int64_t t = blockIdx.x;
+  float first[kN];
+  LoadFirstGranule<kN>(hidden, t, hidden_size, first);
+  LoadTokenPicks(topk_ids, topk_weights, t, top_k, expert_to_rank, num_experts, world, s_id, s_rank,
+                 s_weight);
   for (int r = threadIdx.x; r < world; r += blockDim.x) {
     const int slot = token_slots[t * world + r];
     s_row[r] = slot >= 0 ? r * capacity + slot : -1;
   }
   __syncthreads();
-  WriteTokenSlots<Wire, kN>(hidden, topk_ids, topk_weights, t, top_k, hidden_size, expert_to_rank,
-                            num_experts, world, s_row, send_rows, send_routes);
+  WriteTokenRoutes(top_k, world, s_row, s_id, s_rank, s_weight, send_routes);
+  WriteTokenRows<Wire, kN>(hidden, t, hidden_size, world, s_row, first, send_rows);
 }
 
 // ---- EpDispatchUnpack ----------------------------------------------------------
@@ -315,40 +374,30 @@ constexpr int kCountMaxThreads = 1024;
 // Ranks EpDispatchUnpack takes (their entry prefix lives in shared memory).
 constexpr int64_t kMaxUnpackRanks = 1024;
 
-// Route entry f of the flat range of valid entries (rank q's are
-// [start[q], start[q+1])): its slot, its j, and its expert (-1: none here or
-// out of range, flagged in `bad`).
-__device__ __forceinline__ int EntryExpert(const int32_t* __restrict__ recv_routes,
-                                           const int* s_start, int world, int capacity, int top_k,
-                                           int num_experts, int f, int64_t* slot, int* j,
-                                           uint32_t* bad) {
-  int lo = 0, hi = world;  // the last q with s_start[q] <= f
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) >> 1;
-    if (s_start[mid] <= f) {
-      lo = mid;
-    } else {
-      hi = mid;
+// Route ids of slot s in batches of kPickBatch independent loads: calls
+// f(j, e) for each of its k entries (e as received).
+template <typename F>
+__device__ __forceinline__ void ForSlotIds(const int32_t* __restrict__ recv_routes, int64_t s,
+                                           int top_k, F&& f) {
+  const int32_t* ids = recv_routes + s * 2 * top_k;
+  for (int j0 = 0; j0 < top_k; j0 += kPickBatch) {
+    int e[kPickBatch];
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) e[u] = j0 + u < top_k ? __ldg(ids + j0 + u) : -1;
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) {
+      if (j0 + u < top_k) f(j0 + u, e[u]);
     }
   }
-  const int local = f - s_start[lo];
-  *slot = static_cast<int64_t>(lo) * capacity + local / top_k;
-  *j = local % top_k;
-  int e = recv_routes[*slot * 2 * top_k + *j];
-  if (e < -1 || e >= num_experts) {
-    *bad |= kErrEpUnpackExpertId;
-    e = -1;
-  }
-  return e;
 }
 
-// One block: the histogram of valid route entries per expert, a block scan
-// -> expert_offsets (clamped to M), then every valid entry claims its row
-// from its expert's cursor (route_rows; -1 for entries of no expert here and
-// past M). The valid entries of all ranks are one flat range (rank q's are
-// [start[q], start[q+1]), start = the prefix of count * k), so every load is
-// independent of the others; warp-aggregated shared atomics. Entries of
-// empty slots (i >= count) are left to UnpackRows.
+// One block, a thread per slot (looping over W*C slots): the histogram of
+// the valid slots' route entries per expert (shared atomics), a block scan
+// -> expert_offsets (clamped to M), then every entry claims its row from its
+// expert's cursor (route_rows; -1 for entries of no expert here and past M).
+// A slot's k ids are independent loads, so each pass costs one memory
+// latency per W*C / blockDim slots. Entries of empty slots (i >= count) are
+// left to UnpackRows.
 __global__ void __launch_bounds__(kCountMaxThreads)
     EpUnpackCountKernel(const int32_t* __restrict__ recv_routes,
                         const int32_t* __restrict__ recv_counts, int world, int capacity, int top_k,
@@ -356,47 +405,30 @@ __global__ void __launch_bounds__(kCountMaxThreads)
                         int32_t* __restrict__ route_rows, uint32_t* errors) {
   extern __shared__ int s_dyn[];
   int* s_hist = s_dyn;                 // [E]
-  int* s_start = s_dyn + num_experts;  // [W + 1]
+  int* s_count = s_dyn + num_experts;  // [W], clamped
   __shared__ int s_warp[kCountMaxThreads / 32];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int num_warps = blockDim.x >> 5;
-  const unsigned lanes_below = (1u << lane) - 1u;
   uint32_t bad = 0;
   for (int e = tid; e < num_experts; e += blockDim.x) s_hist[e] = 0;
   for (int q = tid; q < world; q += blockDim.x) {
-    int count = recv_counts[q];
-    if (count < 0 || count > capacity) {
-      bad |= kErrEpUnpackCount;
-      count = min(max(count, 0), capacity);
-    }
-    s_start[q + 1] = count * top_k;
-  }
-  __syncthreads();
-  if (warp == 0) {  // inclusive scan of s_start[1..W]
-    int carry = 0;
-    for (int base = 0; base < world; base += 32) {
-      const int q = base + lane;
-      const int v = q < world ? s_start[q + 1] : 0;
-      const int incl = WarpInclusiveSum(v) + carry;
-      if (q < world) s_start[q + 1] = incl;
-      carry = __shfl_sync(kFullMask, incl, 31);
-    }
-    if (lane == 0) s_start[0] = 0;
+    const int count = recv_counts[q];
+    if (count < 0 || count > capacity) bad |= kErrEpUnpackCount;
+    s_count[q] = min(max(count, 0), capacity);
   }
   __syncthreads();
 
-  const int total = s_start[world];
-  for (int base = 0; base < total; base += blockDim.x) {  // block-uniform
-    const int f = base + tid;
-    int e = -1;
-    if (f < total) {
-      int64_t slot;
-      int j;
-      e = EntryExpert(recv_routes, s_start, world, capacity, top_k, num_experts, f, &slot, &j,
-                      &bad);
-    }
-    const unsigned peers = __match_any_sync(kFullMask, e);
-    if (e >= 0 && (peers & lanes_below) == 0) atomicAdd(&s_hist[e], __popc(peers));
+  const int num_slots = world * capacity;
+  for (int s = tid; s < num_slots; s += blockDim.x) {
+    const int q = s / capacity;
+    if (s - q * capacity >= s_count[q]) continue;
+    ForSlotIds(recv_routes, s, top_k, [&](int, int e) {
+      if (e < -1 || e >= num_experts) {
+        bad |= kErrEpUnpackExpertId;
+      } else if (e >= 0) {
+        atomicAdd(&s_hist[e], 1);
+      }
+    });
   }
   __syncthreads();
 
@@ -427,27 +459,19 @@ __global__ void __launch_bounds__(kCountMaxThreads)
   }
   __syncthreads();
 
-  // Positions: a warp's entries of one expert take consecutive rows.
-  // Content errors were flagged in the first pass.
-  uint32_t ignored = 0;
-  for (int base = 0; base < total; base += blockDim.x) {  // block-uniform
-    const int f = base + tid;
-    int e = -1, j = 0;
-    int64_t slot = 0;
-    if (f < total) {
-      e = EntryExpert(recv_routes, s_start, world, capacity, top_k, num_experts, f, &slot, &j,
-                      &ignored);
-    }
-    const unsigned peers = __match_any_sync(kFullMask, e);
-    const int leader = __ffs(peers) - 1;
-    int first = 0;
-    if (e >= 0 && lane == leader) first = atomicAdd(&s_hist[e], __popc(peers));
-    first = __shfl_sync(kFullMask, first, leader);
-    if (f < total) {
-      int pos = e >= 0 ? first + __popc(peers & lanes_below) : -1;
-      if (pos >= max_rows) pos = -1;  // flagged above
-      route_rows[slot * top_k + j] = pos;
-    }
+  // Positions (the loads of this pass hit the L1 lines of the first).
+  for (int s = tid; s < num_slots; s += blockDim.x) {
+    const int q = s / capacity;
+    if (s - q * capacity >= s_count[q]) continue;
+    int32_t* out = route_rows + static_cast<int64_t>(s) * top_k;
+    ForSlotIds(recv_routes, s, top_k, [&](int j, int e) {
+      int pos = -1;
+      if (e >= 0 && e < num_experts) {
+        pos = atomicAdd(&s_hist[e], 1);
+        if (pos >= max_rows) pos = -1;  // flagged above
+      }
+      out[j] = pos;
+    });
   }
   if (bad != 0) atomicOr(errors, bad);
 }
@@ -469,33 +493,44 @@ dim3 RowGrid(int64_t num_rows, int64_t hidden_size, int kN, int threads) {
 
 // Block (s, y): slot s, granules [y * blockDim, (y + 1) * blockDim) of its
 // row, read once and written as float32 to every row route_rows[s] names.
-// Empty slots (i >= count) get route_rows -1 (block y = 0).
+// Empty slots (i >= count) get route_rows -1 (block y = 0). The count, the
+// granule and the slot's positions are independent loads issued together
+// (the granule and positions of an empty slot are read and dropped: every
+// slot lies inside the buffers).
 template <typename Wire, int kN>
 __global__ void __launch_bounds__(kRowThreads)
     EpUnpackRowsKernel(const Wire* __restrict__ recv_rows, const int32_t* __restrict__ recv_counts,
                        int capacity, int top_k, int hidden_size, float* __restrict__ rows,
                        int32_t* __restrict__ route_rows) {
-  __shared__ int s_pos[kMaxTopK];
   const int tid = threadIdx.x;
   const int64_t s = blockIdx.x;
   const int64_t q = s / capacity;
   const int i = static_cast<int>(s - q * capacity);
-  const int count = min(max(recv_counts[q], 0), capacity);
+  const int c = (static_cast<int>(blockIdx.y) * blockDim.x + tid) * kN;
+  const int count = min(max(__ldg(recv_counts + q), 0), capacity);
+  float v[kN];
+  if (c < hidden_size) LoadGranule<Wire, kN>(recv_rows + s * hidden_size + c, v);
+  int32_t* slot_rows = route_rows + s * top_k;
+  int pos[kPickBatch];
+#pragma unroll
+  for (int u = 0; u < kPickBatch; ++u) pos[u] = u < top_k ? slot_rows[u] : -1;
   if (i >= count) {  // block-uniform
     if (blockIdx.y == 0) {
-      for (int j = tid; j < top_k; j += blockDim.x) route_rows[s * top_k + j] = -1;
+      for (int j = tid; j < top_k; j += blockDim.x) slot_rows[j] = -1;
     }
     return;
   }
-  for (int j = tid; j < top_k; j += blockDim.x) s_pos[j] = route_rows[s * top_k + j];
-  __syncthreads();
-  const int c = (static_cast<int>(blockIdx.y) * blockDim.x + tid) * kN;
   if (c >= hidden_size) return;
-  float v[kN];
-  LoadGranule<Wire, kN>(recv_rows + s * hidden_size + c, v);
-  for (int j = 0; j < top_k; ++j) {
-    const int p = s_pos[j];
-    if (p >= 0) StoreGranule<float, kN>(rows + static_cast<int64_t>(p) * hidden_size + c, v);
+  for (int j0 = 0;;) {
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) {
+      if (pos[u] >= 0)
+        StoreGranule<float, kN>(rows + static_cast<int64_t>(pos[u]) * hidden_size + c, v);
+    }
+    j0 += kPickBatch;
+    if (j0 >= top_k) break;
+#pragma unroll
+    for (int u = 0; u < kPickBatch; ++u) pos[u] = j0 + u < top_k ? slot_rows[j0 + u] : -1;
   }
 }
 
@@ -615,6 +650,10 @@ absl::Status EpDispatchPack(const float* hidden, const int32_t* topk_ids, const 
     return Bad(kOp, absl::StrCat("sizes: found T=", num_tokens, " k=", top_k, " H=", hidden_size,
                                  " C=", capacity, " E=", num_experts));
   }
+  if (top_k > kMaxTopK) {
+    return absl::UnimplementedError(absl::StrCat(kOp, ": topk_ids: the CUDA backend takes k in 1..",
+                                                 kMaxTopK, ", found ", top_k));
+  }
   if (num_tokens * top_k > INT_MAX || num_tokens * world > INT_MAX || hidden_size > INT_MAX ||
       num_experts > INT_MAX || 2 * top_k > INT_MAX / world) {
     return Bad(kOp, absl::StrCat("T=", num_tokens, " k=", top_k, " H=", hidden_size, " W=", world,
@@ -685,9 +724,9 @@ absl::Status EpDispatchUnpack(const void* recv_rows, Elem wire, const int32_t* r
                                  " H=", hidden_size, ": expected W*C*2k, M and H to fit in int32"));
   }
   const int count_threads =
-      static_cast<int>(std::clamp<int64_t>(RoundUp32(num_slots * top_k), 128, kCountMaxThreads));
-  // The histogram and the ranks' entry prefix: <= 36 KiB.
-  const size_t smem = sizeof(int) * static_cast<size_t>(num_experts + world + 1);
+      static_cast<int>(std::clamp<int64_t>(RoundUp32(num_slots), 128, kCountMaxThreads));
+  // The histogram and the ranks' counts: <= 36 KiB.
+  const size_t smem = sizeof(int) * static_cast<size_t>(num_experts + world);
   EpUnpackCountKernel<<<1, count_threads, smem, stream>>>(
       recv_routes, recv_counts, static_cast<int>(world), static_cast<int>(capacity),
       static_cast<int>(top_k), static_cast<int>(num_experts), static_cast<int>(max_rows),
