@@ -95,6 +95,15 @@ ABSL_FLAG(int, recovery_timeout_s, 60,
           "group) wait this long for the cluster to serve again, then resume where they were "
           "(recomputed; streams continue). Local workers are started again meanwhile. 0: they "
           "end with UNAVAILABLE at once");
+ABSL_FLAG(int, survivor_grace_ms, 3000,
+          "A worker lost and not replaced within this long: the surviving workers form a group "
+          "of their own and serve (with --expert-parallel they take over the lost worker's "
+          "experts, loading them unless --redundant-experts); the full group forms again when it "
+          "is back. -1: the group waits for the replacement");
+ABSL_FLAG(bool, redundant_experts, false,
+          "With --expert-parallel: every worker also holds the experts it would take over if "
+          "any one other worker were lost (about twice the expert memory), so the survivors "
+          "serve again without loading weights");
 ABSL_FLAG(std::string, ports_file, "",
           "Write the bound addresses here as JSON once listening (for scripts and tests)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn or error (router and local workers)");
@@ -252,6 +261,16 @@ int main(int argc, char** argv) {
   const int recovery = absl::GetFlag(FLAGS_recovery_timeout_s);
   if (recovery < 0) epserve::Die("--recovery-timeout-s must be >= 0", 2);
   options.recovery_timeout = std::chrono::seconds(recovery);
+  const int survivor_grace = absl::GetFlag(FLAGS_survivor_grace_ms);
+  if (survivor_grace < -1) epserve::Die("--survivor-grace-ms must be >= 0, or -1 (never)", 2);
+  options.survivor_grace = std::chrono::milliseconds(survivor_grace);
+  options.redundant_experts = absl::GetFlag(FLAGS_redundant_experts);
+  if (options.redundant_experts && !options.expert_parallel) {
+    epserve::Die(
+        "--redundant-experts needs --expert-parallel (data-parallel workers hold every "
+        "expert already)",
+        2);
+  }
 
   std::shared_ptr<epserve::router::RouterServer> server;
   std::mutex server_mu;

@@ -172,6 +172,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   reg.worker_timeout = options.worker_timeout;
   reg.heartbeat_interval = options.heartbeat_interval;
   reg.collective_timeout = options.collective_timeout;
+  reg.survivor_grace = options.survivor_grace;
   RETURN_IF_ERROR(
       Annotate(ValidateCollectiveBackend(options.collective_backend), "--collective-backend"));
   reg.collective_backend = options.collective_backend;
@@ -179,6 +180,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   reg.plan.set_dtype(weight_dtype);
   reg.plan.set_load_format(options.load_format);
   reg.plan.set_seed(options.seed);
+  reg.plan.set_redundant_experts(options.redundant_experts && options.expert_parallel);
   *reg.plan.mutable_expert_placement() = plan_placement;
   reg.plan.mutable_kv_cache()->set_block_size(static_cast<uint32_t>(options.kv_block_size));
   reg.plan.mutable_kv_cache()->set_num_blocks(static_cast<uint32_t>(options.kv_cache_blocks));

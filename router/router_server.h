@@ -94,6 +94,11 @@ struct RouterOptions {
   // again and then resume (0: they end at once). Local workers that exit
   // are started again meanwhile.
   std::chrono::milliseconds recovery_timeout{60000};
+  // A lost worker not replaced within this long: the survivors form a group
+  // without it (negative: never). With expert parallelism they take over its
+  // experts; `redundant_experts`: every worker holds those it would take over.
+  std::chrono::milliseconds survivor_grace{3000};
+  bool redundant_experts = false;
   // If set, the bound addresses are written here as JSON once listening.
   std::string ports_file;
 };

@@ -3,11 +3,14 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <iterator>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/load_format.h"
 #include "common/logging.h"
+#include "common/placement.h"
 #include "common/rpc/grpc_status.h"
 #include "common/status.h"
 #include "kernels/registry.h"
@@ -254,6 +257,14 @@ absl::Status Worker::LoadModel() {
                                 plan.expert_placement().expert_to_rank().end());
   options.rank = registration_.rank();
   options.seed = plan.seed();
+  if (plan.redundant_experts()) {
+    options.extra_experts =
+        RedundantExperts(options.expert_to_rank, registration_.world_size(), options.rank);
+  }
+  exec_placement_ = options.expert_to_rank;
+  exec_rank_ = registration_.rank();
+  exec_world_ = registration_.world_size();
+  load_options_ = options;
   options.backend = options_.device.type == kernels::DeviceType::kCpu ? "cpu" : "cuda";
   kernels::BackendOptions backend_options;
   backend_options.cpu_threads = options_.cpu_threads;
@@ -263,7 +274,9 @@ absl::Status Worker::LoadModel() {
   const ModelDescription& desc = model.desc;
   backend_ = std::move(model.backend);
   weights_ = std::move(model.weights);
+  load_options_.device = backend_.get();
   const weights::LoadReport& report = weights_->report();
+  base_experts_ = report.local_experts;
   WorkerMessage msg;
   control::v1::ModelLoaded* m = msg.mutable_model_loaded();
   m->set_weight_dtype(DataTypeName(report.weight_dtype));
@@ -350,8 +363,8 @@ absl::Status Worker::CreateExecutor(control::v1::ModelLoaded* loaded) {
   // layer exchanges token rows with the other ranks through the collective
   // group (bound when the group forms, see JoinGroup).
   std::unique_ptr<moe::TokenDispatcher> dispatcher;
-  const auto& owners = registration_.plan().expert_placement().expert_to_rank();
-  if (desc.moe.num_experts > 0 && registration_.world_size() > 1 && !owners.empty()) {
+  const std::vector<uint32_t>& owners = exec_placement_;
+  if (desc.moe.num_experts > 0 && exec_world_ > 1 && !owners.empty()) {
     moe::SlotDispatcherOptions ep;
     ep.num_experts = desc.moe.num_experts;
     ep.top_k = desc.moe.routing.top_k;
@@ -447,6 +460,9 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   ready->set_epoch(join.epoch());
   absl::StatusOr<comm::AllToAllCheckResult> check =
       comm.ok() ? comm::RunAllToAllCheck(**comm) : comm.status();
+  if (check.ok()) {
+    if (absl::Status placed = ApplyGroupPlacement(join, ready); !placed.ok()) check = placed;
+  }
   if (check.ok() && ep_dispatcher_ != nullptr) {
     absl::Status bound = ep_dispatcher_->SetCommunicator(comm->get());
     if (!bound.ok()) check = bound;
@@ -472,6 +488,81 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
               check.status().ToString());
   }
   Send(reply);
+}
+
+absl::Status Worker::ApplyGroupPlacement(const control::v1::JoinGroup& join,
+                                         control::v1::GroupReady* ready) {
+  const auto& table = registration_.plan().expert_placement().expert_to_rank();
+  if (weights_ == nullptr || table.empty()) return absl::OkStatus();
+  std::vector<uint32_t> placement(join.expert_placement().expert_to_rank().begin(),
+                                  join.expert_placement().expert_to_rank().end());
+  uint32_t rank = join.rank(), world = join.world_size();
+  if (placement.empty()) {  // an older router: the plan's placement
+    placement.assign(table.begin(), table.end());
+    rank = registration_.rank();
+    world = registration_.world_size();
+  }
+  if (placement.size() != static_cast<size_t>(table.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("JoinGroup: expert placement covers ",
+                                                   placement.size(), " experts, the plan's ",
+                                                   table.size()));
+  }
+  std::vector<int> needed;
+  for (size_t e = 0; e < placement.size(); ++e) {
+    if (placement[e] == rank) needed.push_back(static_cast<int>(e));
+  }
+  const auto report_experts = [&](uint32_t loaded) {
+    ready->mutable_local_experts()->Assign(needed.begin(), needed.end());
+    ready->set_experts_loaded(loaded);
+  };
+  if (executor_ != nullptr && placement == exec_placement_ && rank == exec_rank_ &&
+      world == exec_world_) {
+    report_experts(0);
+    return absl::OkStatus();
+  }
+  // The old executor goes first: its KV cache and device weights free the
+  // memory the experts to load and the new cache take.
+  ep_dispatcher_ = nullptr;
+  executor_.reset();
+  moe_metrics_.reset();
+  exec_placement_.clear();
+  auto start = std::chrono::steady_clock::now();
+  std::vector<int> keep;
+  std::set_union(base_experts_.begin(), base_experts_.end(), needed.begin(), needed.end(),
+                 std::back_inserter(keep));
+  weights_->DropExperts(keep);
+  const std::vector<int>& held = weights_->report().local_experts;
+  std::vector<int> missing;
+  std::set_difference(needed.begin(), needed.end(), held.begin(), held.end(),
+                      std::back_inserter(missing));
+  absl::Status status = weights::AddExperts(registration_.plan().model_path(), load_options_,
+                                            missing, weights_.get());
+  control::v1::ModelLoaded rebuilt;
+  if (status.ok()) {
+    exec_placement_ = placement;
+    exec_rank_ = rank;
+    exec_world_ = world;
+    status = CreateExecutor(&rebuilt);
+  }
+  if (!status.ok()) {
+    ep_dispatcher_ = nullptr;
+    executor_.reset();
+    moe_metrics_.reset();
+    exec_placement_.clear();
+    no_executor_reason_ =
+        absl::StrCat("cannot serve group epoch ", join.epoch(), ": ", status.message());
+    return status;
+  }
+  no_executor_reason_.clear();
+  metrics_->weight_bytes_.Set(static_cast<double>(weights_->report().bytes_held));
+  metrics_->experts_loaded_.Increment(static_cast<double>(missing.size()));
+  ready->set_kv_num_blocks(rebuilt.kv_num_blocks());
+  report_experts(static_cast<uint32_t>(missing.size()));
+  LOG_INFO(
+      "group epoch {}: serving {} expert(s) as group rank {}/{} ({} loaded, {} held) in {:.2f} s",
+      join.epoch(), needed.size(), rank, world, missing.size(), held.size(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return absl::OkStatus();
 }
 
 void Worker::ExecuteStep(const control::v1::StepPlan& plan) {

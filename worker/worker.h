@@ -97,6 +97,14 @@ class Worker {
                                       const control::v1::KvCacheConfig& kv,
                                       const step::StepExecutorOptions& options) const;
   void JoinGroup(const control::v1::JoinGroup& join);
+  // Expert parallelism: makes the executor serve the group's placement (its
+  // group rank's experts), rebuilding it (and its KV cache) when the
+  // placement, rank or size changed, loading the experts it lacks and
+  // dropping those taken over earlier that the group no longer needs. Fills
+  // `ready`'s KV blocks, local experts and experts loaded. Nothing for dense
+  // models and data parallelism.
+  absl::Status ApplyGroupPlacement(const control::v1::JoinGroup& join,
+                                   control::v1::GroupReady* ready);
   void ExecuteStep(const control::v1::StepPlan& plan);
   // Builds the step executor and its KV cache over the loaded weights.
   absl::Status CreateExecutor(control::v1::ModelLoaded* loaded);
@@ -120,6 +128,15 @@ class Worker {
   moe::SlotTokenDispatcher* ep_dispatcher_ = nullptr;
   // Why steps cannot run (empty when executor_ is set).
   std::string no_executor_reason_;
+  // What the executor serves: the group placement it was built for (empty:
+  // dense or data parallel), its group rank and the group's size.
+  std::vector<uint32_t> exec_placement_;
+  uint32_t exec_rank_ = 0;
+  uint32_t exec_world_ = 1;
+  // The experts held since the load (the rank's own and its redundant
+  // copies): never dropped, unlike experts taken over for a group.
+  std::vector<int> base_experts_;
+  weights::LoadOptions load_options_;  // of the load, for AddExperts
 
   // The step stream.
   std::mutex stream_mu_;

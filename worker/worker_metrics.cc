@@ -47,7 +47,13 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
                         .Name("epserve_worker_weight_bytes")
                         .Help("Bytes of weights this worker holds (dense parts + its experts)")
                         .Register(registry)
-                        .Add({})) {
+                        .Add({})),
+      experts_loaded_(prometheus::BuildCounter()
+                          .Name("epserve_worker_experts_loaded_total")
+                          .Help("Experts this worker loaded after its start to serve a group of "
+                                "survivors (experts of a lost rank it held no copy of)")
+                          .Register(registry)
+                          .Add({})) {
   rank_.Set(-1);
 }
 

@@ -33,6 +33,7 @@ class WorkerMetrics {
   prometheus::Counter& idle_steps_;
   prometheus::Histogram& step_seconds_;
   prometheus::Gauge& weight_bytes_;
+  prometheus::Counter& experts_loaded_;
 };
 
 // Expert-parallel exchange metrics, fed by the all-to-all dispatcher after

@@ -1,7 +1,11 @@
 #include "router/cluster/worker_registry.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/placement.h"
 #include "router/cluster/collective_choice.h"
 
 namespace epserve::router {
@@ -41,7 +45,9 @@ void WorkerRegistry::OnStepResult(const std::string& worker_id,
     std::lock_guard<std::mutex> lock(mu_);
     Worker* w = FindLocked(worker_id);
     if (w == nullptr || w->state != v1::WORKER_STATE_READY) return;
-    rank = w->rank;
+    const int g = GroupRankLocked(w->rank);
+    if (g < 0) return;
+    rank = static_cast<uint32_t>(g);
     epoch = epoch_;
     listener = step_listener_;
   }
@@ -57,9 +63,11 @@ std::optional<WorkerRegistry::ServingGroupInfo> WorkerRegistry::ServingGroup(
   }
   ServingGroupInfo info;
   info.epoch = epoch_;
-  for (const auto& [rank, w] : workers_) {
+  for (uint32_t rank : members_) {
+    const Worker& w = workers_.at(rank);
     info.kv_block_size = w.loaded->kv_block_size();
-    info.kv_blocks.push_back(static_cast<int>(w.loaded->kv_num_blocks()));
+    info.kv_blocks.push_back(
+        static_cast<int>(w.group_kv_blocks > 0 ? w.group_kv_blocks : w.loaded->kv_num_blocks()));
   }
   return info;
 }
@@ -73,14 +81,14 @@ absl::Status WorkerRegistry::SendStep(uint64_t epoch,
             ? absl::StrCat("collective group epoch ", epoch, " is gone (now ", epoch_, ")")
             : state_reason_);
   }
-  if (plans.size() != workers_.size()) {
-    return absl::InternalError(absl::StrCat("SendStep: ", plans.size(), " plans for ",
-                                            workers_.size(), " workers"));
+  if (plans.size() != members_.size()) {
+    return absl::InternalError(absl::StrCat("SendStep: ", plans.size(), " plans for a group of ",
+                                            members_.size(), " workers"));
   }
-  for (auto& [rank, w] : workers_) {
+  for (size_t g = 0; g < members_.size(); ++g) {
     RouterMessage msg;
-    *msg.mutable_step_plan() = plans[rank];
-    w.channel->Send(msg);
+    *msg.mutable_step_plan() = plans[g];
+    workers_.at(members_[g]).channel->Send(msg);
   }
   return absl::OkStatus();
 }
@@ -169,7 +177,7 @@ absl::Status WorkerRegistry::Attach(const std::string& worker_id, WorkerChannel*
     found->state = v1::WORKER_STATE_CONNECTED;
     found->last_seen = now;
     LOG_INFO("worker {} (rank {}) connected", worker_id, found->rank);
-    MaybeFormGroupLocked();
+    MaybeFormGroupLocked(now);
   }
   Notify(was_serving);
   return absl::OkStatus();
@@ -200,12 +208,13 @@ void WorkerRegistry::OnModelLoaded(const std::string& worker_id,
     LOG_INFO("worker {} (rank {}) loaded {} bytes of {} weights ({} local experts) in {:.2f} s",
              worker_id, w->rank, loaded.weight_bytes(), loaded.weight_dtype(),
              loaded.local_experts_size(), loaded.load_seconds());
-    MaybeFormGroupLocked();
+    MaybeFormGroupLocked(now);
   }
   Notify(was_serving);
 }
 
-void WorkerRegistry::OnFatal(const std::string& worker_id, const std::string& error) {
+void WorkerRegistry::OnFatal(const std::string& worker_id, const std::string& error,
+                             Clock::time_point now) {
   bool was_serving;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -214,7 +223,7 @@ void WorkerRegistry::OnFatal(const std::string& worker_id, const std::string& er
     if (w == nullptr) return;
     LOG_ERROR("worker {} (rank {}) failed: {}", worker_id, w->rank, error);
     w->fatal_error = error;
-    RemoveLocked(w->rank, "it reported a fatal error");
+    RemoveLocked(w->rank, "it reported a fatal error", now);
   }
   Notify(was_serving);
 }
@@ -237,6 +246,7 @@ void WorkerRegistry::OnGroupReady(const std::string& worker_id,
       LOG_ERROR("worker {} (rank {}) failed to join group epoch {}: {}", worker_id, found->rank,
                 epoch_, ready.error());
       group_pending_ = false;
+      if (members_.size() < options_.world_size) failed_members_ = members_;
       for (auto& [rank, w] : workers_) {
         if (w.state == v1::WORKER_STATE_READY) w.state = v1::WORKER_STATE_CONNECTED;
       }
@@ -247,21 +257,40 @@ void WorkerRegistry::OnGroupReady(const std::string& worker_id,
     } else {
       found->state = v1::WORKER_STATE_READY;
       found->warmup_alltoall_bytes = ready.alltoall_bytes();
-      bool all_ready = workers_.size() == options_.world_size;
-      for (auto& [rank, w] : workers_) all_ready = all_ready && w.state == v1::WORKER_STATE_READY;
+      found->group_kv_blocks = ready.kv_num_blocks();
+      found->group_local_experts.assign(ready.local_experts().begin(), ready.local_experts().end());
+      if (ready.experts_loaded() > 0) {
+        LOG_INFO("worker {} (rank {}) loaded {} expert(s) to take its part of group epoch {}",
+                 worker_id, found->rank, ready.experts_loaded(), epoch_);
+      }
+      bool all_ready = true;
+      for (uint32_t rank : members_) {
+        all_ready = all_ready && workers_.at(rank).state == v1::WORKER_STATE_READY;
+      }
       if (all_ready) {
         group_pending_ = false;
         ++groups_formed_total_;
         LOG_INFO("collective group epoch {} formed with {} worker(s); SERVING", epoch_,
-                 workers_.size());
-        SetStateLocked(v1::CLUSTER_STATE_SERVING, "");
+                 members_.size());
+        std::string reason;
+        if (members_.size() < options_.world_size) {
+          std::vector<uint32_t> missing;
+          for (uint32_t r = 0; r < options_.world_size; ++r) {
+            if (GroupRankLocked(r) < 0) missing.push_back(r);
+          }
+          reason = absl::StrCat("serving on ", members_.size(), " of ", options_.world_size,
+                                " workers (rank ", absl::StrJoin(missing, ", "),
+                                " missing); the full group forms again when they are back");
+        }
+        SetStateLocked(v1::CLUSTER_STATE_SERVING, std::move(reason));
       }
     }
   }
   Notify(was_serving);
 }
 
-void WorkerRegistry::Detach(const std::string& worker_id, const std::string& reason) {
+void WorkerRegistry::Detach(const std::string& worker_id, const std::string& reason,
+                            Clock::time_point now) {
   bool was_serving;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -269,7 +298,7 @@ void WorkerRegistry::Detach(const std::string& worker_id, const std::string& rea
     for (auto& [rank, w] : workers_) {
       if (w.id == worker_id) {
         w.channel = nullptr;  // the stream is gone: never Close() it
-        RemoveLocked(rank, reason);
+        RemoveLocked(rank, reason, now);
         break;
       }
     }
@@ -293,10 +322,13 @@ void WorkerRegistry::Sweep(Clock::time_point now) {
                                                    options_.worker_timeout.count(), " ms)"));
       }
     }
-    for (const auto& [rank, reason] : lost) RemoveLocked(rank, reason);
+    for (const auto& [rank, reason] : lost) RemoveLocked(rank, reason, now);
     if (reform_after_ && now >= *reform_after_) {
       reform_after_.reset();
-      MaybeFormGroupLocked();
+      MaybeFormGroupLocked(now);
+    } else if (!reform_after_ && !group_pending_ && state_ != v1::CLUSTER_STATE_SERVING &&
+               missing_since_) {
+      MaybeFormGroupLocked(now);  // survivors, once the grace has passed
     }
   }
   Notify(was_serving);
@@ -354,14 +386,21 @@ void WorkerRegistry::FillServerInfo(v1::GetServerInfoResponse* info, Clock::time
     if (w.loaded) {
       wi->set_weight_dtype(w.loaded->weight_dtype());
       wi->set_weight_bytes(w.loaded->weight_bytes());
-      *wi->mutable_local_experts() = w.loaded->local_experts();
-      wi->set_kv_blocks_total(w.loaded->kv_num_blocks());
+      if (w.state == v1::WORKER_STATE_READY && !w.group_local_experts.empty()) {
+        wi->mutable_local_experts()->Assign(w.group_local_experts.begin(),
+                                            w.group_local_experts.end());
+      } else {
+        *wi->mutable_local_experts() = w.loaded->local_experts();
+      }
+      wi->set_kv_blocks_total(w.state == v1::WORKER_STATE_READY && w.group_kv_blocks > 0
+                                  ? w.group_kv_blocks
+                                  : w.loaded->kv_num_blocks());
       wi->set_kv_block_size(w.loaded->kv_block_size());
     }
   }
 }
 
-void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
+void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason, Clock::time_point now) {
   auto it = workers_.find(rank);
   if (it == workers_.end()) return;
   Worker& w = it->second;
@@ -377,8 +416,12 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
   std::string who = absl::StrCat("worker ", w.id, " (rank ", rank, " on ",
                                  w.registration.hostname(), ")");
   std::string why = w.fatal_error.empty() ? reason : absl::StrCat(w.fatal_error, " (", reason, ")");
+  const bool group_up = state_ == v1::CLUSTER_STATE_SERVING || group_pending_;
+  const bool member = GroupRankLocked(rank) >= 0;
   workers_.erase(it);
   ++workers_lost_total_;
+  if (!missing_since_) missing_since_ = now;
+  if (group_up && !member) return;  // not in the group (a replacement still loading)
   // The group that included this worker is gone; survivors go back to
   // CONNECTED and join a new group once the rank is filled again.
   ++epoch_;
@@ -393,14 +436,32 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason) {
   }
 }
 
-void WorkerRegistry::MaybeFormGroupLocked() {
+int WorkerRegistry::GroupRankLocked(uint32_t rank) const {
+  auto it = std::find(members_.begin(), members_.end(), rank);
+  return it == members_.end() ? -1 : static_cast<int>(it - members_.begin());
+}
+
+void WorkerRegistry::MaybeFormGroupLocked(Clock::time_point now) {
   if (state_ == v1::CLUSTER_STATE_DRAINING) return;
-  if (workers_.size() != options_.world_size) return;
-  for (auto& [rank, w] : workers_) {
-    if (w.channel == nullptr || !w.loaded.has_value()) return;
+  std::vector<uint32_t> members;
+  for (const auto& [rank, w] : workers_) {
+    if (w.channel != nullptr && w.loaded.has_value()) members.push_back(rank);
+  }
+  const bool full = members.size() == options_.world_size;
+  if (!full) {
+    // Survivors: only after a loss, once the grace has passed, and not the
+    // group that serves (or is forming) or that failed.
+    if (members.empty() || !missing_since_ || options_.survivor_grace.count() < 0 ||
+        now < *missing_since_ + options_.survivor_grace) {
+      return;
+    }
+    const bool up = state_ == v1::CLUSTER_STATE_SERVING || group_pending_;
+    if ((up && members == members_) || members == failed_members_) return;
+    if (up && members.size() <= members_.size()) return;  // a smaller group than the one up
   }
   std::vector<CollectiveCandidate> candidates;
-  for (const auto& [rank, w] : workers_) {
+  for (uint32_t rank : members) {
+    const Worker& w = workers_.at(rank);
     CollectiveCandidate c;
     c.rank = rank;
     c.worker_id = w.id;
@@ -412,33 +473,63 @@ void WorkerRegistry::MaybeFormGroupLocked() {
   }
   absl::StatusOr<std::string> backend =
       ChooseCollectiveBackend(options_.collective_backend, candidates);
+  v1::ExpertPlacement placement;
+  if (backend.ok() && !options_.plan.expert_placement().expert_to_rank().empty()) {
+    const auto& table = options_.plan.expert_placement().expert_to_rank();
+    absl::StatusOr<std::vector<uint32_t>> placed =
+        PlaceOnMembers(std::vector<uint32_t>(table.begin(), table.end()), members);
+    if (placed.ok()) {
+      placement.set_strategy(full ? options_.plan.expert_placement().strategy() : "survivors");
+      placement.mutable_expert_to_rank()->Assign(placed->begin(), placed->end());
+    } else {
+      backend = placed.status();
+    }
+  }
   if (!backend.ok()) {
     // Retried when membership changes (a worker replaced by another).
     LOG_ERROR("cannot form a collective group: {}", backend.status().message());
+    if (!full) failed_members_ = members;
     SetStateLocked(v1::CLUSTER_STATE_FORMING,
                    absl::StrCat("cannot form a collective group: ", backend.status().message()));
     return;
   }
+  if (full) {
+    missing_since_.reset();
+    failed_members_.clear();
+  }
   group_backend_ = *backend;
   ++epoch_;
   group_pending_ = true;
+  members_ = members;
   store_->RetainOnly(RendezvousStore::EpochPrefix(epoch_));
-  LOG_INFO("all {} worker(s) connected; forming collective group epoch {} over {}", workers_.size(),
-           epoch_, group_backend_);
+  if (full) {
+    LOG_INFO("all {} worker(s) connected; forming collective group epoch {} over {}",
+             members_.size(), epoch_, group_backend_);
+  } else {
+    LOG_WARN("forming collective group epoch {} over {} on the {} surviving worker(s) (ranks {})",
+             epoch_, group_backend_, members_.size(), absl::StrJoin(members_, ", "));
+  }
   for (auto& [rank, w] : workers_) {
+    if (w.state == v1::WORKER_STATE_READY) w.state = v1::WORKER_STATE_CONNECTED;
+  }
+  for (size_t g = 0; g < members_.size(); ++g) {
+    Worker& w = workers_.at(members_[g]);
     w.state = v1::WORKER_STATE_CONNECTED;
     w.warmup_alltoall_bytes = 0;
+    w.group_kv_blocks = 0;
+    w.group_local_experts.clear();
     RouterMessage msg;
-    msg.mutable_join_group()->set_epoch(epoch_);
-    msg.mutable_join_group()->set_rank(rank);
-    msg.mutable_join_group()->set_world_size(options_.world_size);
-    msg.mutable_join_group()->set_collective_backend(group_backend_);
+    control::v1::JoinGroup* join = msg.mutable_join_group();
+    join->set_epoch(epoch_);
+    join->set_rank(static_cast<uint32_t>(g));
+    join->set_world_size(static_cast<uint32_t>(members_.size()));
+    join->set_collective_backend(group_backend_);
+    *join->mutable_expert_placement() = placement;
+    join->mutable_member_ranks()->Assign(members_.begin(), members_.end());
     w.channel->Send(msg);
   }
-  if (state_ != v1::CLUSTER_STATE_SERVING) {
-    SetStateLocked(v1::CLUSTER_STATE_FORMING,
-                   absl::StrCat("forming collective group epoch ", epoch_));
-  }
+  SetStateLocked(v1::CLUSTER_STATE_FORMING, absl::StrCat("forming collective group epoch ", epoch_,
+                                                         " of ", members_.size(), " worker(s)"));
 }
 
 void WorkerRegistry::SetStateLocked(v1::ClusterState state, std::string reason) {

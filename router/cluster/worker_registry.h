@@ -7,9 +7,15 @@
 //   (all N connected and loaded) JoinGroup(epoch) to every worker
 //   ──GroupReady(epoch, ok) from all──► READY × N ──► cluster SERVING
 //
-// Losing any worker (stream closed, or silent for `worker_timeout`) makes the
-// cluster DEGRADED and invalidates the group (epoch+1); when the rank is
-// filled again, every worker joins a fresh group.
+// Losing a worker of the group (stream closed, or silent for
+// `worker_timeout`) makes the cluster DEGRADED and invalidates the group
+// (epoch+1). When the rank is filled again, every worker joins a fresh group;
+// when it stays empty for `survivor_grace`, the survivors form a group of
+// their own (group ranks 0..n-1 in rank order, the lost ranks' experts
+// re-placed on them: common/placement.h PlaceOnMembers), and the full group
+// forms again once the missing ranks are back and loaded. A worker outside
+// the serving group (a replacement still loading) comes and goes without
+// disturbing it.
 #pragma once
 
 #include <chrono>
@@ -50,6 +56,9 @@ struct RegistryOptions {
   std::chrono::milliseconds collective_timeout{10000};
   // After a failed group formation, wait this long before trying again.
   std::chrono::milliseconds reform_backoff{1000};
+  // A rank missing this long after a loss: the survivors form a group
+  // without it. Negative: never (the group waits for a replacement).
+  std::chrono::milliseconds survivor_grace{3000};
   // --collective-backend: auto | gloo | nccl (router/cluster/collective_choice.h).
   std::string collective_backend = "auto";
   control::v1::ModelPlan plan;  // the same for every worker
@@ -65,21 +74,22 @@ class WorkerRegistry {
   void SetServingListener(ServingListener listener);
 
   // Called (outside the registry lock) with every StepResult of a worker in
-  // the current group, with its rank and the group's epoch.
+  // the current group, with its group rank and the group's epoch.
   using StepResultListener =
       std::function<void(uint32_t rank, uint64_t epoch, const control::v1::StepResult& result)>;
   void SetStepResultListener(StepResultListener listener);
   void OnStepResult(const std::string& worker_id, const control::v1::StepResult& result);
 
-  // The serving group: epoch, KV block size and each rank's KV block count
-  // (from ModelLoaded). nullopt with *reason set when not SERVING.
+  // The serving group: epoch, KV block size and each group rank's KV block
+  // count (from GroupReady, else ModelLoaded). nullopt with *reason set when
+  // not SERVING.
   struct ServingGroupInfo {
     uint64_t epoch = 0;
     uint32_t kv_block_size = 0;
     std::vector<int> kv_blocks;
   };
   std::optional<ServingGroupInfo> ServingGroup(std::string* reason) const;
-  // Sends plans[r] to rank r when `epoch` is still the serving group;
+  // Sends plans[g] to group rank g when `epoch` is still the serving group;
   // UNAVAILABLE (sending nothing) otherwise.
   absl::Status SendStep(uint64_t epoch, const std::vector<control::v1::StepPlan>& plans);
 
@@ -108,11 +118,13 @@ class WorkerRegistry {
 
   // The worker reported an error it cannot recover from: it is removed at
   // once (its stream closed) with the error as the reason.
-  void OnFatal(const std::string& worker_id, const std::string& error);
+  void OnFatal(const std::string& worker_id, const std::string& error,
+               Clock::time_point now = Clock::now());
 
   // The worker's stream ended. The channel must not be used afterwards:
   // Detach returns only when no Send to it is in progress.
-  void Detach(const std::string& worker_id, const std::string& reason);
+  void Detach(const std::string& worker_id, const std::string& reason,
+              Clock::time_point now = Clock::now());
 
   // Declares silent workers lost, drops workers that registered but never
   // attached, and retries a failed group formation. Call periodically.
@@ -140,13 +152,21 @@ class WorkerRegistry {
     uint64_t warmup_alltoall_bytes = 0;
     std::optional<control::v1::ModelLoaded> loaded;
     std::string fatal_error;
+    // From its GroupReady for the current group (0 / empty: as loaded).
+    uint32_t group_kv_blocks = 0;
+    std::vector<uint32_t> group_local_experts;
   };
 
   Worker* FindLocked(const std::string& worker_id);
 
   // *Locked helpers expect mu_ held.
-  void RemoveLocked(uint32_t rank, const std::string& reason);
-  void MaybeFormGroupLocked();
+  void RemoveLocked(uint32_t rank, const std::string& reason, Clock::time_point now);
+  // Forms the full group when every rank is connected and loaded, else a
+  // group of the connected, loaded survivors once a rank has been missing
+  // for survivor_grace (not again for the members of one that failed).
+  void MaybeFormGroupLocked(Clock::time_point now);
+  // Group rank of `rank` in the current (serving or pending) group, or -1.
+  int GroupRankLocked(uint32_t rank) const;
   void SetStateLocked(v1::ClusterState state, std::string reason);
   // Called without mu_ after a public method changed state: tells the
   // listener when SERVING started or stopped relative to `was_serving`.
@@ -165,6 +185,13 @@ class WorkerRegistry {
   uint64_t groups_formed_total_ = 0;
   // True while JoinGroup(epoch_) is out and not all GroupReady are in.
   bool group_pending_ = false;
+  // The registered ranks of the current (serving or pending) group, by
+  // group rank.
+  std::vector<uint32_t> members_;
+  // Since when a rank is missing after a loss (reset when the full group
+  // forms), and the members of the last group of survivors that failed.
+  std::optional<Clock::time_point> missing_since_;
+  std::vector<uint32_t> failed_members_;
   std::optional<Clock::time_point> reform_after_;
   // The backend of the newest group formed or being formed; empty before.
   std::string group_backend_;

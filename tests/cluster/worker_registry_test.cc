@@ -15,6 +15,13 @@ class FakeChannel : public WorkerChannel {
  public:
   void Send(const control::v1::RouterMessage& m) override { sent.push_back(m); }
   void Close(const absl::Status& s) override { closed = s; }
+  // The newest JoinGroup sent (default: none).
+  control::v1::JoinGroup last_join() const {
+    for (auto it = sent.rbegin(); it != sent.rend(); ++it) {
+      if (it->has_join_group()) return it->join_group();
+    }
+    return {};
+  }
   // The newest JoinGroup epoch sent, 0 if none.
   uint64_t last_join_epoch() const {
     for (auto it = sent.rbegin(); it != sent.rend(); ++it) {
@@ -28,9 +35,13 @@ class FakeChannel : public WorkerChannel {
 
 class RegistryTest : public ::testing::Test {
  protected:
-  void Init(uint32_t world, const std::string& collective_backend = "auto") {
+  void Init(uint32_t world, const std::string& collective_backend = "auto",
+            const std::vector<uint32_t>& expert_to_rank = {}) {
     RegistryOptions o;
     o.world_size = world;
+    o.survivor_grace = milliseconds(500);
+    for (uint32_t r : expert_to_rank) o.plan.mutable_expert_placement()->add_expert_to_rank(r);
+    o.plan.mutable_expert_placement()->set_strategy("linear");
     o.collective_backend = collective_backend;
     o.protocol_version = 7;
     o.worker_timeout = milliseconds(1000);
@@ -82,8 +93,9 @@ class RegistryTest : public ::testing::Test {
     registry_->OnModelLoaded(id, loaded, now_);
   }
 
-  void Ready(const std::string& id, uint64_t epoch, bool ok = true) {
+  void Ready(const std::string& id, uint64_t epoch, bool ok = true, uint32_t kv_blocks = 0) {
     control::v1::GroupReady r;
+    r.set_kv_num_blocks(kv_blocks);
     r.set_epoch(epoch);
     r.set_ok(ok);
     r.set_alltoall_bytes(128);
@@ -359,6 +371,135 @@ TEST_F(RegistryTest, WorldOfOne) {
   ASSERT_GT(epoch, 0u);
   Ready(a, epoch);
   EXPECT_TRUE(registry_->serving());
+}
+
+TEST_F(RegistryTest, SurvivorsFormAGroupOfTheirOwnAfterTheGraceAndTheFullGroupReturns) {
+  // 6 experts linear over 3 ranks: {0,1} {2,3} {4,5}.
+  Init(3, "auto", {0, 0, 1, 1, 2, 2});
+  std::string a = Join(0), b = Join(1), c = Join(2);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  Ready(a, epoch);
+  Ready(b, epoch);
+  Ready(c, epoch);
+  ASSERT_TRUE(registry_->serving());
+  EXPECT_EQ(channels_[1]->last_join().world_size(), 3u);
+  EXPECT_THAT(channels_[1]->last_join().expert_placement().expert_to_rank(),
+              ::testing::ElementsAre(0, 0, 1, 1, 2, 2));
+
+  registry_->Detach(b, "stream closed", now_);
+  EXPECT_FALSE(registry_->serving());
+  registry_->Sweep(now_ + milliseconds(400));  // within the grace: waits for a replacement
+  EXPECT_EQ(channels_[0]->last_join_epoch(), epoch);
+  now_ += milliseconds(600);
+  registry_->Sweep(now_);
+  const control::v1::JoinGroup join_a = channels_[0]->last_join();
+  const control::v1::JoinGroup join_c = channels_[2]->last_join();
+  ASSERT_GT(join_a.epoch(), epoch);
+  EXPECT_EQ(join_c.epoch(), join_a.epoch());
+  EXPECT_EQ(join_a.rank(), 0u);
+  EXPECT_EQ(join_c.rank(), 1u);  // rank 2 is group rank 1
+  EXPECT_EQ(join_a.world_size(), 2u);
+  EXPECT_THAT(join_a.member_ranks(), ::testing::ElementsAre(0, 2));
+  // Rank 1's experts 2 and 3 re-placed on the two survivors.
+  EXPECT_THAT(join_c.expert_placement().expert_to_rank(), ::testing::ElementsAre(0, 0, 0, 1, 1, 1));
+  EXPECT_EQ(join_c.expert_placement().strategy(), "survivors");
+  Ready(a, join_a.epoch(), true, /*kv_blocks=*/7);
+  EXPECT_FALSE(registry_->serving());
+  Ready(c, join_a.epoch(), true, /*kv_blocks=*/9);
+  ASSERT_TRUE(registry_->serving());
+  std::string reason;
+  std::optional<WorkerRegistry::ServingGroupInfo> group = registry_->ServingGroup(&reason);
+  ASSERT_TRUE(group.has_value());
+  EXPECT_EQ(group->kv_blocks, (std::vector<int>{7, 9}));  // from GroupReady, by group rank
+  EXPECT_THAT(Info().state_reason(), HasSubstr("serving on 2 of 3 workers (rank 1 missing)"));
+
+  // Steps go to group ranks; results come back under them.
+  std::vector<std::pair<uint32_t, uint64_t>> results;
+  registry_->SetStepResultListener([&](uint32_t rank, uint64_t e, const control::v1::StepResult&) {
+    results.push_back({rank, e});
+  });
+  std::vector<control::v1::StepPlan> plans(2);
+  plans[0].set_step_id(10);
+  plans[1].set_step_id(11);
+  ASSERT_TRUE(registry_->SendStep(group->epoch, plans).ok());
+  EXPECT_EQ(channels_[2]->sent.back().step_plan().step_id(), 11u);
+  EXPECT_EQ(registry_->SendStep(group->epoch, std::vector<control::v1::StepPlan>(3)).code(),
+            absl::StatusCode::kInternal);
+  registry_->OnStepResult(c, control::v1::StepResult());
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].first, 1u);
+
+  // A replacement that registers, then goes away before it loaded, does not
+  // disturb the serving group.
+  std::string b2 = Join(1, /*load=*/false);
+  EXPECT_TRUE(registry_->serving());
+  registry_->Detach(b2, "stream closed", now_);
+  EXPECT_TRUE(registry_->serving());
+  EXPECT_EQ(channels_[0]->last_join_epoch(), join_a.epoch());
+
+  // One that loads brings the full group back, with the plan's placement.
+  std::string b3 = Join(1);
+  const control::v1::JoinGroup full = channels_[1]->last_join();
+  ASSERT_GT(full.epoch(), join_a.epoch());
+  EXPECT_EQ(channels_[2]->last_join().rank(), 2u);
+  EXPECT_EQ(full.world_size(), 3u);
+  EXPECT_THAT(full.expert_placement().expert_to_rank(), ::testing::ElementsAre(0, 0, 1, 1, 2, 2));
+  EXPECT_FALSE(registry_->serving());
+  Ready(a, full.epoch());
+  Ready(b3, full.epoch());
+  Ready(c, full.epoch());
+  EXPECT_TRUE(registry_->serving());
+  EXPECT_EQ(Info().state_reason(), "");
+}
+
+TEST_F(RegistryTest, ASurvivorGroupThatFailsIsNotRetriedUntilTheMembershipChanges) {
+  Init(3, "auto", {0, 1, 2});
+  std::string a = Join(0), b = Join(1), c = Join(2);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  for (const std::string& id : {a, b, c}) Ready(id, epoch);
+  ASSERT_TRUE(registry_->serving());
+  registry_->Detach(c, "stream closed", now_);
+  now_ += milliseconds(600);
+  registry_->Sweep(now_);
+  const uint64_t survivors = channels_[0]->last_join_epoch();
+  ASSERT_GT(survivors, epoch);
+  Ready(a, survivors);
+  Ready(b, survivors, /*ok=*/false);  // e.g. no memory for the extra experts
+  EXPECT_FALSE(registry_->serving());
+  now_ += milliseconds(2000);
+  registry_->Touch(a, now_);
+  registry_->Touch(b, now_);
+  registry_->Sweep(now_);
+  EXPECT_EQ(channels_[0]->last_join_epoch(), survivors);  // the same survivors: not again
+  // Another loss: the one left forms a group alone, holding every expert.
+  registry_->Detach(b, "stream closed", now_);
+  registry_->Sweep(now_);
+  const control::v1::JoinGroup alone = channels_[0]->last_join();
+  ASSERT_GT(alone.epoch(), survivors);
+  EXPECT_EQ(alone.world_size(), 1u);
+  EXPECT_THAT(alone.expert_placement().expert_to_rank(), ::testing::ElementsAre(0, 0, 0));
+  Ready(a, alone.epoch());
+  EXPECT_TRUE(registry_->serving());
+}
+
+TEST_F(RegistryTest, NoSurvivorGroupWhenTheGraceIsNegative) {
+  RegistryOptions o;
+  o.world_size = 2;
+  o.protocol_version = 7;
+  o.worker_timeout = milliseconds(1000);
+  o.survivor_grace = milliseconds(-1);
+  registry_ = std::make_unique<WorkerRegistry>(o, &store_);
+  channels_.resize(2);
+  std::string a = Join(0), b = Join(1);
+  uint64_t epoch = channels_[0]->last_join_epoch();
+  Ready(a, epoch);
+  Ready(b, epoch);
+  registry_->Detach(b, "stream closed", now_);
+  now_ += std::chrono::hours(1);
+  registry_->Touch(a, now_);
+  registry_->Sweep(now_);
+  EXPECT_EQ(channels_[0]->last_join_epoch(), epoch);
+  EXPECT_EQ(Info().state(), v1::CLUSTER_STATE_DEGRADED);
 }
 
 }  // namespace

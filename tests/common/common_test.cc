@@ -1,6 +1,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "common/dtype.h"
 #include "common/net.h"
 #include "common/placement.h"
@@ -109,6 +111,84 @@ TEST(Placement, Errors) {
   EXPECT_FALSE(PlaceExperts(4, 0, PlacementStrategy::kLinear).ok());
   EXPECT_THAT(std::string(ParsePlacementStrategy("random").status().message()),
               HasSubstr("linear, round-robin"));
+}
+
+TEST(Placement, OnMembersKeepsEachMembersExpertsAndSpreadsTheLostOnesEvenly) {
+  // 8 experts linear on 4 ranks: {0,1} {2,3} {4,5} {6,7}; rank 1 lost.
+  const std::vector<uint32_t> owners = *PlaceExperts(8, 4, PlacementStrategy::kLinear);
+  absl::StatusOr<std::vector<uint32_t>> placed = PlaceOnMembers(owners, {0, 2, 3});
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  // Members keep theirs under group ranks 0, 1, 2; experts 2 and 3 go to the
+  // least loaded members, lowest group rank first.
+  EXPECT_EQ(*placed, (std::vector<uint32_t>{0, 0, 0, 1, 1, 1, 2, 2}));
+  // Every loss of 1 or 2 ranks of 5 over 128 experts: each member keeps its
+  // experts, every expert placed, counts differ by at most one.
+  const std::vector<uint32_t> many = *PlaceExperts(128, 5, PlacementStrategy::kRoundRobin);
+  for (uint32_t mask = 1; mask < 31; ++mask) {
+    std::vector<uint32_t> members;
+    for (uint32_t r = 0; r < 5; ++r) {
+      if (mask & (1u << r)) members.push_back(r);
+    }
+    if (members.size() < 3) continue;
+    placed = PlaceOnMembers(many, members);
+    ASSERT_TRUE(placed.ok()) << placed.status();
+    std::vector<int> held(members.size(), 0);
+    for (size_t e = 0; e < many.size(); ++e) {
+      ASSERT_LT((*placed)[e], members.size());
+      ++held[(*placed)[e]];
+      for (size_t g = 0; g < members.size(); ++g) {
+        if (many[e] == members[g]) {
+          EXPECT_EQ((*placed)[e], g) << "expert " << e;
+        }
+      }
+    }
+    EXPECT_LE(
+        *std::max_element(held.begin(), held.end()) - *std::min_element(held.begin(), held.end()),
+        1)
+        << "members mask " << mask;
+  }
+  // All ranks present: the table itself.
+  EXPECT_EQ(*PlaceOnMembers(owners, {0, 1, 2, 3}), owners);
+}
+
+TEST(Placement, OnMembersRefusesAnEmptyOrUnsortedGroup) {
+  const std::vector<uint32_t> owners = *PlaceExperts(8, 4, PlacementStrategy::kLinear);
+  EXPECT_THAT(std::string(PlaceOnMembers(owners, {}).status().message()),
+              HasSubstr("a group of no ranks"));
+  EXPECT_THAT(std::string(PlaceOnMembers(owners, {2, 1}).status().message()),
+              HasSubstr("ascending order, found 2 before 1"));
+  EXPECT_FALSE(PlaceOnMembers(owners, {1, 1}).ok());
+}
+
+TEST(Placement, RedundantExpertsCoverEverySingleLoss) {
+  for (PlacementStrategy strategy : {PlacementStrategy::kLinear, PlacementStrategy::kRoundRobin}) {
+    for (uint32_t world : {2u, 3u, 4u, 8u}) {
+      const std::vector<uint32_t> owners = *PlaceExperts(64, world, strategy);
+      std::vector<std::vector<int>> extra(world);
+      for (uint32_t r = 0; r < world; ++r) extra[r] = RedundantExperts(owners, world, r);
+      for (uint32_t lost = 0; lost < world; ++lost) {
+        std::vector<uint32_t> members;
+        for (uint32_t r = 0; r < world; ++r) {
+          if (r != lost) members.push_back(r);
+        }
+        const std::vector<uint32_t> placed = *PlaceOnMembers(owners, members);
+        for (size_t e = 0; e < owners.size(); ++e) {
+          const uint32_t holder = members[placed[e]];
+          const bool own = owners[e] == holder;
+          const bool copy =
+              std::binary_search(extra[holder].begin(), extra[holder].end(), static_cast<int>(e));
+          EXPECT_TRUE(own || copy) << "world " << world << " lost " << lost << " expert " << e
+                                   << " placed on rank " << holder;
+        }
+      }
+      // A rank's copies are other ranks' experts, about E/W of them.
+      for (uint32_t r = 0; r < world; ++r) {
+        for (int e : extra[r]) EXPECT_NE(owners[static_cast<size_t>(e)], r);
+        EXPECT_LE(extra[r].size(), 64 / world + 1 + world);
+      }
+    }
+  }
+  EXPECT_TRUE(RedundantExperts(std::vector<uint32_t>(8, 0), 1, 0).empty());
 }
 
 absl::StatusOr<int> Half(int x) {

@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <functional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -151,14 +152,23 @@ std::unique_ptr<RouterHandle> StartExpertParallel(const std::string& model, int 
 
 // Expert parallelism over `workers` remote workers started by the test (so
 // one can be killed and started again by hand), with the given
-// --recovery-timeout-s; short liveness and collective timeouts.
+// --recovery-timeout-s and --survivor-grace-ms (-1: the group waits for a
+// replacement); short liveness and collective timeouts.
 std::unique_ptr<RouterHandle> StartRemoteExpertParallel(const std::string& model, int workers,
-                                                        int recovery_timeout_s) {
-  return RouterHandle::Start(
-      {"--model=" + model, absl::StrCat("--workers=", workers),
-       absl::StrCat("--expert-parallel=", workers), "--worker-timeout-ms=1500",
-       "--heartbeat-interval-ms=200", "--collective-timeout-ms=3000",
-       absl::StrCat("--recovery-timeout-s=", recovery_timeout_s), "--log-level=warn"});
+                                                        int recovery_timeout_s,
+                                                        int survivor_grace_ms = -1,
+                                                        std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--model=" + model,
+                                   absl::StrCat("--workers=", workers),
+                                   absl::StrCat("--expert-parallel=", workers),
+                                   "--worker-timeout-ms=1500",
+                                   "--heartbeat-interval-ms=200",
+                                   "--collective-timeout-ms=3000",
+                                   absl::StrCat("--recovery-timeout-s=", recovery_timeout_s),
+                                   absl::StrCat("--survivor-grace-ms=", survivor_grace_ms),
+                                   "--log-level=warn"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return RouterHandle::Start(args);
 }
 
 // One remote worker of `router` for `rank` (on the GPU where the suite runs
@@ -420,6 +430,125 @@ TEST(ExpertParallel, KilledRankRestartedMidStreamEveryStreamCompletesUndisturbed
   EXPECT_FALSE(workers[0].proc.Wait(milliseconds(0)).has_value());
   EXPECT_FALSE(workers[2].proc.Wait(milliseconds(0)).has_value());
 }
+
+// A rank killed mid-generation and not replaced: after --survivor-grace-ms
+// the two survivors form a group of their own, take over its experts
+// (loading them, or from the copies --redundant-experts keeps), and every
+// in-flight stream completes with exactly the undisturbed output. When the
+// rank comes back the full group forms again and serves the reference.
+class SurvivorsTakeOver : public ::testing::TestWithParam<bool> {};
+
+TEST_P(SurvivorsTakeOver, KilledRankNotReplacedStreamsCompleteUndisturbed) {
+  const bool redundant = GetParam();
+  const std::string model = absl::StrCat(kFixtures, "/qwen3_moe");
+  const Prompt check{"Mixture of experts", 10};
+  const Reference ref = RunOffline(model, check);
+  constexpr int kWorkers = 3;
+  std::vector<std::string> extra;
+  if (redundant) extra.push_back("--redundant-experts");
+  auto router = StartRemoteExpertParallel(model, kWorkers, /*recovery_timeout_s=*/60,
+                                          /*survivor_grace_ms=*/0, extra);
+  ASSERT_NE(router, nullptr);
+  std::vector<Process> workers;
+  workers.reserve(kWorkers);
+  for (int r = 0; r < kWorkers; ++r) {
+    workers.push_back(StartRemoteWorker(*router, r, absl::StrCat("s", redundant, "_", r)));
+  }
+  ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
+      << router->process().output();
+  const v1::GetServerInfoResponse before = router->Info();
+  ASSERT_EQ(before.workers_size(), kWorkers);
+  const uint32_t num_experts = static_cast<uint32_t>(before.workers(0).local_experts_size() +
+                                                     before.workers(1).local_experts_size() +
+                                                     before.workers(2).local_experts_size());
+  auto stub = ClientStub(router->grpc_address());
+  const std::vector<Prompt> traffic = {{"Hello world", 200},
+                                       {"Mixture of experts", 200},
+                                       {"Once upon a time", 200},
+                                       {"The quick brown fox", 200}};
+  auto run = [&](const std::function<void()>& meanwhile) {
+    std::vector<Outcome> outcomes(traffic.size());
+    std::vector<std::thread> threads;
+    threads.reserve(traffic.size());
+    for (size_t i = 0; i < traffic.size(); ++i) {
+      threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, traffic[i], seconds(120)); });
+    }
+    meanwhile();
+    for (auto& t : threads) t.join();
+    return outcomes;
+  };
+  const std::vector<Outcome> undisturbed = run([] {});
+  for (size_t i = 0; i < traffic.size(); ++i) {
+    ASSERT_TRUE(undisturbed[i].status.ok()) << i << ": " << undisturbed[i].status.error_message();
+  }
+  std::chrono::steady_clock::time_point killed;
+  const std::vector<Outcome> disturbed = run([&] {
+    ASSERT_TRUE(
+        WaitFor([&] { return router->Info().requests_running() == traffic.size(); }, seconds(20)));
+    std::this_thread::sleep_for(milliseconds(100));  // mid-generation
+    killed = std::chrono::steady_clock::now();
+    ASSERT_EQ(kill(workers[1].proc.pid(), SIGKILL), 0);
+    workers[1].proc.Wait(seconds(10));
+  });
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  for (size_t i = 0; i < traffic.size(); ++i) {
+    ASSERT_TRUE(disturbed[i].status.ok()) << i << ": " << disturbed[i].status.error_message();
+    EXPECT_EQ(disturbed[i].ids, undisturbed[i].ids) << i;
+    EXPECT_EQ(disturbed[i].complete.finish_reason(), undisturbed[i].complete.finish_reason()) << i;
+  }
+  std::cerr << "recovery on survivors (expert parallel, " << kWorkers << " ranks, "
+            << (redundant ? "redundant experts" : "experts loaded") << "): streams completed "
+            << took << " s after SIGKILL of rank 1\n";
+
+  // Serving on two: between them they hold every expert, rank 1's included.
+  v1::GetServerInfoResponse info = router->Info();
+  EXPECT_EQ(info.state(), v1::CLUSTER_STATE_SERVING);
+  EXPECT_THAT(info.state_reason(), HasSubstr("serving on 2 of 3 workers (rank 1 missing)"));
+  ASSERT_EQ(info.workers_size(), 2);
+  std::set<uint32_t> held;
+  for (const v1::WorkerInfo& w : info.workers()) {
+    EXPECT_EQ(w.state(), v1::WORKER_STATE_READY);
+    held.insert(w.local_experts().begin(), w.local_experts().end());
+    // Experts loaded for the group: none with redundant copies.
+    const double loaded =
+        MetricValue(ScrapeMetrics(w.metrics_address()), "epserve_worker_experts_loaded_total");
+    if (redundant) {
+      EXPECT_EQ(loaded, 0) << "rank " << w.rank();
+    } else {
+      EXPECT_GT(loaded, 0) << "rank " << w.rank();
+    }
+  }
+  EXPECT_EQ(held.size(), num_experts);
+  Outcome alone = Generate(*stub, check);
+  ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+  EXPECT_EQ(alone.ids, ref.ids);
+
+  // Rank 1 back: the full group with the plan's placement.
+  workers[1] = StartRemoteWorker(*router, 1, absl::StrCat("s", redundant, "_1b"));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const v1::GetServerInfoResponse i = router->Info();
+        return i.state() == v1::CLUSTER_STATE_SERVING && i.workers_size() == kWorkers &&
+               i.state_reason().empty();
+      },
+      seconds(30)))
+      << router->process().output();
+  info = router->Info();
+  for (int r = 0; r < kWorkers; ++r) {
+    EXPECT_EQ(info.workers(r).local_experts_size(), before.workers(r).local_experts_size()) << r;
+  }
+  Outcome full = Generate(*stub, check);
+  ASSERT_TRUE(full.status.ok()) << full.status.error_message();
+  EXPECT_EQ(full.ids, ref.ids);
+  EXPECT_FALSE(workers[0].proc.Wait(milliseconds(0)).has_value());
+  EXPECT_FALSE(workers[2].proc.Wait(milliseconds(0)).has_value());
+}
+
+INSTANTIATE_TEST_SUITE_P(Load, SurvivorsTakeOver, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "RedundantExperts" : "LoadsExperts";
+                         });
 
 }  // namespace
 }  // namespace epserve::testing

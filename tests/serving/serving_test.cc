@@ -759,6 +759,67 @@ TEST(Serving, KilledLocalWorkerIsRestartedAndEveryStreamCompletesUndisturbed) {
   ExpectIdle(*router);
 }
 
+// Data parallel with --survivor-grace-ms=0: the moment a worker is lost the
+// survivor forms a group alone and takes every request (the lost worker's
+// recomputed), the streams end with exactly the undisturbed tokens, and the
+// full group forms again once the local worker has been started again.
+TEST(Serving, SurvivorServesAloneUntilTheLostWorkerIsBack) {
+  REQUIRE_WORKERS(2);
+  auto router = StartServing(
+      2, {"--worker-timeout-ms=1500", "--heartbeat-interval-ms=200", "--survivor-grace-ms=0"});
+  ASSERT_NE(router, nullptr);
+  auto stub = ClientStub(router->grpc_address());
+  constexpr int kInFlight = 4;
+  constexpr int kTokens = 300;
+  auto run = [&](const std::function<void()>& meanwhile) {
+    std::vector<Outcome> outcomes(kInFlight);
+    std::vector<std::thread> threads;
+    threads.reserve(kInFlight);
+    for (int i = 0; i < kInFlight; ++i) {
+      threads.emplace_back([&, i] {
+        v1::GenerateRequest req = Greedy(Prompts()[i], kTokens);
+        req.mutable_sampling_params()->set_ignore_eos(true);
+        outcomes[i] = Generate(*stub, req);
+      });
+    }
+    meanwhile();
+    for (auto& t : threads) t.join();
+    return outcomes;
+  };
+  const std::vector<Outcome> undisturbed = run([] {});
+  const pid_t victim = static_cast<pid_t>(router->Info().workers(1).pid());
+  const std::vector<Outcome> disturbed = run([&] {
+    ASSERT_TRUE(
+        WaitFor([&] { return router->Info().requests_running() == kInFlight; }, seconds(20)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // mid-generation
+    ASSERT_EQ(kill(victim, SIGKILL), 0);
+  });
+  for (int i = 0; i < kInFlight; ++i) {
+    ASSERT_TRUE(undisturbed[i].status.ok()) << i << ": " << undisturbed[i].status.error_message();
+    ASSERT_TRUE(disturbed[i].status.ok()) << i << ": " << disturbed[i].status.error_message();
+    EXPECT_EQ(disturbed[i].chunk_ids, undisturbed[i].chunk_ids) << i;
+  }
+  EXPECT_THAT(router->process().output(), HasSubstr("on the 1 surviving worker(s) (ranks 0)"));
+  // The restarted worker brings the full group back.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const v1::GetServerInfoResponse info = router->Info();
+        return info.state() == v1::CLUSTER_STATE_SERVING && info.workers_size() == 2 &&
+               info.state_reason().empty();
+      },
+      seconds(30)))
+      << router->process().output();
+  // The first group, the survivor's, the full one again (the gauge follows
+  // within a sweep).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return MetricValue(ScrapeMetrics(router->metrics_address()),
+                           "epserve_cluster_group_formations_total") >= 3;
+      },
+      seconds(5)));
+  ExpectIdle(*router);
+}
+
 // ---- GPU resources (EPSERVE_TEST_DEVICE=cuda only) ----
 
 // A GPU worker whose weights cannot fit says so, with the numbers, before it

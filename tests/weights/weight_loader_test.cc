@@ -270,6 +270,67 @@ TEST_F(WeightLoaderTest, RankReadsOnlyItsOwnExperts) {
   RecordProperty("file_bytes", static_cast<int>(file_bytes));
 }
 
+TEST_F(WeightLoaderTest, ExtraExpertsAddedAndDroppedEqualAFullLoad) {
+  WriteCheckpoint();
+  const std::vector<uint32_t> placement = *PlaceExperts(kExperts, 4, PlacementStrategy::kLinear);
+  LoadOptions full;
+  full.dtype = "float32";
+  absl::StatusOr<ModelWeights> all = Load(full);
+  ASSERT_TRUE(all.ok()) << all.status();
+  const auto same = [&all](const ModelWeights& w, const std::string& name) {
+    const kernels::Tensor* a = all->Find(name);
+    const kernels::Tensor* b = w.Find(name);
+    return a != nullptr && b != nullptr && a->nbytes() == b->nbytes() &&
+           std::memcmp(a->data(), b->data(), a->nbytes()) == 0;
+  };
+  // Rank 1 holds {2, 3}; with extra_experts {6} it also holds 6.
+  LoadOptions o;
+  o.dtype = "float32";
+  o.expert_to_rank = placement;
+  o.rank = 1;
+  o.extra_experts = {6};
+  absl::StatusOr<ModelWeights> w = Load(o);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->report().local_experts, (std::vector<int>{2, 3, 6}));
+  EXPECT_TRUE(same(*w, "model.layers.1.mlp.experts.6.gate_proj.weight"));
+  EXPECT_EQ(w->Find("model.layers.1.mlp.experts.7.gate_proj.weight"), nullptr);
+  const uint64_t bytes = w->report().bytes_held;
+  const int64_t tensors = w->report().num_tensors;
+
+  // Taking over experts 0 and 7 (and 3, already held): only 0 and 7 are read,
+  // with the values of a full load, their linear layers assembled.
+  const uint64_t read_before = w->report().bytes_read;
+  ASSERT_TRUE(AddExperts(dir_.string(), o, {0, 3, 7}, &*w).ok());
+  EXPECT_EQ(w->report().local_experts, (std::vector<int>{0, 2, 3, 6, 7}));
+  for (int layer = 0; layer < 2; ++layer) {
+    for (const char* part : {"gate_proj", "up_proj", "down_proj"}) {
+      for (int e : {0, 7}) {
+        const std::string name =
+            absl::StrCat("model.layers.", layer, ".mlp.experts.", e, ".", part, ".weight");
+        EXPECT_TRUE(same(*w, name)) << name;
+        EXPECT_NE(w->FindLinear(name), nullptr) << name;
+      }
+    }
+  }
+  EXPECT_EQ(w->report().num_tensors, tensors + 2 * 2 * 3);  // 2 experts x 2 layers x 3
+  EXPECT_GT(w->report().bytes_read, read_before);
+  EXPECT_TRUE(same(*w, "model.norm.weight"));  // dense parts untouched
+
+  // Dropping back to {2, 3}: the others' tensors and layers are gone.
+  w->DropExperts({2, 3});
+  EXPECT_EQ(w->report().local_experts, (std::vector<int>{2, 3}));
+  EXPECT_EQ(w->Find("model.layers.0.mlp.experts.6.up_proj.weight"), nullptr);
+  EXPECT_EQ(w->FindLinear("model.layers.0.mlp.experts.0.up_proj.weight"), nullptr);
+  EXPECT_TRUE(same(*w, "model.layers.0.mlp.experts.2.up_proj.weight"));
+  EXPECT_EQ(w->report().num_tensors, tensors - 2 * 3);
+  EXPECT_LT(w->report().bytes_held, bytes);
+
+  // An expert outside the model is refused and nothing changes.
+  EXPECT_THAT(std::string(AddExperts(dir_.string(), o, {1, kExperts}, &*w).message()),
+              HasSubstr("expert 8 outside [0, 8)"));
+  EXPECT_EQ(w->report().local_experts, (std::vector<int>{2, 3}));
+}
+
 TEST_F(WeightLoaderTest, DummyWeightsNeedNoFilesAndAreDeterministic) {
   LoadOptions o;
   o.format = checkpoint::LoadFormat::kDummy;

@@ -1,5 +1,6 @@
 #include "worker/weights/weight_loader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <utility>
@@ -138,8 +139,17 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
   ModelWeights w;
   w.desc_ = desc;
   LoadReport& report = w.report_;
+  const auto held = [&options](int e) {
+    return IsLocalExpert(options.expert_to_rank, options.rank, e) ||
+           std::binary_search(options.extra_experts.begin(), options.extra_experts.end(), e);
+  };
+  // Whether the load takes `spec`: another rank's expert, or (experts only)
+  // anything but a routed expert, is skipped.
+  const auto takes = [&options, &held](const TensorSpec& spec) {
+    return spec.expert >= 0 ? held(spec.expert) : !options.experts_only;
+  };
   for (int e = 0; e < desc.moe.num_experts; ++e) {
-    if (IsLocalExpert(options.expert_to_rank, options.rank, e)) report.local_experts.push_back(e);
+    if (held(e)) report.local_experts.push_back(e);
   }
 
   CheckpointBinding binding;
@@ -170,9 +180,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
   if (options.device != nullptr && options.device->device().type != kernels::DeviceType::kCpu) {
     uint64_t needed = 0;
     for (const TensorSpec& spec : specs) {
-      if (spec.expert >= 0 && !IsLocalExpert(options.expert_to_rank, options.rank, spec.expert)) {
-        continue;
-      }
+      if (!takes(spec)) continue;
       needed += static_cast<uint64_t>(NumElements(spec.shape)) *
                 DataTypeSize(HeldDtype(spec, report.weight_dtype));
     }
@@ -191,9 +199,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
   std::map<std::pair<DataType, DataType>, int64_t> casts;
   for (size_t i = 0; i < specs.size(); ++i) {
     const TensorSpec& spec = specs[i];
-    if (spec.expert >= 0 && !IsLocalExpert(options.expert_to_rank, options.rank, spec.expert)) {
-      continue;
-    }
+    if (!takes(spec)) continue;
     DataType target = HeldDtype(spec, report.weight_dtype);
     kernels::Tensor t;
     if (options.format == LoadFormat::kDummy) {
@@ -255,6 +261,59 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     report.casts.push_back(std::move(line));
   }
   return w;
+}
+
+void ModelWeights::DropExperts(const std::vector<int>& keep) {
+  const auto kept = [&keep](int e) { return std::binary_search(keep.begin(), keep.end(), e); };
+  for (const TensorSpec& spec : ExpectedTensors(desc_)) {
+    if (spec.expert < 0 || kept(spec.expert)) continue;
+    linears_.erase(spec.name);
+    auto it = tensors_.find(spec.name);
+    if (it == tensors_.end()) continue;
+    report_.bytes_held -= std::min<uint64_t>(report_.bytes_held, it->second.nbytes());
+    --report_.num_tensors;
+    tensors_.erase(it);
+  }
+  std::vector<int> left;
+  for (int e : report_.local_experts) {
+    if (kept(e)) left.push_back(e);
+  }
+  report_.local_experts = std::move(left);
+}
+
+absl::Status AddExperts(const std::string& model_dir, const LoadOptions& options,
+                        const std::vector<int>& experts, ModelWeights* weights) {
+  LoadOptions only = options;
+  only.expert_to_rank.assign(static_cast<size_t>(weights->desc_.moe.num_experts), 1);
+  only.rank = 0;  // no expert is "own": exactly the missing ones are loaded
+  only.extra_experts.clear();
+  for (int e : experts) {
+    if (e < 0 || e >= weights->desc_.moe.num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("AddExperts: expert ", e, " outside [0, ",
+                                                     weights->desc_.moe.num_experts, ")"));
+    }
+    if (!std::binary_search(weights->report_.local_experts.begin(),
+                            weights->report_.local_experts.end(), e)) {
+      only.extra_experts.push_back(e);
+    }
+  }
+  std::sort(only.extra_experts.begin(), only.extra_experts.end());
+  only.extra_experts.erase(std::unique(only.extra_experts.begin(), only.extra_experts.end()),
+                           only.extra_experts.end());
+  if (only.extra_experts.empty()) return absl::OkStatus();
+  only.experts_only = true;
+  ASSIGN_OR_RETURN(ModelWeights more, LoadWeights(weights->desc_, model_dir, only));
+  for (auto& [name, t] : more.tensors_) weights->tensors_.insert_or_assign(name, std::move(t));
+  for (auto& [name, l] : more.linears_) weights->linears_.insert_or_assign(name, std::move(l));
+  if (more.checkpoint_ != nullptr) weights->more_checkpoints_.push_back(more.checkpoint_);
+  LoadReport& report = weights->report_;
+  report.bytes_held += more.report_.bytes_held;
+  report.bytes_read += more.report_.bytes_read;
+  report.num_tensors += more.report_.num_tensors;
+  report.local_experts.insert(report.local_experts.end(), more.report_.local_experts.begin(),
+                              more.report_.local_experts.end());
+  std::sort(report.local_experts.begin(), report.local_experts.end());
+  return absl::OkStatus();
 }
 
 }  // namespace epserve::weights

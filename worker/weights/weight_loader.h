@@ -42,6 +42,12 @@ struct LoadOptions {
   // expert_to_rank[e]: the rank holding expert e. Empty: every expert local.
   std::vector<uint32_t> expert_to_rank;
   uint32_t rank = 0;
+  // Routed experts held beyond the rank's own (ascending), e.g. the copies
+  // of --redundant-experts or experts taken over from a lost rank.
+  std::vector<int> extra_experts;
+  // Only the routed experts (the rank's and extra_experts): for adding
+  // experts to weights already loaded (AddExperts).
+  bool experts_only = false;
   uint64_t seed = 0;  // dummy weights
   std::string backend = "cpu";  // for messages
   // Dummy weights are made directly in this backend's memory (a GPU fills
@@ -57,7 +63,7 @@ struct LoadReport {
   std::vector<std::string> casts;
   std::vector<std::string> unexpected;  // checkpoint tensors nothing uses
   std::vector<int> packed_layers;       // layers read from the packed expert layout
-  std::vector<int> local_experts;       // routed experts this rank holds
+  std::vector<int> local_experts;       // routed experts this rank holds (ascending)
   int64_t num_tensors = 0;              // tensors held
   uint64_t bytes_held = 0;              // bytes of the tensors held (owned or mapped)
   uint64_t bytes_read = 0;              // checkpoint bytes read or mapped
@@ -77,14 +83,22 @@ class ModelWeights {
   const std::map<std::string, kernels::LinearWeight>& linears() const { return linears_; }
   const kernels::LinearWeight* FindLinear(const std::string& name) const;
 
+  // Drops the routed experts not in `keep` (ascending): their tensors and
+  // linear layers, and their bytes from the report.
+  void DropExperts(const std::vector<int>& keep);
+
  private:
   friend absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription&, const std::string&,
                                                   const LoadOptions&);
+  friend absl::Status AddExperts(const std::string&, const LoadOptions&, const std::vector<int>&,
+                                 ModelWeights*);
   ModelDescription desc_;
   LoadReport report_;
   std::map<std::string, kernels::Tensor> tensors_;
   std::map<std::string, kernels::LinearWeight> linears_;
   std::shared_ptr<safetensors::SafetensorsCheckpoint> checkpoint_;  // owns mapped views
+  // Checkpoints opened again by AddExperts (their views are held).
+  std::vector<std::shared_ptr<safetensors::SafetensorsCheckpoint>> more_checkpoints_;
 };
 
 // Errors: unsupported quantization (FAILED_PRECONDITION naming the method and
@@ -109,6 +123,13 @@ absl::Status CheckLinearFormatsSupported(const ModelDescription& desc,
 // NOT_FOUND naming the first absent tensor.
 absl::StatusOr<kernels::LinearWeight> AssembleLinearWeight(
     const TensorSpec& spec, const std::function<const kernels::Tensor*(const std::string&)>& find);
+
+// Loads the routed experts `experts` (those not held yet) into `weights`,
+// from `model_dir` with `options` (its dtype, format, seed and device; its
+// placement fields are ignored), with the values a full load gives them.
+// Errors as LoadWeights'; `weights` is unchanged on error.
+absl::Status AddExperts(const std::string& model_dir, const LoadOptions& options,
+                        const std::vector<int>& experts, ModelWeights* weights);
 
 // Whether routed expert `expert` is held by `rank` under `expert_to_rank`.
 bool IsLocalExpert(const std::vector<uint32_t>& expert_to_rank, uint32_t rank, int expert);
