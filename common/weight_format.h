@@ -19,13 +19,26 @@ namespace epserve {
 
 enum class WeightFormat {
   kUnquantized,  // weight [N, K] float32 / bfloat16 / float16; no scales, no zero points
+  // FP8 block-wise (quant_method fp8 with weight_block_size, e.g. Qwen3-FP8,
+  // DeepSeek-V3): weight [N, K] float8_e4m3fn, scales [ceil(N/bn), ceil(K/bk)]
+  // float32 (the checkpoint's weight_scale_inv); value = fp8 x scale of its block.
+  kFp8Block,
+  // AWQ int4 GEMM layout (quant_method awq, bits 4, zero_point): weight =
+  // qweight [K, N/8] int32, zero_points = qzeros [K/g, N/8] int32, scales
+  // [K/g, N] float16; eight 4-bit values per int32 in the order 0 4 1 5 2 6 3 7;
+  // value = (q - z) x scale of its group of g input features.
+  kAwqInt4,
 };
 
-// "unquantized".
+// "unquantized", "fp8-block", "awq-int4".
 inline const char* WeightFormatName(WeightFormat format) {
   switch (format) {
     case WeightFormat::kUnquantized:
       return "unquantized";
+    case WeightFormat::kFp8Block:
+      return "fp8-block";
+    case WeightFormat::kAwqInt4:
+      return "awq-int4";
   }
   return "?";
 }

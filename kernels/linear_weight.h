@@ -5,8 +5,16 @@
 // Per format (WeightFormat, common/weight_format.h), with N out-features and
 // K in-features:
 //
-//   format        weight                  scales      zero_points  group_size  block_shape
-//   kUnquantized  [N, K] f32 / bf16 / f16  undefined   undefined    0           {0, 0}
+//   format        weight                  scales                   zero_points        group_size
+//   block_shape kUnquantized  [N, K] f32 / bf16 / f16  undefined                undefined 0 {0, 0}
+//   kFp8Block     [N, K] f8e4m3            [ceil(N/bn), ceil(K/bk)]  undefined          0 {bn, bk}
+//                                          f32
+//   kAwqInt4      [K, N/8] i32 (qweight)   [K/g, N] f16             [K/g, N/8] i32     g {0, 0}
+//
+// AWQ packs output features n = 8j + i of row k into qweight[k, j], nibble
+// position p(i) = {0, 4, 1, 5, 2, 6, 3, 7}[i] (bits 4p..4p+3); qzeros the
+// same per group. Dequantized: fp8 x scales[n / bn, k / bk]; (q - z) x
+// scales[k / g, n].
 //
 // Contract for the formats to come: every tensor of a layer lives in one of
 // these fields (a format that needs none of scales / zero_points leaves them
@@ -52,7 +60,10 @@ struct LinearWeight {
   int64_t out_features() const {
     switch (format) {
       case WeightFormat::kUnquantized:
+      case WeightFormat::kFp8Block:
         return weight.shape[0];
+      case WeightFormat::kAwqInt4:
+        return weight.shape[1] * 8;
     }
     return 0;
   }
@@ -60,7 +71,10 @@ struct LinearWeight {
   int64_t in_features() const {
     switch (format) {
       case WeightFormat::kUnquantized:
+      case WeightFormat::kFp8Block:
         return weight.shape[1];
+      case WeightFormat::kAwqInt4:
+        return weight.shape[0];
     }
     return 0;
   }

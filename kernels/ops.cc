@@ -263,6 +263,38 @@ absl::Status CheckLinearWeight(const char* op, const char* arg, const LinearWeig
                    "quantization fields set");
       }
       return absl::OkStatus();
+    case WeightFormat::kFp8Block: {
+      RETURN_IF_ERROR(Check(op, arg, w.weight, dev, false, {DataType::kFloat8E4M3}, {n, k}));
+      const int64_t bn = w.block_shape[0], bk = w.block_shape[1];
+      if (bn <= 0 || bk <= 0 || w.group_size != 0 || w.zero_points.defined()) {
+        return Bad(op, arg, "fp8-block: a positive block shape, no group or zero points",
+                   absl::StrCat("block ", bn, "x", bk, ", group ", w.group_size,
+                                w.zero_points.defined() ? ", zero points" : ""));
+      }
+      const int64_t rows = w.weight.shape[0], cols = w.weight.shape[1];
+      const std::string scales = absl::StrCat(arg, ".scales");
+      return Check(op, scales.c_str(), w.scales, dev, false, {DataType::kFloat32},
+                   {(rows + bn - 1) / bn, (cols + bk - 1) / bk});
+    }
+    case WeightFormat::kAwqInt4: {
+      if (n != kAny && n % 8 != 0) {
+        return Bad(op, arg, "awq-int4: N a multiple of 8", absl::StrCat("N=", n));
+      }
+      RETURN_IF_ERROR(
+          Check(op, arg, w.weight, dev, false, {DataType::kInt32}, {k, n == kAny ? kAny : n / 8}));
+      const int64_t g = w.group_size, kk = w.weight.shape[0], words = w.weight.shape[1];
+      if (g <= 0 || kk % g != 0 || w.block_shape[0] != 0 || w.block_shape[1] != 0) {
+        return Bad(op, arg, "awq-int4: a group size dividing K, no block shape",
+                   absl::StrCat("group ", g, ", K=", kk));
+      }
+      const std::string zeros = absl::StrCat(arg, ".zero_points");
+      const std::string scales = absl::StrCat(arg, ".scales");
+      RETURN_IF_ERROR(
+          Check(op, zeros.c_str(), w.zero_points, dev, false, {DataType::kInt32}, {kk / g, words}));
+      return Check(op, scales.c_str(), w.scales, dev, false,
+                   {DataType::kFloat16, DataType::kBFloat16, DataType::kFloat32},
+                   {kk / g, words * 8});
+    }
   }
   return Bad(op, arg, "a known weight format", absl::StrCat(static_cast<int>(w.format)));
 }

@@ -126,6 +126,8 @@ absl::Status ReadQuantization(const ConfigReader& reader, QuantizationParams* qu
       return q->Invalid("weight_block_size", "must have two elements [rows, cols]");
     }
     ASSIGN_OR_RETURN(quant->activation_scheme, q->String("activation_scheme", "dynamic"));
+    ASSIGN_OR_RETURN(quant->fp8_format, q->String("fmt", "e4m3"));
+    ASSIGN_OR_RETURN(quant->modules_to_not_convert, q->StringList("modules_to_not_convert"));
   } else if (m == "awq" || m == "gptq") {
     quant->method = m == "awq" ? QuantMethod::kAwq : QuantMethod::kGptq;
     ASSIGN_OR_RETURN(int64_t bits, q->Int("bits", 4));

@@ -105,6 +105,7 @@ struct QuantizationParams {
   // fp8
   std::vector<int64_t> weight_block_size;  // e.g. {128, 128}; empty: per-tensor
   std::string activation_scheme;           // "dynamic" | "static"
+  std::string fp8_format;                  // "fmt": "e4m3" (float8_e4m3fn weights)
   // awq / gptq
   int bits = 0;
   int group_size = 0;

@@ -17,11 +17,24 @@ ExpertNaming NamingFor(const ModelDescription& desc) {
   return def != nullptr ? def->experts : ExpertNaming{};
 }
 
-// The format the description's linear layer of `role` is stored in. Every
-// layer is unquantized until a quantized format exists; a format maps from
-// desc.quantization here (with the layers it leaves unquantized).
-WeightFormat FormatOf(const ModelDescription& /*desc*/, TensorRole /*role*/) {
-  return WeightFormat::kUnquantized;
+// The format the description's linear layer `module` of `role` is stored in:
+// desc.quantization's for every linear layer except those checkpoints keep
+// unquantized (the router gate, the lm_head, the 1-wide shared-expert gate,
+// and modules whose name contains an entry of modules_to_not_convert).
+WeightFormat FormatOf(const ModelDescription& desc, TensorRole role, const std::string& module) {
+  const QuantizationParams& q = desc.quantization;
+  if (q.method == QuantMethod::kNone || role == TensorRole::kRouter ||
+      role == TensorRole::kLmHead || role == TensorRole::kSharedExpertGate) {
+    return WeightFormat::kUnquantized;
+  }
+  for (const std::string& skip : q.modules_to_not_convert) {
+    if (!skip.empty() && module.find(skip) != std::string::npos) return WeightFormat::kUnquantized;
+  }
+  if (q.method == QuantMethod::kFp8 && q.weight_block_size.size() == 2) {
+    return WeightFormat::kFp8Block;
+  }
+  if (q.method == QuantMethod::kAwq && q.bits == 4) return WeightFormat::kAwqInt4;
+  return WeightFormat::kUnquantized;  // refused by the quantization check before any use
 }
 
 class Builder {
@@ -34,10 +47,14 @@ class Builder {
   // The tensors of linear layer `module` (N x K, run by `op`) in the format
   // FormatOf gives: its kWeight entry, then its companions.
   //   unquantized: <module>.weight [N, K]
+  //   fp8-block:   <module>.weight [N, K] f8e4m3,
+  //                <module>.weight_scale_inv [ceil(N/bn), ceil(K/bk)] f32
+  //   awq-int4:    <module>.qweight [K, N/8] i32, <module>.qzeros [K/g, N/8] i32,
+  //                <module>.scales [K/g, N] f16
   void AddLinear(const std::string& module, int64_t n, int64_t k, TensorRole role, LinearOp op,
                  int layer = -1, int expert = -1) {
     LinearSpec linear;
-    linear.format = FormatOf(desc_, role);
+    linear.format = FormatOf(desc_, role, module);
     linear.op = op;
     linear.out_features = n;
     linear.in_features = k;
@@ -49,8 +66,46 @@ class Builder {
         out_->push_back(std::move(w));
         break;
       }
+      case WeightFormat::kFp8Block: {
+        const int64_t bn = desc_.quantization.weight_block_size[0];
+        const int64_t bk = desc_.quantization.weight_block_size[1];
+        linear.block_shape = {bn, bk};
+        linear.scales_name = module + ".weight_scale_inv";
+        TensorSpec w{module + ".weight", {n, k}, role, layer, expert};
+        w.part = LinearPart::kWeight;
+        w.fixed_dtype = DataType::kFloat8E4M3;
+        TensorSpec s{
+            linear.scales_name, {CeilDivide(n, bn), CeilDivide(k, bk)}, role, layer, expert};
+        s.part = LinearPart::kScales;
+        s.fixed_dtype = DataType::kFloat32;
+        w.linear = std::move(linear);
+        out_->push_back(std::move(w));
+        out_->push_back(std::move(s));
+        break;
+      }
+      case WeightFormat::kAwqInt4: {
+        const int64_t g = desc_.quantization.group_size;
+        linear.group_size = g;
+        linear.scales_name = module + ".scales";
+        linear.zero_points_name = module + ".qzeros";
+        TensorSpec w{module + ".qweight", {k, n / 8}, role, layer, expert};
+        w.part = LinearPart::kWeight;
+        w.fixed_dtype = DataType::kInt32;
+        TensorSpec z{linear.zero_points_name, {k / g, n / 8}, role, layer, expert};
+        z.part = LinearPart::kZeroPoints;
+        z.fixed_dtype = DataType::kInt32;
+        TensorSpec s{linear.scales_name, {k / g, n}, role, layer, expert};
+        s.part = LinearPart::kScales;
+        s.fixed_dtype = DataType::kFloat16;
+        w.linear = std::move(linear);
+        out_->push_back(std::move(w));
+        out_->push_back(std::move(z));
+        out_->push_back(std::move(s));
+        break;
+      }
     }
   }
+  static int64_t CeilDivide(int64_t a, int64_t b) { return b > 0 ? (a + b - 1) / b : 0; }
 
  private:
   const ModelDescription& desc_;

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/dtype.h"
+#include "kernels/linear_weight.h"
 
 namespace epserve::kernels::cpu {
 
@@ -36,11 +37,20 @@ inline float LoadF32(const void* src, DataType type, int64_t i) {
   }
 }
 
-// y[t, 0:n] = x[t, :] · w[0:n, :]^T (+ bias[0:n]) for t < rows, y with row
-// stride ldy; w is float32 / bfloat16 / float16 [n, k]. bf16/fp16 weights are
-// widened a panel of rows at a time into thread-local scratch and fed to
-// cblas_sgemm. Shared by MatMul and GroupedExpertMatMul.
-void LinearF32(const float* x, int64_t rows, int64_t k, const void* w, DataType w_type,
-               int64_t n, const void* bias, DataType bias_type, float* y, int64_t ldy);
+// y[t, 0:n] = x[t, :] · w^T (+ bias[0:n]) for t < rows, y with row stride
+// ldy, n = w.out_features(), k = w.in_features(), in any format the CPU
+// backend Supports. A float32 weight goes to cblas_sgemm as it is; any other
+// is dequantized to float32 a panel of output rows at a time into
+// thread-local scratch (bf16/fp16 widened; fp8-block: float(fp8) x its
+// block's scale; awq-int4: float(q - z) x float(scale)) and fed to
+// cblas_sgemm, so no float32 copy of the weights is kept and a quantized
+// layer gives the bits of the float32 layer holding its dequantized values.
+// Shared by MatMul and GroupedExpertMatMul.
+void LinearF32(const float* x, int64_t rows, const LinearWeight& w, const void* bias,
+               DataType bias_type, float* y, int64_t ldy);
+
+// Rows [n0, n0 + nb) of `w` dequantized to float32 into dst [nb, K] (awq-int4:
+// n0 and nb multiples of 8).
+void DequantizeRows(const LinearWeight& w, int64_t n0, int64_t nb, float* dst);
 
 }  // namespace epserve::kernels::cpu

@@ -86,9 +86,8 @@ absl::Status CpuBackend::GroupedExpertMatMulImpl(const Tensor& rows, const Tenso
   for (int64_t i = 0; i < e; ++i) {
     const int64_t cnt = off[i + 1] - off[i];
     if (cnt == 0) continue;
-    const Tensor& w = weights[i].weight;  // unquantized [N, K] (Supports)
-    LinearF32(x + int64_t{off[i]} * k, cnt, k, w.data(), w.dtype, n,
-              /*bias=*/nullptr, DataType::kFloat32, y + int64_t{off[i]} * n, n);
+    LinearF32(x + int64_t{off[i]} * k, cnt, weights[i], /*bias=*/nullptr, DataType::kFloat32,
+              y + int64_t{off[i]} * n, n);
   }
   return absl::OkStatus();
 }

@@ -25,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/integration/cluster_harness.h"
+#include "tests/models/quantize_reference.h"
 
 namespace epserve::testing {
 namespace {
@@ -429,6 +430,35 @@ TEST(ExpertParallel, KilledRankRestartedMidStreamEveryStreamCompletesUndisturbed
   // The survivors were not restarted.
   EXPECT_FALSE(workers[0].proc.Wait(milliseconds(0)).has_value());
   EXPECT_FALSE(workers[2].proc.Wait(milliseconds(0)).has_value());
+}
+
+// Quantized checkpoints (fp8-block, awq-int4 of the MoE fixture, made by the
+// reference quantizers) split over 2 CPU workers: each loads only its
+// experts' quantized tensors, and the greedy tokens equal the single-process
+// runner's on the same checkpoint.
+TEST(ExpertParallel, QuantizedCheckpointsEqualSingleProcess) {
+  if (OnGpu()) GTEST_SKIP() << "the CUDA backend has no fp8-block / awq-int4 kernels yet";
+  for (QuantFormat format : {QuantFormat::kFp8Block, QuantFormat::kAwqInt4}) {
+    SCOPED_TRACE(format == QuantFormat::kFp8Block ? "fp8-block" : "awq-int4");
+    QuantizedPair pair;
+    const std::string dir =
+        absl::StrCat(ScratchDir(), "/quantized_", format == QuantFormat::kFp8Block ? "fp8" : "awq");
+    absl::Status made = QuantizeModel(absl::StrCat(kFixtures, "/qwen3_moe"), dir, format, &pair);
+    ASSERT_TRUE(made.ok()) << made;
+    std::vector<Reference> refs;
+    for (const Prompt& p : Traffic()) refs.push_back(RunOffline(pair.quantized_dir, p));
+    auto router = StartExpertParallel(pair.quantized_dir, 2, "linear");
+    ASSERT_NE(router, nullptr);
+    auto stub = ClientStub(router->grpc_address());
+    for (size_t i = 0; i < Traffic().size(); ++i) {
+      Outcome out = Generate(*stub, Traffic()[i]);
+      ASSERT_TRUE(out.status.ok()) << i << ": " << out.status.error_message();
+      EXPECT_EQ(out.ids, refs[i].ids) << "request " << i;
+    }
+    const v1::GetServerInfoResponse info = router->Info();
+    ASSERT_EQ(info.workers_size(), 2);
+    EXPECT_EQ(info.workers(0).local_experts_size() + info.workers(1).local_experts_size(), 8);
+  }
 }
 
 // A rank killed mid-generation and not replaced: after --survivor-grace-ms
