@@ -45,9 +45,13 @@ inline float LoadF32(const void* src, DataType type, int64_t i) {
 // block's scale; awq-int4: float(q - z) x float(scale)) and fed to
 // cblas_sgemm, so no float32 copy of the weights is kept and a quantized
 // layer gives the bits of the float32 layer holding its dequantized values.
-// Shared by MatMul and GroupedExpertMatMul.
+// Up to kQuantizedGemvRows rows, an awq-int4 layer is instead read once in
+// place (each int32 unpacked in registers, the zero point folded in per
+// group: s * (sum x q - z * sum x), OpenMP over `num_threads`). Shared by
+// MatMul and GroupedExpertMatMul.
+inline constexpr int64_t kQuantizedGemvRows = 4;
 void LinearF32(const float* x, int64_t rows, const LinearWeight& w, const void* bias,
-               DataType bias_type, float* y, int64_t ldy);
+               DataType bias_type, float* y, int64_t ldy, int num_threads);
 
 // Rows [n0, n0 + nb) of `w` dequantized to float32 into dst [nb, K] (awq-int4:
 // n0 and nb multiples of 8).

@@ -7,7 +7,12 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "common/dtype_convert.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -18,6 +23,44 @@ namespace {
 
 // Rows of w widened per panel: about 2 MiB of fp32, at least 16 rows.
 int64_t PanelRows(int64_t k) { return std::max<int64_t>(16, (int64_t{1} << 19) / std::max<int64_t>(k, 1)); }
+
+}  // namespace
+
+namespace {
+
+// Columns [n0, n0 + nb) of an awq-int4 `w` dequantized to float32 as
+// dst [K, nb] (n0, nb multiples of 8): the values DequantizeRows gives,
+// transposed.
+void DequantizeAwqColumns(const LinearWeight& w, int64_t n0, int64_t nb, float* dst) {
+  constexpr int kShift[8] = {0, 16, 4, 20, 8, 24, 12, 28};
+  const int64_t k = w.in_features(), n = w.out_features(), words = n / 8, g = w.group_size;
+  const int32_t* qweight = w.weight.data_as<int32_t>();
+  const int32_t* qzeros = w.zero_points.data_as<int32_t>();
+  const int64_t j0 = n0 / 8, nw = nb / 8;
+  std::vector<float> scale(static_cast<size_t>(nb));
+  std::vector<int> zero(static_cast<size_t>(nb));
+  for (int64_t c = 0; c < k; ++c) {
+    if (c % g == 0) {
+      const int64_t group = c / g;
+      for (int64_t i = 0; i < nb; ++i) {
+        scale[static_cast<size_t>(i)] =
+            LoadF32(w.scales.data(), w.scales.dtype, group * n + n0 + i);
+        const uint32_t z = static_cast<uint32_t>(qzeros[group * words + j0 + i / 8]);
+        zero[static_cast<size_t>(i)] = static_cast<int>((z >> kShift[i % 8]) & 15u);
+      }
+    }
+    const int32_t* qrow = qweight + c * words + j0;
+    float* out = dst + c * nb;
+    for (int64_t jw = 0; jw < nw; ++jw) {
+      const uint32_t q = static_cast<uint32_t>(qrow[jw]);
+      for (int i = 0; i < 8; ++i) {
+        const size_t col = static_cast<size_t>(8 * jw + i);
+        out[col] =
+            static_cast<float>(static_cast<int>((q >> kShift[i]) & 15u) - zero[col]) * scale[col];
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -82,8 +125,167 @@ void DequantizeRows(const LinearWeight& w, int64_t n0, int64_t nb, float* dst) {
   }
 }
 
+namespace {
+
+// Output words per tile of the awq-int4 GEMV: 16 int32 (one cache line of a
+// qweight row) = 128 outputs.
+constexpr int64_t kAwqTileWords = 16;
+
+// Tile [j0, j1) of the awq-int4 GEMV: y[t, 8j .. 8j + 7] += for t < rows.
+// xsum[t * groups + g] = the sum of x[t] over group g. Portable version.
+void AwqGemvTile(const float* x, int64_t rows, int64_t k, const int32_t* qweight,
+                 const int32_t* qzeros, const void* scales, DataType scales_type, int64_t words,
+                 int64_t g, const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy) {
+  constexpr int kShift[8] = {0, 16, 4, 20, 8, 24, 12, 28};  // 4 x {0, 4, 1, 5, 2, 6, 3, 7}
+  const int64_t n = words * 8, groups = k / g;
+  for (int64_t j = j0; j < j1; ++j) {
+    float acc[kQuantizedGemvRows][8] = {};
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      float part[kQuantizedGemvRows][8] = {};
+      for (int64_t c = gi * g; c < (gi + 1) * g; ++c) {
+        const uint32_t q = static_cast<uint32_t>(qweight[c * words + j]);
+        for (int i = 0; i < 8; ++i) {
+          const float f = static_cast<float>((q >> kShift[i]) & 15u);
+          for (int64_t t = 0; t < rows; ++t) part[t][i] += x[t * k + c] * f;
+        }
+      }
+      const uint32_t z = static_cast<uint32_t>(qzeros[gi * words + j]);
+      for (int i = 0; i < 8; ++i) {
+        const float sc = LoadF32(scales, scales_type, gi * n + 8 * j + i);
+        const float zf = static_cast<float>((z >> kShift[i]) & 15u);
+        for (int64_t t = 0; t < rows; ++t) {
+          acc[t][i] += sc * (part[t][i] - zf * xsum[t * groups + gi]);
+        }
+      }
+    }
+    for (int64_t t = 0; t < rows; ++t) {
+      for (int i = 0; i < 8; ++i) y[t * ldy + 8 * j + i] += acc[t][i];
+    }
+  }
+}
+
+#if defined(__x86_64__)
+// The same with AVX2 + FMA: a word's 8 nibbles are one vector (variable
+// shifts), one FMA per row, kWords adjacent words at a time (independent FMA
+// chains). Group by group, all words of the tile: the group's qweight lines
+// (g rows of one cache line) stay in L1 while the tile's words are done;
+// acc[t][8 (j - j0) .. + 8] collects the groups' terms.
+template <int kRows, int kWords>
+__attribute__((target("avx2,fma"))) void AwqGroupWordsAvx2(
+    const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros, const float* sc,
+    int64_t words, int64_t g, int64_t gi, const float* xsum, int64_t groups, int64_t j, int64_t j0,
+    float (*acc)[kAwqTileWords * 8]) {
+  const __m256i shifts = _mm256_setr_epi32(0, 16, 4, 20, 8, 24, 12, 28);
+  const __m256i mask = _mm256_set1_epi32(15);
+  __m256 part[kRows][kWords];
+  for (int t = 0; t < kRows; ++t) {
+    for (int u = 0; u < kWords; ++u) part[t][u] = _mm256_setzero_ps();
+  }
+  const int32_t* q = qweight + gi * g * words + j;
+  for (int64_t c = gi * g; c < (gi + 1) * g; ++c, q += words) {
+    __m256 xv[kRows];
+    for (int t = 0; t < kRows; ++t) xv[t] = _mm256_set1_ps(x[t * k + c]);
+    for (int u = 0; u < kWords; ++u) {
+      const __m256 v = _mm256_cvtepi32_ps(
+          _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(q[u]), shifts), mask));
+      for (int t = 0; t < kRows; ++t) part[t][u] = _mm256_fmadd_ps(xv[t], v, part[t][u]);
+    }
+  }
+  for (int u = 0; u < kWords; ++u) {
+    const __m256 zf = _mm256_cvtepi32_ps(_mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(qzeros[gi * words + j + u]), shifts), mask));
+    const __m256 s = _mm256_loadu_ps(sc + 8 * (j - j0 + u));
+    for (int t = 0; t < kRows; ++t) {
+      const __m256 centred =
+          _mm256_fnmadd_ps(zf, _mm256_set1_ps(xsum[t * groups + gi]), part[t][u]);
+      float* a = acc[t] + 8 * (j - j0 + u);
+      _mm256_storeu_ps(a, _mm256_fmadd_ps(s, centred, _mm256_loadu_ps(a)));
+    }
+  }
+}
+
+template <int kRows>
+void AwqGemvTileAvx2(const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros,
+                     const void* scales, DataType scales_type, int64_t words, int64_t g,
+                     const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy) {
+  // Accumulators: kRows x kWords <= 8 registers (16 ymm in all).
+  constexpr int kWords = kRows <= 2 ? 4 : 2;
+  const int64_t n = words * 8, groups = k / g, width = 8 * (j1 - j0);
+  float acc[kRows][kAwqTileWords * 8] = {};
+  float sc[kAwqTileWords * 8];
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    for (int64_t i = 0; i < width; ++i) sc[i] = LoadF32(scales, scales_type, gi * n + 8 * j0 + i);
+    int64_t j = j0;
+    for (; j + kWords <= j1; j += kWords) {
+      AwqGroupWordsAvx2<kRows, kWords>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j, j0,
+                                       acc);
+    }
+    for (; j < j1; ++j) {
+      AwqGroupWordsAvx2<kRows, 1>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j, j0,
+                                  acc);
+    }
+  }
+  for (int t = 0; t < kRows; ++t) {
+    float* out = y + t * ldy + 8 * j0;
+    for (int64_t i = 0; i < width; ++i) out[i] += acc[t][i];
+  }
+}
+
+bool HasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+// y[t] (+)= x[t] · w^T for an awq-int4 w and rows <= kQuantizedGemvRows; y
+// already holds the bias or zeros.
+void AwqGemv(const float* x, int64_t rows, const LinearWeight& w, float* y, int64_t ldy,
+             int num_threads) {
+  const int64_t k = w.in_features(), words = w.weight.shape[1], g = w.group_size;
+  const int64_t groups = k / g;
+  std::vector<float> xsum(static_cast<size_t>(rows * groups), 0.0f);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t c = 0; c < k; ++c) xsum[static_cast<size_t>(t * groups + c / g)] += x[t * k + c];
+  }
+  const int64_t tiles = (words + kAwqTileWords - 1) / kAwqTileWords;
+  const int32_t* qweight = w.weight.data_as<int32_t>();
+  const int32_t* qzeros = w.zero_points.data_as<int32_t>();
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (tiles > 1)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t j0 = tile * kAwqTileWords, j1 = std::min(words, j0 + kAwqTileWords);
+#if defined(__x86_64__)
+    if (HasAvx2Fma()) {
+      auto run = [&](auto rows_tag) {
+        AwqGemvTileAvx2<decltype(rows_tag)::value>(x, k, qweight, qzeros, w.scales.data(),
+                                                   w.scales.dtype, words, g, xsum.data(), j0, j1, y,
+                                                   ldy);
+      };
+      switch (rows) {
+        case 1:
+          run(std::integral_constant<int, 1>{});
+          break;
+        case 2:
+          run(std::integral_constant<int, 2>{});
+          break;
+        case 3:
+          run(std::integral_constant<int, 3>{});
+          break;
+        default:
+          run(std::integral_constant<int, 4>{});
+          break;
+      }
+      continue;
+    }
+#endif
+    AwqGemvTile(x, rows, k, qweight, qzeros, w.scales.data(), w.scales.dtype, words, g, xsum.data(),
+                j0, j1, y, ldy);
+  }
+}
+
+}  // namespace
+
 void LinearF32(const float* x, int64_t rows, const LinearWeight& w, const void* bias,
-               DataType bias_type, float* y, int64_t ldy) {
+               DataType bias_type, float* y, int64_t ldy, int num_threads) {
   const int64_t n = w.out_features(), k = w.in_features();
   if (rows == 0 || n == 0) return;
   auto fill_bias = [&](int64_t n0, int64_t nb) {
@@ -97,6 +299,14 @@ void LinearF32(const float* x, int64_t rows, const LinearWeight& w, const void* 
   if (k == 0) {
     for (int64_t t = 0; t < rows; ++t) std::fill(y + t * ldy, y + t * ldy + n, 0.0f);
     fill_bias(0, n);
+    return;
+  }
+  if (w.format == WeightFormat::kAwqInt4 && rows <= kQuantizedGemvRows) {
+    fill_bias(0, n);
+    if (bias == nullptr) {
+      for (int64_t t = 0; t < rows; ++t) std::fill(y + t * ldy, y + t * ldy + n, 0.0f);
+    }
+    AwqGemv(x, rows, w, y, ldy, num_threads);
     return;
   }
   if (w.format == WeightFormat::kUnquantized && w.weight.dtype == DataType::kFloat32) {
@@ -116,8 +326,17 @@ void LinearF32(const float* x, int64_t rows, const LinearWeight& w, const void* 
     // Dequantized on the calling thread: an OpenMP region between two
     // OpenBLAS calls makes the two thread pools spin against each other (10x
     // slower on 2 cores, measured).
-    DequantizeRows(w, n0, nb, dst);
     const float beta = fill_bias(n0, nb);
+    if (w.format == WeightFormat::kAwqInt4) {
+      // qweight is K-major: the panel dequantized as [K, nb] (rows of qweight
+      // read and written in order), multiplied untransposed.
+      DequantizeAwqColumns(w, n0, nb, dst);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+                  static_cast<int>(nb), static_cast<int>(k), 1.0f, x, static_cast<int>(k), dst,
+                  static_cast<int>(nb), beta, y + n0, static_cast<int>(ldy));
+      continue;
+    }
+    DequantizeRows(w, n0, nb, dst);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                 static_cast<int>(nb), static_cast<int>(k), 1.0f, x, static_cast<int>(k), dst,
                 static_cast<int>(k), beta, y + n0, static_cast<int>(ldy));
@@ -137,7 +356,7 @@ bool CpuBackend::Supports(LinearOp /*op*/, WeightFormat format) const {
 absl::Status CpuBackend::MatMulImpl(const Tensor& x, const LinearWeight& linear, const Tensor& bias,
                                     Tensor* y) {
   LinearF32(x.data_as<float>(), x.shape[0], linear, bias.defined() ? bias.data() : nullptr,
-            bias.dtype, y->mutable_data_as<float>(), linear.out_features());
+            bias.dtype, y->mutable_data_as<float>(), linear.out_features(), num_threads_);
   return absl::OkStatus();
 }
 

@@ -87,7 +87,7 @@ absl::Status CpuBackend::GroupedExpertMatMulImpl(const Tensor& rows, const Tenso
     const int64_t cnt = off[i + 1] - off[i];
     if (cnt == 0) continue;
     LinearF32(x + int64_t{off[i]} * k, cnt, weights[i], /*bias=*/nullptr, DataType::kFloat32,
-              y + int64_t{off[i]} * n, n);
+              y + int64_t{off[i]} * n, n, num_threads_);
   }
   return absl::OkStatus();
 }

@@ -21,6 +21,8 @@
 #include "common/placement.h"
 #include "common/safetensors/checkpoint.h"
 #include "common/safetensors/writer.h"
+#include "kernels/ops.h"
+#include "kernels/registry.h"
 #include "nlohmann/json.hpp"
 #include "tests/models/fixture_reference.h"
 #include "tests/models/quantize_reference.h"
@@ -108,6 +110,47 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, QuantizedParity,
                                            Case{"mixtral", QuantFormat::kFp8Block},
                                            Case{"mixtral", QuantFormat::kAwqInt4}),
                          CaseName);
+
+// The linear op on one quantized layer against its twin's float32 layer, at
+// the row counts of the in-place GEMV (1..4) and of the dequantized panels.
+TEST(Quantized, MatMulOnAQuantizedLayerEqualsTheFloat32Layer) {
+  for (QuantFormat format : {QuantFormat::kFp8Block, QuantFormat::kAwqInt4}) {
+    QuantizedPair pair;
+    ASSERT_TRUE(QuantizeModel(FixtureModelDir("qwen3"), Scratch("matmul"), format, &pair).ok());
+    absl::StatusOr<ModelDescription> qd = LoadModelConfig(pair.quantized_dir);
+    absl::StatusOr<ModelDescription> td = LoadModelConfig(pair.twin_dir);
+    ASSERT_TRUE(qd.ok() && td.ok());
+    auto qw = weights::LoadWeights(*qd, pair.quantized_dir, weights::LoadOptions());
+    auto tw = weights::LoadWeights(*td, pair.twin_dir, weights::LoadOptions());
+    ASSERT_TRUE(qw.ok() && tw.ok());
+    const std::string module = "model.layers.0.self_attn.o_proj";
+    const kernels::LinearWeight* ql =
+        qw->FindLinear(module + (format == QuantFormat::kFp8Block ? ".weight" : ".qweight"));
+    const kernels::LinearWeight* tl = tw->FindLinear(module + ".weight");
+    ASSERT_NE(ql, nullptr);
+    ASSERT_NE(tl, nullptr);
+    auto backend = kernels::CreateBackend(kernels::DeviceSpec{});
+    ASSERT_TRUE(backend.ok());
+    const int64_t k = tl->in_features(), n = tl->out_features();
+    for (int64_t rows : {1, 2, 3, 4, 5, 9}) {
+      SCOPED_TRACE(rows);
+      kernels::Tensor x = *kernels::EmptyHostTensor(DataType::kFloat32, {rows, k});
+      for (int64_t i = 0; i < rows * k; ++i) {
+        x.mutable_data_as<float>()[i] = static_cast<float>((i * 37) % 101 - 50) / 50.0f;
+      }
+      kernels::Tensor yq = *kernels::EmptyHostTensor(DataType::kFloat32, {rows, n});
+      kernels::Tensor yt = *kernels::EmptyHostTensor(DataType::kFloat32, {rows, n});
+      ASSERT_TRUE((*backend)->MatMul(x, *ql, kernels::Tensor{}, &yq).ok());
+      ASSERT_TRUE((*backend)->MatMul(x, *tl, kernels::Tensor{}, &yt).ok());
+      float max_abs = 0.0f, max_diff = 0.0f;
+      for (int64_t i = 0; i < rows * n; ++i) {
+        max_abs = std::max(max_abs, std::fabs(yt.data_as<float>()[i]));
+        max_diff = std::max(max_diff, std::fabs(yq.data_as<float>()[i] - yt.data_as<float>()[i]));
+      }
+      EXPECT_LE(max_diff, 1e-5f * max_abs);
+    }
+  }
+}
 
 TEST(Quantized, ModulesToNotConvertStayUnquantized) {
   QuantizedPair pair;

@@ -3,6 +3,9 @@
 //   BM_MatMul/<w dtype>/T/N/K  vs  BM_Sgemm/T/N/K (plain cblas_sgemm, the peer)
 //   BM_AttentionDecode/<cache dtype>/context  (batch 8, Hq 16, Hkv 4, D 128)
 //   BM_MoeGrouped/T  vs  BM_MoeDenseEqualFlops/T  (E 8, top-2, H 1024, M 1024)
+//   BM_QuantizedMatMul/<format>/T/N/K (awq-int4 g 128, fp8-block 128x128; the
+//     weight's bytes per second)  vs  BM_Copy (memcpy of 512 MiB: the host's
+//     memory bandwidth, read + write counted)
 #include <cblas.h>
 
 #include <cstring>
@@ -140,6 +143,60 @@ void BM_MoeDenseEqualFlops(benchmark::State& state) {
   SetFlops(state, 2.0 * r * kM * kH);
 }
 
+// Args: format (0 awq-int4 group 128, 1 fp8-block 128x128), T, N, K. Random
+// codes and scales; bytes = the layer's quantized bytes (weight, scales,
+// zero points) read per call.
+void BM_QuantizedMatMul(benchmark::State& state) {
+  const bool awq = state.range(0) == 0;
+  const int64_t t = state.range(1), n = state.range(2), k = state.range(3);
+  auto backend = *CreateBackend(DeviceSpec{});
+  Tensor x = RandomTensor(DataType::kFloat32, {t, k}, 1);
+  LinearWeight w;
+  std::mt19937 gen(3);
+  auto random_bytes = [&](Tensor* tensor) {
+    uint8_t* p = static_cast<uint8_t*>(tensor->mutable_data());
+    for (size_t i = 0; i < tensor->nbytes(); ++i) p[i] = static_cast<uint8_t>(gen() & 0x77);
+  };
+  if (awq) {
+    constexpr int64_t g = 128;
+    w.format = WeightFormat::kAwqInt4;
+    w.group_size = g;
+    w.weight = *EmptyHostTensor(DataType::kInt32, {k, n / 8});
+    w.zero_points = *EmptyHostTensor(DataType::kInt32, {k / g, n / 8});
+    w.scales = RandomTensor(DataType::kFloat16, {k / g, n}, 4);
+    random_bytes(&w.weight);
+    random_bytes(&w.zero_points);
+  } else {
+    w.format = WeightFormat::kFp8Block;
+    w.block_shape = {128, 128};
+    w.weight = *EmptyHostTensor(DataType::kFloat8E4M3, {n, k});
+    w.scales = RandomTensor(DataType::kFloat32, {(n + 127) / 128, (k + 127) / 128}, 4);
+    random_bytes(&w.weight);  // 0x77 masks: finite codes only
+  }
+  Tensor y = *EmptyHostTensor(DataType::kFloat32, {t, n});
+  for (auto _ : state) {
+    if (!backend->MatMul(x, w, Tensor{}, &y).ok()) state.SkipWithError("MatMul failed");
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(WeightFormatName(w.format));
+  const int64_t bytes =
+      static_cast<int64_t>(w.weight.nbytes() + w.scales.nbytes() +
+                           (w.zero_points.defined() ? w.zero_points.nbytes() : 0));
+  state.SetBytesProcessed(state.iterations() * bytes);
+  SetFlops(state, 2.0 * t * n * k);
+}
+
+// The host's memory bandwidth: memcpy of 512 MiB, bytes read + written.
+void BM_Copy(benchmark::State& state) {
+  const size_t bytes = size_t{512} << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  for (auto _ : state) {
+    std::memcpy(b.data(), a.data(), bytes);
+    benchmark::DoNotOptimize(b.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(2 * bytes));
+}
+
 BENCHMARK(BM_MatMul)
     ->ArgNames({"wdtype", "T", "N", "K"})
     ->ArgsProduct({{0, 1, 2}, {1, 128}, {2048}, {2048}})
@@ -154,6 +211,19 @@ BENCHMARK(BM_MoeGrouped)->ArgNames({"wdtype", "T"})->ArgsProduct({{0, 1}, {4, 64
     ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MoeDenseEqualFlops)->ArgNames({"wdtype", "T"})->ArgsProduct({{0, 1}, {4, 64}})
     ->Unit(benchmark::kMicrosecond)->UseRealTime();
+// DeepSeek-V3 expert shape: 7168 -> 2048 (and the bf16 MatMul of the same
+// shape for comparison through BM_MatMul's arguments).
+BENCHMARK(BM_QuantizedMatMul)
+    ->ArgNames({"fmt", "T", "N", "K"})
+    ->ArgsProduct({{0, 1}, {1, 4, 64}, {2048}, {7168}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_MatMul)
+    ->ArgNames({"wdtype", "T", "N", "K"})
+    ->Args({1, 1, 2048, 7168})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_Copy)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace epserve::kernels
