@@ -107,7 +107,9 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
   report["load_format"] = *format == checkpoint::LoadFormat::kDummy ? "dummy" : "safetensors";
   bool loadable = true;
   std::vector<std::string> problems;
-  if (absl::Status q = checkpoint::CheckQuantizationSupported(*desc, "cpu"); !q.ok()) {
+  if (absl::Status q = checkpoint::CheckQuantizationSupported(
+          *desc, device.has_value() && device->type != kernels::DeviceType::kCpu ? "cuda" : "cpu");
+      !q.ok()) {
     loadable = false;
     problems.emplace_back(q.message());
   }
@@ -153,10 +155,29 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
   }
   std::map<std::string, uint64_t> loaded_bytes;
   std::vector<uint64_t> rank_bytes(static_cast<size_t>(world), 0);
+  // Linear layers by storage format: how many, and their bytes (weight and
+  // companions: scales, zero points).
+  std::map<std::string, WeightFormat> module_format;
   for (const TensorSpec& s : specs) {
-    DataType t = checkpoint::StorageDtype(s.role, *weight_dtype);
+    if (s.part == LinearPart::kWeight) {
+      module_format[s.name.substr(0, s.name.rfind('.'))] = s.linear.format;
+    }
+  }
+  json formats = json::object();
+  for (const TensorSpec& s : specs) {
+    // Quantized tensors keep their own dtype; the rest follow the policy.
+    DataType t = s.fixed_dtype.value_or(checkpoint::StorageDtype(s.role, *weight_dtype));
     uint64_t bytes = static_cast<uint64_t>(NumElements(s.shape)) * DataTypeSize(t);
     loaded_bytes[DataTypeName(t)] += bytes;
+    if (s.part != LinearPart::kNone) {
+      auto it = module_format.find(s.name.substr(0, s.name.rfind('.')));
+      if (it != module_format.end()) {
+        json& f = formats[WeightFormatName(it->second)];
+        if (f.is_null()) f = {{"layers", 0}, {"bytes", 0}};
+        if (s.part == LinearPart::kWeight) f["layers"] = f["layers"].get<int64_t>() + 1;
+        f["bytes"] = f["bytes"].get<uint64_t>() + bytes;
+      }
+    }
     for (int r = 0; r < world; ++r) {
       if (s.expert < 0 || weights::IsLocalExpert(placement, static_cast<uint32_t>(r), s.expert)) {
         rank_bytes[static_cast<size_t>(r)] += bytes;
@@ -164,6 +185,7 @@ int RunInspectCommand(int argc, char** argv, std::ostream& out, std::ostream& er
     }
   }
   report["loaded_bytes_by_dtype"] = loaded_bytes;
+  report["linear_formats"] = formats;
   if (desc->is_moe()) {
     json ranks = json::array();
     for (int r = 0; r < world; ++r) {

@@ -1,16 +1,18 @@
 // `epserve-run inspect` on the shipped real-shape configs (dummy format: no
 // weight files) and on a broken checkpoint.
-#include "cli/run/inspect_command.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
+#include "cli/run/inspect_command.h"
 #include "common/model_config/model_config.h"
 #include "nlohmann/json.hpp"
+#include "tests/models/quantize_reference.h"
 
 namespace epserve::cli {
 namespace {
@@ -126,6 +128,39 @@ TEST(Inspect, BadArguments) {
   Result missing = Inspect({"--model", "/nonexistent"});
   EXPECT_EQ(missing.code, 1);
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent"));
+}
+
+TEST(Inspect, QuantizedCheckpointReportsFormatsAndHeldBytes) {
+  for (auto format : {testing::QuantFormat::kFp8Block, testing::QuantFormat::kAwqInt4}) {
+    const std::string name = format == testing::QuantFormat::kFp8Block ? "fp8-block" : "awq-int4";
+    SCOPED_TRACE(name);
+    testing::QuantizedPair pair;
+    const fs::path scratch = fs::path(EPSERVE_TEST_SCRATCH) / absl::StrCat("inspect_", getpid());
+    ASSERT_TRUE(
+        testing::QuantizeModel(std::string(EPSERVE_SOURCE_DIR) + "/tests/fixtures/models/qwen3_moe",
+                               scratch.string(), format, &pair)
+            .ok());
+    Result r = Inspect({"--model", pair.quantized_dir});
+    ASSERT_EQ(r.code, 0) << r.err << r.out;
+    nlohmann::json j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["quantization"], format == testing::QuantFormat::kFp8Block ? "fp8" : "awq");
+    // Every linear layer but the router gate is quantized (4 layers: q, k,
+    // v, o each; 3 dense MLPs of 3; 1 MoE layer of 8 experts x 3).
+    EXPECT_EQ(j["linear_formats"][name]["layers"], 4 * 4 + 3 * 3 + 8 * 3);
+    EXPECT_EQ(j["linear_formats"]["unquantized"]["layers"], 1);
+    // The held bytes are the checkpoint's (quantized tensors keep their dtype).
+    uint64_t held = 0, stored = 0;
+    for (const auto& [dtype, bytes] : j["loaded_bytes_by_dtype"].items())
+      held += bytes.get<uint64_t>();
+    for (const auto& [dtype, bytes] : j["checkpoint"]["bytes_by_dtype"].items()) {
+      stored += bytes.get<uint64_t>();
+    }
+    EXPECT_EQ(held, stored);
+    // A GPU cannot run it yet: not loadable there, with the reason.
+    Result gpu = Inspect({"--model", pair.quantized_dir, "--device", "cuda:0"});
+    EXPECT_NE(gpu.code, 0);
+    EXPECT_THAT(gpu.out, HasSubstr("no fp8-block or awq-int4 kernels"));
+  }
 }
 
 }  // namespace
