@@ -36,6 +36,10 @@ ABSL_FLAG(std::string, control_tls_client_ca, "",
 ABSL_FLAG(std::string, api_key_file, "",
           "File of API keys, one per line; clients then present one as 'authorization: Bearer "
           "KEY' on every call (health and reflection stay open)");
+ABSL_FLAG(std::string, http_listen, "",
+          "OpenAI-compatible HTTP API (POST /v1/completions, GET /v1/models, /health, /version) "
+          "on HOST:PORT (port 0: a free one, recorded under \"http\" in --ports-file); empty: off. "
+          "--api-key-file keys are checked as \"Authorization: Bearer KEY\"");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9400",
           "HOST:PORT of the Prometheus /metrics endpoint; empty disables it");
 ABSL_FLAG(int, local_workers, 0,
@@ -148,6 +152,7 @@ int main(int argc, char** argv) {
   if (options.model_dir.empty()) epserve::Die("--model is required", 2);
   options.metrics_listen =
       ParseAddressFlag("metrics-listen", absl::GetFlag(FLAGS_metrics_listen), true);
+  options.http_listen = ParseAddressFlag("http-listen", absl::GetFlag(FLAGS_http_listen), true);
   int local = absl::GetFlag(FLAGS_local_workers);
   int remote = absl::GetFlag(FLAGS_workers);
   if ((local > 0) == (remote > 0) || local < 0 || remote < 0) {

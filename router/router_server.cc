@@ -285,6 +285,19 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     health->SetServingStatus(kClientServiceName, serving);
     engine->OnServingChanged();
   });
+  if (options.http_listen) {
+    http::HttpFrontendOptions http_options;
+    http_options.listen = *options.http_listen;
+    http_options.model_name = std::filesystem::path(model.model_path()).filename().string();
+    if (http_options.model_name.empty()) http_options.model_name = model.model_path();
+    http_options.max_model_len = model.max_context_length();
+    http_options.limits = client_options.limits;
+    http_options.tokenizer = client_options.tokenizer;
+    http_options.api_keys = client_options.api_keys;
+    ASSIGN_OR_RETURN(self->http_,
+                     http::HttpFrontend::Start(std::move(http_options), self->registry_.get(),
+                                               self->engine_.get(), self->serving_metrics_.get()));
+  }
   if (options.metrics_listen) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
         MetricsServer::Start(*options.metrics_listen, self->metrics_registry_);
@@ -322,7 +335,8 @@ absl::Status RouterServer::WritePortsFile() const {
     std::ofstream out(tmp);
     out << "{\"grpc\": \"" << grpc_address_.ToString() << "\", \"control\": \""
         << control_address_.ToString() << "\", \"metrics\": \""
-        << (metrics_server_ ? metrics_server_->address().ToString() : "") << "\"}\n";
+        << (metrics_server_ ? metrics_server_->address().ToString() : "") << "\", \"http\": \""
+        << (http_ ? http_->address().ToString() : "") << "\"}\n";
     if (!out) return absl::InternalError(absl::StrCat("--ports-file: cannot write ", tmp));
   }
   std::error_code ec;
@@ -457,6 +471,7 @@ void RouterServer::Shutdown(const std::string& reason) {
     }
     engine_->Drain(std::chrono::duration_cast<std::chrono::milliseconds>(options_.drain_timeout));
   }
+  http_.reset();  // its handlers' streams ended with the drain
   {
     std::lock_guard<std::mutex> lock(mu_);
     sweeper_stop_ = true;

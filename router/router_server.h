@@ -20,6 +20,7 @@
 #include "common/placement.h"
 #include "common/rpc/tls.h"
 #include "common/subprocess.h"
+#include "router/http/http_frontend.h"
 
 namespace grpc {
 class Server;
@@ -56,6 +57,8 @@ struct RouterOptions {
   rpc::TlsFiles client_tls;
   rpc::TlsFiles control_tls;
   std::optional<HostPort> metrics_listen;  // nullopt: no metrics endpoint
+  // The OpenAI-compatible HTTP API (router/http); nullopt: off.
+  std::optional<HostPort> http_listen;
   uint32_t world_size = 1;
   // Spawn `world_size` workers on this host instead of waiting for them.
   bool local_workers = false;
@@ -134,6 +137,7 @@ class RouterServer {
   // Declared before server_: destroyed after it (calls in flight use it).
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ClientService> client_service_;
+  std::unique_ptr<http::HttpFrontend> http_;  // before engine_ in destruction
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<grpc::Server> server_;
   HostPort grpc_address_;

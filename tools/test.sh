@@ -8,6 +8,8 @@ bash "$root/tools/build.sh"
 if [ -f "$root/tools/fetch_tokenizers.sh" ]; then
   bash "$root/tools/fetch_tokenizers.sh"
 fi
+# The official OpenAI Node client for the HTTP API's test (npm registry).
+bash "$root/tools/fetch_node_clients.sh"
 # The parsers of untrusted input (safetensors headers and checkpoints, weight
 # binding, tokenizer.json and text) run once more under AddressSanitizer and
 # UndefinedBehaviorSanitizer, including the malformed-file corpus and the

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -231,6 +232,89 @@ void AwqGemvTileAvx2(const float* x, int64_t k, const int32_t* qweight, const in
   }
 }
 
+// GCC 12's AVX-512 headers trip its own (un)initialized-use warnings
+// (_mm512_undefined_* inside the intrinsics).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The 16 nibbles of words p[0], p[1] as floats, output order (lanes 0-7:
+// p[0]'s outputs 0..7, lanes 8-15: p[1]'s).
+__attribute__((target("avx512f"))) inline __m512 UnpackPairAvx512(const int32_t* p, __m512i spread,
+                                                                  __m512i shifts, __m512i mask) {
+  int64_t two;
+  std::memcpy(&two, p, sizeof two);
+  const __m512i both = _mm512_permutexvar_epi32(spread, _mm512_set1_epi64(two));
+  return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(both, shifts), mask));
+}
+
+// AVX-512: two adjacent words per vector (16 outputs), kPairs pairs at a time.
+template <int kRows, int kPairs>
+__attribute__((target("avx512f"))) void AwqGroupPairsAvx512(
+    const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros, const float* sc,
+    int64_t words, int64_t g, int64_t gi, const float* xsum, int64_t groups, int64_t j, int64_t j0,
+    float (*acc)[kAwqTileWords * 8]) {
+  const __m512i shifts =
+      _mm512_setr_epi32(0, 16, 4, 20, 8, 24, 12, 28, 0, 16, 4, 20, 8, 24, 12, 28);
+  const __m512i mask = _mm512_set1_epi32(15);
+  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  __m512 part[kRows][kPairs];
+  for (int t = 0; t < kRows; ++t) {
+    for (int u = 0; u < kPairs; ++u) part[t][u] = _mm512_setzero_ps();
+  }
+  const int32_t* q = qweight + gi * g * words + j;
+  for (int64_t c = gi * g; c < (gi + 1) * g; ++c, q += words) {
+    __m512 xv[kRows];
+    for (int t = 0; t < kRows; ++t) xv[t] = _mm512_set1_ps(x[t * k + c]);
+    for (int u = 0; u < kPairs; ++u) {
+      const __m512 v = UnpackPairAvx512(q + 2 * u, spread, shifts, mask);
+      for (int t = 0; t < kRows; ++t) part[t][u] = _mm512_fmadd_ps(xv[t], v, part[t][u]);
+    }
+  }
+  for (int u = 0; u < kPairs; ++u) {
+    const __m512 zf = UnpackPairAvx512(qzeros + gi * words + j + 2 * u, spread, shifts, mask);
+    const __m512 s = _mm512_loadu_ps(sc + 8 * (j - j0 + 2 * u));
+    for (int t = 0; t < kRows; ++t) {
+      const __m512 centred =
+          _mm512_fnmadd_ps(zf, _mm512_set1_ps(xsum[t * groups + gi]), part[t][u]);
+      float* a = acc[t] + 8 * (j - j0 + 2 * u);
+      _mm512_storeu_ps(a, _mm512_fmadd_ps(s, centred, _mm512_loadu_ps(a)));
+    }
+  }
+}
+
+template <int kRows>
+void AwqGemvTileAvx512(const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros,
+                       const void* scales, DataType scales_type, int64_t words, int64_t g,
+                       const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy) {
+  constexpr int kPairs = kRows <= 2 ? 4 : 2;
+  const int64_t n = words * 8, groups = k / g, width = 8 * (j1 - j0);
+  float acc[kRows][kAwqTileWords * 8] = {};
+  float sc[kAwqTileWords * 8];
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    for (int64_t i = 0; i < width; ++i) sc[i] = LoadF32(scales, scales_type, gi * n + 8 * j0 + i);
+    int64_t j = j0;
+    for (; j + 2 * kPairs <= j1; j += 2 * kPairs) {
+      AwqGroupPairsAvx512<kRows, kPairs>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j,
+                                         j0, acc);
+    }
+    for (; j < j1; ++j) {
+      AwqGroupWordsAvx2<kRows, 1>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j, j0,
+                                  acc);
+    }
+  }
+  for (int t = 0; t < kRows; ++t) {
+    float* out = y + t * ldy + 8 * j0;
+    for (int64_t i = 0; i < width; ++i) out[i] += acc[t][i];
+  }
+}
+
+#pragma GCC diagnostic pop
+
+bool HasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
 bool HasAvx2Fma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
@@ -254,6 +338,28 @@ void AwqGemv(const float* x, int64_t rows, const LinearWeight& w, float* y, int6
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int64_t j0 = tile * kAwqTileWords, j1 = std::min(words, j0 + kAwqTileWords);
 #if defined(__x86_64__)
+    if (HasAvx512() && HasAvx2Fma()) {
+      auto run = [&](auto rows_tag) {
+        AwqGemvTileAvx512<decltype(rows_tag)::value>(x, k, qweight, qzeros, w.scales.data(),
+                                                     w.scales.dtype, words, g, xsum.data(), j0, j1,
+                                                     y, ldy);
+      };
+      switch (rows) {
+        case 1:
+          run(std::integral_constant<int, 1>{});
+          break;
+        case 2:
+          run(std::integral_constant<int, 2>{});
+          break;
+        case 3:
+          run(std::integral_constant<int, 3>{});
+          break;
+        default:
+          run(std::integral_constant<int, 4>{});
+          break;
+      }
+      continue;
+    }
     if (HasAvx2Fma()) {
       auto run = [&](auto rows_tag) {
         AwqGemvTileAvx2<decltype(rows_tag)::value>(x, k, qweight, qzeros, w.scales.data(),

@@ -355,18 +355,19 @@ TEST_F(WeightLoaderTest, DummyWeightsNeedNoFilesAndAreDeterministic) {
   EXPECT_EQ(std::memcmp(a->Find(name)->data(), c->Find(name)->data(), a->Find(name)->nbytes()), 0);
 }
 
-TEST_F(WeightLoaderTest, QuantizedDenseConfigIsRecognisedAndRefusedClearly) {
+TEST_F(WeightLoaderTest, UnsupportedQuantizedDenseConfigIsRefusedClearly) {
   WriteConfig(R"({"architectures": ["Qwen3ForCausalLM"], "vocab_size": 64, "hidden_size": 64,
     "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
     "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 256,
-    "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "fp8",
-    "activation_scheme": "dynamic", "weight_block_size": [128, 128]}})");
+    "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "gptq", "bits": 4,
+    "group_size": 128, "desc_act": true}})");
   auto w = Load();
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition);
   std::string msg(w.status().message());
-  EXPECT_THAT(msg, HasSubstr("fp8"));
-  EXPECT_THAT(msg, HasSubstr("not yet supported on the cpu backend"));
+  EXPECT_THAT(msg, HasSubstr("gptq"));
+  EXPECT_THAT(msg, HasSubstr("act-order"));
+  EXPECT_THAT(msg, HasSubstr("cannot be served on the cpu backend"));
   EXPECT_THAT(msg, ::testing::Not(HasSubstr("num_experts")));
 }
 

@@ -1,0 +1,194 @@
+// The official OpenAI Node client against epserve's HTTP API (started by
+// openai_client_test.sh). Every check throws on failure; exit code 0 only
+// when all passed.
+'use strict';
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const OpenAI = require('openai');
+
+const base = process.env.EPSERVE_HTTP;
+const model = process.env.EPSERVE_MODEL;
+const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: process.env.EPSERVE_API_KEY || 'none',
+                            maxRetries: 0 });
+
+async function metric(name) {
+  const text = await (await fetch(`http://${process.env.EPSERVE_METRICS}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + '{') || line.startsWith(name + ' ')) {
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return total;
+}
+
+async function waitFor(check, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+// The gRPC API's output for the same request (the epserve CLI): ids, text.
+function grpcOutput(prompt, maxTokens, temperature, seed) {
+  const out = execFileSync(process.env.EPSERVE_CLI,
+    ['generate', '--server', process.env.EPSERVE_GRPC, '--prompt', prompt, '--max-tokens',
+     String(maxTokens), '--temperature', String(temperature), '--seed', String(seed), '--json'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+  const text = lines.filter((l) => l.chunk).map((l) => l.chunk.text || '').join('');
+  return { ids: lines.find((l) => l.complete).complete.output_ids, text };
+}
+
+const tests = {
+  async models() {
+    const list = await client.models.list();
+    assert.equal(list.data.length, 1);
+    assert.equal(list.data[0].id, model);
+  },
+
+  async completionMatchesTheGrpcApi() {
+    for (const seed of [1, 2]) {
+      const r = await client.completions.create({ model, prompt: 'Hello world', max_tokens: 6,
+                                                  temperature: 0.8, seed, logprobs: 0 });
+      assert.equal(r.object, 'text_completion');
+      assert.equal(r.choices.length, 1);
+      const c = r.choices[0];
+      assert.ok(['stop', 'length'].includes(c.finish_reason));
+      assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+      const grpc = grpcOutput('Hello world', 6, 0.8, seed);
+      assert.equal(c.text, grpc.text, `seed ${seed}: the gRPC API's text`);
+      assert.equal(c.logprobs.tokens.length, grpc.ids.length, 'one logprob per generated token');
+      assert.equal(r.usage.completion_tokens, grpc.ids.length);
+    }
+  },
+
+  async nChoicesLogprobsAndStop() {
+    const r = await client.completions.create({ model, prompt: ['Hello', 'Once upon'], n: 2,
+                                                max_tokens: 5, temperature: 0, ignore_eos: true,
+                                                logprobs: 2 });
+    assert.equal(r.choices.length, 4);
+    r.choices.forEach((c, i) => {
+      assert.equal(c.index, i);
+      assert.equal(c.finish_reason, 'length');
+      assert.equal(c.logprobs.tokens.length, 5);
+      for (const alt of c.logprobs.top_logprobs) assert.ok(Object.keys(alt).length <= 2);
+    });
+    assert.equal(r.choices[0].text, r.choices[1].text, 'greedy: the same text for both of n');
+    assert.equal(r.usage.completion_tokens, 20);
+    // A stop string from the greedy text: the text ends before it.
+    const full = (await client.completions.create({ model, prompt: 'Hello', max_tokens: 12,
+                                                    temperature: 0, ignore_eos: true }))
+      .choices[0].text;
+    const stop = full.slice(4, 6);
+    if (stop.length === 2 && !full.slice(0, 4).includes(stop)) {
+      const s = await client.completions.create({ model, prompt: 'Hello', max_tokens: 12,
+                                                  temperature: 0, ignore_eos: true, stop: [stop] });
+      assert.equal(s.choices[0].finish_reason, 'stop');
+      assert.equal(s.choices[0].text, full.slice(0, full.indexOf(stop)));
+    }
+  },
+
+  async streamingEqualsNonStreamingWithUsage() {
+    const args = { model, prompt: 'The quick brown fox', max_tokens: 10, temperature: 0,
+                   ignore_eos: true };
+    const whole = (await client.completions.create(args)).choices[0].text;
+    const stream = await client.completions.create({ ...args, stream: true,
+                                                     stream_options: { include_usage: true } });
+    let text = '';
+    let finish = null;
+    let usage = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        text += c.text;
+        if (c.finish_reason) finish = c.finish_reason;
+      }
+    }
+    assert.equal(text, whole);
+    assert.equal(finish, 'length');
+    assert.ok(usage, 'a usage chunk');
+    assert.equal(usage.completion_tokens, 10);
+  },
+
+  async errorsHaveOpenAisShape() {
+    const cases = [
+      [{ model, prompt: 'x', temperature: 'hot' }, 400, 'temperature'],
+      [{ model, prompt: 'x', n: 0 }, 400, 'n'],
+      [{ model: 'no-such-model', prompt: 'x' }, 404, 'model'],
+      [{ model, prompt: [999999] }, 400, 'prompt'],
+    ];
+    for (const [body, status, param] of cases) {
+      await assert.rejects(client.completions.create(body), (e) => {
+        assert.equal(e.status, status, JSON.stringify(body));
+        assert.equal(e.error.param, param);
+        assert.ok(e.error.message.length > 0);
+        return true;
+      });
+    }
+    await assert.rejects(
+      client.chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }] }),
+      (e) => e.status === 501);
+  },
+
+  async abortedStreamIsCancelledAndItsCacheFreed() {
+    const before = await metric('epserve_requests_total');
+    const controller = new AbortController();
+    const stream = await client.completions.create(
+      { model, prompt: 'Hello', max_tokens: 1500, temperature: 0, ignore_eos: true, stream: true },
+      { signal: controller.signal });
+    let chunks = 0;
+    try {
+      for await (const chunk of stream) {
+        if (chunk.choices.length && ++chunks === 3) controller.abort();
+      }
+    } catch (e) {
+      // the client's abort
+    }
+    assert.ok(await waitFor(async () => (await metric('epserve_requests_total')) > before, 10000),
+              'the aborted request ended on the router');
+    assert.ok(await waitFor(async () => (await metric('epserve_requests_running')) === 0 &&
+                                        (await metric('epserve_kv_cache_usage_ratio')) === 0,
+                            10000), 'nothing left running, KV back to 0');
+  },
+
+  async concurrentClientsEachGetTheirOwnOutput() {
+    const seeds = Array.from({ length: 16 }, (_, i) => i + 10);
+    const alone = [];
+    for (const seed of seeds.slice(0, 4)) {
+      alone.push((await client.completions.create({ model, prompt: 'Hi', max_tokens: 8,
+                                                    temperature: 1, seed })).choices[0].text);
+    }
+    const together = await Promise.all(seeds.map((seed) => client.completions.create(
+      { model, prompt: 'Hi', max_tokens: 8, temperature: 1, seed, stream: seed % 2 === 0 })));
+    for (let i = 0; i < 4; ++i) {
+      let text = '';
+      if (seeds[i] % 2 === 0) {
+        for await (const chunk of together[i]) for (const c of chunk.choices) text += c.text;
+      } else {
+        text = together[i].choices[0].text;
+      }
+      assert.equal(text, alone[i], `seed ${seeds[i]}`);
+    }
+    for (let i = 4; i < seeds.length; ++i) {
+      if (seeds[i] % 2 === 0) for await (const chunk of together[i]) void chunk;
+    }
+  },
+};
+
+(async () => {
+  let failed = 0;
+  for (const [name, test] of Object.entries(tests)) {
+    try {
+      await test();
+      console.log(`ok   ${name}`);
+    } catch (e) {
+      failed += 1;
+      console.log(`FAIL ${name}: ${e.stack || e}`);
+    }
+  }
+  console.log(failed ? `${failed} failed` : 'all passed');
+  process.exit(failed ? 1 : 0);
+})();
