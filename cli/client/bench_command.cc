@@ -3,21 +3,29 @@
 // (no EOS or BOS) sent with ignore_eos, temperature 0 and max_tokens set to
 // the request's output length, so every request generates exactly that many
 // tokens. Requests are sent on the arrival schedule through gRPC's callback
-// API; each is timed from send to its first token (TTFT), between tokens
-// (ITL), and to its end (E2E).
+// API, or with --backend openai as streamed POST /v1/completions to the
+// router's HTTP API (a thread and connection per request); each is timed from
+// send to its first token (TTFT), between tokens (ITL), and to its end (E2E).
+#include <civetweb.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <thread>
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/client/bench_report.h"
 #include "cli/client/bench_runner.h"
 #include "cli/client/commands.h"
 #include "cli/client/generate_request.h"
 #include "common/flags/flags_util.h"
+#include "nlohmann/json.hpp"
+
 #include "epserve/v1/epserve.grpc.pb.h"
 
 ABSL_FLAG(int, num_prompts, 1000, "bench: number of requests");
@@ -32,6 +40,11 @@ ABSL_FLAG(double, range_ratio, 0.0,
           "bench: lengths are uniform in [len * (1 - r), len * (1 + r)]; r in [0, 1)");
 ABSL_FLAG(int, warmup, 0, "bench: requests sent (and not measured) before the run");
 ABSL_FLAG(std::string, json_out, "", "bench: also write the results as JSON to this file");
+ABSL_FLAG(std::string, backend, "grpc",
+          "bench: grpc (the Generate stream) or openai (POST /v1/completions with stream on "
+          "the router's HTTP API at --http-server; --server still answers GetModelInfo)");
+ABSL_FLAG(std::string, http_server, "127.0.0.1:8000",
+          "bench --backend openai: the router's --http-listen address");
 // --seed is defined with generate's flags (one flag, two commands).
 ABSL_DECLARE_FLAG(std::optional<uint64_t>, seed);
 
@@ -147,6 +160,95 @@ v1::GetModelInfoResponse ModelInfo(v1::Epserve::Stub& stub, const ServerOptions&
   return model;
 }
 
+// One streamed POST /v1/completions (the same request as GenerateCall:
+// token-id prompt, greedy, ignore_eos, max_tokens = output length) on its own
+// thread; each server-sent chunk of a choice is one token (the HTTP front end
+// sends one per step), the usage chunk gives the count.
+void RunHttpCompletion(const std::string& host, int port, const std::string& model,
+                       const RequestSpec& spec, int timeout_s, Clock* clock,
+                       const std::function<void(RequestResult)>& done) {
+  RequestResult result;
+  result.prompt_tokens = static_cast<int64_t>(spec.prompt_ids.size());
+  nlohmann::json body = {{"model", model},
+                         {"prompt", spec.prompt_ids},
+                         {"max_tokens", spec.output_len},
+                         {"temperature", 0},
+                         {"ignore_eos", true},
+                         {"stream", true},
+                         {"stream_options", {{"include_usage", true}}}};
+  const std::string text = body.dump();
+  const double start = clock->Now();
+  TokenTimer timer(start);
+  auto fail = [&](const std::string& code, const std::string& message) {
+    result.ok = false;
+    result.error_code = code;
+    result.error_message = message;
+    result.e2e_s = clock->Now() - start;
+    done(result);
+  };
+  char err[256] = {0};
+  mg_connection* conn = mg_connect_client(host.c_str(), port, 0, err, sizeof err);
+  if (conn == nullptr) return fail("UNAVAILABLE", absl::StrCat("connect: ", err));
+  mg_printf(conn,
+            "POST /v1/completions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+            host.c_str(), port, text.size());
+  mg_write(conn, text.data(), text.size());
+  const int timeout_ms = timeout_s > 0 ? timeout_s * 1000 : 600000;
+  if (mg_get_response(conn, err, sizeof err, timeout_ms) < 0) {
+    mg_close_connection(conn);
+    return fail("UNAVAILABLE", absl::StrCat("response: ", err));
+  }
+  const int status = mg_get_response_info(conn)->status_code;
+  std::string buffer, line;
+  char chunk[4096];
+  bool complete = false;
+  int64_t usage_tokens = -1;
+  std::string error_body;
+  while (true) {
+    const int n = mg_read(conn, chunk, sizeof chunk);
+    if (n <= 0) break;
+    if (status != 200) {
+      error_body.append(chunk, static_cast<size_t>(n));
+      continue;
+    }
+    buffer.append(chunk, static_cast<size_t>(n));
+    size_t pos;
+    while ((pos = buffer.find("\n\n")) != std::string::npos) {
+      const std::string event = buffer.substr(0, pos);
+      buffer.erase(0, pos + 2);
+      if (event.rfind("data: ", 0) != 0) continue;  // a keep-alive comment
+      const std::string data = event.substr(6);
+      if (data == "[DONE]") {
+        complete = true;
+        continue;
+      }
+      nlohmann::json j = nlohmann::json::parse(data, nullptr, false);
+      if (j.is_discarded()) continue;
+      if (j.contains("error")) {
+        mg_close_connection(conn);
+        return fail("ERROR", j["error"].value("message", data));
+      }
+      if (j.contains("usage") && j["usage"].is_object()) {
+        usage_tokens = j["usage"].value("completion_tokens", int64_t{0});
+      }
+      for (const auto& c : j.value("choices", nlohmann::json::array())) {
+        if (c.contains("finish_reason") && !c["finish_reason"].is_null()) continue;
+        timer.OnTokens(clock->Now(), 1);
+      }
+    }
+  }
+  mg_close_connection(conn);
+  if (status != 200) return fail(absl::StrCat("HTTP_", status), error_body);
+  if (!complete) return fail("NO_COMPLETE", "the stream ended without [DONE]");
+  result.ok = true;
+  result.output_tokens = usage_tokens >= 0 ? usage_tokens : timer.num_tokens();
+  result.ttft_s = timer.ttft().value_or(0.0);
+  result.itl_s = timer.itl();
+  result.e2e_s = clock->Now() - start;
+  done(result);
+}
+
 // `n` requests with lengths drawn around the configured ones.
 std::vector<RequestSpec> MakeRequests(int n, const BenchConfig& c,
                                       const v1::GetModelInfoResponse& model, std::mt19937_64& rng) {
@@ -192,6 +294,30 @@ int RunBench(const ServerOptions& server) {
   SendFn send = [&](const RequestSpec& spec, std::function<void(RequestResult)> done) {
     new GenerateCall(stub.get(), spec, server.timeout_s, &clock, std::move(done));
   };
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend == "openai") {
+    static const unsigned initialised = mg_init_library(0);
+    (void)initialised;
+    const std::string address = absl::GetFlag(FLAGS_http_server);
+    const size_t colon = address.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) || port <= 0) {
+      Die(absl::StrCat("--http-server: expected HOST:PORT, found '", address, "'"), 2);
+    }
+    const std::string host = address.substr(0, colon);
+    const std::string model_id =
+        model.model_path().substr(model.model_path().find_last_of('/') + 1);
+    send = [host, port, model_id, &server, &clock](const RequestSpec& spec,
+                                                   std::function<void(RequestResult)> done) {
+      std::thread([host, port, model_id, spec, timeout = server.timeout_s, &clock,
+                   done = std::move(done)] {
+        RunHttpCompletion(host, port, model_id, spec, timeout, &clock, done);
+      }).detach();
+    };
+  } else if (backend != "grpc") {
+    Die(absl::StrCat("--backend: expected grpc or openai, found '", backend, "'"), 2);
+  }
   if (config.warmup > 0) {
     std::mt19937_64 warmup_rng(config.seed + 1);
     LoadOptions warmup_load;

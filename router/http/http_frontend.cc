@@ -278,12 +278,13 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
     format.token_text_ctx = options_.tokenizer.get();
     format.token_text = &TokenTextOf;
   }
+  PrepareChunkPrefix(&format);
   std::vector<ChoiceResult> results(static_cast<size_t>(choices));
   bool headers_sent = false;
   std::optional<HttpError> failure;
   while (true) {
-    std::pair<int, v1::GenerateResponse> event;
-    bool have = false, all_done = false;
+    std::deque<std::pair<int, v1::GenerateResponse>> batch;
+    bool all_done = false;
     {
       std::unique_lock<std::mutex> lock(box->mu);
       box->cv.wait_for(lock, std::chrono::seconds(15), [&] {
@@ -294,36 +295,37 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
         return true;
       });
       if (!box->events.empty()) {
-        event = std::move(box->events.front());
-        box->events.pop_front();
-        have = true;
+        batch.swap(box->events);  // everything queued: one write for all of it
       } else {
         all_done = true;
         for (const auto& f : box->finished) all_done = all_done && f.has_value();
       }
-      if (!have && all_done) {
+      if (batch.empty() && all_done) {
         for (const auto& f : box->finished) {
           if (!f->ok() && !failure) failure = FromStatus(*f);
         }
       }
     }
-    if (have) {
-      ChoiceResult& r = results[static_cast<size_t>(event.first)];
-      Accumulate(event.second, &r);
+    if (!batch.empty()) {
+      std::string data;
+      for (const auto& [index, response] : batch) {
+        ChoiceResult& r = results[static_cast<size_t>(index)];
+        Accumulate(response, &r);
+        if (!req.stream) continue;
+        if (response.has_chunk()) {
+          const v1::GenerateChunk& c = response.chunk();
+          std::vector<v1::TokenLogprob> lps(c.logprobs().begin(), c.logprobs().end());
+          data += CompletionChunkEvent(format, index, c.text(), lps, "");
+        } else if (response.has_complete()) {
+          data += CompletionChunkEvent(format, index, "", {}, r.finish_reason);
+        }
+      }
       if (req.stream) {
         if (!headers_sent) {
-          mg_printf(conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: "
-                    "no-cache\r\nConnection: close\r\n\r\n");
+          data.insert(0,
+                      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: "
+                      "no-cache\r\nConnection: close\r\n\r\n");
           headers_sent = true;
-        }
-        std::string data;
-        if (event.second.has_chunk()) {
-          const v1::GenerateChunk& c = event.second.chunk();
-          std::vector<v1::TokenLogprob> lps(c.logprobs().begin(), c.logprobs().end());
-          data = CompletionChunkEvent(format, event.first, c.text(), lps, "");
-        } else if (event.second.has_complete()) {
-          data = CompletionChunkEvent(format, event.first, "", {}, r.finish_reason);
         }
         if (!WriteAll(conn, data)) {
           cancel_all("the HTTP client went away");

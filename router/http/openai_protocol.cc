@@ -410,9 +410,21 @@ std::string CompletionBody(const CompletionFormat& f, const std::vector<ChoiceRe
   return Dump(body);
 }
 
+void PrepareChunkPrefix(CompletionFormat* f) {
+  std::string envelope = Dump(Envelope(*f));
+  envelope.pop_back();  // the closing brace
+  f->chunk_prefix = absl::StrCat("data: ", envelope, ",\"choices\":[{\"index\":");
+}
+
 std::string CompletionChunkEvent(const CompletionFormat& f, int index, const std::string& text,
                                  const std::vector<v1::TokenLogprob>& logprobs,
                                  const std::string& finish_reason) {
+  if (!f.chunk_prefix.empty() && logprobs.empty()) {
+    // The per-token path: the prefix rendered once, the text escaped here.
+    return absl::StrCat(f.chunk_prefix, index, ",\"text\":", Dump(json(text)),
+                        ",\"logprobs\":null,\"finish_reason\":",
+                        finish_reason.empty() ? "null" : Dump(json(finish_reason)), "}]}\n\n");
+  }
   json body = Envelope(f);
   json choice = {{"index", index},
                  {"text", text},

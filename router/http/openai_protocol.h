@@ -89,7 +89,14 @@ struct CompletionFormat {
   int logprobs = -1;
   const void* token_text_ctx = nullptr;
   TokenText token_text = nullptr;
+  // The chunk events' constant start (PrepareChunkPrefix); empty: rendered
+  // per event.
+  std::string chunk_prefix;
 };
+
+// Renders the part of every chunk event that does not change (id, created,
+// model, ...) into format->chunk_prefix, once per request.
+void PrepareChunkPrefix(CompletionFormat* format);
 
 // The non-streaming body: choices in order, usage summed over them (prompt
 // tokens counted once per prompt).

@@ -180,6 +180,15 @@ TEST(OpenAiProtocol, ResponsesCarryChoicesUsageAndStreamEvents) {
   json chunk = json::parse(event.substr(6));
   EXPECT_EQ(chunk["choices"][0]["index"], 1);
   EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+  // The per-token path (prefix rendered once) gives the same object.
+  CompletionFormat fast = f;
+  PrepareChunkPrefix(&fast);
+  for (const char* reason : {"", "length"}) {
+    const std::string a = CompletionChunkEvent(f, 2, "t\"\xff", {}, reason);
+    const std::string b = CompletionChunkEvent(fast, 2, "t\"\xff", {}, reason);
+    EXPECT_EQ(json::parse(a.substr(6)), json::parse(b.substr(6))) << b;
+    EXPECT_EQ(b.substr(b.size() - 2), "\n\n");
+  }
   json usage = json::parse(UsageEvent(f, 3, 4).substr(6));
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["total_tokens"], 7);
