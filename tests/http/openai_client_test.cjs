@@ -155,7 +155,16 @@ const tests = {
   },
 
   async concurrentClientsEachGetTheirOwnOutput() {
-    const seeds = Array.from({ length: 16 }, (_, i) => i + 10);
+    // 64 HTTP clients (half streaming) while gRPC clients (epserve bench, 32
+    // requests) run beside them: every request completes once.
+    const { spawn } = require('node:child_process');
+    const bench = spawn(process.env.EPSERVE_CLI,
+      ['bench', '--server', process.env.EPSERVE_GRPC, '--num-prompts', '32', '--max-concurrency',
+       '16', '--input-len', '16', '--output-len', '8'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const benchDone = new Promise((resolve) => bench.on('exit', (code) => resolve(code)));
+    let benchOut = '';
+    bench.stdout.on('data', (d) => { benchOut += d; });
+    const seeds = Array.from({ length: 64 }, (_, i) => i + 10);
     const alone = [];
     for (const seed of seeds.slice(0, 4)) {
       alone.push((await client.completions.create({ model, prompt: 'Hi', max_tokens: 8,
@@ -173,8 +182,18 @@ const tests = {
       assert.equal(text, alone[i], `seed ${seeds[i]}`);
     }
     for (let i = 4; i < seeds.length; ++i) {
-      if (seeds[i] % 2 === 0) for await (const chunk of together[i]) void chunk;
+      if (seeds[i] % 2 === 0) {
+        let finish = null;
+        for await (const chunk of together[i]) {
+          for (const c of chunk.choices) if (c.finish_reason) finish = c.finish_reason;
+        }
+        assert.ok(finish, `stream ${i} finished`);
+      } else {
+        assert.equal(together[i].choices.length, 1);
+      }
     }
+    assert.equal(await benchDone, 0, `the gRPC clients beside them: ${benchOut}`);
+    assert.match(benchOut, /Successful requests:\s+32/);
   },
 };
 
