@@ -294,6 +294,22 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     http_options.limits = client_options.limits;
     http_options.tokenizer = client_options.tokenizer;
     http_options.api_keys = client_options.api_keys;
+    // The HTTP API speaks plain HTTP: TLS belongs to a proxy or ingress in
+    // front of it (docs/api.md).
+    const bool loopback = options.http_listen->host == "127.0.0.1" ||
+                          options.http_listen->host == "::1" ||
+                          options.http_listen->host == "localhost";
+    if (!options.client_tls.empty()) {
+      LOG_WARN(
+          "--http-listen {}: the HTTP API is plain HTTP while the gRPC port uses TLS; "
+          "terminate TLS in front of it (a proxy or ingress) before exposing it",
+          options.http_listen->ToString());
+    } else if (!loopback && http_options.api_keys.empty()) {
+      LOG_WARN(
+          "--http-listen {}: anyone who reaches this address can generate; give "
+          "--api-key-file to require keys",
+          options.http_listen->ToString());
+    }
     ASSIGN_OR_RETURN(self->http_,
                      http::HttpFrontend::Start(std::move(http_options), self->registry_.get(),
                                                self->engine_.get(), self->serving_metrics_.get()));
