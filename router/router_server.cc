@@ -219,6 +219,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
                      rpc::ReadTokenFile(options.api_key_file, "--api-key-file"));
     LOG_INFO("client API: {} API key(s) from {}", keys.size(), options.api_key_file);
     client_options.api_keys = rpc::TokenSet(std::move(keys));
+    self->api_keys_ = client_options.api_keys;  // shares the set: rotation reaches both
+    std::error_code ec;
+    self->api_keys_mtime_ = std::filesystem::last_write_time(options.api_key_file, ec);
   }
 
   EngineOptions engine_options;
@@ -446,11 +449,34 @@ void RouterServer::RestartExitedLocalWorkers() {
   }
 }
 
+void RouterServer::ReloadApiKeysIfChanged() {
+  if (options_.api_key_file.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - api_keys_checked_ < std::chrono::seconds(1)) return;
+  api_keys_checked_ = now;
+  std::error_code ec;
+  const auto mtime = std::filesystem::last_write_time(options_.api_key_file, ec);
+  if (ec || mtime == api_keys_mtime_) return;
+  api_keys_mtime_ = mtime;  // one attempt (and one warning) per change
+  absl::StatusOr<std::vector<std::string>> keys =
+      rpc::ReadTokenFile(options_.api_key_file, "--api-key-file");
+  if (!keys.ok()) {
+    // Half-written or emptied: the old keys stay until the file is valid.
+    LOG_WARN("--api-key-file changed but cannot be used ({}); keeping the previous keys",
+             keys.status().message());
+    return;
+  }
+  const size_t count = keys->size();
+  api_keys_.Replace(std::move(*keys));
+  LOG_INFO("--api-key-file {} changed: {} API key(s) now accepted", options_.api_key_file, count);
+}
+
 void RouterServer::SweepLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!sweeper_stop_) {
     lock.unlock();
     auto now = Clock::now();
+    ReloadApiKeysIfChanged();
     registry_->Sweep(now);
     v1::GetServerInfoResponse info;
     registry_->FillServerInfo(&info, now);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -167,6 +168,13 @@ class RouterServer {
   std::vector<LocalWorker> local_workers_;
 
   std::thread sweeper_;
+  // --api-key-file, re-read when it changes (key rotation without a
+  // restart): the set the gRPC and HTTP front ends share, and the file's
+  // last modification seen.
+  rpc::TokenSet api_keys_;
+  std::filesystem::file_time_type api_keys_mtime_;
+  std::chrono::steady_clock::time_point api_keys_checked_;
+  void ReloadApiKeysIfChanged();
   std::mutex mu_;
   std::condition_variable cv_;
   bool shutdown_started_ = false;

@@ -171,17 +171,39 @@ std::shared_ptr<grpc::Channel> CreateChannelWithToken(
       target, credentials, grpc::ChannelArguments(), std::move(factories));
 }
 
+TokenSet::TokenSet(std::vector<std::string> tokens) {
+  if (tokens.empty()) return;
+  shared_ = std::make_shared<Shared>();
+  shared_->tokens = std::make_shared<const std::vector<std::string>>(std::move(tokens));
+}
+
+void TokenSet::Replace(std::vector<std::string> tokens) {
+  if (shared_ == nullptr) return;
+  auto fresh = std::make_shared<const std::vector<std::string>>(std::move(tokens));
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  shared_->tokens = std::move(fresh);
+}
+
+std::shared_ptr<const std::vector<std::string>> TokenSet::Tokens() const {
+  static const auto* const kNone = new std::shared_ptr<const std::vector<std::string>>(
+      std::make_shared<const std::vector<std::string>>());
+  if (shared_ == nullptr) return *kNone;
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return shared_->tokens;
+}
+
 std::optional<size_t> TokenSet::Match(absl::string_view presented) const {
+  const std::shared_ptr<const std::vector<std::string>> tokens = Tokens();
   std::optional<size_t> found;
-  for (size_t i = 0; i < tokens_.size(); ++i) {
-    if (ConstantTimeEquals(tokens_[i], presented) && !found) found = i;
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    if (ConstantTimeEquals((*tokens)[i], presented) && !found) found = i;
   }
   return found;
 }
 
 absl::StatusOr<size_t> TokenSet::Check(const grpc::ServerContextBase& ctx, absl::string_view what,
                                        absl::string_view how_to_fix) const {
-  if (tokens_.empty()) return size_t{0};
+  if (empty()) return size_t{0};
   std::optional<std::string> presented = BearerToken(ctx);
   if (!presented) {
     return absl::UnauthenticatedError(absl::StrCat("this server requires the ", what,

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -64,12 +65,18 @@ std::shared_ptr<grpc::Channel> CreateChannelWithToken(
     const std::string& token);
 
 // A set of accepted tokens (API keys, or the one cluster secret).
+//
+// Copies of a set made with tokens share them: Replace on one (key rotation,
+// e.g. a re-read key file) is seen by every copy at its next check.
 class TokenSet {
  public:
   TokenSet() = default;
-  explicit TokenSet(std::vector<std::string> tokens) : tokens_(std::move(tokens)) {}
+  explicit TokenSet(std::vector<std::string> tokens);
 
-  bool empty() const { return tokens_.empty(); }
+  bool empty() const { return Tokens()->empty(); }
+  // Swaps in `tokens` for this set and its copies (a set made empty stays
+  // empty: there is nothing to share). Checks in flight finish with the old.
+  void Replace(std::vector<std::string> tokens);
   // The index of the token `presented` equals; nullopt if none. Every
   // token is compared (no early exit that would time the match).
   std::optional<size_t> Match(absl::string_view presented) const;
@@ -80,7 +87,12 @@ class TokenSet {
                                absl::string_view how_to_fix) const;
 
  private:
-  std::vector<std::string> tokens_;
+  struct Shared {
+    mutable std::mutex mu;
+    std::shared_ptr<const std::vector<std::string>> tokens;
+  };
+  std::shared_ptr<const std::vector<std::string>> Tokens() const;
+  std::shared_ptr<Shared> shared_;  // null: no tokens
 };
 
 }  // namespace epserve::rpc

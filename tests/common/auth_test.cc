@@ -81,6 +81,20 @@ TEST(ConstantTimeEquals, ComparesContentsAndLength) {
   EXPECT_TRUE(ConstantTimeEquals("", ""));
 }
 
+TEST(TokenSet, ReplaceReachesEveryCopy) {
+  TokenSet set({"first-token-0000"});
+  TokenSet copy = set;  // e.g. the HTTP front end's, beside the gRPC one
+  EXPECT_EQ(copy.Match("first-token-0000"), 0u);
+  set.Replace({"rotated-token-00", "another-token-0"});
+  EXPECT_EQ(copy.Match("first-token-0000"), std::nullopt);
+  EXPECT_EQ(copy.Match("another-token-0"), 1u);
+  EXPECT_FALSE(copy.empty());
+  // A set made without tokens stays open (nothing to share or replace).
+  TokenSet open;
+  open.Replace({"ignored-token-00"});
+  EXPECT_TRUE(open.empty());
+}
+
 TEST(TokenSet, MatchGivesTheIndex) {
   TokenSet set({"first-token-0000", "second-token-000"});
   EXPECT_EQ(set.Match("second-token-000"), 1u);

@@ -74,6 +74,28 @@ expect 400 'not valid JSON' -H "Authorization: Bearer sk-test-0123456789abcdef" 
 expect 413 'exceeds' -H "Authorization: Bearer sk-test-0123456789abcdef" -H 'Content-Length: 999999999' \
   -d '{}' "http://$http/v1/completions"
 expect 404 'no route' -H "Authorization: Bearer sk-test-0123456789abcdef" "http://$http/v2/nothing"
+# Key rotation without a restart: the file is re-read when it changes.
+sleep 1.1  # a modification time the router has not seen
+echo "sk-rotated-0123456789abcdef" >"$scratch/keys.new" && chmod 600 "$scratch/keys.new"
+mv "$scratch/keys.new" "$scratch/keys"
+for _ in $(seq 1 50); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer sk-rotated-0123456789abcdef" \
+       "http://$http/v1/models")" = 200 ] && break
+  sleep 0.1
+done
+expect 200 '"object":"list"' -H "Authorization: Bearer sk-rotated-0123456789abcdef" "http://$http/v1/models"
+expect 401 'invalid API key' -H "Authorization: Bearer sk-test-0123456789abcdef" "http://$http/v1/models"
+# A broken file (too short a key) keeps the keys in use.
+sleep 1.1
+echo "short" >"$scratch/keys.new" && chmod 600 "$scratch/keys.new" && mv "$scratch/keys.new" "$scratch/keys"
+sleep 1.5
+expect 200 '"object":"list"' -H "Authorization: Bearer sk-rotated-0123456789abcdef" "http://$http/v1/models"
+echo "sk-test-0123456789abcdef" >"$scratch/keys.new" && chmod 600 "$scratch/keys.new" && mv "$scratch/keys.new" "$scratch/keys"
+for _ in $(seq 1 50); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer sk-test-0123456789abcdef" \
+       "http://$http/v1/models")" = 200 ] && break
+  sleep 0.1
+done
 NODE_PATH="$modules" EPSERVE_HTTP="http://$http" EPSERVE_MODEL="$(basename "$model")" \
   EPSERVE_API_KEY=sk-test-0123456789abcdef node -e '
     const OpenAI = require("openai");
