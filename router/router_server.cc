@@ -297,6 +297,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     http_options.limits = client_options.limits;
     http_options.tokenizer = client_options.tokenizer;
     http_options.api_keys = client_options.api_keys;
+    absl::StatusOr<http::SamplingDefaults> defaults = http::ReadSamplingDefaults(options.model_dir);
+    if (!defaults.ok()) return Annotate(defaults.status(), "--model");
+    http_options.sampling_defaults = *defaults;
     // The HTTP API speaks plain HTTP: TLS belongs to a proxy or ingress in
     // front of it (docs/api.md).
     const bool loopback = options.http_listen->host == "127.0.0.1" ||

@@ -217,7 +217,8 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
     got += static_cast<size_t>(r);
   }
   CompletionRequest req;
-  if (std::optional<HttpError> e = ParseCompletionRequest(body, options_.model_name, &req)) {
+  if (std::optional<HttpError> e =
+          ParseCompletionRequest(body, options_.model_name, &req, options_.sampling_defaults)) {
     return reject(e->status == 404 ? "unknown_model" : "invalid", *e);
   }
   if (engine_->draining()) {

@@ -18,6 +18,7 @@
 #include "common/net.h"
 #include "common/rpc/auth.h"
 #include "common/tokenizer/tokenizer.h"
+#include "router/http/openai_protocol.h"
 #include "router/validation/generate_validation.h"
 
 struct mg_context;
@@ -38,6 +39,8 @@ struct HttpFrontendOptions {
   router::GenerateLimits limits;  // as the gRPC API's
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // may be null
   rpc::TokenSet api_keys;                                 // empty: no key needed
+  // generation_config.json's sampling defaults (ReadSamplingDefaults).
+  SamplingDefaults sampling_defaults;
   int num_threads = 128;  // concurrent HTTP requests (streams hold one each)
   uint64_t max_body_bytes = 8u << 20;
 };

@@ -1,9 +1,13 @@
 #include "router/http/openai_protocol.h"
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace epserve::http {
@@ -145,9 +149,42 @@ HttpError FromStatus(const absl::Status& status, std::string param) {
   return e;
 }
 
+absl::StatusOr<SamplingDefaults> ReadSamplingDefaults(const std::string& model_dir) {
+  SamplingDefaults d;
+  const std::filesystem::path path = std::filesystem::path(model_dir) / "generation_config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return d;
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json j = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a JSON object"));
+  }
+  auto number = [&](const char* key, std::optional<float>* out) -> absl::Status {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return absl::OkStatus();
+    if (!it->is_number()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path.string(), ": key '", key, "' must be a number, found ", it->dump()));
+    }
+    *out = it->get<float>();
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(number("temperature", &d.temperature));
+  RETURN_IF_ERROR(number("top_p", &d.top_p));
+  RETURN_IF_ERROR(number("min_p", &d.min_p));
+  RETURN_IF_ERROR(number("repetition_penalty", &d.repetition_penalty));
+  std::optional<float> top_k;
+  RETURN_IF_ERROR(number("top_k", &top_k));
+  if (top_k) d.top_k = static_cast<int32_t>(*top_k);
+  return d;
+}
+
 std::optional<HttpError> ParseCompletionRequest(absl::string_view text,
                                                 const std::string& served_model,
-                                                CompletionRequest* out) {
+                                                CompletionRequest* out,
+                                                const SamplingDefaults& defaults) {
   json body = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
     HttpError e;
@@ -187,6 +224,12 @@ std::optional<HttpError> ParseCompletionRequest(absl::string_view text,
 
   v1::SamplingParams s;
   s.set_max_tokens(16);  // OpenAI's default for completions
+  // The model's defaults first; the request's own values replace them.
+  if (defaults.temperature) s.set_temperature(*defaults.temperature);
+  if (defaults.top_p) s.set_top_p(*defaults.top_p);
+  if (defaults.top_k) s.set_top_k(*defaults.top_k < 0 ? 0 : *defaults.top_k);
+  if (defaults.min_p) s.set_min_p(*defaults.min_p);
+  if (defaults.repetition_penalty) s.set_repetition_penalty(*defaults.repetition_penalty);
   std::optional<HttpError> err;
   if ((err = Integer(body, "max_tokens", 0, std::numeric_limits<uint32_t>::max(),
                      [&](int64_t v) { s.set_max_tokens(static_cast<uint32_t>(v)); }))) {
@@ -345,6 +388,7 @@ void Accumulate(const v1::GenerateResponse& response, ChoiceResult* result) {
     result->finish_reason = FinishReasonName(done.finish_reason());
     result->prompt_tokens = done.usage().prompt_tokens();
     result->completion_tokens = done.usage().completion_tokens();
+    result->cached_tokens = done.usage().cached_tokens();
   }
 }
 
@@ -393,20 +437,24 @@ std::string CompletionBody(const CompletionFormat& f, const std::vector<ChoiceRe
                            int n) {
   json body = Envelope(f);
   json list = json::array();
-  uint64_t prompt = 0, completion = 0;
+  uint64_t prompt = 0, completion = 0, cached = 0;
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
     list.push_back({{"index", i},
                     {"text", c.text},
                     {"logprobs", LogprobsJson(f, c.logprobs)},
                     {"finish_reason", c.finish_reason}});
-    if (n <= 0 || i % static_cast<size_t>(n) == 0) prompt += c.prompt_tokens;
+    if (n <= 0 || i % static_cast<size_t>(n) == 0) {
+      prompt += c.prompt_tokens;
+      cached += c.cached_tokens;
+    }
     completion += c.completion_tokens;
   }
   body["choices"] = std::move(list);
   body["usage"] = {{"prompt_tokens", prompt},
                    {"completion_tokens", completion},
-                   {"total_tokens", prompt + completion}};
+                   {"total_tokens", prompt + completion},
+                   {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   return Dump(body);
 }
 

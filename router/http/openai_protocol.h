@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 #include "epserve/v1/epserve.pb.h"
@@ -55,11 +56,24 @@ struct CompletionRequest {
   int logprobs = -1;           // -1: none; else the alternatives per token
 };
 
+// The model's own sampling defaults (generation_config.json: temperature,
+// top_p, top_k, min_p, repetition_penalty), applied where a request leaves
+// the parameter out, as vLLM's OpenAI server does.
+struct SamplingDefaults {
+  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int32_t> top_k;
+};
+
+// Reads them from `model_dir`/generation_config.json (none: no file or no
+// such keys). INVALID_ARGUMENT naming the file and key for a wrong type.
+absl::StatusOr<SamplingDefaults> ReadSamplingDefaults(const std::string& model_dir);
+
 // Parses a /v1/completions body. `served_model`: the one model id this
 // server answers to (another `model` is a 404 naming both).
 std::optional<HttpError> ParseCompletionRequest(absl::string_view body,
                                                 const std::string& served_model,
-                                                CompletionRequest* out);
+                                                CompletionRequest* out,
+                                                const SamplingDefaults& defaults = {});
 
 // One choice's result, accumulated from its GenerateResponses.
 struct ChoiceResult {
@@ -69,6 +83,7 @@ struct ChoiceResult {
   std::string finish_reason;  // "stop" / "length" / "abort"
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
+  uint32_t cached_tokens = 0;  // prompt tokens served from the prefix cache
 };
 
 // Folds one response of a choice into `result`.

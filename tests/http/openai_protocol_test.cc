@@ -2,9 +2,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace epserve::http {
@@ -78,6 +82,32 @@ TEST(OpenAiProtocol, DefaultsAndPromptShapes) {
   EXPECT_EQ(r.prompts[2].text(), "c");
   for (const auto& p : r.prompts)
     EXPECT_THAT(p.sampling_params().stop(), ::testing::ElementsAre("x"));
+}
+
+TEST(OpenAiProtocol, TheModelsGenerationConfigFillsWhatARequestLeavesOut) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / absl::StrCat("epserve_gencfg_", getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "generation_config.json")
+      << R"({"temperature": 0.6, "top_p": 0.95, "top_k": 20, "eos_token_id": 2})";
+  absl::StatusOr<SamplingDefaults> d = ReadSamplingDefaults(dir.string());
+  ASSERT_TRUE(d.ok()) << d.status();
+  CompletionRequest r;
+  ASSERT_FALSE(
+      ParseCompletionRequest(R"({"model": "m", "prompt": "x", "top_p": 0.5})", "m", &r, *d));
+  const v1::SamplingParams& s = r.prompts[0].sampling_params();
+  EXPECT_FLOAT_EQ(s.temperature(), 0.6f);  // the model's
+  EXPECT_FLOAT_EQ(s.top_p(), 0.5f);        // the request's
+  EXPECT_EQ(s.top_k(), 20);
+  EXPECT_FALSE(s.has_repetition_penalty());
+  // No file: no defaults; a wrong type names the file and key.
+  std::filesystem::remove(dir / "generation_config.json");
+  EXPECT_FALSE(ReadSamplingDefaults(dir.string())->temperature.has_value());
+  std::ofstream(dir / "generation_config.json") << R"({"top_p": "high"})";
+  absl::StatusOr<SamplingDefaults> bad = ReadSamplingDefaults(dir.string());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("'top_p' must be a number"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(OpenAiProtocol, BadInputNamesTheFieldWithOpenAisErrorShape) {
@@ -172,6 +202,7 @@ TEST(OpenAiProtocol, ResponsesCarryChoicesUsageAndStreamEvents) {
   EXPECT_EQ(body["usage"]["prompt_tokens"], 11);
   EXPECT_EQ(body["usage"]["completion_tokens"], 4);
   EXPECT_EQ(body["usage"]["total_tokens"], 15);
+  EXPECT_EQ(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   EXPECT_TRUE(body["choices"][0]["logprobs"].is_null());
 
   const std::string event = CompletionChunkEvent(f, 1, "x", {}, "");
