@@ -205,22 +205,21 @@ __attribute__((target("avx2,fma"))) void AwqGroupWordsAvx2(
   }
 }
 
-template <int kRows>
-void AwqGemvTileAvx2(const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros,
-                     const void* scales, DataType scales_type, int64_t words, int64_t g,
-                     const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy) {
-  // Accumulators: kRows x kWords <= 8 registers (16 ymm in all).
-  constexpr int kWords = kRows <= 2 ? 4 : 2;
+// The tile driver of the vector GEMVs: per group, the tile's scales as
+// floats, then `kStep` words at a time through `step(gi, j, sc, acc)` and the
+// rest one by one through the AVX2 kernel; acc is added to y at the end.
+template <int kRows, int kStep, typename Step>
+void AwqGemvTileVector(const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros,
+                       const void* scales, DataType scales_type, int64_t words, int64_t g,
+                       const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                       Step step) {
   const int64_t n = words * 8, groups = k / g, width = 8 * (j1 - j0);
   float acc[kRows][kAwqTileWords * 8] = {};
   float sc[kAwqTileWords * 8];
   for (int64_t gi = 0; gi < groups; ++gi) {
     for (int64_t i = 0; i < width; ++i) sc[i] = LoadF32(scales, scales_type, gi * n + 8 * j0 + i);
     int64_t j = j0;
-    for (; j + kWords <= j1; j += kWords) {
-      AwqGroupWordsAvx2<kRows, kWords>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j, j0,
-                                       acc);
-    }
+    for (; j + kStep <= j1; j += kStep) step(gi, j, sc, acc);
     for (; j < j1; ++j) {
       AwqGroupWordsAvx2<kRows, 1>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j, j0,
                                   acc);
@@ -230,6 +229,21 @@ void AwqGemvTileAvx2(const float* x, int64_t k, const int32_t* qweight, const in
     float* out = y + t * ldy + 8 * j0;
     for (int64_t i = 0; i < width; ++i) out[i] += acc[t][i];
   }
+}
+
+template <int kRows>
+void AwqGemvTileAvx2(const float* x, int64_t k, const int32_t* qweight, const int32_t* qzeros,
+                     const void* scales, DataType scales_type, int64_t words, int64_t g,
+                     const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy) {
+  // Accumulators: kRows x kWords <= 8 registers (16 ymm in all).
+  constexpr int kWords = kRows <= 2 ? 4 : 2;
+  const int64_t groups = k / g;
+  AwqGemvTileVector<kRows, kWords>(
+      x, k, qweight, qzeros, scales, scales_type, words, g, xsum, j0, j1, y, ldy,
+      [&](int64_t gi, int64_t j, const float* sc, float(*acc)[kAwqTileWords * 8]) {
+        AwqGroupWordsAvx2<kRows, kWords>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j,
+                                         j0, acc);
+      });
 }
 
 // GCC 12's AVX-512 headers trip its own (un)initialized-use warnings
@@ -287,25 +301,13 @@ void AwqGemvTileAvx512(const float* x, int64_t k, const int32_t* qweight, const 
                        const void* scales, DataType scales_type, int64_t words, int64_t g,
                        const float* xsum, int64_t j0, int64_t j1, float* y, int64_t ldy) {
   constexpr int kPairs = kRows <= 2 ? 4 : 2;
-  const int64_t n = words * 8, groups = k / g, width = 8 * (j1 - j0);
-  float acc[kRows][kAwqTileWords * 8] = {};
-  float sc[kAwqTileWords * 8];
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    for (int64_t i = 0; i < width; ++i) sc[i] = LoadF32(scales, scales_type, gi * n + 8 * j0 + i);
-    int64_t j = j0;
-    for (; j + 2 * kPairs <= j1; j += 2 * kPairs) {
-      AwqGroupPairsAvx512<kRows, kPairs>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j,
-                                         j0, acc);
-    }
-    for (; j < j1; ++j) {
-      AwqGroupWordsAvx2<kRows, 1>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j, j0,
-                                  acc);
-    }
-  }
-  for (int t = 0; t < kRows; ++t) {
-    float* out = y + t * ldy + 8 * j0;
-    for (int64_t i = 0; i < width; ++i) out[i] += acc[t][i];
-  }
+  const int64_t groups = k / g;
+  AwqGemvTileVector<kRows, 2 * kPairs>(
+      x, k, qweight, qzeros, scales, scales_type, words, g, xsum, j0, j1, y, ldy,
+      [&](int64_t gi, int64_t j, const float* sc, float(*acc)[kAwqTileWords * 8]) {
+        AwqGroupPairsAvx512<kRows, kPairs>(x, k, qweight, qzeros, sc, words, g, gi, xsum, groups, j,
+                                           j0, acc);
+      });
 }
 
 #pragma GCC diagnostic pop

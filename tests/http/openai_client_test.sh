@@ -20,11 +20,17 @@ trap cleanup EXIT
   --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --ports-file "$scratch/ports.json" \
   --worker-cpu-threads 1 --log-level warn >"$scratch/router.log" 2>&1 &
 router=$!
-for _ in $(seq 1 600); do
-  [ -s "$scratch/ports.json" ] && break
-  kill -0 "$router" 2>/dev/null || { cat "$scratch/router.log" >&2; exit 1; }
-  sleep 0.1
-done
+# Waits for the router's ports file (the router must stay up meanwhile).
+wait_ports() {
+  for _ in $(seq 1 600); do
+    [ -s "$scratch/ports.json" ] && return 0
+    kill -0 "$router" 2>/dev/null || { cat "$scratch/router.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "openai_client_test: no ports file" >&2
+  exit 1
+}
+wait_ports
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$scratch/ports.json" "$1"; }
 http="$(field http)" grpc="$(field grpc)" metrics="$(field metrics)"
 for _ in $(seq 1 600); do
@@ -45,11 +51,7 @@ rm -f "$scratch/ports.json"
   --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --ports-file "$scratch/ports.json" \
   --api-key-file "$scratch/keys" --worker-cpu-threads 1 --log-level warn >"$scratch/router.log" 2>&1 &
 router=$!
-for _ in $(seq 1 600); do
-  [ -s "$scratch/ports.json" ] && break
-  kill -0 "$router" 2>/dev/null || { cat "$scratch/router.log" >&2; exit 1; }
-  sleep 0.1
-done
+wait_ports
 http="$(field http)"
 for _ in $(seq 1 600); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$http/health")" = 200 ] && break

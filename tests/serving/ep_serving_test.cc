@@ -369,6 +369,29 @@ TEST(ExpertParallel, KilledWorkerEndsRequestsThenGroupReformsAndServesReference)
   }
 }
 
+// Four greedy streams of 200 tokens: the traffic of the recovery tests.
+std::vector<Prompt> RecoveryTraffic() {
+  return {{"Hello world", 200},
+          {"Mixture of experts", 200},
+          {"Once upon a time", 200},
+          {"The quick brown fox", 200}};
+}
+
+// Every prompt of `traffic` as a stream of its own, all at once; `meanwhile`
+// runs while they are in flight (e.g. kills a rank).
+std::vector<Outcome> RunConcurrently(v1::Epserve::Stub& stub, const std::vector<Prompt>& traffic,
+                                     const std::function<void()>& meanwhile) {
+  std::vector<Outcome> outcomes(traffic.size());
+  std::vector<std::thread> threads;
+  threads.reserve(traffic.size());
+  for (size_t i = 0; i < traffic.size(); ++i) {
+    threads.emplace_back([&, i] { outcomes[i] = Generate(stub, traffic[i], seconds(120)); });
+  }
+  meanwhile();
+  for (auto& t : threads) t.join();
+  return outcomes;
+}
+
 // With recovery (the default): a rank killed mid-generation and started
 // again (as Kubernetes restarts a pod) re-forms the group with its experts;
 // every in-flight stream completes with exactly the undisturbed output.
@@ -386,20 +409,9 @@ TEST(ExpertParallel, KilledRankRestartedMidStreamEveryStreamCompletesUndisturbed
   ASSERT_TRUE(WaitFor([&] { return router->Serving(); }, seconds(30)))
       << router->process().output();
   auto stub = ClientStub(router->grpc_address());
-  const std::vector<Prompt> traffic = {{"Hello world", 200},
-                                       {"Mixture of experts", 200},
-                                       {"Once upon a time", 200},
-                                       {"The quick brown fox", 200}};
+  const std::vector<Prompt> traffic = RecoveryTraffic();
   auto run = [&](const std::function<void()>& meanwhile) {
-    std::vector<Outcome> outcomes(traffic.size());
-    std::vector<std::thread> threads;
-    threads.reserve(traffic.size());
-    for (size_t i = 0; i < traffic.size(); ++i) {
-      threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, traffic[i], seconds(120)); });
-    }
-    meanwhile();
-    for (auto& t : threads) t.join();
-    return outcomes;
+    return RunConcurrently(*stub, traffic, meanwhile);
   };
   const std::vector<Outcome> undisturbed = run([] {});
   for (size_t i = 0; i < traffic.size(); ++i) {
@@ -492,20 +504,9 @@ TEST_P(SurvivorsTakeOver, KilledRankNotReplacedStreamsCompleteUndisturbed) {
                                                      before.workers(1).local_experts_size() +
                                                      before.workers(2).local_experts_size());
   auto stub = ClientStub(router->grpc_address());
-  const std::vector<Prompt> traffic = {{"Hello world", 200},
-                                       {"Mixture of experts", 200},
-                                       {"Once upon a time", 200},
-                                       {"The quick brown fox", 200}};
+  const std::vector<Prompt> traffic = RecoveryTraffic();
   auto run = [&](const std::function<void()>& meanwhile) {
-    std::vector<Outcome> outcomes(traffic.size());
-    std::vector<std::thread> threads;
-    threads.reserve(traffic.size());
-    for (size_t i = 0; i < traffic.size(); ++i) {
-      threads.emplace_back([&, i] { outcomes[i] = Generate(*stub, traffic[i], seconds(120)); });
-    }
-    meanwhile();
-    for (auto& t : threads) t.join();
-    return outcomes;
+    return RunConcurrently(*stub, traffic, meanwhile);
   };
   const std::vector<Outcome> undisturbed = run([] {});
   for (size_t i = 0; i < traffic.size(); ++i) {

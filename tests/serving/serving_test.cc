@@ -698,6 +698,25 @@ TEST(Serving, WorkerLossEndsInFlightRequestsWithUnavailable) {
   EXPECT_THAT(refused.status.error_message(), HasSubstr("not serving"));
 }
 
+// `streams` greedy streams of exactly `tokens` tokens (ignore_eos) over the
+// first prompts, all at once; `meanwhile` runs while they are in flight.
+std::vector<Outcome> RunGreedyStreams(v1::Epserve::Stub& stub, int streams, int tokens,
+                                      const std::function<void()>& meanwhile) {
+  std::vector<Outcome> outcomes(static_cast<size_t>(streams));
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(streams));
+  for (int i = 0; i < streams; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest req = Greedy(Prompts()[static_cast<size_t>(i)], tokens);
+      req.mutable_sampling_params()->set_ignore_eos(true);
+      outcomes[static_cast<size_t>(i)] = Generate(stub, req);
+    });
+  }
+  meanwhile();
+  for (auto& t : threads) t.join();
+  return outcomes;
+}
+
 // The default: a local worker killed mid-stream is started again, and every
 // in-flight request resumes (recomputed on the re-formed group) and ends with
 // exactly the tokens of an undisturbed run of the same traffic.
@@ -709,19 +728,7 @@ TEST(Serving, KilledLocalWorkerIsRestartedAndEveryStreamCompletesUndisturbed) {
   constexpr int kInFlight = 4;
   constexpr int kTokens = 300;
   auto run = [&](const std::function<void()>& meanwhile) {
-    std::vector<Outcome> outcomes(kInFlight);
-    std::vector<std::thread> threads;
-    threads.reserve(kInFlight);
-    for (int i = 0; i < kInFlight; ++i) {
-      threads.emplace_back([&, i] {
-        v1::GenerateRequest req = Greedy(Prompts()[i], kTokens);
-        req.mutable_sampling_params()->set_ignore_eos(true);
-        outcomes[i] = Generate(*stub, req);
-      });
-    }
-    meanwhile();
-    for (auto& t : threads) t.join();
-    return outcomes;
+    return RunGreedyStreams(*stub, kInFlight, kTokens, meanwhile);
   };
   const std::vector<Outcome> undisturbed = run([] {});
   for (int i = 0; i < kInFlight; ++i) {
@@ -772,19 +779,7 @@ TEST(Serving, SurvivorServesAloneUntilTheLostWorkerIsBack) {
   constexpr int kInFlight = 4;
   constexpr int kTokens = 300;
   auto run = [&](const std::function<void()>& meanwhile) {
-    std::vector<Outcome> outcomes(kInFlight);
-    std::vector<std::thread> threads;
-    threads.reserve(kInFlight);
-    for (int i = 0; i < kInFlight; ++i) {
-      threads.emplace_back([&, i] {
-        v1::GenerateRequest req = Greedy(Prompts()[i], kTokens);
-        req.mutable_sampling_params()->set_ignore_eos(true);
-        outcomes[i] = Generate(*stub, req);
-      });
-    }
-    meanwhile();
-    for (auto& t : threads) t.join();
-    return outcomes;
+    return RunGreedyStreams(*stub, kInFlight, kTokens, meanwhile);
   };
   const std::vector<Outcome> undisturbed = run([] {});
   const pid_t victim = static_cast<pid_t>(router->Info().workers(1).pid());
