@@ -323,6 +323,21 @@ bool HasAvx2Fma() {
 }
 #endif
 
+// Calls f(std::integral_constant<int, rows>) for rows in 1..4.
+template <typename F>
+void WithRows(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    default:
+      return f(std::integral_constant<int, 4>{});
+  }
+}
+
 // y[t] (+)= x[t] · w^T for an awq-int4 w and rows <= kQuantizedGemvRows; y
 // already holds the bias or zeros.
 void AwqGemv(const float* x, int64_t rows, const LinearWeight& w, float* y, int64_t ldy,
@@ -346,20 +361,7 @@ void AwqGemv(const float* x, int64_t rows, const LinearWeight& w, float* y, int6
                                                      w.scales.dtype, words, g, xsum.data(), j0, j1,
                                                      y, ldy);
       };
-      switch (rows) {
-        case 1:
-          run(std::integral_constant<int, 1>{});
-          break;
-        case 2:
-          run(std::integral_constant<int, 2>{});
-          break;
-        case 3:
-          run(std::integral_constant<int, 3>{});
-          break;
-        default:
-          run(std::integral_constant<int, 4>{});
-          break;
-      }
+      WithRows(rows, run);
       continue;
     }
     if (HasAvx2Fma()) {
@@ -368,20 +370,7 @@ void AwqGemv(const float* x, int64_t rows, const LinearWeight& w, float* y, int6
                                                    w.scales.dtype, words, g, xsum.data(), j0, j1, y,
                                                    ldy);
       };
-      switch (rows) {
-        case 1:
-          run(std::integral_constant<int, 1>{});
-          break;
-        case 2:
-          run(std::integral_constant<int, 2>{});
-          break;
-        case 3:
-          run(std::integral_constant<int, 3>{});
-          break;
-        default:
-          run(std::integral_constant<int, 4>{});
-          break;
-      }
+      WithRows(rows, run);
       continue;
     }
 #endif
