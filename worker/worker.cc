@@ -201,9 +201,7 @@ absl::Status Worker::EnsureModel() {
     return absl::OkStatus();
   }
   if (executor_ != nullptr) LOG_INFO("the router's plan changed: loading the weights again");
-  ep_dispatcher_ = nullptr;
-  executor_.reset();
-  moe_metrics_.reset();
+  DropExecutor();
   weights_.reset();
   backend_.reset();
   return LoadModel();
@@ -490,6 +488,13 @@ void Worker::JoinGroup(const control::v1::JoinGroup& join) {
   Send(reply);
 }
 
+void Worker::DropExecutor() {
+  ep_dispatcher_ = nullptr;  // owned by the executor's model
+  executor_.reset();
+  moe_metrics_.reset();
+  exec_placement_.clear();
+}
+
 absl::Status Worker::ApplyGroupPlacement(const control::v1::JoinGroup& join,
                                          control::v1::GroupReady* ready) {
   const auto& table = registration_.plan().expert_placement().expert_to_rank();
@@ -522,10 +527,7 @@ absl::Status Worker::ApplyGroupPlacement(const control::v1::JoinGroup& join,
   }
   // The old executor goes first: its KV cache and device weights free the
   // memory the experts to load and the new cache take.
-  ep_dispatcher_ = nullptr;
-  executor_.reset();
-  moe_metrics_.reset();
-  exec_placement_.clear();
+  DropExecutor();
   auto start = std::chrono::steady_clock::now();
   std::vector<int> keep;
   std::set_union(base_experts_.begin(), base_experts_.end(), needed.begin(), needed.end(),
@@ -545,10 +547,7 @@ absl::Status Worker::ApplyGroupPlacement(const control::v1::JoinGroup& join,
     status = CreateExecutor(&rebuilt);
   }
   if (!status.ok()) {
-    ep_dispatcher_ = nullptr;
-    executor_.reset();
-    moe_metrics_.reset();
-    exec_placement_.clear();
+    DropExecutor();  // a half-built one (dispatcher, metrics) included
     no_executor_reason_ =
         absl::StrCat("cannot serve group epoch ", join.epoch(), ": ", status.message());
     return status;

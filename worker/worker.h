@@ -108,6 +108,9 @@ class Worker {
   void ExecuteStep(const control::v1::StepPlan& plan);
   // Builds the step executor and its KV cache over the loaded weights.
   absl::Status CreateExecutor(control::v1::ModelLoaded* loaded);
+  // Releases the executor (KV cache, device weights), its dispatcher and
+  // exchange metrics, and the placement it served; the weights stay.
+  void DropExecutor();
 
   const WorkerOptions options_;
   kernels::DeviceProperties device_;

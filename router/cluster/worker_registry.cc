@@ -326,8 +326,7 @@ void WorkerRegistry::Sweep(Clock::time_point now) {
     if (reform_after_ && now >= *reform_after_) {
       reform_after_.reset();
       MaybeFormGroupLocked(now);
-    } else if (!reform_after_ && !group_pending_ && state_ != v1::CLUSTER_STATE_SERVING &&
-               missing_since_) {
+    } else if (!reform_after_ && !GroupUpLocked() && missing_since_) {
       MaybeFormGroupLocked(now);  // survivors, once the grace has passed
     }
   }
@@ -416,7 +415,7 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason, Cloc
   std::string who = absl::StrCat("worker ", w.id, " (rank ", rank, " on ",
                                  w.registration.hostname(), ")");
   std::string why = w.fatal_error.empty() ? reason : absl::StrCat(w.fatal_error, " (", reason, ")");
-  const bool group_up = state_ == v1::CLUSTER_STATE_SERVING || group_pending_;
+  const bool group_up = GroupUpLocked();
   const bool member = GroupRankLocked(rank) >= 0;
   workers_.erase(it);
   ++workers_lost_total_;
@@ -434,6 +433,10 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason, Cloc
     SetStateLocked(v1::CLUSTER_STATE_DEGRADED,
                    absl::StrCat(who, " lost: ", why, "; waiting for a replacement"));
   }
+}
+
+bool WorkerRegistry::GroupUpLocked() const {
+  return state_ == v1::CLUSTER_STATE_SERVING || group_pending_;
 }
 
 int WorkerRegistry::GroupRankLocked(uint32_t rank) const {
@@ -455,9 +458,9 @@ void WorkerRegistry::MaybeFormGroupLocked(Clock::time_point now) {
         now < *missing_since_ + options_.survivor_grace) {
       return;
     }
-    const bool up = state_ == v1::CLUSTER_STATE_SERVING || group_pending_;
-    if ((up && members == members_) || members == failed_members_) return;
-    if (up && members.size() <= members_.size()) return;  // a smaller group than the one up
+    if (members == failed_members_) return;
+    // Not the group up (serving or forming) again, nor a smaller one.
+    if (GroupUpLocked() && members.size() <= members_.size()) return;
   }
   std::vector<CollectiveCandidate> candidates;
   for (uint32_t rank : members) {

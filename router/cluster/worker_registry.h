@@ -167,6 +167,8 @@ class WorkerRegistry {
   void MaybeFormGroupLocked(Clock::time_point now);
   // Group rank of `rank` in the current (serving or pending) group, or -1.
   int GroupRankLocked(uint32_t rank) const;
+  // A group serves or is forming (members_ is it).
+  bool GroupUpLocked() const;
   void SetStateLocked(v1::ClusterState state, std::string reason);
   // Called without mu_ after a public method changed state: tells the
   // listener when SERVING started or stopped relative to `was_serving`.

@@ -56,6 +56,11 @@ class ChoiceStream final : public router::GenerateStream {
   const int index_;
 };
 
+// The head of a streaming answer (the body ends when the connection closes).
+constexpr char kEventStreamHeaders[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    "Connection: close\r\n\r\n";
+
 bool WriteAll(mg_connection* conn, const std::string& data) {
   return data.empty() || mg_write(conn, data.data(), data.size()) == static_cast<int>(data.size());
 }
@@ -323,9 +328,7 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
       }
       if (req.stream) {
         if (!headers_sent) {
-          data.insert(0,
-                      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: "
-                      "no-cache\r\nConnection: close\r\n\r\n");
+          data.insert(0, kEventStreamHeaders);
           headers_sent = true;
         }
         if (!WriteAll(conn, data)) {
@@ -349,9 +352,7 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
   }
   if (!headers_sent) {
     if (failure) return RespondError(conn, *failure);
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: "
-              "no-cache\r\nConnection: close\r\n\r\n");
+    WriteAll(conn, kEventStreamHeaders);
   }
   if (failure) {
     WriteAll(conn, ErrorEvent(*failure));
