@@ -36,6 +36,9 @@ ABSL_FLAG(std::string, control_tls_client_ca, "",
 ABSL_FLAG(std::string, api_key_file, "",
           "File of API keys, one per line; clients then present one as 'authorization: Bearer "
           "KEY' on every call (health and reflection stay open)");
+ABSL_FLAG(std::string, chat_template, "",
+          "A Jinja chat template file for /v1/chat/completions instead of the model's "
+          "(tokenizer_config.json's chat_template or chat_template.jinja)");
 ABSL_FLAG(std::string, http_listen, "",
           "OpenAI-compatible HTTP API (POST /v1/completions, GET /v1/models, /health, /version) "
           "on HOST:PORT (port 0: a free one, recorded under \"http\" in --ports-file); empty: off. "
@@ -153,6 +156,10 @@ int main(int argc, char** argv) {
   options.metrics_listen =
       ParseAddressFlag("metrics-listen", absl::GetFlag(FLAGS_metrics_listen), true);
   options.http_listen = ParseAddressFlag("http-listen", absl::GetFlag(FLAGS_http_listen), true);
+  options.chat_template = absl::GetFlag(FLAGS_chat_template);
+  if (!options.chat_template.empty() && !options.http_listen) {
+    epserve::Die("--chat-template needs --http-listen (chat completions are served over HTTP)", 2);
+  }
   int local = absl::GetFlag(FLAGS_local_workers);
   int remote = absl::GetFlag(FLAGS_workers);
   if ((local > 0) == (remote > 0) || local < 0 || remote < 0) {
@@ -310,7 +317,8 @@ int main(int argc, char** argv) {
         "--api-key-file to require one)",
         options.listen.ToString());
   }
-  server->Wait();
+  const absl::Status stopped = server->Wait();
+  if (!stopped.ok()) epserve::Die(stopped.message());
   LOG_INFO("router stopped");
   return 0;
 }

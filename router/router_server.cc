@@ -5,6 +5,9 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -15,6 +18,7 @@
 #include "common/checkpoint/load_format.h"
 #include "common/checkpoint/quantization.h"
 #include "common/dtype_convert.h"
+#include "common/flags/flags_util.h"
 #include "common/logging.h"
 #include "common/model_config/model_config.h"
 #include "common/rpc/auth.h"
@@ -300,6 +304,20 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     absl::StatusOr<http::SamplingDefaults> defaults = http::ReadSamplingDefaults(options.model_dir);
     if (!defaults.ok()) return Annotate(defaults.status(), "--model");
     http_options.sampling_defaults = *defaults;
+    absl::StatusOr<std::optional<http::ChatTemplate>> chat =
+        http::ChatTemplate::Load(options.model_dir, options.chat_template);
+    if (!chat.ok()) {
+      return Annotate(chat.status(), options.chat_template.empty() ? "--model" : "--chat-template");
+    }
+    if (*chat) {
+      LOG_INFO("chat template: {}", (*chat)->origin());
+      http_options.chat_template = std::make_shared<const http::ChatTemplate>(std::move(**chat));
+    } else {
+      LOG_INFO(
+          "{} has no chat template: /v1/chat/completions answers 400 (--chat-template FILE "
+          "gives one)",
+          options.model_dir);
+    }
     // The HTTP API speaks plain HTTP: TLS belongs to a proxy or ingress in
     // front of it (docs/api.md).
     const bool loopback = options.http_listen->host == "127.0.0.1" ||
@@ -348,6 +366,11 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
 RouterServer::~RouterServer() {
   Shutdown("router destroyed");
   if (sweeper_.joinable()) sweeper_.join();
+  if (startup_failure_thread_.joinable()) startup_failure_thread_.join();
+  if (!local_worker_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(local_worker_dir_, ec);
+  }
 }
 
 absl::Status RouterServer::WritePortsFile() const {
@@ -377,6 +400,13 @@ absl::Status RouterServer::SpawnLocalWorkers() {
         absl::StrCat("--local-workers: worker binary not found at ", worker_bin));
   }
   std::string router = absl::StrCat("127.0.0.1:", control_address_.port);
+  std::string dir_template =
+      (std::filesystem::temp_directory_path() / "epserve-router.XXXXXX").string();
+  if (mkdtemp(dir_template.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("--local-workers: cannot create a directory like ",
+                                            dir_template, ": ", std::strerror(errno)));
+  }
+  local_worker_dir_ = dir_template;
   // CPU workers on one host share its cores instead of each taking all.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned cpu_threads = options_.worker_cpu_threads > 0
@@ -404,8 +434,12 @@ absl::Status RouterServer::SpawnLocalWorkers() {
                                   per_gpu > 1 ? 0.0 : options_.gpu_memory_utilization));
       if (options_.enforce_eager) argv.push_back("--enforce-eager");
     }
-    LocalWorker worker{Subprocess(), std::move(argv), 0, std::chrono::steady_clock::now(),
-                       std::nullopt};
+    LocalWorker worker;
+    worker.argv = std::move(argv);
+    worker.rank = rank;
+    worker.device = device;
+    worker.started = std::chrono::steady_clock::now();
+    worker.error_file = absl::StrCat(local_worker_dir_, "/rank-", rank, ".error");
     ASSIGN_OR_RETURN(worker.process, SpawnLocalWorker(worker));
     LOG_INFO("spawned local worker {} (pid {}) on {}", rank, worker.process.pid(), device);
     local_workers_.push_back(std::move(worker));
@@ -415,7 +449,9 @@ absl::Status RouterServer::SpawnLocalWorkers() {
 
 absl::StatusOr<Subprocess> RouterServer::SpawnLocalWorker(const LocalWorker& worker) const {
   SubprocessOptions spawn;
-  spawn.env = {{rpc::kClusterSecretEnv, cluster_secret_}};
+  spawn.env = {{rpc::kClusterSecretEnv, cluster_secret_}, {kErrorFileEnv, worker.error_file}};
+  std::error_code ec;
+  std::filesystem::remove(worker.error_file, ec);  // the error of an earlier run
   return Subprocess::Spawn(worker.argv, spawn);
 }
 
@@ -431,6 +467,20 @@ void RouterServer::RestartExitedLocalWorkers() {
                 ? std::chrono::milliseconds(0)
                 : std::min(kLocalWorkerFirstBackoff * (1 << std::min(w.restarts - 1, 6)),
                            kLocalWorkerMaxBackoff);
+        std::string error;
+        if (std::ifstream in(w.error_file); in) std::getline(in, error);
+        const std::string exit = absl::StrCat("local worker ", w.rank, " (", w.device, ", pid ",
+                                              w.process.pid(), ") exited ",
+                                              *code > 128 ? absl::StrCat("on signal ", *code - 128)
+                                                          : absl::StrCat("with code ", *code));
+        if (registry_->groups_formed_total() == 0) {
+          FailStartup(
+              absl::StrCat(exit, " before the cluster served: ",
+                           error.empty() ? "it left no error message (see its log above)" : error));
+          return;
+        }
+        registry_->NoteRankMissing(w.rank, error.empty() ? exit : absl::StrCat(exit, ": ", error),
+                                   now);
         LOG_WARN("local worker {} (pid {}) exited with code {}; starting it again in {} ms", i,
                  w.process.pid(), *code, backoff.count());
         w.restart_at = now + backoff;
@@ -450,6 +500,16 @@ void RouterServer::RestartExitedLocalWorkers() {
     w.restart_at.reset();
     LOG_INFO("local worker {} started again (pid {}, restart {})", i, w.process.pid(), w.restarts);
   }
+}
+
+void RouterServer::FailStartup(const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_started_ || !exit_status_.ok()) return;
+    exit_status_ = absl::FailedPreconditionError(error);
+  }
+  LOG_ERROR("{}", error);
+  startup_failure_thread_ = std::thread([this, error] { Shutdown(error); });
 }
 
 void RouterServer::ReloadApiKeysIfChanged() {
@@ -548,9 +608,10 @@ void RouterServer::Shutdown(const std::string& reason) {
   cv_.notify_all();
 }
 
-void RouterServer::Wait() {
+absl::Status RouterServer::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return shutdown_done_; });
+  return exit_status_;
 }
 
 }  // namespace epserve::router

@@ -60,6 +60,9 @@ struct RouterOptions {
   std::optional<HostPort> metrics_listen;  // nullopt: no metrics endpoint
   // The OpenAI-compatible HTTP API (router/http); nullopt: off.
   std::optional<HostPort> http_listen;
+  // --chat-template: a file with the chat template for /v1/chat/completions
+  // instead of the model's (empty: the model's, if any).
+  std::string chat_template;
   uint32_t world_size = 1;
   // Spawn `world_size` workers on this host instead of waiting for them.
   bool local_workers = false;
@@ -114,8 +117,9 @@ class RouterServer {
   static absl::StatusOr<std::unique_ptr<RouterServer>> Start(const RouterOptions& options);
   ~RouterServer();
 
-  // Blocks until Shutdown() has completed.
-  void Wait();
+  // Blocks until Shutdown() has completed. Returns why the router stopped
+  // on its own (e.g. a local worker failed during start-up), else OK.
+  absl::Status Wait();
   // Drains: health NOT_SERVING, Shutdown to every worker, waits for local
   // workers (up to drain_timeout), stops the server. Idempotent; any thread.
   void Shutdown(const std::string& reason);
@@ -151,6 +155,10 @@ class RouterServer {
   struct LocalWorker {
     Subprocess process;
     std::vector<std::string> argv;
+    uint32_t rank = 0;
+    std::string device;
+    // Where the worker writes its fatal error (EPSERVE_ERROR_FILE).
+    std::string error_file;
     int restarts = 0;  // in a row: reset once a start lives kLocalWorkerStableRun
     std::chrono::steady_clock::time_point started;
     std::optional<std::chrono::steady_clock::time_point> restart_at;
@@ -165,7 +173,14 @@ class RouterServer {
   static constexpr std::chrono::milliseconds kLocalWorkerFirstBackoff{500};
   static constexpr std::chrono::milliseconds kLocalWorkerMaxBackoff{30000};
   void RestartExitedLocalWorkers();
+  // A local worker that exits before the cluster first served stops the
+  // router (from a thread of its own: Shutdown joins the sweeper) with the
+  // worker's error, instead of restarting it forever.
+  void FailStartup(const std::string& error);
   std::vector<LocalWorker> local_workers_;
+  std::string local_worker_dir_;  // error files of the local workers
+  std::thread startup_failure_thread_;
+  absl::Status exit_status_;  // under mu_
 
   std::thread sweeper_;
   // --api-key-file, re-read when it changes (key rotation without a

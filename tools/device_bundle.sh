@@ -19,7 +19,11 @@ if ! grep -q "EPSERVE_WITH_CUDA=1" "$build/build.ninja" 2>/dev/null; then
   echo "device_bundle: $build is not a CUDA build (nvcc not found at configure time?)" >&2
   exit 1
 fi
-ninja -C "$build"
+# Builds what is bundled (everything when no binary is named) unless
+# EPSERVE_BUNDLE_NO_BUILD=1 (another build of the same directory is running).
+if [ "${EPSERVE_BUNDLE_NO_BUILD:-0}" != 1 ]; then
+  ninja -C "$build" "$@"
+fi
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
 if [ $# -gt 0 ]; then

@@ -21,6 +21,7 @@ PACKAGES=(
   iproute2
   # the Python client example (tools/examples) and its test
   python3-grpcio python3-grpc-tools
+  python3-jsonschema  # tests/deploy: the manifests against the Kubernetes schemas
   # tokenizer vocabularies for the reference tests come from the npm registry
   npm
 )

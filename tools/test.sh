@@ -10,6 +10,7 @@ if [ -f "$root/tools/fetch_tokenizers.sh" ]; then
 fi
 # The official OpenAI Node client for the HTTP API's test (npm registry).
 bash "$root/tools/fetch_node_clients.sh"
+bash "$root/tools/fetch_k8s_schemas.sh"  # Kubernetes schemas for tests/deploy (npm registry)
 # The parsers of untrusted input (safetensors headers and checkpoints, weight
 # binding, tokenizer.json and text) run once more under AddressSanitizer and
 # UndefinedBehaviorSanitizer, including the malformed-file corpus and the

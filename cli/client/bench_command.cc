@@ -7,6 +7,7 @@
 // router's HTTP API (a thread and connection per request); each is timed from
 // send to its first token (TTFT), between tokens (ITL), and to its end (E2E).
 #include <civetweb.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -128,6 +129,7 @@ BenchConfig ConfigFromFlags(const ServerOptions& server) {
   c.range_ratio = absl::GetFlag(FLAGS_range_ratio);
   c.seed = absl::GetFlag(FLAGS_seed).value_or(0);
   c.warmup = absl::GetFlag(FLAGS_warmup);
+  c.backend = absl::GetFlag(FLAGS_backend);
   if (c.num_prompts <= 0)
     Die(absl::StrCat("--num-prompts: expected > 0, found ", c.num_prompts), 2);
   if (!(c.request_rate > 0)) {
@@ -343,6 +345,22 @@ int RunBench(const ServerOptions& server) {
                ArrivalName(config.arrival), cap.c_str(), static_cast<long long>(in.min),
                static_cast<long long>(in.max), static_cast<long long>(out.min),
                static_cast<long long>(out.max));
+  // Progress on stderr: a line rewritten in place on a terminal, else a line
+  // every 10 s.
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const double progress_every = tty ? 0.2 : 10.0;
+  const double started = clock.Now();
+  double last_progress = started;
+  load.on_progress = [&](size_t finished, size_t failed) {
+    const double now = clock.Now();
+    const bool last = finished == specs.size();
+    if (!last && now - last_progress < progress_every) return;
+    last_progress = now;
+    std::fprintf(stderr, "%sepserve bench: %zu of %zu requests done (%zu failed), %.1f s%s",
+                 tty ? "\r" : "", finished, specs.size(), failed, now - started,
+                 tty && !last ? "" : "\n");
+    std::fflush(stderr);
+  };
   const LoadRun run = RunLoad(specs, load, send, clock);
   const BenchSummary summary = Summarize(run.results, run.duration_s);
   std::fputs(FormatTable(config, summary).c_str(), stdout);

@@ -75,6 +75,7 @@ nlohmann::json ReportJson(const BenchConfig& config, const BenchSummary& summary
                           const std::vector<RequestResult>& results) {
   nlohmann::json j;
   j["server"] = config.server;
+  j["backend"] = config.backend;
   j["num_prompts"] = config.num_prompts;
   // JSON has no infinity; "inf" as on the command line.
   if (std::isinf(config.request_rate)) {

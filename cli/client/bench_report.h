@@ -15,6 +15,7 @@ namespace epserve::client {
 // The workload a run was asked for, echoed in the report.
 struct BenchConfig {
   std::string server;
+  std::string backend = "grpc";  // grpc or openai
   int num_prompts = 0;
   double request_rate = 0;  // requests/s; infinity: all at t = 0
   Arrival arrival = Arrival::kPoisson;

@@ -28,6 +28,7 @@ struct LoadState {
   int in_flight = 0;
   int max_in_flight = 0;
   size_t finished = 0;
+  size_t failed = 0;
   std::vector<RequestResult> results;
 };
 
@@ -48,11 +49,13 @@ LoadRun RunLoad(const std::vector<RequestSpec>& specs, const LoadOptions& option
       ++state->in_flight;
       state->max_in_flight = std::max(state->max_in_flight, state->in_flight);
     }
-    send(specs[i], [state, i](RequestResult result) {
+    send(specs[i], [state, i, progress = options.on_progress](RequestResult result) {
       std::lock_guard<std::mutex> lock(state->mu);
+      if (!result.ok) ++state->failed;
       state->results[i] = std::move(result);
       --state->in_flight;
       ++state->finished;
+      if (progress) progress(state->finished, state->failed);
       state->cv.notify_all();
     });
   }

@@ -55,6 +55,9 @@ struct LoadOptions {
   std::vector<double> offsets_s;
   // Most requests in flight at once; 0 = no cap.
   int max_concurrency = 0;
+  // Called after each completion (on the completing thread, one call at a
+  // time) with the requests finished and failed so far.
+  std::function<void(size_t finished, size_t failed)> on_progress;
 };
 
 struct LoadRun {

@@ -12,6 +12,8 @@
 
 #include "common/rpc/tls.h"
 
+#include "epserve/v1/epserve.pb.h"
+
 namespace epserve::client {
 
 // The router to talk to, from --server (or --router) and --timeout-s.
@@ -37,6 +39,10 @@ std::chrono::system_clock::time_point DeadlineIn(int timeout_s);
 
 int RunInfo(const ServerOptions& server);
 int RunHealth(const ServerOptions& server);
+// What `epserve health` prints on stderr when the cluster is not serving: the
+// cluster state and reason, then one line per rank (ready, loading, waiting
+// for the group, or missing and why).
+std::string ExplainNotServing(const v1::GetServerInfoResponse& info);
 // `stop_occurrences`: the value of each --stop (a repeatable flag, taken out
 // of argv before Abseil parses it).
 int RunGenerate(const ServerOptions& server, const std::vector<std::string>& stop_occurrences);

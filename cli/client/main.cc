@@ -48,6 +48,18 @@ int main(int argc, char** argv) {
   if (command != "generate" && !stops->empty()) {
     epserve::Die(absl::StrCat("--stop applies to generate, not ", command), 2);
   }
+  // Every command takes the server flags and its own (one source file each).
+  std::vector<absl::string_view> sources = {"cli/client/server_flags.cc"};
+  if (command == "health") sources.push_back("cli/client/health_command.cc");
+  if (command == "generate") sources.push_back("cli/client/generate_command.cc");
+  if (command == "bench") sources.push_back("cli/client/bench_command.cc");
+  // bench takes generate's --seed (one flag, two commands).
+  const std::vector<absl::string_view> shared = command == "bench"
+                                                    ? std::vector<absl::string_view>{"seed"}
+                                                    : std::vector<absl::string_view>{};
+  if (absl::Status own = epserve::CheckFlagsOf(raw, command, sources, shared); !own.ok()) {
+    epserve::Die(own.message(), 2);
+  }
   const epserve::client::ServerOptions server = epserve::client::ServerFlags();
   if (command == "info") return epserve::client::RunInfo(server);
   if (command == "health") return epserve::client::RunHealth(server);

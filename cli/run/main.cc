@@ -7,6 +7,7 @@
 
 #include "cli/run/commands.h"
 #include "common/logging.h"
+#include "common/version.h"
 
 namespace {
 
@@ -27,6 +28,10 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::printf("%s\n", epserve::VersionLine("epserve-run").c_str());
+    return 0;
   }
   // Log lines go to stderr: stdout carries only the command's JSON.
   epserve::InitLogging("run", "info");

@@ -135,6 +135,7 @@ absl::StatusOr<RegisterResponse> WorkerRegistry::Register(const RegisterRequest&
           "all ", options_.world_size, " ranks are held by live workers; this worker is not needed"));
     }
   }
+  lost_.erase(rank);
   Worker& w = workers_[rank];
   w.id = absl::StrCat("w", ++next_worker_serial_, "-r", rank);
   w.rank = rank;
@@ -363,11 +364,27 @@ uint64_t WorkerRegistry::groups_formed_total() const {
   return groups_formed_total_;
 }
 
+void WorkerRegistry::NoteRankMissing(uint32_t rank, const std::string& reason,
+                                     Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (workers_.count(rank) == 0) lost_[rank] = Lost{reason, now};
+}
+
 void WorkerRegistry::FillServerInfo(v1::GetServerInfoResponse* info, Clock::time_point now) const {
   std::lock_guard<std::mutex> lock(mu_);
   info->set_state(state_);
   info->set_state_reason(state_reason_);
   info->set_world_size(options_.world_size);
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    if (workers_.count(rank) > 0) continue;
+    v1::MissingRank* missing = info->add_missing_ranks();
+    missing->set_rank(rank);
+    if (auto it = lost_.find(rank); it != lost_.end()) {
+      missing->set_reason(it->second.reason);
+      missing->set_lost_ms_ago(
+          static_cast<uint64_t>(std::max<int64_t>(0, MillisSince(it->second.at, now))));
+    }
+  }
   info->set_group_epoch(epoch_);
   for (const auto& [rank, w] : workers_) {
     v1::WorkerInfo* wi = info->add_workers();
@@ -418,6 +435,7 @@ void WorkerRegistry::RemoveLocked(uint32_t rank, const std::string& reason, Cloc
   const bool group_up = GroupUpLocked();
   const bool member = GroupRankLocked(rank) >= 0;
   workers_.erase(it);
+  lost_[rank] = Lost{absl::StrCat(who, " lost: ", why), now};
   ++workers_lost_total_;
   if (!missing_since_) missing_since_ = now;
   if (group_up && !member) return;  // not in the group (a replacement still loading)

@@ -133,6 +133,12 @@ class WorkerRegistry {
   // Sends Shutdown to every attached worker.
   void ShutdownAll(const std::string& reason);
 
+  // Records why `rank` has no worker, when the router knows more than the
+  // loss of its stream (a local worker's exit code and error). Shown in
+  // GetServerInfo's missing_ranks until a worker registers for the rank.
+  void NoteRankMissing(uint32_t rank, const std::string& reason,
+                       Clock::time_point now = Clock::now());
+
   bool serving() const;
   uint64_t epoch() const;
   // Monotonic counts for metrics.
@@ -194,6 +200,12 @@ class WorkerRegistry {
   // forms), and the members of the last group of survivors that failed.
   std::optional<Clock::time_point> missing_since_;
   std::vector<uint32_t> failed_members_;
+  // Ranks whose worker was lost: why and when (until one registers again).
+  struct Lost {
+    std::string reason;
+    Clock::time_point at;
+  };
+  std::map<uint32_t, Lost> lost_;
   std::optional<Clock::time_point> reform_after_;
   // The backend of the newest group formed or being formed; empty before.
   std::string group_backend_;

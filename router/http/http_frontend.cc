@@ -182,23 +182,17 @@ int HttpFrontend::Serve(mg_connection* conn) {
       return RespondError(conn, HttpError{405, "invalid_request_error", "", "use GET", ""});
     return Respond(conn, 200, ModelsBody(options_.model_name, created_, options_.max_model_len));
   }
-  if (path == "/v1/completions") {
+  if (path == "/v1/completions" || path == "/v1/chat/completions") {
     if (method != "POST") {
       return RespondError(conn, HttpError{405, "invalid_request_error", "", "use POST", ""});
     }
-    return Completions(conn, owner);
-  }
-  if (path == "/v1/chat/completions") {
-    return RespondError(conn, HttpError{501, "invalid_request_error", "",
-                                        "chat completions are not served yet "
-                                        "(no chat template engine); use /v1/completions",
-                                        ""});
+    return Completions(conn, owner, /*chat=*/path == "/v1/chat/completions");
   }
   return RespondError(conn, HttpError{404, "not_found_error", "",
                                       absl::StrCat("no route ", method, " ", path), ""});
 }
 
-int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
+int HttpFrontend::Completions(mg_connection* conn, const std::string& owner, bool chat) {
   const mg_request_info* info = mg_get_request_info(conn);
   auto reject = [&](const char* reason, const HttpError& e) {
     if (metrics_ != nullptr) metrics_->RequestRejected(reason);
@@ -222,9 +216,42 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
     got += static_cast<size_t>(r);
   }
   CompletionRequest req;
-  if (std::optional<HttpError> e =
-          ParseCompletionRequest(body, options_.model_name, &req, options_.sampling_defaults)) {
-    return reject(e->status == 404 ? "unknown_model" : "invalid", *e);
+  if (!chat) {
+    if (std::optional<HttpError> e =
+            ParseCompletionRequest(body, options_.model_name, &req, options_.sampling_defaults)) {
+      return reject(e->status == 404 ? "unknown_model" : "invalid", *e);
+    }
+  } else {
+    ChatRequest chat_req;
+    if (std::optional<HttpError> e =
+            ParseChatRequest(body, options_.model_name, &chat_req, options_.sampling_defaults)) {
+      return reject(e->status == 404 ? "unknown_model" : "invalid", *e);
+    }
+    if (options_.chat_template == nullptr) {
+      return reject("invalid",
+                    HttpError{400, "invalid_request_error", "messages",
+                              absl::StrCat("the model '", options_.model_name,
+                                           "' has no chat template (tokenizer_config.json); start "
+                                           "the router with --chat-template FILE, or use "
+                                           "/v1/completions"),
+                              ""});
+    }
+    absl::StatusOr<std::string> prompt = options_.chat_template->Render(chat_req);
+    if (!prompt.ok()) {
+      // The template's own raise_exception() text, or what failed and where.
+      HttpError e = FromStatus(absl::InvalidArgumentError(prompt.status().message()), "messages");
+      return reject("invalid", e);
+    }
+    v1::GenerateRequest one;
+    one.set_text(std::move(*prompt));
+    one.set_add_special_tokens(false);  // the template wrote them
+    *one.mutable_sampling_params() = std::move(chat_req.sampling);
+    req.model = std::move(chat_req.model);
+    req.prompts.push_back(std::move(one));
+    req.n = chat_req.n;
+    req.stream = chat_req.stream;
+    req.include_usage = chat_req.include_usage;
+    req.logprobs = chat_req.top_logprobs;
   }
   if (engine_->draining()) {
     return reject("draining", FromStatus(absl::UnavailableError(
@@ -275,7 +302,11 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
   };
 
   CompletionFormat format;
-  format.id = absl::StrCat("cmpl-", ids.front());
+  if (chat) {
+    format.object = "chat.completion";
+    format.chunk_object = "chat.completion.chunk";
+  }
+  format.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", ids.front());
   format.created = UnixSeconds();
   format.model = options_.model_name;
   format.system_fingerprint = absl::StrCat("epserve-", kVersion);
@@ -286,6 +317,7 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
   }
   PrepareChunkPrefix(&format);
   std::vector<ChoiceResult> results(static_cast<size_t>(choices));
+  std::vector<bool> started(static_cast<size_t>(choices), false);  // chat: role sent
   bool headers_sent = false;
   std::optional<HttpError> failure;
   while (true) {
@@ -321,9 +353,21 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
         if (response.has_chunk()) {
           const v1::GenerateChunk& c = response.chunk();
           std::vector<v1::TokenLogprob> lps(c.logprobs().begin(), c.logprobs().end());
-          data += CompletionChunkEvent(format, index, c.text(), lps, "");
+          if (chat) {
+            data += ChatChunkEvent(format, index, !started[static_cast<size_t>(index)], c.text(),
+                                   lps, "");
+            started[static_cast<size_t>(index)] = true;
+          } else {
+            data += CompletionChunkEvent(format, index, c.text(), lps, "");
+          }
         } else if (response.has_complete()) {
-          data += CompletionChunkEvent(format, index, "", {}, r.finish_reason);
+          if (chat) {
+            data += ChatChunkEvent(format, index, !started[static_cast<size_t>(index)], "", {},
+                                   r.finish_reason);
+            started[static_cast<size_t>(index)] = true;
+          } else {
+            data += CompletionChunkEvent(format, index, "", {}, r.finish_reason);
+          }
         }
       }
       if (req.stream) {
@@ -348,7 +392,9 @@ int HttpFrontend::Completions(mg_connection* conn, const std::string& owner) {
   }
   if (!req.stream) {
     if (failure) return RespondError(conn, *failure);
-    return Respond(conn, 200, CompletionBody(format, results, req.n));
+    return Respond(
+        conn, 200,
+        chat ? ChatCompletionBody(format, results, req.n) : CompletionBody(format, results, req.n));
   }
   if (!headers_sent) {
     if (failure) return RespondError(conn, *failure);

@@ -18,6 +18,7 @@
 #include "common/net.h"
 #include "common/rpc/auth.h"
 #include "common/tokenizer/tokenizer.h"
+#include "router/http/chat_template.h"
 #include "router/http/openai_protocol.h"
 #include "router/validation/generate_validation.h"
 
@@ -41,6 +42,8 @@ struct HttpFrontendOptions {
   rpc::TokenSet api_keys;                                 // empty: no key needed
   // generation_config.json's sampling defaults (ReadSamplingDefaults).
   SamplingDefaults sampling_defaults;
+  // The chat template (ChatTemplate::Load); null: chat completions refused.
+  std::shared_ptr<const ChatTemplate> chat_template;
   int num_threads = 128;  // concurrent HTTP requests (streams hold one each)
   uint64_t max_body_bytes = 8u << 20;
 };
@@ -61,7 +64,8 @@ class HttpFrontend {
   HttpFrontend() = default;
   static int Handle(mg_connection* conn, void* self);
   int Serve(mg_connection* conn);
-  int Completions(mg_connection* conn, const std::string& owner);
+  // POST /v1/completions, or /v1/chat/completions when `chat`.
+  int Completions(mg_connection* conn, const std::string& owner, bool chat);
 
   HttpFrontendOptions options_;
   router::WorkerRegistry* registry_ = nullptr;

@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
 
 #include "epserve/v1/epserve.pb.h"
 
@@ -75,6 +76,37 @@ std::optional<HttpError> ParseCompletionRequest(absl::string_view body,
                                                 CompletionRequest* out,
                                                 const SamplingDefaults& defaults = {});
 
+// POST /v1/chat/completions. The conversation and tools keep the request's
+// key order (the template's tojson prints them in that order, as Python's
+// dicts do). Messages as the chat template sees them: content as a string
+// (a list of text parts joined with "\n"), tool_calls' JSON-string arguments
+// parsed into objects (as vLLM does; left a string when not JSON), every
+// other field (name, tool_call_id, reasoning_content, ...) as sent.
+struct ChatRequest {
+  std::string model;
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  nlohmann::ordered_json tools;  // null: none (or tool_choice "none")
+  bool add_generation_prompt = true;
+  bool continue_final_message = false;
+  // chat_template_kwargs (e.g. enable_thinking), added to the template's
+  // variables.
+  nlohmann::ordered_json template_kwargs = nlohmann::ordered_json::object();
+  v1::SamplingParams sampling;  // the seed included
+  int n = 1;
+  bool stream = false;
+  bool include_usage = false;
+  int top_logprobs = -1;  // -1: logprobs off; else the alternatives per token
+};
+
+// Parses a /v1/chat/completions body: messages (roles system, developer,
+// user, assistant, tool; text content only), tools (type function) with
+// tool_choice auto or none, add_generation_prompt, continue_final_message,
+// chat_template_kwargs, max_tokens or max_completion_tokens (default: up to
+// the context), logprobs + top_logprobs, and the parameters completions
+// take. Errors name the field ("messages[2].role").
+std::optional<HttpError> ParseChatRequest(absl::string_view body, const std::string& served_model,
+                                          ChatRequest* out, const SamplingDefaults& defaults = {});
+
 // One choice's result, accumulated from its GenerateResponses.
 struct ChoiceResult {
   std::string text;
@@ -97,7 +129,11 @@ std::string FinishReasonName(v1::FinishReason reason);
 using TokenText = std::string (*)(const void* ctx, uint32_t id);
 
 struct CompletionFormat {
-  std::string id;  // "cmpl-..."
+  // "text_completion" for both (completions), or "chat.completion" and
+  // "chat.completion.chunk" (chat): the answer's and the stream events'.
+  std::string object = "text_completion";
+  std::string chunk_object = "text_completion";
+  std::string id;  // "cmpl-..." / "chatcmpl-..."
   int64_t created = 0;
   std::string model;
   std::string system_fingerprint;
@@ -123,6 +159,16 @@ std::string CompletionBody(const CompletionFormat& format, const std::vector<Cho
 std::string CompletionChunkEvent(const CompletionFormat& format, int index, const std::string& text,
                                  const std::vector<v1::TokenLogprob>& logprobs,
                                  const std::string& finish_reason);
+// Chat: the non-streaming body (message role assistant, logprobs as
+// {"content": [{token, logprob, bytes, top_logprobs}]}), and a stream event
+// of choice `index`: the first carries the role, the last (finish_reason
+// set) an empty delta.
+std::string ChatCompletionBody(const CompletionFormat& format,
+                               const std::vector<ChoiceResult>& choices, int n);
+std::string ChatChunkEvent(const CompletionFormat& format, int index, bool first,
+                           const std::string& text, const std::vector<v1::TokenLogprob>& logprobs,
+                           const std::string& finish_reason);
+
 // The usage event (choices empty) of stream_options.include_usage.
 std::string UsageEvent(const CompletionFormat& format, uint32_t prompt_tokens,
                        uint32_t completion_tokens);

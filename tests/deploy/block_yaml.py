@@ -79,6 +79,9 @@ def _scalar(text, where):
         return True
     if t in ("false", "False"):
         return False
+    if re.fullmatch(r"0[0-7]+", t):
+        # YAML 1.1, as kubectl reads it (sigs.k8s.io/yaml): 0440 is octal.
+        return int(t, 8)
     if re.fullmatch(r"[-+]?[0-9]+", t):
         return int(t)
     if re.fullmatch(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", t):

@@ -128,9 +128,88 @@ const tests = {
         return true;
       });
     }
-    await assert.rejects(
-      client.chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }] }),
-      (e) => e.status === 501);
+    const chatCases = [
+      [{ model, messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role', 'unknown role'],
+      [{ model, messages: [] }, 'messages', 'non-empty'],
+      [{ model, messages: [{ role: 'user', content: 'x' }], top_logprobs: 2 }, 'top_logprobs',
+       'needs logprobs'],
+    ];
+    for (const [body, param, text] of chatCases) {
+      await assert.rejects(client.chat.completions.create(body), (e) => {
+        assert.equal(e.status, 400, JSON.stringify(body));
+        assert.equal(e.error.param, param);
+        assert.ok(e.error.message.includes(text), e.error.message);
+        return true;
+      });
+    }
+  },
+
+  // The tiny model's chat_template.jinja is Qwen3's: the chat answer equals a
+  // completion of the prompt the template renders (ChatML).
+  async chatEqualsTheCompletionOfItsRenderedPrompt() {
+    const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello' }];
+    const rendered = '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello' +
+                     '<|im_end|>\n<|im_start|>assistant\n';
+    const args = { model, max_tokens: 6, temperature: 0, ignore_eos: true };
+    const chat = await client.chat.completions.create({ ...args, messages, logprobs: true,
+                                                        top_logprobs: 2 });
+    assert.equal(chat.object, 'chat.completion');
+    assert.match(chat.id, /^chatcmpl-/);
+    const c = chat.choices[0];
+    assert.equal(c.message.role, 'assistant');
+    assert.equal(c.finish_reason, 'length');
+    const same = await client.completions.create({ ...args, prompt: rendered });
+    assert.equal(c.message.content, same.choices[0].text);
+    assert.equal(chat.usage.prompt_tokens, same.usage.prompt_tokens);
+    assert.equal(chat.usage.completion_tokens, 6);
+    assert.equal(c.logprobs.content.length, 6);
+    for (const t of c.logprobs.content) {
+      assert.equal(typeof t.token, 'string');
+      assert.ok(t.logprob <= 0);
+      assert.deepEqual(t.bytes, [...Buffer.from(t.token, 'utf8')]);
+      assert.ok(t.top_logprobs.length <= 2);
+    }
+    // Thinking off (Qwen3's enable_thinking): the template adds an empty think block.
+    const quiet = await client.chat.completions.create({
+      ...args, messages, chat_template_kwargs: { enable_thinking: false } });
+    const thinkOff = await client.completions.create({
+      ...args, prompt: rendered + '<think>\n\n</think>\n\n' });
+    assert.equal(quiet.choices[0].message.content, thinkOff.choices[0].text);
+    assert.equal(quiet.usage.prompt_tokens, thinkOff.usage.prompt_tokens);
+  },
+
+  async chatStreamingNAndStop() {
+    const messages = [{ role: 'user', content: 'Tell me a story' }];
+    const args = { model, messages, max_tokens: 8, temperature: 0, ignore_eos: true };
+    const whole = (await client.chat.completions.create(args)).choices[0].message.content;
+    const stream = await client.chat.completions.create({
+      ...args, stream: true, stream_options: { include_usage: true } });
+    let text = '', role = null, finish = null, usage = null, first = true;
+    for await (const chunk of stream) {
+      assert.equal(chunk.object, 'chat.completion.chunk');
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        if (first) { role = c.delta.role; first = false; }
+        text += c.delta.content || '';
+        if (c.finish_reason) finish = c.finish_reason;
+      }
+    }
+    assert.equal(role, 'assistant', 'the first delta carries the role');
+    assert.equal(text, whole);
+    assert.equal(finish, 'length');
+    assert.equal(usage.completion_tokens, 8);
+    const two = await client.chat.completions.create({ ...args, n: 2, temperature: 1, seed: 5 });
+    assert.equal(two.choices.length, 2);
+    assert.deepEqual(two.choices.map((c) => c.index), [0, 1]);
+    const again = await client.chat.completions.create({ ...args, n: 2, temperature: 1, seed: 5 });
+    assert.deepEqual(again.choices.map((c) => c.message.content),
+                     two.choices.map((c) => c.message.content), 'seeded: reproducible');
+    const stop = whole.slice(3, 5);
+    if (stop.length === 2 && !whole.slice(0, 3).includes(stop)) {
+      const s = await client.chat.completions.create({ ...args, stop });
+      assert.equal(s.choices[0].finish_reason, 'stop');
+      assert.equal(s.choices[0].message.content, whole.slice(0, whole.indexOf(stop)));
+    }
   },
 
   async abortedStreamIsCancelledAndItsCacheFreed() {

@@ -1,7 +1,10 @@
 #include "worker/models/model_tensors.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "common/model_config/tensor_spec.h"
+#include "common/progress.h"
 #include "common/status.h"
 
 namespace epserve::models {
@@ -88,7 +91,13 @@ absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
       m.layers[i].moe.expert_down.resize(e);
     }
   }
-  for (const TensorSpec& spec : ExpectedTensors(desc)) {
+  const std::vector<TensorSpec> specs = ExpectedTensors(desc);
+  // Device copies read the mapped checkpoint: for a large model the time of
+  // the load is here.
+  ProgressLog progress(absl::StrCat("copying weights to ", backend.device().ToString()), "tensors",
+                       weights.report().bytes_held, weights.report().num_tensors);
+  const bool on_host = backend.device().type == kernels::DeviceType::kCpu;
+  for (const TensorSpec& spec : specs) {
     switch (spec.part) {
       case LinearPart::kWeight: {
         kernels::LinearWeight* slot = LinearSlot(m, spec);
@@ -99,6 +108,7 @@ absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
           return Missing(spec);
         }
         ASSIGN_OR_RETURN(*slot, kernels::LinearWeightToDevice(backend, *host));
+        if (!on_host) progress.Add(host->weight.nbytes());
         break;
       }
       case LinearPart::kScales:
@@ -113,10 +123,12 @@ absl::StatusOr<ModelTensors> BindModelTensors(const ModelDescription& desc,
           return Missing(spec);
         }
         ASSIGN_OR_RETURN(*slot, backend.ToDevice(*host));
+        if (!on_host) progress.Add(host->nbytes());
         break;
       }
     }
   }
+  if (!on_host) progress.Finish();
   // The tied head is the embedding table: a plain [V, H] tensor.
   if (desc.tie_word_embeddings) m.lm_head = kernels::LinearWeight::Unquantized(m.embedding);
   if (!m.lm_head.defined()) {

@@ -12,6 +12,7 @@
 #include "common/checkpoint/quantization.h"
 #include "common/dtype_convert.h"
 #include "common/logging.h"
+#include "common/progress.h"
 #include "common/safetensors/checkpoint.h"
 #include "common/shape.h"
 #include "common/status.h"
@@ -197,6 +198,15 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
   }
 
   std::map<std::pair<DataType, DataType>, int64_t> casts;
+  uint64_t total_bytes = 0, total_tensors = 0;
+  for (const TensorSpec& spec : specs) {
+    if (!takes(spec)) continue;
+    total_bytes += static_cast<uint64_t>(NumElements(spec.shape)) *
+                   DataTypeSize(HeldDtype(spec, report.weight_dtype));
+    ++total_tensors;
+  }
+  ProgressLog progress(absl::StrCat("reading weights of rank ", options.rank), "tensors",
+                       total_bytes, total_tensors);
   for (size_t i = 0; i < specs.size(); ++i) {
     const TensorSpec& spec = specs[i];
     if (!takes(spec)) continue;
@@ -245,8 +255,10 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelDescription& desc, const std
     }
     report.bytes_held += t.nbytes();
     ++report.num_tensors;
+    progress.Add(t.nbytes());
     w.tensors_.emplace(spec.name, std::move(t));
   }
+  progress.Finish();
   for (const TensorSpec& spec : specs) {
     if (spec.part != LinearPart::kWeight || w.Find(spec.name) == nullptr) continue;
     ASSIGN_OR_RETURN(
