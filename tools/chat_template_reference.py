@@ -29,7 +29,9 @@ and writes
   reference_expected.json  every model x conversation: output or error
   snippets_expected.json   every snippet: output or error
 
-An error is recorded with its Python type and message; the C++ tests require
+The repository keeps both files formatted by clang-format (run
+`clang-format -i` on them after regenerating). An error is recorded with its
+Python type and message; the C++ tests require
 an error too, with the same message when the type is TemplateError (raised by
 the template's raise_exception).
 
@@ -41,6 +43,7 @@ the cased characters, from this Python's Unicode database).
 import argparse
 import json
 import os
+import re
 import sys
 from datetime import datetime
 
@@ -92,7 +95,8 @@ def render(env, source, context):
     except Exception as e:  # noqa: BLE001 - every failure is a fixture
         return {"error_type": type(e).__name__, "error": str(e), "phase": "parse"}
     try:
-        return {"output": template.render(**context)}
+        # Object addresses ("<generator object ... at 0x7f...>") vary per run.
+        return {"output": re.sub(r" at 0x[0-9a-f]+>", " at 0x...>", template.render(**context))}
     except Exception as e:  # noqa: BLE001
         return {"error_type": type(e).__name__, "error": str(e), "phase": "render"}
 
@@ -115,7 +119,7 @@ def conversation_context(conversation):
 
 def write_json(path, data):
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=1)
+        json.dump(data, f, ensure_ascii=False, indent=2)
         f.write("\n")
     print(f"chat_template_reference: wrote {path}")
 

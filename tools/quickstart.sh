@@ -98,6 +98,10 @@ echo "== POST /v1/completions (the OpenAI-compatible HTTP API on $http)"
 curl -s "http://$http/v1/completions" -H 'Content-Type: application/json' \
   -d '{"model": "tiny-random-qwen3-moe", "prompt": "Hello, world!", "max_tokens": 8, "temperature": 0}'
 echo
+echo "== POST /v1/chat/completions (the conversation rendered by the model's chat template)"
+curl -s "http://$http/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "tiny-random-qwen3-moe", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8, "temperature": 0}'
+echo
 echo "== epserve bench (16 requests, 4 at a time)"
 "$bin/epserve" bench --server "$server" --num-prompts 16 --max-concurrency 4 \
   --input-len 32 --output-len 16

@@ -69,7 +69,13 @@ class Template {
   //
   // The context is an ordered_json so that object keys keep the order the
   // client sent (as Python dicts do): `tool|tojson` and `for k, v in d.items()`
-  // print keys in that order. (nlohmann::json would sort them.)
+  // print keys in that order. (nlohmann::json would sort them.) To render as
+  // transformers does, pass what apply_chat_template passes: "messages",
+  // "tools" (null when there are none), "documents" (null),
+  // "add_generation_prompt", the tokenizer's special tokens that are set
+  // ("bos_token", "eos_token", ...) and the extra template kwargs
+  // ("enable_thinking", ...); templates test `tools is defined` and
+  // `tools is not none`.
   //
   // raise_exception("msg") in the template becomes an InvalidArgument status
   // whose message is exactly "msg" (IsTemplateException() is true for it).

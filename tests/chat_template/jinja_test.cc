@@ -21,6 +21,8 @@ using ::testing::HasSubstr;
 using testing::ReadJsonFixture;
 using testing::TestName;
 
+std::string Message(const absl::Status& status) { return absl::StrCat(status.message()); }
+
 struct Snippet {
   std::string name;
   std::string source;
@@ -92,8 +94,6 @@ INSTANTIATE_TEST_SUITE_P(Snippets, SnippetTest, ::testing::ValuesIn(LoadSnippets
                          });
 
 TEST(SnippetFixtures, Present) { EXPECT_GT(LoadSnippets().size(), 100u); }
-
-std::string Message(const absl::Status& status) { return absl::StrCat(status.message()); }
 
 std::string Render(std::string_view source, const nlohmann::ordered_json& context = {}) {
   absl::StatusOr<Template> tmpl = Template::Parse(source);
