@@ -12,7 +12,9 @@
 
 #include "common/rpc/tls.h"
 
-#include "epserve/v1/epserve.pb.h"
+namespace epserve::v1 {
+class GetServerInfoResponse;
+}  // namespace epserve::v1
 
 namespace epserve::client {
 
