@@ -670,6 +670,24 @@ json LogprobsJson(const CompletionFormat& f, const std::vector<v1::TokenLogprob>
   return json{{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}};
 }
 
+// usage of a non-streaming body: prompt (and cached) tokens once per prompt
+// (every n-th choice), completion tokens of every choice.
+json UsageJson(const std::vector<ChoiceResult>& choices, int n) {
+  uint64_t prompt = 0, completion = 0, cached = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceResult& c = choices[i];
+    if (n <= 0 || i % static_cast<size_t>(n) == 0) {
+      prompt += c.prompt_tokens;
+      cached += c.cached_tokens;
+    }
+    completion += c.completion_tokens;
+  }
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+}
+
 json Envelope(const CompletionFormat& f, bool chunk = false) {
   return json{{"id", f.id},
               {"object", chunk ? f.chunk_object : f.object},
@@ -684,24 +702,15 @@ std::string CompletionBody(const CompletionFormat& f, const std::vector<ChoiceRe
                            int n) {
   json body = Envelope(f);
   json list = json::array();
-  uint64_t prompt = 0, completion = 0, cached = 0;
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
     list.push_back({{"index", i},
                     {"text", c.text},
                     {"logprobs", LogprobsJson(f, c.logprobs)},
                     {"finish_reason", c.finish_reason}});
-    if (n <= 0 || i % static_cast<size_t>(n) == 0) {
-      prompt += c.prompt_tokens;
-      cached += c.cached_tokens;
-    }
-    completion += c.completion_tokens;
   }
   body["choices"] = std::move(list);
-  body["usage"] = {{"prompt_tokens", prompt},
-                   {"completion_tokens", completion},
-                   {"total_tokens", prompt + completion},
-                   {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+  body["usage"] = UsageJson(choices, n);
   return Dump(body);
 }
 
@@ -766,24 +775,15 @@ std::string ChatCompletionBody(const CompletionFormat& f, const std::vector<Choi
                                int n) {
   json body = Envelope(f);
   json list = json::array();
-  uint64_t prompt = 0, completion = 0, cached = 0;
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
     list.push_back({{"index", i},
                     {"message", {{"role", "assistant"}, {"content", c.text}}},
                     {"logprobs", ChatLogprobsJson(f, c.logprobs)},
                     {"finish_reason", c.finish_reason}});
-    if (n <= 0 || i % static_cast<size_t>(n) == 0) {
-      prompt += c.prompt_tokens;
-      cached += c.cached_tokens;
-    }
-    completion += c.completion_tokens;
   }
   body["choices"] = std::move(list);
-  body["usage"] = {{"prompt_tokens", prompt},
-                   {"completion_tokens", completion},
-                   {"total_tokens", prompt + completion},
-                   {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+  body["usage"] = UsageJson(choices, n);
   return Dump(body);
 }
 
